@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds (once, cached by version) every binary the local cluster needs, and installs the
+# Debian packages it uses. Output: $CACHE/bin-<version>/... ; prints the bin dir.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+install_debs() {
+  local missing=()
+  command -v runc >/dev/null || missing+=(runc)
+  [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+  command -v buildah >/dev/null || missing+=(buildah)
+  [ -x /bin/busybox ] && busybox --list 2>/dev/null | grep -q '^tar$' && [ -f /usr/share/doc/busybox-static/copyright ] || missing+=(busybox-static)
+  command -v iptables >/dev/null || missing+=(iptables)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v mount >/dev/null || missing+=(mount)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# build_mod <tools module dir> <out dir> <package>...
+build_mod() {
+  local mod=$1 out=$2; shift 2
+  for pkg in "$@"; do
+    local name=${pkg##*/}
+    [ "$name" = v3 ] && name=etcd
+    if [ ! -x "$out/$name" ]; then
+      log "go build $pkg"
+      (cd "$here/tools/$mod" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$out/$name.tmp" "$pkg")
+      mv "$out/$name.tmp" "$out/$name"
+    fi
+  done
+}
+
+main() {
+  install_debs
+  mkdir -p "$BIN"
+  build_mod etcd "$BIN" go.etcd.io/etcd/server/v3
+  build_mod containerd "$BIN" github.com/containerd/containerd/v2/cmd/containerd \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/ctr
+  build_mod kube "$BIN" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+main "$@"

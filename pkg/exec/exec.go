@@ -1,0 +1,197 @@
+// Package exec runs commands in containers over the Kubernetes exec API. It is the one
+// boundary every other package streams through, so each side can be tested alone.
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
+)
+
+// Target names a container.
+type Target struct {
+	Namespace string
+	Pod       string
+	Container string
+}
+
+func (t Target) String() string { return t.Namespace + "/" + t.Pod + "/" + t.Container }
+
+// TerminalSize is a terminal's width and height in cells.
+type TerminalSize = remotecommand.TerminalSize
+
+// SizeQueue yields terminal sizes; Next returns nil once the session has ended, which is
+// what lets the stream's resize goroutine exit.
+type SizeQueue = remotecommand.TerminalSizeQueue
+
+// Request is one command to run.
+type Request struct {
+	Target
+	Command []string
+	// Stdin, when set, is copied to the command; its EOF half-closes the command's stdin.
+	// The caller owns Stdin and must make it return (EOF or error) once Exec returns.
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	TTY    bool
+	Resize SizeQueue
+}
+
+// Executor runs a command in a container and returns when it has exited and its output
+// has been delivered. A non-zero exit is an *ExitError.
+type Executor interface {
+	Exec(ctx context.Context, req Request) error
+}
+
+// ExitError is a command that ran and exited non-zero.
+type ExitError struct {
+	Code int
+	// Stderr is the last bytes (at most StderrTail) the command wrote to stderr.
+	Stderr string
+}
+
+func (e *ExitError) Error() string {
+	if e.Stderr == "" {
+		return fmt.Sprintf("command exited with code %d", e.Code)
+	}
+	return fmt.Sprintf("command exited with code %d: %s", e.Code, e.Stderr)
+}
+
+// StderrTail bounds the stderr kept for an ExitError.
+const StderrTail = 4096
+
+// Transport selects the exec protocol.
+type Transport string
+
+// Transports of SPEC §5.
+const (
+	TransportAuto      Transport = "auto"
+	TransportWebSocket Transport = "websocket"
+	TransportSPDY      Transport = "spdy"
+)
+
+// ParseTransport validates a transport name.
+func ParseTransport(s string) (Transport, error) {
+	switch t := Transport(s); t {
+	case TransportAuto, TransportWebSocket, TransportSPDY:
+		return t, nil
+	}
+	return "", fmt.Errorf("exec.transport %q is unknown; use auto, websocket or spdy", s)
+}
+
+// Remote is the Executor over a real API server.
+type Remote struct {
+	config    *rest.Config
+	client    rest.Interface
+	transport Transport
+}
+
+// NewRemote builds an Executor that uses config's credentials. With TransportAuto, SPDY (the
+// faster one as measured, see bench/) is tried first and WebSocket v5 is the fallback, the
+// way kubectl composes them.
+func NewRemote(config *rest.Config, client rest.Interface, transport Transport) *Remote {
+	return &Remote{config: config, client: client, transport: transport}
+}
+
+// Exec implements Executor.
+func (r *Remote) Exec(ctx context.Context, req Request) error {
+	u := r.client.Post().Resource("pods").Namespace(req.Namespace).Name(req.Pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{
+			Container: req.Container,
+			Command:   req.Command,
+			Stdin:     req.Stdin != nil,
+			Stdout:    req.Stdout != nil,
+			Stderr:    req.Stderr != nil && !req.TTY,
+			TTY:       req.TTY,
+		}, scheme.ParameterCodec).URL()
+	ex, err := r.executor(u)
+	if err != nil {
+		return err
+	}
+	return Stream(ctx, ex, req)
+}
+
+func (r *Remote) executor(u *url.URL) (remotecommand.Executor, error) {
+	ws := func() (remotecommand.Executor, error) {
+		return remotecommand.NewWebSocketExecutor(r.config, http.MethodGet, u.String())
+	}
+	spdy := func() (remotecommand.Executor, error) { return remotecommand.NewSPDYExecutor(r.config, http.MethodPost, u) }
+	switch r.transport {
+	case TransportWebSocket:
+		return ws()
+	case TransportSPDY:
+		return spdy()
+	}
+	primary, err := spdy()
+	if err != nil {
+		return nil, err
+	}
+	secondary, err := ws()
+	if err != nil {
+		return nil, err
+	}
+	return remotecommand.NewFallbackExecutor(primary, secondary, shouldFallback)
+}
+
+func shouldFallback(err error) bool {
+	return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+}
+
+// Stream runs req on an already built remotecommand executor, translating exit codes and
+// keeping a bounded tail of stderr. It is exported for tests that dial their own servers.
+func Stream(ctx context.Context, ex remotecommand.Executor, req Request) error {
+	tail := &tailBuffer{max: StderrTail}
+	opts := remotecommand.StreamOptions{Stdin: req.Stdin, Stdout: req.Stdout, Tty: req.TTY, TerminalSizeQueue: req.Resize}
+	if req.Stderr != nil && !req.TTY {
+		opts.Stderr = io.MultiWriter(tail, req.Stderr)
+	} else if !req.TTY {
+		opts.Stderr = tail
+	}
+	err := ex.StreamWithContext(ctx, opts)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("exec in %s: %w (%v)", req.Target, context.Cause(ctx), err)
+	}
+	var code utilexec.CodeExitError
+	if errors.As(err, &code) {
+		return &ExitError{Code: code.Code, Stderr: strings.TrimSpace(tail.String())}
+	}
+	return fmt.Errorf("exec in %s: %w", req.Target, err)
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}

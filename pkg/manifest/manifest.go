@@ -1,0 +1,197 @@
+// Package manifest builds the integrity manifest of a collection (SPEC §3) without holding
+// its file list in memory: entries are spooled to temporary files and streamed out at the end.
+package manifest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Request is the request part of the manifest.
+type Request struct {
+	ID    string   `json:"id"`
+	Paths []string `json:"paths"`
+	Mode  string   `json:"mode"`
+}
+
+// Source describes where the files came from.
+type Source struct {
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	UID       string `json:"uid"`
+	Container string `json:"container"`
+	Node      string `json:"node"`
+	Image     string `json:"image"`
+	ImageID   string `json:"imageID"`
+}
+
+// Destination describes where the files were written.
+type Destination struct {
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	Container string `json:"container"`
+	Dir       string `json:"dir"`
+}
+
+// Agent identifies the agent that made the collection.
+type Agent struct {
+	Version string `json:"version"`
+	Node    string `json:"node"`
+}
+
+// Header is everything in the manifest except the file lists and totals.
+type Header struct {
+	Collection     string      `json:"collection"`
+	Request        Request     `json:"request"`
+	Source         Source      `json:"source"`
+	Destination    Destination `json:"destination"`
+	Agent          Agent       `json:"agent"`
+	StartTime      string      `json:"startTime"`
+	CompletionTime string      `json:"completionTime"`
+}
+
+// File is one regular file written to the destination.
+type File struct {
+	Path    string `json:"path"`
+	Size    int64  `json:"size"`
+	Mode    string `json:"mode"`
+	ModTime string `json:"modTime"`
+	SHA256  string `json:"sha256"`
+}
+
+// Skipped is one entry that was not written, and why.
+type Skipped struct {
+	Path   string `json:"path"`
+	Type   string `json:"type"`
+	Reason string `json:"reason"`
+}
+
+// Totals sums a collection.
+type Totals struct {
+	Files   int   `json:"files"`
+	Bytes   int64 `json:"bytes"`
+	Skipped int   `json:"skipped"`
+}
+
+// Manifest is the whole document, as read back by tests and tools.
+type Manifest struct {
+	Header
+	Files   []File    `json:"files"`
+	Skipped []Skipped `json:"skipped"`
+	Totals  Totals    `json:"totals"`
+}
+
+// Builder accumulates entries on disk. Close it when done.
+type Builder struct {
+	files, skipped spool
+	totals         Totals
+}
+
+type spool struct {
+	f *os.File
+	w *bufio.Writer
+	n int64
+}
+
+func (s *spool) add(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if s.n > 0 {
+		b = append([]byte(",\n  "), b...)
+	} else {
+		b = append([]byte("\n  "), b...)
+	}
+	n, err := s.w.Write(b)
+	s.n += int64(n)
+	return err
+}
+
+func (s *spool) reader() (io.Reader, error) {
+	if err := s.w.Flush(); err != nil {
+		return nil, err
+	}
+	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return io.LimitReader(s.f, s.n), nil
+}
+
+// NewBuilder spools into dir (os.TempDir() when empty).
+func NewBuilder(dir string) (*Builder, error) {
+	b := &Builder{}
+	for _, s := range []*spool{&b.files, &b.skipped} {
+		f, err := os.CreateTemp(dir, "podcopy-manifest-*")
+		if err != nil {
+			_ = b.Close()
+			return nil, fmt.Errorf("manifest spool: %w", err)
+		}
+		// Unlinked at once: the open handle is all we need, and nothing is left behind on a crash.
+		_ = os.Remove(f.Name())
+		s.f, s.w = f, bufio.NewWriterSize(f, 16<<10)
+	}
+	return b, nil
+}
+
+// AddFile records a written file.
+func (b *Builder) AddFile(f File) error {
+	b.totals.Files++
+	b.totals.Bytes += f.Size
+	return b.files.add(f)
+}
+
+// AddSkipped records an entry that was not written.
+func (b *Builder) AddSkipped(s Skipped) error {
+	b.totals.Skipped++
+	return b.skipped.add(s)
+}
+
+// Totals returns the running totals.
+func (b *Builder) Totals() Totals { return b.totals }
+
+// Finish returns the complete manifest JSON as a stream of known size. The Builder must not
+// be added to afterwards.
+func (b *Builder) Finish(h Header) (int64, io.Reader, error) {
+	head, err := json.MarshalIndent(h, "", " ")
+	if err != nil {
+		return 0, nil, err
+	}
+	head = bytes.TrimSuffix(head, []byte("\n}"))
+	tot, err := json.Marshal(b.totals)
+	if err != nil {
+		return 0, nil, err
+	}
+	files, err := b.files.reader()
+	if err != nil {
+		return 0, nil, err
+	}
+	skipped, err := b.skipped.reader()
+	if err != nil {
+		return 0, nil, err
+	}
+	parts := [][]byte{head, []byte(",\n \"files\": ["), []byte("\n ],\n \"skipped\": ["), []byte("\n ],\n \"totals\": "), tot, []byte("\n}\n")}
+	size := b.files.n + b.skipped.n
+	for _, p := range parts {
+		size += int64(len(p))
+	}
+	r := io.MultiReader(bytes.NewReader(parts[0]), bytes.NewReader(parts[1]), files, bytes.NewReader(parts[2]),
+		skipped, bytes.NewReader(parts[3]), bytes.NewReader(parts[4]), bytes.NewReader(parts[5]))
+	return size, r, nil
+}
+
+// Close releases the spool files.
+func (b *Builder) Close() error {
+	var errs []error
+	for _, s := range []*spool{&b.files, &b.skipped} {
+		if s.f != nil {
+			errs = append(errs, s.f.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

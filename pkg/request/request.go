@@ -1,0 +1,200 @@
+// Package request turns the podcopy/* annotations of a source pod into a normalized,
+// validated Request with a stable identity (SPEC §1).
+package request
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/podcopy/podcopy/pkg/policy"
+)
+
+// Annotation keys read from a source pod.
+const (
+	AnnotationCollect     = "podcopy/collect"
+	AnnotationContainer   = "podcopy/container"
+	AnnotationTrigger     = "podcopy/trigger"
+	AnnotationMode        = "podcopy/mode"
+	AnnotationInterval    = "podcopy/interval"
+	AnnotationDestination = "podcopy/destination"
+	// DefaultContainerAnnotation is kubectl's choice of default container.
+	DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
+)
+
+// Mode is how a request collects.
+type Mode string
+
+// Modes of SPEC §1.
+const (
+	ModeOnce   Mode = "once"
+	ModeFollow Mode = "follow"
+)
+
+// Interval limits for follow mode.
+const (
+	MinInterval     = 5 * time.Second
+	DefaultInterval = 30 * time.Second
+)
+
+// Request is the normalized tuple of SPEC §1. Field order is the canonical JSON order.
+type Request struct {
+	Paths       []string `json:"paths"`
+	Container   string   `json:"container"`
+	Trigger     string   `json:"trigger"`
+	Mode        Mode     `json:"mode"`
+	Interval    string   `json:"interval"`
+	Destination string   `json:"destination"`
+}
+
+// ID is the hex SHA-256 of the request's canonical JSON.
+func (r Request) ID() string {
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(err) // a struct of strings always marshals
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// IntervalDuration is the follow interval (zero for once).
+func (r Request) IntervalDuration() time.Duration {
+	d, _ := time.ParseDuration(r.Interval)
+	return d
+}
+
+// CollectionID names one run of r started at start (SPEC §3).
+func CollectionID(start time.Time, requestID string) string {
+	return start.UTC().Format("20060102T150405Z") + "-" + requestID[:8]
+}
+
+// HasRequest reports whether the pod carries a podcopy request at all.
+func HasRequest(pod *corev1.Pod) bool {
+	_, ok := pod.Annotations[AnnotationCollect]
+	return ok
+}
+
+// InvalidError is a request that must be rejected; its message says what to change.
+type InvalidError struct{ Reason string }
+
+func (e *InvalidError) Error() string { return e.Reason }
+
+func invalid(format string, args ...any) error {
+	return &InvalidError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// Parse reads and validates the request on pod against pol. Every failure is an *InvalidError.
+func Parse(pod *corev1.Pod, pol policy.Policy) (Request, error) {
+	a := pod.Annotations
+	var r Request
+	paths, err := parsePaths(a[AnnotationCollect])
+	if err != nil {
+		return r, err
+	}
+	for _, p := range paths {
+		if err := pol.Check(p); err != nil {
+			return r, invalid("%s %q: %v", AnnotationCollect, p, err)
+		}
+	}
+	r.Paths = paths
+	if r.Container, err = parseContainer(pod); err != nil {
+		return r, err
+	}
+	r.Trigger = a[AnnotationTrigger]
+	switch m := Mode(strings.TrimSpace(a[AnnotationMode])); m {
+	case "", ModeOnce:
+		r.Mode = ModeOnce
+	case ModeFollow:
+		r.Mode = ModeFollow
+		d := DefaultInterval
+		if s := strings.TrimSpace(a[AnnotationInterval]); s != "" {
+			if d, err = time.ParseDuration(s); err != nil {
+				return r, invalid("%s %q is not a Go duration such as 30s or 1m", AnnotationInterval, s)
+			}
+		}
+		if d < MinInterval {
+			return r, invalid("%s %s is shorter than the minimum %s", AnnotationInterval, d, MinInterval)
+		}
+		r.Interval = d.String()
+	default:
+		return r, invalid("%s %q is unknown; use %q or %q", AnnotationMode, m, ModeOnce, ModeFollow)
+	}
+	if d := strings.TrimSpace(a[AnnotationDestination]); d != "" {
+		if errs := validation.IsDNS1123Subdomain(d); len(errs) > 0 {
+			return r, invalid("%s %q is not a pod name: %s", AnnotationDestination, d, strings.Join(errs, "; "))
+		}
+		r.Destination = d
+	}
+	return r, nil
+}
+
+func parsePaths(value string) ([]string, error) {
+	var out []string
+	for _, raw := range strings.Split(value, ",") {
+		p := strings.TrimSpace(raw)
+		if p == "" {
+			continue
+		}
+		if err := checkPath(p); err != nil {
+			return nil, err
+		}
+		out = append(out, path.Clean(p))
+	}
+	if len(out) == 0 {
+		return nil, invalid("%s is empty; list absolute paths separated by commas", AnnotationCollect)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+func checkPath(p string) error {
+	if strings.IndexFunc(p, unicode.IsControl) >= 0 {
+		return invalid("%s %q contains a control character", AnnotationCollect, p)
+	}
+	if !strings.HasPrefix(p, "/") {
+		return invalid("%s %q is not an absolute path; paths must start with /", AnnotationCollect, p)
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == ".." || seg == "." {
+			return invalid("%s %q contains %q; give the path without . or .. segments", AnnotationCollect, p, seg)
+		}
+	}
+	if path.Clean(p) == "/" {
+		return invalid("%s %q would collect the whole filesystem", AnnotationCollect, p)
+	}
+	if _, err := path.Match(p, ""); err != nil {
+		return invalid("%s %q is not a valid glob: %v", AnnotationCollect, p, err)
+	}
+	return nil
+}
+
+func parseContainer(pod *corev1.Pod) (string, error) {
+	name := strings.TrimSpace(pod.Annotations[AnnotationContainer])
+	if name == "" {
+		name = pod.Annotations[DefaultContainerAnnotation]
+	}
+	if name == "" && len(pod.Spec.Containers) > 0 {
+		name = pod.Spec.Containers[0].Name
+	}
+	var names []string
+	for _, c := range pod.Spec.Containers {
+		if c.Name == name {
+			return name, nil
+		}
+		names = append(names, c.Name)
+	}
+	return "", invalid("container %q is not in pod %s/%s; its containers are %v (set %s)",
+		name, pod.Namespace, pod.Name, names, AnnotationContainer)
+}
+
+// IsGlob reports whether p contains glob metacharacters.
+func IsGlob(p string) bool { return strings.ContainsAny(p, "*?[") }

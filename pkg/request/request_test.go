@@ -1,0 +1,104 @@
+package request
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podcopy/podcopy/pkg/policy"
+)
+
+func pod(ann map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Annotations: ann},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}, {Name: "side"}}},
+	}
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		ann     map[string]string
+		want    Request
+		wantErr string
+	}{
+		{name: "single file", ann: map[string]string{AnnotationCollect: "/var/log/mysql/slow.log"},
+			want: Request{Paths: []string{"/var/log/mysql/slow.log"}, Container: "app", Mode: ModeOnce}},
+		{name: "several sorted deduped", ann: map[string]string{AnnotationCollect: " /var/log/b , /var/log/a,/var/log/b/,"},
+			want: Request{Paths: []string{"/var/log/a", "/var/log/b"}, Container: "app", Mode: ModeOnce}},
+		{name: "glob", ann: map[string]string{AnnotationCollect: "/var/log/app/*.log"},
+			want: Request{Paths: []string{"/var/log/app/*.log"}, Container: "app", Mode: ModeOnce}},
+		{name: "shell metacharacters are literal names", ann: map[string]string{AnnotationCollect: "/tmp/a;reboot,/tmp/$(id),/tmp/`id`,/tmp/x|y&z"},
+			want: Request{Paths: []string{"/tmp/$(id)", "/tmp/`id`", "/tmp/a;reboot", "/tmp/x|y&z"}, Container: "app", Mode: ModeOnce}},
+		{name: "default container annotation", ann: map[string]string{AnnotationCollect: "/tmp/x", DefaultContainerAnnotation: "side"},
+			want: Request{Paths: []string{"/tmp/x"}, Container: "side", Mode: ModeOnce}},
+		{name: "explicit container wins", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationContainer: "app", DefaultContainerAnnotation: "side"},
+			want: Request{Paths: []string{"/tmp/x"}, Container: "app", Mode: ModeOnce}},
+		{name: "follow default interval", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationMode: "follow"},
+			want: Request{Paths: []string{"/tmp/x"}, Container: "app", Mode: ModeFollow, Interval: "30s"}},
+		{name: "follow interval normalized", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationMode: "follow", AnnotationInterval: "60s"},
+			want: Request{Paths: []string{"/tmp/x"}, Container: "app", Mode: ModeFollow, Interval: "1m0s"}},
+		{name: "trigger and destination", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationTrigger: "t1", AnnotationDestination: "analysis-0"},
+			want: Request{Paths: []string{"/tmp/x"}, Container: "app", Mode: ModeOnce, Trigger: "t1", Destination: "analysis-0"}},
+		{name: "empty", ann: map[string]string{AnnotationCollect: " , "}, wantErr: "is empty"},
+		{name: "relative", ann: map[string]string{AnnotationCollect: "var/log/x"}, wantErr: "not an absolute path"},
+		{name: "dotdot", ann: map[string]string{AnnotationCollect: "/var/log/../../etc/shadow"}, wantErr: `contains ".."`},
+		{name: "dot", ann: map[string]string{AnnotationCollect: "/var/log/./x"}, wantErr: `contains "."`},
+		{name: "newline", ann: map[string]string{AnnotationCollect: "/var/log/x\n/etc/shadow"}, wantErr: "control character"},
+		{name: "nul", ann: map[string]string{AnnotationCollect: "/var/log/x\x00"}, wantErr: "control character"},
+		{name: "root", ann: map[string]string{AnnotationCollect: "/"}, wantErr: "whole filesystem"},
+		{name: "bad glob", ann: map[string]string{AnnotationCollect: "/var/log/[x"}, wantErr: "not a valid glob"},
+		{name: "denied", ann: map[string]string{AnnotationCollect: "/var/run/secrets/kubernetes.io/serviceaccount/token"}, wantErr: "denied by policy.denyPaths"},
+		{name: "denied shadow", ann: map[string]string{AnnotationCollect: "/etc/shadow"}, wantErr: "denied by policy.denyPaths"},
+		{name: "not allowed", ann: map[string]string{AnnotationCollect: "/etc/passwd"}, wantErr: "outside policy.allowPaths"},
+		{name: "unknown container", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationContainer: "nope"}, wantErr: `container "nope" is not in pod ns/p`},
+		{name: "unknown mode", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationMode: "sometimes"}, wantErr: "is unknown"},
+		{name: "interval too short", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationMode: "follow", AnnotationInterval: "1s"}, wantErr: "shorter than the minimum 5s"},
+		{name: "interval garbage", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationMode: "follow", AnnotationInterval: "$(reboot)"}, wantErr: "not a Go duration"},
+		{name: "bad destination", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationDestination: "../x"}, wantErr: "is not a pod name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Parse(pod(tt.ann), policy.Default())
+			if tt.wantErr != "" {
+				var inv *InvalidError
+				if !errors.As(err, &inv) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want InvalidError containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.ID() != tt.want.ID() {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestIDStable(t *testing.T) {
+	t.Parallel()
+	a, _ := Parse(pod(map[string]string{AnnotationCollect: "/tmp/b,/tmp/a"}), policy.Default())
+	b, _ := Parse(pod(map[string]string{AnnotationCollect: "/tmp/a, /tmp/b"}), policy.Default())
+	c, _ := Parse(pod(map[string]string{AnnotationCollect: "/tmp/a,/tmp/b", AnnotationTrigger: "2"}), policy.Default())
+	if a.ID() != b.ID() {
+		t.Fatal("same request, different ids")
+	}
+	if a.ID() == c.ID() {
+		t.Fatal("new trigger, same id")
+	}
+	if len(a.ID()) != 64 {
+		t.Fatalf("id %q is not hex sha256", a.ID())
+	}
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if got := CollectionID(start, a.ID()); got != "20260102T030405Z-"+a.ID()[:8] {
+		t.Fatalf("collection id %q", got)
+	}
+}
