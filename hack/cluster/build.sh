@@ -10,7 +10,7 @@ install_debs() {
   command -v runc >/dev/null || missing+=(runc)
   [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
   command -v buildah >/dev/null || missing+=(buildah)
-  [ -x /bin/busybox ] && busybox --list 2>/dev/null | grep -q '^tar$' && [ -f /usr/share/doc/busybox-static/copyright ] || missing+=(busybox-static)
+  dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
   command -v iptables >/dev/null || missing+=(iptables)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v mount >/dev/null || missing+=(mount)

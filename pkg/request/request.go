@@ -198,3 +198,17 @@ func parseContainer(pod *corev1.Pod) (string, error) {
 
 // IsGlob reports whether p contains glob metacharacters.
 func IsGlob(p string) bool { return strings.ContainsAny(p, "*?[") }
+
+// RawID identifies the annotations as written, for requests that cannot be normalized
+// (rejected ones), so the same bad input is reported once.
+func RawID(pod *corev1.Pod) string {
+	a := pod.Annotations
+	return Request{
+		Paths:       []string{a[AnnotationCollect]},
+		Container:   a[AnnotationContainer],
+		Trigger:     a[AnnotationTrigger],
+		Mode:        Mode(a[AnnotationMode]),
+		Interval:    a[AnnotationInterval],
+		Destination: a[AnnotationDestination],
+	}.ID()
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds OCI images without a Docker engine (buildah, daemonless) as docker-archive files.
+#   images.sh base    busybox (also the pause/sandbox image) and gnutar test images -> $CACHE/images/base
+#   images.sh agent   the podcopy agent image from the repo's Dockerfile -> $CACHE/images/agent.tar
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+B=(buildah --storage-driver vfs --root "$CACHE/buildah/root" --runroot "$CACHE/buildah/run")
+OUT=$CACHE/images
+
+build() { # name context containerfile out.tar
+  "${B[@]}" bud --quiet --isolation chroot -f "$3" -t "$1" "$2" >/dev/null
+  rm -f "$4.tmp"
+  "${B[@]}" push --quiet "$1" "docker-archive:$4.tmp:$1" >/dev/null
+  mv "$4.tmp" "$4"
+  log "image $1 -> $4"
+}
+
+# copy_with_libs root binary... : copies binaries and the shared libraries they load.
+copy_with_libs() {
+  local root=$1; shift
+  for b in "$@"; do
+    local real; real=$(readlink -f "$b")
+    mkdir -p "$root$(dirname "$b")"
+    cp "$real" "$root$b"
+    ldd "$real" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+      mkdir -p "$root$(dirname "$lib")"
+      cp -n "$(readlink -f "$lib")" "$root$lib"
+    done
+  done
+}
+
+base() {
+  mkdir -p "$OUT/base"
+  local version=3 # bump when the rootfs recipe changes
+  if [ -f "$OUT/base/.version" ] && [ "$(cat "$OUT/base/.version")" = "$version" ]; then return 0; fi
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+
+  # busybox: Debian's static busybox, one link per applet.
+  local bb=$work/busybox/rootfs
+  mkdir -p "$bb/bin" "$bb/etc" "$bb/tmp" "$bb/var/log" "$bb/collect"
+  chmod 1777 "$bb/tmp"
+  cp /bin/busybox "$bb/bin/busybox"
+  for applet in $(/bin/busybox --list); do [ "$applet" = busybox ] || ln -sf busybox "$bb/bin/$applet"; done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$bb/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$bb/etc/group"
+  printf 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD ["/bin/sleep", "2147483647"]\n' > "$work/busybox/Containerfile"
+  build podcopy.local/busybox:1 "$work/busybox" "$work/busybox/Containerfile" "$OUT/base/busybox.tar"
+  "${B[@]}" tag podcopy.local/busybox:1 podcopy.local/pause:1
+  "${B[@]}" push --quiet podcopy.local/pause:1 "docker-archive:$OUT/base/pause.tar:podcopy.local/pause:1" >/dev/null
+
+  # gnutar: GNU tar, gzip, bash and dash with coreutils, from this machine's Debian packages.
+  local gt=$work/gnutar/rootfs
+  mkdir -p "$gt/tmp" "$gt/var/log" "$gt/etc" "$gt/collect"
+  chmod 1777 "$gt/tmp"
+  copy_with_libs "$gt" /bin/tar /bin/gzip /bin/bash /bin/dash /usr/bin/sha256sum /bin/cat /bin/sleep /bin/ls \
+    /bin/rm /bin/mkdir /bin/mv /bin/cp /usr/bin/stat /usr/bin/head /usr/bin/wc /bin/date /usr/bin/env /usr/bin/stty /usr/bin/seq
+  ln -sf dash "$gt/bin/sh"
+  cp /etc/passwd "$gt/etc/passwd"; cp /etc/group "$gt/etc/group"
+  printf 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/bin:/bin\nCMD ["/bin/sleep", "2147483647"]\n' > "$work/gnutar/Containerfile"
+  build podcopy.local/gnutar:1 "$work/gnutar" "$work/gnutar/Containerfile" "$OUT/base/gnutar.tar"
+  echo "$version" > "$OUT/base/.version"
+}
+
+agent() {
+  mkdir -p "$OUT"
+  (cd "$REPO_ROOT" && make --no-print-directory build-linux)
+  build podcopy.local/podcopy-agent:dev "$REPO_ROOT" "$REPO_ROOT/Dockerfile" "$OUT/agent.tar"
+}
+
+case "${1:-}" in
+  base) base ;;
+  agent) agent ;;
+  *) echo "usage: $0 base|agent" >&2; exit 2 ;;
+esac

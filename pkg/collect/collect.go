@@ -1,0 +1,300 @@
+// Package collect decides, for one source pod, what its podcopy request needs now (run it,
+// reject it, wait, or nothing) and carries it out, reporting through status, Events and
+// metrics.
+package collect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/go-logr/logr"
+
+	"github.com/podcopy/podcopy/pkg/destination"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/metrics"
+	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/ship"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// Event reasons of SPEC §2.
+const (
+	ReasonStarted   = "CollectionStarted"
+	ReasonSucceeded = "CollectionSucceeded"
+	ReasonFailed    = "CollectionFailed"
+	ReasonRejected  = "RequestRejected"
+)
+
+// ErrShutdown is the cause a collection is cancelled with when the agent's grace period ends.
+var ErrShutdown = errors.New("agent shutting down: the collection was interrupted after the shutdown grace period; change podcopy/trigger to run it again")
+
+// errPodDeleted is the cause a collection is cancelled with when its pod goes away.
+var errPodDeleted = errors.New("source pod was deleted during the collection")
+
+// Runner ships one collection (ship.Shipper in production).
+type Runner interface {
+	Run(ctx context.Context, job ship.Job) (ship.Result, error)
+}
+
+// Chooser picks the analysis pod (destination.Chooser in production).
+type Chooser interface {
+	Choose(ctx context.Context, requested string) (exec.Target, error)
+}
+
+// Settings are the parts of the agent configuration a collection uses. Policy is read on
+// every request so a reloaded file applies at once.
+type Settings struct {
+	Policy func() policy.Policy
+	Limits func() ship.Limits
+	Dir    string
+	Gzip   bool
+	Agent  manifest.Agent
+}
+
+// Handler syncs pods. It is safe for concurrent use on different pods.
+type Handler struct {
+	Runner   Runner
+	Chooser  Chooser
+	Status   status.Writer
+	Recorder record.EventRecorder
+	Metrics  *metrics.Metrics
+	Settings Settings
+	Now      func() time.Time
+
+	mu       sync.Mutex
+	done     map[types.UID]string // request ids finished by this process (the cache may lag)
+	inflight map[types.UID]context.CancelCauseFunc
+}
+
+// RetryError asks the caller to sync the pod again later.
+type RetryError struct{ Reason string }
+
+func (e *RetryError) Error() string { return e.Reason }
+
+// Sync handles the request on pod, if any. A *RetryError means "try again later".
+func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
+	if !request.HasRequest(pod) || pod.DeletionTimestamp != nil {
+		return nil
+	}
+	log := logr.FromContextOrDiscard(ctx).WithValues("pod", pod.Namespace+"/"+pod.Name)
+	st, _ := status.Get(pod)
+	req, err := request.Parse(pod, h.Settings.Policy())
+	if err != nil {
+		id := request.RawID(pod)
+		if st.Done(id) || h.finished(pod.UID, id) {
+			return nil
+		}
+		log.Info("request rejected", "reason", err.Error())
+		return h.reject(ctx, pod, id, err.Error())
+	}
+	id := req.ID()
+	if st.Done(id) || h.finished(pod.UID, id) {
+		return nil
+	}
+	if req.Mode == request.ModeFollow {
+		return h.reject(ctx, pod, id, "podcopy/mode follow is not supported by this agent version yet; use mode once")
+	}
+	if wait := notReady(pod, req.Container); wait != "" {
+		if st.Request != id || st.Phase != status.Pending || st.Message != wait {
+			return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Message: wait})
+		}
+		return nil
+	}
+	dst, err := h.Chooser.Choose(ctx, req.Destination)
+	var invalid *destination.InvalidError
+	var notReadyDst *destination.NotReadyError
+	switch {
+	case errors.As(err, &invalid):
+		return h.reject(ctx, pod, id, err.Error())
+	case errors.As(err, &notReadyDst):
+		if st.Request != id || st.Phase != status.Pending || st.Message != err.Error() {
+			if werr := h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Message: err.Error()}); werr != nil {
+				return werr
+			}
+		}
+		return &RetryError{Reason: err.Error()}
+	case err != nil:
+		return err
+	}
+	return h.collect(ctx, log, pod, req, dst)
+}
+
+// notReady says why the pod's container cannot be read from yet ("" when it can).
+func notReady(pod *corev1.Pod, container string) string {
+	if pod.Status.Phase != corev1.PodRunning {
+		return fmt.Sprintf("waiting for the pod to be Running (phase %s)", pod.Status.Phase)
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == container {
+			if cs.State.Running == nil {
+				return fmt.Sprintf("waiting for container %s to be running", container)
+			}
+			return ""
+		}
+	}
+	return fmt.Sprintf("waiting for container %s to start", container)
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Handler) finished(uid types.UID, id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.done[uid] == id
+}
+
+func (h *Handler) markFinished(uid types.UID, id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done == nil {
+		h.done = map[types.UID]string{}
+	}
+	h.done[uid] = id
+}
+
+// Forget drops what the handler remembers of a pod and stops its collection; call it when
+// the pod is deleted.
+func (h *Handler) Forget(uid types.UID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.done, uid)
+	if cancel, ok := h.inflight[uid]; ok {
+		cancel(errPodDeleted)
+	}
+}
+
+func (h *Handler) reject(ctx context.Context, pod *corev1.Pod, id, msg string) error {
+	now := h.now().UTC().Format(time.RFC3339)
+	h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonRejected, msg)
+	h.Metrics.Collections.WithLabelValues(metrics.ResultRejected).Inc()
+	h.markFinished(pod.UID, id)
+	return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Rejected, Message: msg, CompletionTime: now})
+}
+
+func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target) error {
+	start := h.now().UTC()
+	id := req.ID()
+	job := h.job(pod, req, dst, start)
+	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String())
+	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection,
+		Destination: fmt.Sprintf("%s:%s", dst, job.CollectionDir()), StartTime: start.Format(time.RFC3339)}
+	if err := h.Status.Write(ctx, pod, st); err != nil {
+		return err
+	}
+	h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonStarted,
+		fmt.Sprintf("collecting %v from container %s into %s", req.Paths, req.Container, st.Destination))
+	log.Info("collection started", "paths", req.Paths)
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	h.track(pod.UID, cancel)
+	h.Metrics.Inflight.Inc()
+	res, err := h.Runner.Run(runCtx, job)
+	h.Metrics.Inflight.Dec()
+	h.untrack(pod.UID)
+	cause := context.Cause(runCtx)
+	cancel(nil)
+	h.markFinished(pod.UID, id)
+
+	// The final status is written even when the agent is shutting down.
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer wcancel()
+	st.CompletionTime = h.now().UTC().Format(time.RFC3339)
+	st.Files, st.Bytes, st.Skipped = res.Totals.Files, res.Totals.Bytes, res.Totals.Skipped
+	if err != nil {
+		if errors.Is(cause, errPodDeleted) {
+			log.Info("collection stopped: pod deleted")
+			h.Metrics.Collections.WithLabelValues(metrics.ResultFailed).Inc()
+			return nil
+		}
+		msg := err.Error()
+		if errors.Is(cause, ErrShutdown) {
+			msg = ErrShutdown.Error()
+		}
+		st.Phase, st.Message = status.Failed, msg
+		h.Metrics.Collections.WithLabelValues(metrics.ResultFailed).Inc()
+		h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonFailed, fmt.Sprintf("collection %s failed: %s", job.Header.Collection, msg))
+		log.Error(err, "collection failed")
+		return h.Status.Write(wctx, pod, st)
+	}
+	elapsed := res.Completion.Sub(start)
+	h.Metrics.CollectionDuration.Observe(elapsed.Seconds())
+	h.Metrics.Collections.WithLabelValues(metrics.ResultSucceeded).Inc()
+	h.Metrics.ShippedBytes.Add(float64(res.Totals.Bytes))
+	h.Metrics.ShippedFiles.Add(float64(res.Totals.Files))
+	for typ, n := range res.SkippedByType {
+		h.Metrics.SkippedEntries.WithLabelValues(typ).Add(float64(n))
+	}
+	st.Phase = status.Succeeded
+	st.Message = fmt.Sprintf("collected %d files (%d bytes), skipped %d, in %s", res.Totals.Files, res.Totals.Bytes, res.Totals.Skipped, elapsed.Round(time.Millisecond))
+	evType := corev1.EventTypeNormal
+	if res.Warning != "" {
+		st.Message += "; warning: " + res.Warning
+		evType = corev1.EventTypeWarning
+	}
+	h.Recorder.Event(pod, evType, ReasonSucceeded, fmt.Sprintf("collection %s: %s; manifest at %s/manifest.json", job.Header.Collection, st.Message, st.Destination))
+	log.Info("collection succeeded", "files", res.Totals.Files, "bytes", res.Totals.Bytes, "skipped", res.Totals.Skipped, "seconds", elapsed.Seconds())
+	return h.Status.Write(wctx, pod, st)
+}
+
+func (h *Handler) track(uid types.UID, cancel context.CancelCauseFunc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.inflight == nil {
+		h.inflight = map[types.UID]context.CancelCauseFunc{}
+	}
+	h.inflight[uid] = cancel
+}
+
+func (h *Handler) untrack(uid types.UID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.inflight, uid)
+}
+
+func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, start time.Time) ship.Job {
+	id := req.ID()
+	src := manifest.Source{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), Container: req.Container, Node: pod.Spec.NodeName}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == req.Container {
+			src.Image = c.Image
+		}
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == req.Container {
+			src.ImageID = cs.ImageID
+		}
+	}
+	job := ship.Job{
+		Header: manifest.Header{
+			Collection:  request.CollectionID(start, id),
+			Request:     manifest.Request{ID: id, Paths: req.Paths, Mode: string(req.Mode)},
+			Source:      src,
+			Destination: manifest.Destination{Namespace: dst.Namespace, Pod: dst.Pod, Container: dst.Container},
+			Agent:       h.Settings.Agent,
+			StartTime:   start.Format(time.RFC3339),
+		},
+		Paths:       req.Paths,
+		Source:      exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container},
+		Destination: dst,
+		Dir:         h.Settings.Dir,
+		Policy:      h.Settings.Policy(),
+		Limits:      h.Settings.Limits(),
+		Gzip:        h.Settings.Gzip,
+	}
+	job.Header.Destination.Dir = job.CollectionDir()
+	return job
+}

@@ -1,0 +1,105 @@
+// Package destination chooses the analysis pod a collection is written to (SPEC §3, §7).
+package destination
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+)
+
+// Config is the agent's destination setting. Source pods cannot change it.
+type Config struct {
+	Namespace string `json:"namespace"`
+	Selector  string `json:"selector"`
+	// Container is the analysis pod's container; empty means its first container.
+	Container string `json:"container"`
+	Dir       string `json:"dir"`
+}
+
+// Validate checks the selector and dir.
+func (c Config) Validate() error {
+	if c.Namespace == "" {
+		return errors.New("destination.namespace must be set")
+	}
+	if _, err := labels.Parse(c.Selector); err != nil {
+		return fmt.Errorf("destination.selector %q: %w", c.Selector, err)
+	}
+	if !strings.HasPrefix(c.Dir, "/") {
+		return fmt.Errorf("destination.dir %q must be an absolute path", c.Dir)
+	}
+	return nil
+}
+
+// NotReadyError means no matching analysis pod is Ready now; the request should wait.
+type NotReadyError struct{ Reason string }
+
+func (e *NotReadyError) Error() string { return e.Reason }
+
+// InvalidError means the source pod asked for a destination it may not have.
+type InvalidError struct{ Reason string }
+
+func (e *InvalidError) Error() string { return e.Reason }
+
+// Chooser picks analysis pods.
+type Chooser struct {
+	Client kubernetes.Interface
+	Config Config
+}
+
+// Choose returns the destination container. With requested == "", it is the Ready matching
+// pod whose name sorts first; otherwise requested must be a matching pod.
+func (c Chooser) Choose(ctx context.Context, requested string) (exec.Target, error) {
+	list, err := c.Client.CoreV1().Pods(c.Config.Namespace).List(ctx, metav1.ListOptions{LabelSelector: c.Config.Selector})
+	if err != nil {
+		return exec.Target{}, fmt.Errorf("listing analysis pods in %s: %w", c.Config.Namespace, err)
+	}
+	pods := list.Items
+	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
+	if requested != "" {
+		i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Name == requested })
+		if i < 0 {
+			return exec.Target{}, &InvalidError{Reason: fmt.Sprintf("podcopy/destination %q is not an analysis pod: no pod of that name in namespace %s matches selector %q",
+				requested, c.Config.Namespace, c.Config.Selector)}
+		}
+		pods = pods[i : i+1]
+	}
+	for i := range pods {
+		if Ready(&pods[i]) {
+			return c.target(&pods[i])
+		}
+	}
+	return exec.Target{}, &NotReadyError{Reason: fmt.Sprintf("no Ready analysis pod in namespace %s matches selector %q (found %d); waiting",
+		c.Config.Namespace, c.Config.Selector, len(pods))}
+}
+
+func (c Chooser) target(p *corev1.Pod) (exec.Target, error) {
+	name := c.Config.Container
+	if name == "" {
+		name = p.Spec.Containers[0].Name
+	} else if !slices.ContainsFunc(p.Spec.Containers, func(ct corev1.Container) bool { return ct.Name == name }) {
+		return exec.Target{}, fmt.Errorf("analysis pod %s/%s has no container %q (destination.container)", p.Namespace, p.Name, name)
+	}
+	return exec.Target{Namespace: p.Namespace, Pod: p.Name, Container: name}, nil
+}
+
+// Ready reports whether the pod is Running, not terminating, and has condition Ready.
+func Ready(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

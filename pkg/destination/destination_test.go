@@ -1,0 +1,78 @@
+package destination
+
+import (
+	"errors"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func analysisPod(name string, ready bool, labels map[string]string) *corev1.Pod {
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "podcopy", Name: name, Labels: labels},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "store"}, {Name: "other"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
+	}
+}
+
+func TestChoose(t *testing.T) {
+	t.Parallel()
+	match := map[string]string{"app.kubernetes.io/component": "analysis"}
+	client := fake.NewClientset(
+		analysisPod("analysis-2", true, match),
+		analysisPod("analysis-1", true, match),
+		analysisPod("analysis-0", false, match),
+		analysisPod("impostor", true, map[string]string{"app": "x"}),
+	)
+	c := Chooser{Client: client, Config: Config{Namespace: "podcopy", Selector: "app.kubernetes.io/component=analysis", Dir: "/collect"}}
+	tests := []struct {
+		name, requested, want string
+		wantInvalid, wantWait bool
+	}{
+		{name: "first ready by name", want: "analysis-1"},
+		{name: "requested", requested: "analysis-2", want: "analysis-2"},
+		{name: "requested not ready", requested: "analysis-0", wantWait: true},
+		{name: "requested outside selector", requested: "impostor", wantInvalid: true},
+		{name: "requested unknown", requested: "nope", wantInvalid: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := c.Choose(t.Context(), tt.requested)
+			var inv *InvalidError
+			var wait *NotReadyError
+			switch {
+			case tt.wantInvalid:
+				if !errors.As(err, &inv) {
+					t.Fatalf("err = %v, want InvalidError", err)
+				}
+			case tt.wantWait:
+				if !errors.As(err, &wait) {
+					t.Fatalf("err = %v, want NotReadyError", err)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case got.Pod != tt.want || got.Container != "store" || got.Namespace != "podcopy":
+				t.Fatalf("got %+v", got)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	if err := (Config{Namespace: "p", Selector: "a=b", Dir: "/collect"}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []Config{{Selector: "a=b", Dir: "/c"}, {Namespace: "p", Selector: "a=(", Dir: "/c"}, {Namespace: "p", Dir: "c"}} {
+		if c.Validate() == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}

@@ -1,0 +1,62 @@
+// Package metrics defines podcopy's Prometheus metrics (SPEC §6) on its own registry.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Results of a collection.
+const (
+	ResultSucceeded = "succeeded"
+	ResultFailed    = "failed"
+	ResultRejected  = "rejected"
+)
+
+// Metrics holds every podcopy metric.
+type Metrics struct {
+	Registry           *prometheus.Registry
+	Collections        *prometheus.CounterVec
+	CollectionDuration prometheus.Histogram
+	ShippedBytes       prometheus.Counter
+	ShippedFiles       prometheus.Counter
+	SkippedEntries     *prometheus.CounterVec
+	Inflight           prometheus.Gauge
+	FollowLag          *prometheus.GaugeVec
+}
+
+// New registers all metrics, plus the Go and process collectors, on a fresh registry.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Collections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podcopy_collections_total", Help: "Collections by result.",
+		}, []string{"result"}),
+		CollectionDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "podcopy_collection_duration_seconds", Help: "Time from start to manifest written, for collections that ran.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+		}),
+		ShippedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_shipped_bytes_total", Help: "File bytes written to analysis pods.",
+		}),
+		ShippedFiles: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_shipped_files_total", Help: "Files written to analysis pods.",
+		}),
+		SkippedEntries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podcopy_skipped_entries_total", Help: "Source entries not written, by type.",
+		}, []string{"type"}),
+		Inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "podcopy_inflight_collections", Help: "Collections running now.",
+		}),
+		FollowLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "podcopy_follow_lag_bytes", Help: "Bytes in a followed source file not yet shipped.",
+		}, []string{"namespace", "pod", "container", "path"}),
+	}
+	for _, r := range []string{ResultSucceeded, ResultFailed, ResultRejected} {
+		m.Collections.WithLabelValues(r)
+	}
+	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
+		m.SkippedEntries, m.Inflight, m.FollowLag,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

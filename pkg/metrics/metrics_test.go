@@ -1,0 +1,37 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestNames(t *testing.T) {
+	t.Parallel()
+	m := New()
+	m.Collections.WithLabelValues(ResultSucceeded).Inc()
+	m.SkippedEntries.WithLabelValues("symlink").Inc()
+	m.FollowLag.WithLabelValues("ns", "p", "c", "/var/log/x").Set(1)
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, f := range families {
+		seen[f.GetName()] = true
+		if strings.HasPrefix(f.GetName(), "podcopy_") && f.GetType().String() == "COUNTER" && !strings.HasSuffix(f.GetName(), "_total") {
+			t.Errorf("counter %s does not end in _total", f.GetName())
+		}
+	}
+	for _, n := range []string{"podcopy_collections_total", "podcopy_collection_duration_seconds", "podcopy_shipped_bytes_total",
+		"podcopy_shipped_files_total", "podcopy_skipped_entries_total", "podcopy_inflight_collections", "podcopy_follow_lag_bytes",
+		"go_goroutines", "process_resident_memory_bytes"} {
+		if !seen[n] {
+			t.Errorf("metric %s missing", n)
+		}
+	}
+	if got := testutil.ToFloat64(m.Collections.WithLabelValues(ResultSucceeded)); got != 1 {
+		t.Fatalf("succeeded = %v", got)
+	}
+}

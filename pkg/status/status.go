@@ -1,0 +1,96 @@
+// Package status reads and writes the podcopy/status annotation (SPEC §2).
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Annotation is the key only the agent writes.
+const Annotation = "podcopy/status"
+
+// Phase of a request.
+type Phase string
+
+// Phases of SPEC §2.
+const (
+	Pending   Phase = "Pending"
+	Running   Phase = "Running"
+	Succeeded Phase = "Succeeded"
+	Failed    Phase = "Failed"
+	Rejected  Phase = "Rejected"
+)
+
+// Status is the JSON value of the annotation.
+type Status struct {
+	Request        string `json:"request"`
+	Phase          Phase  `json:"phase"`
+	Collection     string `json:"collection,omitempty"`
+	Files          int    `json:"files"`
+	Bytes          int64  `json:"bytes"`
+	Skipped        int    `json:"skipped"`
+	Destination    string `json:"destination,omitempty"`
+	Message        string `json:"message,omitempty"`
+	StartTime      string `json:"startTime,omitempty"`
+	CompletionTime string `json:"completionTime,omitempty"`
+}
+
+// Get returns the pod's status, or false when it has none (or an unreadable one).
+func Get(pod *corev1.Pod) (Status, bool) {
+	raw, ok := pod.Annotations[Annotation]
+	if !ok {
+		return Status{}, false
+	}
+	var s Status
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		return Status{}, false
+	}
+	return s, true
+}
+
+// Done reports whether s is a final outcome of request id, so it must not run again.
+func (s Status) Done(id string) bool {
+	if s.Request != id {
+		return false
+	}
+	switch s.Phase {
+	case Succeeded, Failed, Rejected:
+		return true
+	}
+	return false
+}
+
+// Writer patches the status onto pods.
+type Writer interface {
+	Write(ctx context.Context, pod *corev1.Pod, s Status) error
+}
+
+// PatchWriter writes with a JSON merge patch that touches only the status annotation, and
+// only while the pod is the same object (UID precondition).
+type PatchWriter struct{ Client kubernetes.Interface }
+
+// Write implements Writer.
+func (w PatchWriter) Write(ctx context.Context, pod *corev1.Pod, s Status) error {
+	val, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"uid":         pod.UID,
+		"annotations": map[string]string{Annotation: string(val)},
+	}})
+	if err != nil {
+		return err
+	}
+	_, err = w.Client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "podcopy-agent"})
+	if err != nil {
+		return fmt.Errorf("patching %s on %s/%s: %w", Annotation, pod.Namespace, pod.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,279 @@
+// Package watch feeds source pods with podcopy requests from informers into a rate-limited
+// workqueue served by a fixed number of workers.
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/go-logr/logr"
+
+	"github.com/podcopy/podcopy/pkg/collect"
+	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// Syncer handles one pod (collect.Handler in production).
+type Syncer interface {
+	Sync(ctx context.Context, pod *corev1.Pod) error
+	Forget(uid types.UID)
+}
+
+// Options configure the Controller.
+type Options struct {
+	// NodeName limits the informer to pods on one node; empty watches all pods.
+	NodeName string
+	// Namespaces limits the informer; empty watches all.
+	Namespaces []string
+	// Workers is the number of collections in flight at once.
+	Workers int
+	// Grace is how long in-flight collections may run after shutdown begins.
+	Grace time.Duration
+}
+
+// Controller runs the informers, queue and workers.
+type Controller struct {
+	opts    Options
+	syncer  Syncer
+	queue   workqueue.TypedRateLimitingInterface[string]
+	listers map[string]listersv1.PodLister // by namespace ("" for all)
+	synced  []cache.InformerSynced
+	start   []func(<-chan struct{})
+	ready   atomic.Bool
+}
+
+// New builds a Controller over client.
+func New(client kubernetes.Interface, syncer Syncer, opts Options) (*Controller, error) {
+	if opts.Workers < 1 {
+		return nil, fmt.Errorf("workers must be at least 1, got %d", opts.Workers)
+	}
+	c := &Controller{
+		opts:   opts,
+		syncer: syncer,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "podcopy"}),
+		listers: map[string]listersv1.PodLister{},
+	}
+	namespaces := opts.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	for _, ns := range namespaces {
+		factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+			informers.WithNamespace(ns),
+			informers.WithTransform(Transform),
+			informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+				if opts.NodeName != "" {
+					lo.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
+				}
+			}))
+		inf := factory.Core().V1().Pods()
+		if _, err := inf.Informer().AddEventHandler(c.handlers()); err != nil {
+			return nil, err
+		}
+		c.listers[ns] = inf.Lister()
+		c.synced = append(c.synced, inf.Informer().HasSynced)
+		c.start = append(c.start, factory.Start)
+	}
+	return c, nil
+}
+
+// Transform keeps what podcopy reads of a pod and drops the rest (managedFields, the
+// last-applied annotation, most of the spec), so memory stays small with many pods.
+func Transform(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Pod{
+		TypeMeta: pod.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, ResourceVersion: pod.ResourceVersion,
+			Labels: pod.Labels, DeletionTimestamp: pod.DeletionTimestamp,
+		},
+		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+	}
+	for k, v := range pod.Annotations {
+		if k == corev1.LastAppliedConfigAnnotation {
+			continue
+		}
+		if out.Annotations == nil {
+			out.Annotations = map[string]string{}
+		}
+		out.Annotations[k] = v
+	}
+	for _, ct := range pod.Spec.Containers {
+		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: ct.Name, Image: ct.Image})
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		out.Status.ContainerStatuses = append(out.Status.ContainerStatuses,
+			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, State: cs.State, Ready: cs.Ready})
+	}
+	out.Status.Conditions = pod.Status.Conditions
+	return out, nil
+}
+
+func (c *Controller) handlers() cache.ResourceEventHandler {
+	enqueue := func(obj any) {
+		if pod, ok := obj.(*corev1.Pod); ok && request.HasRequest(pod) {
+			if key, err := cache.MetaNamespaceKeyFunc(pod); err == nil {
+				c.queue.Add(key)
+			}
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue,
+		UpdateFunc: func(oldObj, newObj any) {
+			oldPod, _ := oldObj.(*corev1.Pod)
+			newPod, _ := newObj.(*corev1.Pod)
+			// Our own status writes change nothing to do; skip them unless the request changed.
+			if oldPod != nil && newPod != nil && onlyStatusChanged(oldPod, newPod) {
+				return
+			}
+			enqueue(newObj)
+		},
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if pod, ok := obj.(*corev1.Pod); ok {
+				c.syncer.Forget(pod.UID)
+			}
+		},
+	}
+}
+
+func onlyStatusChanged(a, b *corev1.Pod) bool {
+	if a.Status.Phase != b.Status.Phase || len(a.Annotations) != len(b.Annotations) || !containersSame(a, b) {
+		return false
+	}
+	for k, v := range a.Annotations {
+		if k != status.Annotation && b.Annotations[k] != v {
+			return false
+		}
+	}
+	return a.Annotations[status.Annotation] != b.Annotations[status.Annotation]
+}
+
+func containersSame(a, b *corev1.Pod) bool {
+	if len(a.Status.ContainerStatuses) != len(b.Status.ContainerStatuses) {
+		return false
+	}
+	for i := range a.Status.ContainerStatuses {
+		if (a.Status.ContainerStatuses[i].State.Running == nil) != (b.Status.ContainerStatuses[i].State.Running == nil) {
+			return false
+		}
+	}
+	return true
+}
+
+// Ready reports whether the informers have synced.
+func (c *Controller) Ready() bool { return c.ready.Load() }
+
+// Run starts informers and workers and blocks until ctx is done and the workers have
+// drained: in-flight collections get opts.Grace to finish, then are cancelled with
+// collect.ErrShutdown. Queued requests that did not start are left for the next agent.
+func (c *Controller) Run(ctx context.Context) error {
+	log := logr.FromContextOrDiscard(ctx)
+	stop := make(chan struct{})
+	var informers sync.WaitGroup
+	for _, start := range c.start {
+		informers.Go(func() { start(stop) })
+	}
+	defer informers.Wait()
+	defer close(stop)
+	defer c.queue.ShutDown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return errors.Join(errors.New("informers did not sync"), ctx.Err())
+	}
+	c.ready.Store(true)
+	log.Info("informers synced", "node", c.opts.NodeName, "namespaces", c.opts.Namespaces, "workers", c.opts.Workers)
+
+	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(nil)
+	var workers sync.WaitGroup
+	for range c.opts.Workers {
+		workers.Go(func() {
+			for c.next(ctx, workCtx) {
+			}
+		})
+	}
+	<-ctx.Done()
+	c.ready.Store(false)
+	c.queue.ShutDown()
+	done := make(chan struct{})
+	go func() { workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(c.opts.Grace):
+		log.Info("shutdown grace period over; interrupting collections", "grace", c.opts.Grace)
+		cancelWork(collect.ErrShutdown)
+		<-done
+	}
+	return nil
+}
+
+// next processes one queue item; false when the queue has shut down.
+func (c *Controller) next(stopCtx, workCtx context.Context) bool {
+	key, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(key)
+	if stopCtx.Err() != nil {
+		return true // shutting down: do not start new work
+	}
+	log := logr.FromContextOrDiscard(workCtx).WithValues("pod", key)
+	pod, err := c.get(key)
+	if err != nil || pod == nil {
+		c.queue.Forget(key)
+		return true
+	}
+	err = c.syncer.Sync(workCtx, pod.DeepCopy())
+	var retry *collect.RetryError
+	switch {
+	case errors.As(err, &retry):
+		log.V(1).Info("will retry", "reason", retry.Reason)
+		c.queue.AddRateLimited(key)
+	case err != nil:
+		log.Error(err, "sync failed; will retry")
+		c.queue.AddRateLimited(key)
+	default:
+		c.queue.Forget(key)
+	}
+	return true
+}
+
+func (c *Controller) get(key string) (*corev1.Pod, error) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := c.listers[ns]
+	if !ok {
+		l = c.listers[metav1.NamespaceAll]
+	}
+	if l == nil {
+		return nil, nil
+	}
+	pod, err := l.Pods(ns).Get(name)
+	if err != nil {
+		return nil, nil //nolint:nilerr // deleted since it was queued
+	}
+	return pod, nil
+}
