@@ -38,6 +38,7 @@ build_mod() {
 
 main() {
   install_debs
+  [ "${1:-}" = --deps-only ] && return 0
   mkdir -p "$BIN"
   build_mod etcd "$BIN" go.etcd.io/etcd/server/v3
   build_mod containerd "$BIN" github.com/containerd/containerd/v2/cmd/containerd \

@@ -113,7 +113,7 @@ func (r *Remote) Exec(ctx context.Context, req Request) error {
 			Command:   req.Command,
 			Stdin:     req.Stdin != nil,
 			Stdout:    req.Stdout != nil,
-			Stderr:    req.Stderr != nil && !req.TTY,
+			Stderr:    !req.TTY, // always captured: ExitError carries its tail
 			TTY:       req.TTY,
 		}, scheme.ParameterCodec).URL()
 	ex, err := r.executor(u)
@@ -127,7 +127,9 @@ func (r *Remote) executor(u *url.URL) (remotecommand.Executor, error) {
 	ws := func() (remotecommand.Executor, error) {
 		return remotecommand.NewWebSocketExecutor(r.config, http.MethodGet, u.String())
 	}
-	spdy := func() (remotecommand.Executor, error) { return remotecommand.NewSPDYExecutor(r.config, http.MethodPost, u) }
+	spdy := func() (remotecommand.Executor, error) {
+		return remotecommand.NewSPDYExecutor(r.config, http.MethodPost, u)
+	}
 	switch r.transport {
 	case TransportWebSocket:
 		return ws()

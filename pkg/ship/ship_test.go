@@ -112,10 +112,10 @@ func TestRunRealTar(t *testing.T) {
 				t.Parallel()
 				f := newFixture(t, flavor)
 				sums := map[string]string{
-					"/var/log/mysql/slow.log":   f.write(t, "var/log/mysql/slow.log", random(3<<20+7)),
-					"/var/log/app/a.log":        f.write(t, "var/log/app/a.log", []byte("a\n")),
-					"/var/log/app/b.log":        f.write(t, "var/log/app/b.log", nil),
-					"/var/log/dir/sub/deep.txt": f.write(t, "var/log/dir/sub/deep.txt", random(100)),
+					"/var/log/mysql/slow.log":          f.write(t, "var/log/mysql/slow.log", random(3<<20+7)),
+					"/var/log/app/a.log":               f.write(t, "var/log/app/a.log", []byte("a\n")),
+					"/var/log/app/b.log":               f.write(t, "var/log/app/b.log", nil),
+					"/var/log/dir/sub/deep.txt":        f.write(t, "var/log/dir/sub/deep.txt", random(100)),
 					"/var/log/app/x;touch pwned $(id)": f.write(t, "var/log/app/x;touch pwned $(id)", []byte("hostile")),
 				}
 				f.write(t, "var/log/app/c.txt", []byte("not matched by the glob"))

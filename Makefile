@@ -1,0 +1,56 @@
+# podcopy. `make help` lists the targets.
+SHELL := /bin/bash
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GO ?= go
+export PODCOPY_CACHE_DIR ?= $(CURDIR)/.cache
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/podcopy-agent for this machine.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/podcopy-agent ./cmd/agent
+
+.PHONY: build-linux
+build-linux: ## Build the static linux/amd64 binary the image copies.
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux/podcopy-agent ./cmd/agent
+
+.PHONY: deps
+deps: ## Install the Debian packages tests and the local cluster use (apt).
+	bash hack/cluster/build.sh --deps-only
+
+.PHONY: test
+test: ## Unit tests, then the end-to-end suite on a local cluster (builds it on first use).
+	$(MAKE) unit
+	$(MAKE) e2e
+
+.PHONY: unit
+unit: deps ## Unit tests only (no cluster).
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+.PHONY: fuzz
+fuzz: ## Fuzz the tar sanitizer for 60s.
+	$(GO) test ./pkg/ship -run '^$$' -fuzz FuzzProcess -fuzztime 60s
+
+.PHONY: cluster-up
+cluster-up: ## Build (cached) and start the local single-node cluster.
+	bash hack/cluster/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and clean up its mounts and processes.
+	bash hack/cluster/cluster.sh down
+
+.PHONY: deploy
+deploy: cluster-up ## Build the agent image and deploy it with an analysis pod.
+	bash hack/deploy.sh
+
+.PHONY: e2e
+e2e: deploy ## End-to-end suite on the local cluster.
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/... 2>&1 | tee .cache/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+
+.PHONY: demo
+demo: deploy ## Local cluster, agent, analysis pod and a demo mysql pod; collect its slow log.
+	bash hack/demo.sh

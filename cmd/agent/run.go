@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/podcopy/podcopy/pkg/collect"
+	"github.com/podcopy/podcopy/pkg/config"
+	"github.com/podcopy/podcopy/pkg/destination"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/metrics"
+	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/ship"
+	"github.com/podcopy/podcopy/pkg/status"
+	"github.com/podcopy/podcopy/pkg/watch"
+)
+
+// settings is the hot-reloadable part of the configuration.
+type settings struct {
+	policy policy.Policy
+	limits ship.Limits
+}
+
+func run(ctx context.Context, opts config.Options, loader *config.Loader) error {
+	log, err := newLogger(opts)
+	if err != nil {
+		return err
+	}
+	klog.SetLogger(log.WithName("client-go"))
+	ctx = logr.NewContext(ctx, log)
+
+	restConfig, err := restConfig(opts.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	restConfig.UserAgent = "podcopy-agent/" + version
+	client, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return err
+	}
+	transport, _ := exec.ParseTransport(opts.Exec.Transport)
+	m := metrics.New()
+
+	var current atomic.Pointer[settings]
+	current.Store(mustSettings(opts))
+
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	defer broadcaster.Shutdown()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	node := opts.NodeName
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "podcopy-agent", Host: node})
+
+	handler := &collect.Handler{
+		Runner:   &ship.Shipper{Exec: exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport), SpoolDir: opts.SpoolDir},
+		Chooser:  destination.Chooser{Client: client, Config: opts.Destination},
+		Status:   status.PatchWriter{Client: client},
+		Recorder: recorder,
+		Metrics:  m,
+		Settings: collect.Settings{
+			Policy: func() policy.Policy { return current.Load().policy },
+			Limits: func() ship.Limits { return current.Load().limits },
+			Dir:    opts.Destination.Dir,
+			Gzip:   opts.Compression == "gzip",
+			Agent:  manifest.Agent{Version: version, Node: node},
+		},
+	}
+	ctrl, err := watch.New(client, handler, watch.Options{
+		NodeName: opts.NodeName, Namespaces: opts.Namespaces, Workers: opts.Concurrency, Grace: opts.ShutdownGrace,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "version", version, "node", opts.NodeName, "namespaces", opts.Namespaces,
+		"destination", opts.Destination, "transport", transport, "concurrency", opts.Concurrency)
+
+	srv := &http.Server{Addr: opts.Listen, Handler: mux(m, ctrl), ReadHeaderTimeout: 10 * time.Second}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ctrl.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("listen %s: %w", opts.Listen, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	if opts.ConfigFile != "" {
+		if _, err := os.Stat(opts.ConfigFile); err == nil {
+			g.Go(func() error {
+				return loader.Watch(gctx, opts.ConfigFile, func(o config.Options) {
+					current.Store(mustSettings(o))
+					log.Info("policy reloaded", "allowPaths", o.Policy.AllowPaths, "denyPaths", o.Policy.DenyPaths,
+						"maxBytes", o.Policy.MaxBytes, "maxFiles", o.Policy.MaxFiles)
+				})
+			})
+		}
+	}
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// mustSettings extracts the reloadable settings from validated options.
+func mustSettings(o config.Options) *settings {
+	p, _ := o.PolicyValue()
+	l, _ := o.LimitsValue()
+	return &settings{policy: p, limits: l}
+}
+
+func mux(m *metrics.Metrics, ctrl *watch.Controller) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ctrl.Ready() {
+			http.Error(w, "informers not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	c, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("not running in a cluster and no --kubeconfig given: %w", err)
+	}
+	return c, nil
+}
+
+func newLogger(opts config.Options) (logr.Logger, error) {
+	var level zapcore.Level
+	if err := level.UnmarshalText([]byte(opts.Log.Level)); err != nil {
+		return logr.Discard(), err
+	}
+	zc := zap.NewProductionConfig()
+	if opts.Log.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	}
+	zc.Level = zap.NewAtomicLevelAt(level)
+	zl, err := zc.Build()
+	if err != nil {
+		return logr.Discard(), err
+	}
+	return zapr.NewLogger(zl), nil
+}

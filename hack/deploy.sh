@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the agent image from the Dockerfile, imports it into the local cluster and applies
+# manifests/local with this cluster's apiserver port. Prints nothing but progress.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/cluster/lib.sh"
+[ -f "$STATE/env" ] || die "no local cluster; run: make cluster-up"
+. "$STATE/env"
+export KUBECONFIG PATH="$BIN:$PATH"
+
+bash "$here/cluster/images.sh" agent
+ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$CACHE/images/agent.tar" >/dev/null
+log "imported podcopy.local/podcopy-agent:dev"
+
+# The agent listens on a free loopback port of the host network.
+if [ ! -f "$STATE/agent-port" ]; then
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' > "$STATE/agent-port"
+fi
+AGENT_PORT=$(cat "$STATE/agent-port")
+mkdir -p "$STATE/deploy"
+cat > "$STATE/deploy/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- $(realpath --relative-to="$STATE/deploy" "$REPO_ROOT/manifests/local")
+patches:
+- target: {kind: DaemonSet, name: podcopy-agent}
+  patch: |
+    - op: add
+      path: /spec/template/spec/containers/0/env/-
+      value: {name: KUBERNETES_SERVICE_PORT, value: "$APISERVER_PORT"}
+    - op: add
+      path: /spec/template/spec/containers/0/env/-
+      value: {name: PODCOPY_LISTEN, value: "127.0.0.1:$AGENT_PORT"}
+    - op: replace
+      path: /spec/template/spec/containers/0/ports/0/containerPort
+      value: $AGENT_PORT
+YAML
+kubectl apply -k "$STATE/deploy" >/dev/null
+log "applied manifests/local (agent metrics on 127.0.0.1:$AGENT_PORT)"
+kubectl -n podcopy rollout restart daemonset/podcopy-agent >/dev/null
+kubectl -n podcopy rollout status daemonset/podcopy-agent --timeout=120s >/dev/null
+kubectl -n podcopy rollout status statefulset/analysis --timeout=120s >/dev/null
+log "agent and analysis pod ready"

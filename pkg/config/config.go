@@ -1,0 +1,188 @@
+// Package config holds the agent's options (SPEC §5): defaults, a YAML file, PODCOPY_*
+// environment variables and flags, in rising order of precedence, and a Validate that runs
+// before anything starts.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/podcopy/podcopy/pkg/destination"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/ship"
+)
+
+// DefaultPath is where the agent reads its file.
+const DefaultPath = "/etc/podcopy/config.yaml"
+
+// Policy is the policy section, hot-reloaded from the file.
+type Policy struct {
+	AllowPaths []string `mapstructure:"allowPaths"`
+	DenyPaths  []string `mapstructure:"denyPaths"`
+	MaxBytes   string   `mapstructure:"maxBytes"`
+	MaxFiles   int      `mapstructure:"maxFiles"`
+}
+
+// Options is the whole agent configuration.
+type Options struct {
+	ConfigFile  string             `mapstructure:"-"`
+	Kubeconfig  string             `mapstructure:"kubeconfig"`
+	NodeName    string             `mapstructure:"nodeName"`
+	Namespaces  []string           `mapstructure:"namespaces"`
+	Destination destination.Config `mapstructure:"destination"`
+	Policy      Policy             `mapstructure:"policy"`
+	Concurrency int                `mapstructure:"concurrency"`
+	Compression string             `mapstructure:"compression"`
+	Exec        struct {
+		Transport string `mapstructure:"transport"`
+	} `mapstructure:"exec"`
+	Listen string `mapstructure:"listen"`
+	Log    struct {
+		Format string `mapstructure:"format"`
+		Level  string `mapstructure:"level"`
+	} `mapstructure:"log"`
+	ShutdownGrace time.Duration `mapstructure:"shutdownGrace"`
+	SpoolDir      string        `mapstructure:"spoolDir"`
+}
+
+// defaults are SPEC §5's; nodeName defaults to $NODE_NAME.
+func defaults(v *viper.Viper) {
+	p := policy.Default()
+	v.SetDefault("kubeconfig", "")
+	v.SetDefault("nodeName", os.Getenv("NODE_NAME"))
+	v.SetDefault("namespaces", []string{})
+	v.SetDefault("destination.namespace", "podcopy")
+	v.SetDefault("destination.selector", "app.kubernetes.io/component=analysis")
+	v.SetDefault("destination.container", "")
+	v.SetDefault("destination.dir", "/collect")
+	v.SetDefault("policy.allowPaths", p.AllowPaths)
+	v.SetDefault("policy.denyPaths", p.DenyPaths)
+	v.SetDefault("policy.maxBytes", "1Gi")
+	v.SetDefault("policy.maxFiles", 10000)
+	v.SetDefault("concurrency", 4)
+	v.SetDefault("compression", "none")
+	v.SetDefault("exec.transport", string(exec.TransportAuto))
+	v.SetDefault("listen", ":9090")
+	v.SetDefault("log.format", "json")
+	v.SetDefault("log.level", "info")
+	v.SetDefault("shutdownGrace", 25*time.Second)
+	v.SetDefault("spoolDir", "")
+}
+
+// Loader reads Options; keep it to reload the policy later.
+type Loader struct {
+	v     *viper.Viper
+	flags *pflag.FlagSet
+}
+
+// NewLoader binds flags on fs (call fs.Parse afterwards, then Load).
+func NewLoader(fs *pflag.FlagSet) *Loader {
+	v := viper.New()
+	defaults(v)
+	v.SetEnvPrefix("PODCOPY")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	fs.String("config", DefaultPath, "configuration file (YAML); a missing default file is not an error")
+	fs.String("kubeconfig", "", "kubeconfig for running outside a cluster (default: in-cluster ServiceAccount)")
+	fs.String("node-name", "", "only pods on this node (default $NODE_NAME; empty: all pods)")
+	fs.String("listen", "", "address for /metrics, /healthz and /readyz (default :9090)")
+	fs.String("log-format", "", "json or console (default json)")
+	fs.String("log-level", "", "debug, info, warn or error (default info)")
+	fs.Int("concurrency", 0, "collections in flight at once (default 4)")
+	for flag, key := range map[string]string{"kubeconfig": "kubeconfig", "node-name": "nodeName", "listen": "listen",
+		"log-format": "log.format", "log-level": "log.level", "concurrency": "concurrency"} {
+		_ = v.BindPFlag(key, fs.Lookup(flag))
+	}
+	return &Loader{v: v, flags: fs}
+}
+
+// Load reads the file (if any) and returns validated Options.
+func (l *Loader) Load() (Options, error) {
+	var o Options
+	file, _ := l.flags.GetString("config")
+	o.ConfigFile = file
+	if err := l.read(file); err != nil {
+		return o, err
+	}
+	if err := l.v.Unmarshal(&o); err != nil {
+		return o, fmt.Errorf("config: %w", err)
+	}
+	o.ConfigFile = file
+	return o, o.Validate()
+}
+
+func (l *Loader) read(file string) error {
+	if file == "" {
+		return nil
+	}
+	l.v.SetConfigFile(file)
+	l.v.SetConfigType("yaml")
+	if err := l.v.ReadInConfig(); err != nil {
+		if errors.Is(err, os.ErrNotExist) && file == DefaultPath {
+			return nil
+		}
+		return fmt.Errorf("reading %s: %w", file, err)
+	}
+	return nil
+}
+
+// Validate checks every option before anything starts.
+func (o Options) Validate() error {
+	var errs []error
+	if err := o.Destination.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := o.PolicyValue(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := o.LimitsValue(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("concurrency must be at least 1, got %d", o.Concurrency))
+	}
+	if o.Compression != "none" && o.Compression != "gzip" {
+		errs = append(errs, fmt.Errorf("compression %q is unknown; use none or gzip", o.Compression))
+	}
+	if _, err := exec.ParseTransport(o.Exec.Transport); err != nil {
+		errs = append(errs, err)
+	}
+	if o.Log.Format != "json" && o.Log.Format != "console" {
+		errs = append(errs, fmt.Errorf("log.format %q is unknown; use json or console", o.Log.Format))
+	}
+	switch o.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q is unknown; use debug, info, warn or error", o.Log.Level))
+	}
+	if o.ShutdownGrace < 0 {
+		errs = append(errs, errors.New("shutdownGrace must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// PolicyValue returns the path policy.
+func (o Options) PolicyValue() (policy.Policy, error) {
+	p := policy.Policy{AllowPaths: o.Policy.AllowPaths, DenyPaths: o.Policy.DenyPaths}
+	return p, p.Validate()
+}
+
+// LimitsValue returns the per-collection limits.
+func (o Options) LimitsValue() (ship.Limits, error) {
+	q, err := resource.ParseQuantity(o.Policy.MaxBytes)
+	if err != nil {
+		return ship.Limits{}, fmt.Errorf("policy.maxBytes %q: %w", o.Policy.MaxBytes, err)
+	}
+	if o.Policy.MaxFiles < 1 || q.Value() < 1 {
+		return ship.Limits{}, errors.New("policy.maxBytes and policy.maxFiles must be positive")
+	}
+	return ship.Limits{MaxBytes: q.Value(), MaxFiles: o.Policy.MaxFiles}, nil
+}

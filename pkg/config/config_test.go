@@ -1,0 +1,128 @@
+package config
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func load(t *testing.T, file string, args ...string) (Options, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	l := NewLoader(fs)
+	if err := fs.Parse(append([]string{"--config", file}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	return l.Load()
+}
+
+func TestDefaults(t *testing.T) {
+	o, err := load(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Destination.Dir != "/collect" || o.Concurrency != 4 || o.Listen != ":9090" || o.Exec.Transport != "auto" ||
+		o.Policy.MaxFiles != 10000 || len(o.Policy.DenyPaths) != 6 || o.Destination.Namespace != "podcopy" {
+		t.Fatalf("%+v", o)
+	}
+	lim, _ := o.LimitsValue()
+	if lim.MaxBytes != 1<<30 {
+		t.Fatalf("maxBytes %d", lim.MaxBytes)
+	}
+}
+
+func TestFileEnvFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(file, []byte("concurrency: 2\ndestination:\n  dir: /data\npolicy:\n  allowPaths: [\"/srv/**\"]\n  maxBytes: 10Mi\nlog:\n  format: console\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PODCOPY_DESTINATION_NAMESPACE", "forensics")
+	t.Setenv("PODCOPY_CONCURRENCY", "3")
+	o, err := load(t, file, "--log-level", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Concurrency != 3 || o.Destination.Dir != "/data" || o.Destination.Namespace != "forensics" ||
+		o.Log.Format != "console" || o.Log.Level != "debug" || o.Policy.AllowPaths[0] != "/srv/**" {
+		t.Fatalf("%+v", o)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct{ yaml, want string }{
+		{"concurrency: 0\n", "concurrency must be at least 1"},
+		{"compression: zstd\n", "compression \"zstd\""},
+		{"exec:\n  transport: carrier-pigeon\n", "exec.transport"},
+		{"policy:\n  maxBytes: lots\n", "policy.maxBytes"},
+		{"policy:\n  allowPaths: [\"relative/**\"]\n", "absolute"},
+		{"destination:\n  selector: \"a=(\"\n", "destination.selector"},
+		{"log:\n  level: loud\n", "log.level"},
+	}
+	for i, tt := range tests {
+		file := filepath.Join(dir, "c"+string(rune('a'+i))+".yaml")
+		if err := os.WriteFile(file, []byte(tt.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := load(t, file); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: err = %v, want %q", tt.yaml, err, tt.want)
+		}
+	}
+	if _, err := load(t, filepath.Join(dir, "missing.yaml")); err == nil {
+		t.Error("a missing explicit config file was accepted")
+	}
+}
+
+func TestWatchAppliesValidChanges(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(file, []byte("policy:\n  allowPaths: [\"/a/**\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	l := NewLoader(fs)
+	if err := fs.Parse([]string{"--config", file}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Load(); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []string, 10)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- l.Watch(ctx, file, func(o Options) { got <- o.Policy.AllowPaths }) }()
+	// An invalid file is ignored; the next valid one applies. Write until the watcher reacts
+	// (it may not be watching yet when the first write lands).
+	replace := func(content string) {
+		t.Helper()
+		tmp := filepath.Join(dir, ".tmp")
+		if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace("policy:\n  allowPaths: [\"relative\"]\n")
+	for {
+		replace("policy:\n  allowPaths: [\"/b/**\"]\n")
+		select {
+		case p := <-got:
+			if p[0] != "/b/**" {
+				t.Fatalf("applied %v", p)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

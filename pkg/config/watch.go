@@ -1,0 +1,42 @@
+package config
+
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/go-logr/logr"
+)
+
+// Watch calls apply with freshly loaded Options whenever the config file changes, until ctx
+// ends. It watches the file's directory, because a mounted ConfigMap changes by swapping a
+// symlink, not by writing the file. Invalid new contents are logged and ignored.
+func (l *Loader) Watch(ctx context.Context, file string, apply func(Options)) error {
+	log := logr.FromContextOrDiscard(ctx)
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if err := w.Add(filepath.Dir(file)); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-w.Errors:
+			log.Error(err, "watching config file")
+		case ev := <-w.Events:
+			if ev.Op == fsnotify.Chmod {
+				continue
+			}
+			o, err := l.Load()
+			if err != nil {
+				log.Error(err, "config file changed but is invalid; keeping the previous policy", "file", file)
+				continue
+			}
+			apply(o)
+		}
+	}
+}
