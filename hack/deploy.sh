@@ -8,8 +8,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$STATE/env"
 export KUBECONFIG PATH="$BIN:$PATH"
 
+bash "$here/cluster/images.sh" base
 bash "$here/cluster/images.sh" agent
-ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$CACHE/images/agent.tar" >/dev/null
+for f in "$CACHE"/images/base/*.tar "$CACHE/images/agent.tar"; do
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$f" >/dev/null 2>"$STATE/logs/ctr-import.log" ||
+    { cat "$STATE/logs/ctr-import.log" >&2; die "importing $f"; }
+done
 log "imported podcopy.local/podcopy-agent:dev"
 
 # The agent listens on a free loopback port of the host network.

@@ -33,7 +33,7 @@ copy_with_libs() {
 
 base() {
   mkdir -p "$OUT/base"
-  local version=3 # bump when the rootfs recipe changes
+  local version=4 # bump when the rootfs recipe changes
   if [ -f "$OUT/base/.version" ] && [ "$(cat "$OUT/base/.version")" = "$version" ]; then return 0; fi
   local work; work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
@@ -49,14 +49,17 @@ base() {
   printf 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD ["/bin/sleep", "2147483647"]\n' > "$work/busybox/Containerfile"
   build podcopy.local/busybox:1 "$work/busybox" "$work/busybox/Containerfile" "$OUT/base/busybox.tar"
   "${B[@]}" tag podcopy.local/busybox:1 podcopy.local/pause:1
-  "${B[@]}" push --quiet podcopy.local/pause:1 "docker-archive:$OUT/base/pause.tar:podcopy.local/pause:1" >/dev/null
+  rm -f "$OUT/base/pause.tar.tmp"
+  "${B[@]}" push --quiet podcopy.local/pause:1 "docker-archive:$OUT/base/pause.tar.tmp:podcopy.local/pause:1" >/dev/null
+  mv "$OUT/base/pause.tar.tmp" "$OUT/base/pause.tar"
 
   # gnutar: GNU tar, gzip, bash and dash with coreutils, from this machine's Debian packages.
   local gt=$work/gnutar/rootfs
   mkdir -p "$gt/tmp" "$gt/var/log" "$gt/etc" "$gt/collect"
   chmod 1777 "$gt/tmp"
   copy_with_libs "$gt" /bin/tar /bin/gzip /bin/bash /bin/dash /usr/bin/sha256sum /bin/cat /bin/sleep /bin/ls \
-    /bin/rm /bin/mkdir /bin/mv /bin/cp /usr/bin/stat /usr/bin/head /usr/bin/wc /bin/date /usr/bin/env /usr/bin/stty /usr/bin/seq
+    /bin/rm /bin/mkdir /bin/mv /bin/cp /usr/bin/stat /usr/bin/head /usr/bin/wc /bin/date /usr/bin/env /usr/bin/stty /usr/bin/seq \
+    /bin/ln /usr/bin/touch /usr/bin/mkfifo /usr/bin/test /usr/bin/tail /usr/bin/sort /usr/bin/id /usr/bin/find /bin/ps
   ln -sf dash "$gt/bin/sh"
   cp /etc/passwd "$gt/etc/passwd"; cp /etc/group "$gt/etc/group"
   printf 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/bin:/bin\nCMD ["/bin/sleep", "2147483647"]\n' > "$work/gnutar/Containerfile"

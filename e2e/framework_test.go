@@ -1,0 +1,279 @@
+//go:build e2e
+
+// Package e2e proves podcopy on the project's real local cluster (hack/cluster): a real
+// kube-apiserver, kubelet and containerd, with the agent running as a DaemonSet pod from its
+// image. Run it with `make e2e`, which brings the cluster up and deploys the agent first.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// Images built by hack/cluster/images.sh.
+const (
+	imageBusybox = "podcopy.local/busybox:1"
+	imageGNUTar  = "podcopy.local/gnutar:1"
+)
+
+var (
+	cfg       *rest.Config
+	client    kubernetes.Interface
+	executor  exec.Executor
+	agentPort string
+)
+
+func TestMain(m *testing.M) {
+	state := os.Getenv("PODCOPY_CLUSTER_STATE")
+	if state == "" {
+		cache := os.Getenv("PODCOPY_CACHE_DIR")
+		if cache == "" {
+			cache = filepath.Join("..", ".cache")
+		}
+		state = filepath.Join(cache, "cluster")
+	}
+	var err error
+	cfg, err = clientcmd.BuildConfigFromFlags("", filepath.Join(state, "admin.kubeconfig"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "no local cluster (run `make e2e`): %v\n", err)
+		os.Exit(1)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	client = kubernetes.NewForConfigOrDie(cfg)
+	executor = exec.NewRemote(cfg, client.CoreV1().RESTClient(), exec.TransportAuto)
+	port, err := os.ReadFile(filepath.Join(state, "agent-port"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "agent not deployed (run `make e2e`): %v\n", err)
+		os.Exit(1)
+	}
+	agentPort = strings.TrimSpace(string(port))
+	os.Exit(m.Run())
+}
+
+// namespace makes a fresh namespace for one test and deletes it afterwards.
+func namespace(t *testing.T) string {
+	t.Helper()
+	suffix := make([]byte, 3)
+	_, _ = rand.Read(suffix)
+	name := "e2e-" + strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > 50 {
+		name = name[:50]
+	}
+	name = strings.TrimRight(name, "-") + "-" + hex.EncodeToString(suffix)
+	_, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pods need the default ServiceAccount, which the controller-manager creates.
+	waitFor(t, 30*time.Second, "default ServiceAccount", func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	t.Cleanup(func() {
+		_ = client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return name
+}
+
+// sourcePod runs script in image and waits until it has touched /tmp/ready.
+func sourcePod(t *testing.T, ns, name, image, script string) *corev1.Pod {
+	t.Helper()
+	zero := int64(0)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: &zero,
+			Containers: []corev1.Container{{
+				Name: "app", Image: image, ImagePullPolicy: corev1.PullNever,
+				Command: []string{"/bin/sh", "-c", "set -e\n" + script + "\ntouch /tmp/ready\nexec sleep 2147483647"},
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/tmp/ready"}}},
+					PeriodSeconds: 1,
+				},
+			}},
+		},
+	}
+	if _, err := client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 120*time.Second, "pod "+name+" Ready", func(ctx context.Context) (bool, error) {
+		p, err := client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	p, err := client.CoreV1().Pods(ns).Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func annotate(t *testing.T, ns, pod string, ann map[string]string) {
+	t.Helper()
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	if _, err := client.CoreV1().Pods(ns).Patch(t.Context(), pod, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getStatus(t *testing.T, ns, pod string) (status.Status, bool) {
+	t.Helper()
+	p, err := client.CoreV1().Pods(ns).Get(t.Context(), pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status.Get(p)
+}
+
+// waitFinal waits for a final phase of a request other than notRequest.
+func waitFinal(t *testing.T, ns, pod, notRequest string) status.Status {
+	t.Helper()
+	var st status.Status
+	waitFor(t, 3*time.Minute, "final status on "+pod, func(ctx context.Context) (bool, error) {
+		s, ok := getStatus(t, ns, pod)
+		st = s
+		return ok && s.Request != notRequest && s.Done(s.Request), nil
+	})
+	return st
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond wait.ConditionWithContextFunc) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, timeout, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// run executes argv in a container and returns stdout.
+func run(t *testing.T, target exec.Target, argv ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := executor.Exec(t.Context(), exec.Request{Target: target, Command: argv, Stdout: &out, Stderr: &errb})
+	return out.String(), err
+}
+
+func mustRun(t *testing.T, target exec.Target, argv ...string) string {
+	t.Helper()
+	out, err := run(t, target, argv...)
+	if err != nil {
+		t.Fatalf("%v in %s: %v", argv, target, err)
+	}
+	return out
+}
+
+// analysis is the deployed analysis pod's container.
+func analysis(t *testing.T) exec.Target {
+	t.Helper()
+	return exec.Target{Namespace: "podcopy", Pod: "analysis-0", Container: "store"}
+}
+
+// readManifest reads manifest.json of a collection from the analysis pod.
+func readManifest(t *testing.T, st status.Status) manifest.Manifest {
+	t.Helper()
+	dir := st.Destination[strings.Index(st.Destination, ":")+1:]
+	var m manifest.Manifest
+	if err := json.Unmarshal([]byte(mustRun(t, analysis(t), "cat", dir+"/manifest.json")), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func sha256In(t *testing.T, target exec.Target, path string) string {
+	t.Helper()
+	out := mustRun(t, target, "sha256sum", path)
+	return strings.Fields(out)[0]
+}
+
+// events returns "Type Reason: message" for each Event on the pod.
+func events(t *testing.T, ns, pod string) []string {
+	t.Helper()
+	list, err := client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		out = append(out, e.Type+" "+e.Reason+": "+e.Message)
+	}
+	return out
+}
+
+func waitEvent(t *testing.T, ns, pod, reason string) string {
+	t.Helper()
+	var found string
+	waitFor(t, 30*time.Second, reason+" event on "+pod, func(ctx context.Context) (bool, error) {
+		for _, e := range events(t, ns, pod) {
+			if strings.Contains(e, " "+reason+": ") {
+				found = e
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return found
+}
+
+func countEvents(t *testing.T, ns, pod, reason string) int {
+	n := 0
+	for _, e := range events(t, ns, pod) {
+		if strings.Contains(e, " "+reason+": ") {
+			n++
+		}
+	}
+	return n
+}
+
+// scrape returns the agent's metric samples by "name{labels}".
+func scrape(t *testing.T) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://127.0.0.1:" + agentPort + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || line == "" {
+			continue
+		}
+		i := strings.LastIndex(line, " ")
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
