@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"sync"
 	"time"
 
@@ -216,7 +217,7 @@ func (s *Shipper) process(ctx context.Context, job Job, src io.Reader, dst io.Wr
 		res.Warning = fmt.Sprintf("tar in the source exited 1 after a complete archive: %s", se.Stderr)
 	}
 	for _, p := range Prune(job.Paths) {
-		if !w.seen[p] && !isGlobPath(p) {
+		if !w.seen[p] && !request.IsGlob(p) {
 			return res, fmt.Errorf("%s: no such file or directory in container %s", p, job.Source.Container)
 		}
 	}
@@ -245,8 +246,6 @@ func (s *Shipper) process(ctx context.Context, job Job, src io.Reader, dst io.Wr
 	return res, nil
 }
 
-func isGlobPath(p string) bool { return request.IsGlob(p) }
-
 func readError(err error) error {
 	var se *sourceExit
 	if errors.As(err, &se) {
@@ -266,10 +265,16 @@ type writer struct {
 	res  *Result
 	buf  *[]byte
 	seen map[string]bool
+	// written holds the files already written, only when the request can name one file twice
+	// (several paths, one a glob); it is bounded by policy.maxFiles.
+	written map[string]struct{}
 }
 
 func (w *writer) prefixDirs() error {
 	w.seen = map[string]bool{}
+	if pruned := Prune(w.job.Paths); len(pruned) > 1 && slices.ContainsFunc(pruned, request.IsGlob) {
+		w.written = map[string]struct{}{}
+	}
 	rel := w.job.relDir()
 	dirs := []string{w.job.Source.Namespace, path.Join(w.job.Source.Namespace, w.job.Source.Pod), rel, path.Join(rel, w.job.Source.Container)}
 	for _, d := range dirs {
@@ -312,6 +317,12 @@ func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader) error {
 				return err
 			}
 		case KindFile:
+			if w.written != nil {
+				if _, dup := w.written[v.Rel]; dup {
+					continue // named twice by overlapping paths: the first copy is in the archive
+				}
+				w.written[v.Rel] = struct{}{}
+			}
 			if err := w.copyFile(hdr, v, tr); err != nil {
 				return err
 			}

@@ -127,7 +127,8 @@ func TestRunRealTar(t *testing.T) {
 					t.Fatal(err)
 				}
 				sums["/var/log/dir/secret.txt"] = f.write(t, "var/log/dir/secret.txt", []byte("x"))
-				j := f.job("/var/log/app/*.log", "/var/log/app/x;touch pwned $(id)", "/var/log/dir", "/var/log/mysql/slow.log")
+				// a.log is named twice (glob and literal) and must be written once.
+				j := f.job("/var/log/app/*.log", "/var/log/app/a.log", "/var/log/app/x;touch pwned $(id)", "/var/log/dir", "/var/log/mysql/slow.log")
 				j.Gzip = gz
 				res, err := f.shipper.Run(t.Context(), j)
 				if err != nil {
