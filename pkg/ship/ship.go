@@ -107,6 +107,11 @@ func (s *Shipper) run(ctx context.Context, job Job) (Result, error) {
 	go func() {
 		defer wg.Done()
 		err := s.Exec.Exec(ctx, exec.Request{Target: job.Source, Command: SourceCommand(s.root(), job.Paths, job.Gzip), Stdout: srcW})
+		if ctx.Err() != nil {
+			// Stopped by the other side or the caller: that cause is the error, not this exit.
+			srcW.CloseWithError(context.Cause(ctx))
+			return
+		}
 		srcW.CloseWithError(sourceError(err))
 	}()
 	go func() {
@@ -128,12 +133,10 @@ func (s *Shipper) run(ctx context.Context, job Job) (Result, error) {
 	}
 	wg.Wait()
 	switch {
-	case procErr != nil && dstErr != nil && errors.Is(procErr, io.ErrClosedPipe):
+	case dstErr != nil && (procErr == nil || errors.Is(procErr, dstErr) || errors.Is(procErr, io.ErrClosedPipe)):
 		return res, dstErr
 	case procErr != nil:
 		return res, procErr
-	case dstErr != nil:
-		return res, dstErr
 	}
 	return res, nil
 }

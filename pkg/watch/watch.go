@@ -159,15 +159,17 @@ func (c *Controller) handlers() cache.ResourceEventHandler {
 }
 
 func onlyStatusChanged(a, b *corev1.Pod) bool {
-	if a.Status.Phase != b.Status.Phase || len(a.Annotations) != len(b.Annotations) || !containersSame(a, b) {
+	if a.Status.Phase != b.Status.Phase || !containersSame(a, b) || a.Annotations[status.Annotation] == b.Annotations[status.Annotation] {
 		return false
 	}
-	for k, v := range a.Annotations {
-		if k != status.Annotation && b.Annotations[k] != v {
-			return false
+	for _, pair := range [][2]map[string]string{{a.Annotations, b.Annotations}, {b.Annotations, a.Annotations}} {
+		for k, v := range pair[0] {
+			if k != status.Annotation && pair[1][k] != v {
+				return false
+			}
 		}
 	}
-	return a.Annotations[status.Annotation] != b.Annotations[status.Annotation]
+	return true
 }
 
 func containersSame(a, b *corev1.Pod) bool {
