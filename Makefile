@@ -43,13 +43,27 @@ cluster-up: ## Build (cached) and start the local single-node cluster.
 cluster-down: ## Stop the local cluster and clean up its mounts and processes.
 	bash hack/cluster/cluster.sh down
 
+.PHONY: chart-lint
+chart-lint: ## helm lint and render the chart with default and local-cluster values.
+	bash hack/cluster/helm.sh lint charts/podcopy
+	bash hack/cluster/helm.sh lint charts/podcopy -f charts/podcopy/ci/local-values.yaml
+	bash hack/cluster/helm.sh template podcopy charts/podcopy -n podcopy > /dev/null
+	bash hack/cluster/helm.sh template podcopy charts/podcopy -n podcopy -f charts/podcopy/ci/local-values.yaml > /dev/null
+
 .PHONY: deploy
-deploy: cluster-up ## Build the agent image and deploy it with an analysis pod.
-	bash hack/deploy.sh
+deploy: cluster-up ## Build the agent image and install it with the Helm chart (and an analysis pod).
+	bash hack/deploy.sh helm
+
+E2E_GO_TEST = $(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
+E2E_SUMMARY = grep -E '^(=== RUN|--- |PASS|FAIL|ok)|^\s+\S+_test.go:[0-9]+:'
 
 .PHONY: e2e
-e2e: deploy ## End-to-end suite on the local cluster.
-	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/... 2>&1 | tee .cache/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+e2e: cluster-up chart-lint ## End-to-end suite on the local cluster: once installed with kustomize, then with Helm.
+	@mkdir -p .cache
+	bash hack/deploy.sh kustomize
+	set -o pipefail; $(E2E_GO_TEST) -run 'TestCollect$$' 2>&1 | tee .cache/e2e-kustomize.log | $(E2E_SUMMARY)
+	bash hack/deploy.sh helm
+	set -o pipefail; $(E2E_GO_TEST) 2>&1 | tee .cache/e2e.log | $(E2E_SUMMARY)
 
 .PHONY: demo
 demo: deploy ## Local cluster, agent, analysis pod and a demo mysql pod; collect its slow log.

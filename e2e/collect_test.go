@@ -43,12 +43,12 @@ func TestCollect(t *testing.T) {
 				t.Errorf("status totals %+v", st)
 			}
 			wantDir := fmt.Sprintf("/collect/%s/mysql/%s", ns, st.Collection)
-			if st.Destination != "podcopy/analysis-0/store:"+wantDir || !strings.HasSuffix(st.Collection, "-"+st.Request[:8]) {
+			if st.Destination != analysis(t).String()+":"+wantDir || !strings.HasSuffix(st.Collection, "-"+st.Request[:8]) {
 				t.Errorf("destination %q collection %q", st.Destination, st.Collection)
 			}
 			m := readManifest(t, st)
 			if len(m.Files) != len(workloadFiles) || m.Totals.Files != st.Files || m.Source.Pod != "mysql" || m.Source.Image != image ||
-				m.Source.ImageID == "" || m.Source.Node != "localhost" || m.Destination.Pod != "analysis-0" {
+				m.Source.ImageID == "" || m.Source.Node != "localhost" || m.Destination.Pod != analysis(t).Pod {
 				t.Fatalf("manifest %+v", m)
 			}
 			for i, f := range m.Files {

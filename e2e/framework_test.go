@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -41,6 +42,7 @@ const (
 )
 
 var (
+	state     string // the local cluster's state dir (PKI, env)
 	cfg       *rest.Config
 	client    kubernetes.Interface
 	executor  exec.Executor
@@ -48,7 +50,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	state := os.Getenv("PODCOPY_CLUSTER_STATE")
+	state = os.Getenv("PODCOPY_CLUSTER_STATE")
 	if state == "" {
 		cache := os.Getenv("PODCOPY_CACHE_DIR")
 		if cache == "" {
@@ -192,10 +194,15 @@ func mustRun(t *testing.T, target exec.Target, argv ...string) string {
 	return out
 }
 
-// analysis is the deployed analysis pod's container.
+// analysis is the analysis pod's container, chosen the way the agent chooses it.
 func analysis(t *testing.T) exec.Target {
 	t.Helper()
-	return exec.Target{Namespace: "podcopy", Pod: "analysis-0", Container: "store"}
+	target, err := destination.Chooser{Client: client, Config: destination.Config{
+		Namespace: "podcopy", Selector: "app.kubernetes.io/component=analysis", Dir: "/collect"}}.Choose(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target
 }
 
 // readManifest reads manifest.json of a collection from the analysis pod.

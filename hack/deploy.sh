@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Builds the agent image from the Dockerfile, imports it into the local cluster and applies
-# manifests/local with this cluster's apiserver port. Prints nothing but progress.
+# Builds the agent image from the Dockerfile, imports it into the local cluster and installs
+# podcopy with this cluster's apiserver port.
+#   hack/deploy.sh [helm|kustomize]   (default helm: charts/podcopy with ci/local-values.yaml;
+#                                      kustomize: kubectl apply -k of manifests/local)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/cluster/lib.sh"
 [ -f "$STATE/env" ] || die "no local cluster; run: make cluster-up"
 . "$STATE/env"
 export KUBECONFIG PATH="$BIN:$PATH"
+mode=${1:-helm}
 
 bash "$here/cluster/images.sh" base
 bash "$here/cluster/images.sh" agent
@@ -14,15 +17,29 @@ for f in "$CACHE"/images/base/*.tar "$CACHE/images/agent.tar"; do
   ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$f" >/dev/null 2>"$STATE/logs/ctr-import.log" ||
     { cat "$STATE/logs/ctr-import.log" >&2; die "importing $f"; }
 done
-log "imported podcopy.local/podcopy-agent:dev"
+log "imported images"
 
-# The agent listens on a free loopback port of the host network.
+# The agent listens on a free port of the host network.
 if [ ! -f "$STATE/agent-port" ]; then
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' > "$STATE/agent-port"
 fi
 AGENT_PORT=$(cat "$STATE/agent-port")
-mkdir -p "$STATE/deploy"
-cat > "$STATE/deploy/kustomization.yaml" <<YAML
+
+# Switching install methods: remove what the other one installed.
+previous=$(cat "$STATE/deploy-mode" 2>/dev/null || true)
+if [ -n "$previous" ] && [ "$previous" != "$mode" ]; then
+  log "removing the $previous install"
+  case "$previous" in
+    helm) bash "$here/cluster/helm.sh" uninstall podcopy -n podcopy --wait >/dev/null || true ;;
+    kustomize) kubectl delete -k "$STATE/deploy" --wait=true >/dev/null || true ;;
+  esac
+  kubectl delete namespace podcopy --ignore-not-found --wait=true >/dev/null
+fi
+
+case "$mode" in
+  kustomize)
+    mkdir -p "$STATE/deploy"
+    cat > "$STATE/deploy/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
@@ -40,9 +57,21 @@ patches:
       path: /spec/template/spec/containers/0/ports/0/containerPort
       value: $AGENT_PORT
 YAML
-kubectl apply -k "$STATE/deploy" >/dev/null
-log "applied manifests/local (agent metrics on 127.0.0.1:$AGENT_PORT)"
-kubectl -n podcopy rollout restart daemonset/podcopy-agent >/dev/null
-kubectl -n podcopy rollout status daemonset/podcopy-agent --timeout=120s >/dev/null
-kubectl -n podcopy rollout status statefulset/analysis --timeout=120s >/dev/null
-log "agent and analysis pod ready"
+    kubectl apply -k "$STATE/deploy" >/dev/null
+    kubectl -n podcopy rollout restart daemonset/podcopy-agent >/dev/null
+    kubectl -n podcopy rollout status daemonset/podcopy-agent --timeout=120s >/dev/null
+    kubectl -n podcopy rollout status statefulset/analysis --timeout=120s >/dev/null
+    ;;
+  helm)
+    bash "$here/cluster/helm.sh" upgrade --install podcopy "$REPO_ROOT/charts/podcopy" -n podcopy --create-namespace \
+      -f "$REPO_ROOT/charts/podcopy/ci/local-values.yaml" --set "metrics.port=$AGENT_PORT" \
+      --set-json "extraEnv=[{\"name\":\"KUBERNETES_SERVICE_HOST\",\"value\":\"127.0.0.1\"},{\"name\":\"KUBERNETES_SERVICE_PORT\",\"value\":\"$APISERVER_PORT\"}]" \
+      --wait --timeout 3m >/dev/null
+    kubectl -n podcopy rollout restart daemonset/podcopy-agent >/dev/null
+    kubectl -n podcopy rollout status daemonset/podcopy-agent --timeout=120s >/dev/null
+    kubectl -n podcopy rollout status statefulset/podcopy-analysis --timeout=120s >/dev/null
+    ;;
+  *) die "usage: $0 [helm|kustomize]" ;;
+esac
+echo "$mode" > "$STATE/deploy-mode"
+log "podcopy installed with $mode (agent metrics on 127.0.0.1:$AGENT_PORT)"

@@ -1,0 +1,137 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// userClient returns a client that authenticates as user with a client certificate signed by
+// the cluster CA: a real user, not impersonation.
+func userClient(t *testing.T, user string) kubernetes.Interface {
+	t.Helper()
+	caPEM, err := os.ReadFile(filepath.Join(state, "pki", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKeyPEM, err := os.ReadFile(filepath.Join(state, "pki", "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caBlock, _ := pem.Decode(caPEM)
+	ca, err := x509.ParseCertificate(caBlock.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyBlock, _ := pem.Decode(caKeyPEM)
+	caKey, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
+	if err != nil {
+		k1, err1 := x509.ParsePKCS1PrivateKey(keyBlock.Bytes)
+		if err1 != nil {
+			t.Fatal(err)
+		}
+		caKey = k1
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: user},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &rest.Config{Host: cfg.Host, TLSClientConfig: rest.TLSClientConfig{
+		CAData:   caPEM,
+		CertData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyData:  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
+	}}
+	return kubernetes.NewForConfigOrDie(c)
+}
+
+func grant(t *testing.T, ns, user string, rules ...rbacv1.PolicyRule) {
+	t.Helper()
+	name := "e2e-" + user
+	if _, err := client.RbacV1().Roles(ns).Create(t.Context(), &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name},
+		Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}}}
+	if _, err := client.RbacV1().RoleBindings(ns).Create(t.Context(), rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func patchAs(t *testing.T, c kubernetes.Interface, ns, pod string, ann map[string]string) error {
+	t.Helper()
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	_, err := c.CoreV1().Pods(ns).Patch(t.Context(), pod, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
+}
+
+// TestAdmissionPolicy proves SPEC §7 on the real apiserver: podcopy/* request annotations need
+// pods/exec, and only the agent writes podcopy/status.
+func TestAdmissionPolicy(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	sourcePod(t, ns, "target", imageBusybox, "mkdir -p /var/log && echo secret > /var/log/app.log")
+	patchPods := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch"}}
+	execPods := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create"}}
+	grant(t, ns, "alice-"+ns, patchPods)
+	grant(t, ns, "bob-"+ns, patchPods, execPods)
+	alice, bob := userClient(t, "alice-"+ns), userClient(t, "bob-"+ns)
+
+	// RBAC is eventually consistent in the authorizer cache; wait until alice can patch at all.
+	waitFor(t, 30*time.Second, "alice's RBAC", func(ctx context.Context) (bool, error) {
+		return patchAs(t, alice, ns, "target", map[string]string{"team": "payments"}) == nil, nil
+	})
+	err := patchAs(t, alice, ns, "target", map[string]string{"podcopy/collect": "/var/log/app.log"})
+	if err == nil || !strings.Contains(err.Error(), "requires permission to create pods/exec in namespace "+ns) {
+		t.Fatalf("alice (no pods/exec) annotating: err = %v", err)
+	}
+	t.Logf("refused as expected: %v", err)
+	if err := patchAs(t, alice, ns, "target", map[string]string{"team": "checkout"}); err != nil {
+		t.Fatalf("an unrelated annotation was refused: %v", err)
+	}
+
+	if err := patchAs(t, bob, ns, "target", map[string]string{"podcopy/collect": "/var/log/app.log"}); err != nil {
+		t.Fatalf("bob (with pods/exec) annotating: %v", err)
+	}
+	st := waitFinal(t, ns, "target", "")
+	if st.Phase != status.Succeeded {
+		t.Fatalf("the agent's status write: %+v", st)
+	}
+	forged, _ := json.Marshal(status.Status{Request: "forged", Phase: status.Succeeded})
+	err = patchAs(t, bob, ns, "target", map[string]string{status.Annotation: string(forged)})
+	if err == nil || !strings.Contains(err.Error(), "only the podcopy agent") {
+		t.Fatalf("bob forging podcopy/status: err = %v", err)
+	}
+}
