@@ -55,7 +55,7 @@ deploy: cluster-up ## Build the agent image and install it with the Helm chart (
 	bash hack/deploy.sh helm
 
 E2E_GO_TEST = $(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
-E2E_SUMMARY = grep -E '^(=== RUN|--- |PASS|FAIL|ok)|^\s+\S+_test.go:[0-9]+:'
+E2E_SUMMARY = grep -E '^(=== RUN|\s*--- |PASS|FAIL|ok)|^\s+\S+_test.go:[0-9]+:'
 
 .PHONY: e2e
 e2e: cluster-up chart-lint ## End-to-end suite on the local cluster: once installed with kustomize, then with Helm.

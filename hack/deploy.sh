@@ -21,7 +21,7 @@ log "imported images"
 
 # The agent listens on a free port of the host network.
 if [ ! -f "$STATE/agent-port" ]; then
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' > "$STATE/agent-port"
+  (cd "$REPO_ROOT" && go run ./hack/freeport 1) > "$STATE/agent-port"
 fi
 AGENT_PORT=$(cat "$STATE/agent-port")
 

@@ -15,15 +15,7 @@ COMPONENTS=(etcd containerd kube-apiserver kubelet kube-controller-manager kube-
 pidfile() { echo "$RUN/$1.pid"; }
 alive() { local p; p=$(cat "$(pidfile "$1")" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
 
-free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
+free_ports() { (cd "$REPO_ROOT" && go run ./hack/freeport "$1"); }
 
 cert() { # name CN O [SAN]
   local name=$1 cn=$2 org=$3 san=${4:-}
