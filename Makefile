@@ -31,6 +31,12 @@ unit: deps ## Unit tests only (no cluster).
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
+.PHONY: web
+web: ## Rebuild the web shell's browser assets from npm (package-lock.json) into pkg/shell/web/vendor.
+	cd web && npm ci --no-audit --no-fund
+	cp web/node_modules/@xterm/xterm/lib/xterm.js web/node_modules/@xterm/xterm/css/xterm.css \
+	   web/node_modules/@xterm/addon-fit/lib/addon-fit.js pkg/shell/web/vendor/
+
 .PHONY: fuzz
 fuzz: ## Fuzz the tar sanitizer for 60s.
 	$(GO) test ./pkg/ship -run '^$$' -fuzz FuzzProcess -fuzztime 60s

@@ -24,6 +24,10 @@ if [ ! -f "$STATE/agent-port" ]; then
   (cd "$REPO_ROOT" && go run ./hack/freeport 1) > "$STATE/agent-port"
 fi
 AGENT_PORT=$(cat "$STATE/agent-port")
+if [ ! -f "$STATE/shell-port" ]; then
+  (cd "$REPO_ROOT" && go run ./hack/freeport 1) > "$STATE/shell-port"
+fi
+SHELL_PORT=$(cat "$STATE/shell-port")
 
 # Switching install methods: remove what the other one installed.
 previous=$(cat "$STATE/deploy-mode" 2>/dev/null || true)
@@ -64,7 +68,7 @@ YAML
     ;;
   helm)
     bash "$here/cluster/helm.sh" upgrade --install podcopy "$REPO_ROOT/charts/podcopy" -n podcopy --create-namespace \
-      -f "$REPO_ROOT/charts/podcopy/ci/local-values.yaml" --set "metrics.port=$AGENT_PORT" \
+      -f "$REPO_ROOT/charts/podcopy/ci/local-values.yaml" --set "metrics.port=$AGENT_PORT" --set "shell.port=$SHELL_PORT" \
       --set-json "extraEnv=[{\"name\":\"KUBERNETES_SERVICE_HOST\",\"value\":\"127.0.0.1\"},{\"name\":\"KUBERNETES_SERVICE_PORT\",\"value\":\"$APISERVER_PORT\"}]" \
       --wait --timeout 3m >/dev/null
     kubectl -n podcopy rollout restart daemonset/podcopy-agent >/dev/null
@@ -75,3 +79,5 @@ YAML
 esac
 echo "$mode" > "$STATE/deploy-mode"
 log "podcopy installed with $mode (agent metrics on 127.0.0.1:$AGENT_PORT)"
+[ "$mode" = helm ] && log "web shell: http://127.0.0.1:$SHELL_PORT/ (sign in with a token: kubectl create token <serviceaccount>)"
+true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/metrics"
 	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/shell"
 	"github.com/podcopy/podcopy/pkg/ship"
 	"github.com/podcopy/podcopy/pkg/status"
 	"github.com/podcopy/podcopy/pkg/watch"
@@ -74,9 +76,10 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	}
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "podcopy-agent", Host: node})
 
+	chooser := destination.Chooser{Client: client, Config: opts.Destination}
 	handler := &collect.Handler{
 		Runner:   &ship.Shipper{Exec: exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport), SpoolDir: opts.SpoolDir},
-		Chooser:  destination.Chooser{Client: client, Config: opts.Destination},
+		Chooser:  chooser,
 		Status:   status.PatchWriter{Client: client},
 		Recorder: recorder,
 		Metrics:  m,
@@ -97,7 +100,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	log.Info("starting", "version", version, "node", opts.NodeName, "namespaces", opts.Namespaces,
 		"destination", opts.Destination, "transport", transport, "concurrency", opts.Concurrency)
 
-	srv := &http.Server{Addr: opts.Listen, Handler: mux(m, ctrl), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: opts.Listen, Handler: mux(m, ctrl, opts.Debug.Pprof), ReadHeaderTimeout: 10 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(gctx) })
 	g.Go(func() error {
@@ -112,6 +115,19 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
+	if opts.Shell.Enabled {
+		sh := &shell.Server{
+			Config:        opts.Shell.Config,
+			Authn:         shell.TokenReviewAuthenticator{Client: client},
+			Authz:         shell.SubjectAccessReviewAuthorizer{Client: client},
+			Executors:     shell.UserExecutors(restConfig, transport),
+			DefaultTarget: func(ctx context.Context) (exec.Target, error) { return chooser.Choose(ctx, "") },
+			Metrics:       shell.NewMetrics(m.Registry),
+			Log:           log.WithName("shell"),
+		}
+		log.Info("web shell enabled", "listen", opts.Shell.Listen)
+		g.Go(func() error { return sh.ListenAndServe(gctx) })
+	}
 	if opts.ConfigFile != "" {
 		if _, err := os.Stat(opts.ConfigFile); err == nil {
 			g.Go(func() error {
@@ -135,8 +151,15 @@ func mustSettings(o config.Options) *settings {
 	return &settings{policy: p, limits: l}
 }
 
-func mux(m *metrics.Metrics, ctrl *watch.Controller) http.Handler {
+func mux(m *metrics.Metrics, ctrl *watch.Controller, pprofOn bool) http.Handler {
 	mux := http.NewServeMux()
+	if pprofOn {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

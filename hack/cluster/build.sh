@@ -13,6 +13,7 @@ install_debs() {
   dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
   command -v iptables >/dev/null || missing+=(iptables)
   command -v openssl >/dev/null || missing+=(openssl)
+  [ -x /usr/bin/chromium ] || missing+=(chromium) # the web shell's browser test
   command -v mount >/dev/null || missing+=(mount)
   if [ ${#missing[@]} -gt 0 ]; then
     log "apt-get install ${missing[*]}"

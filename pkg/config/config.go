@@ -17,6 +17,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/shell"
 	"github.com/podcopy/podcopy/pkg/ship"
 )
 
@@ -51,6 +52,14 @@ type Options struct {
 	} `mapstructure:"log"`
 	ShutdownGrace time.Duration `mapstructure:"shutdownGrace"`
 	SpoolDir      string        `mapstructure:"spoolDir"`
+	Shell         struct {
+		Enabled      bool `mapstructure:"enabled"`
+		shell.Config `mapstructure:",squash"`
+	} `mapstructure:"shell"`
+	Debug struct {
+		// Pprof serves net/http/pprof on the metrics listener.
+		Pprof bool `mapstructure:"pprof"`
+	} `mapstructure:"debug"`
 }
 
 // defaults are SPEC §5's; nodeName defaults to $NODE_NAME.
@@ -75,6 +84,13 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("log.level", "info")
 	v.SetDefault("shutdownGrace", 25*time.Second)
 	v.SetDefault("spoolDir", "")
+	v.SetDefault("shell.enabled", false)
+	v.SetDefault("shell.listen", ":8080")
+	v.SetDefault("shell.allowedOrigins", []string{})
+	v.SetDefault("shell.maxSessions", 20)
+	v.SetDefault("shell.maxSessionsPerUser", 3)
+	v.SetDefault("shell.idleTimeout", 30*time.Minute)
+	v.SetDefault("debug.pprof", false)
 }
 
 // Loader reads Options; keep it to reload the policy later.
@@ -162,6 +178,9 @@ func (o Options) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log.level %q is unknown; use debug, info, warn or error", o.Log.Level))
+	}
+	if o.Shell.Enabled && (o.Shell.MaxSessions < 1 || o.Shell.MaxSessionsPerUser < 1 || o.Shell.IdleTimeout <= 0 || o.Shell.Listen == "") {
+		errs = append(errs, errors.New("shell: listen, maxSessions, maxSessionsPerUser and idleTimeout must be set and positive"))
 	}
 	if o.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("shutdownGrace must not be negative"))

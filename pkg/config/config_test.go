@@ -126,3 +126,16 @@ func TestWatchAppliesValidChanges(t *testing.T) {
 		}
 	}
 }
+
+func TestShellConfig(t *testing.T) {
+	t.Setenv("PODCOPY_SHELL_ENABLED", "true")
+	t.Setenv("PODCOPY_SHELL_LISTEN", "127.0.0.1:8081")
+	o, err := load(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.Shell.Enabled || o.Shell.Listen != "127.0.0.1:8081" || o.Shell.MaxSessions != 20 || o.Shell.MaxSessionsPerUser != 3 ||
+		o.Shell.IdleTimeout != 30*time.Minute || o.Debug.Pprof {
+		t.Fatalf("%+v %+v", o.Shell, o.Debug)
+	}
+}

@@ -1,0 +1,341 @@
+// Package shell is podcopy's browser terminal: one WebSocket per session, bridged to a TTY
+// exec in a container, with each user's own Kubernetes token (TokenReview, then a
+// SubjectAccessReview for create pods/exec, then the exec itself with that token).
+package shell
+
+import (
+	"context"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+)
+
+//go:embed web
+var webFS embed.FS
+
+// Subprotocol is the session protocol; the token travels as a second subprotocol,
+// "base64url.bearer.authorization.k8s.io.<token>", the way the Kubernetes API server accepts
+// it from browsers (which cannot set headers on a WebSocket).
+const (
+	Subprotocol    = "podcopy.shell.v1"
+	tokenSubprefix = "base64url.bearer.authorization.k8s.io."
+)
+
+// DefaultCommand starts bash when the image has it, else sh, with a UTF-8 locale. It is a
+// constant: nothing from the request is part of it.
+var DefaultCommand = []string{"/bin/sh", "-c",
+	`export LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color; if command -v bash >/dev/null 2>&1; then exec bash -il; fi; exec sh -i`}
+
+// Config configures the shell server.
+type Config struct {
+	Listen             string        `mapstructure:"listen"`
+	AllowedOrigins     []string      `mapstructure:"allowedOrigins"`
+	MaxSessions        int           `mapstructure:"maxSessions"`
+	MaxSessionsPerUser int           `mapstructure:"maxSessionsPerUser"`
+	IdleTimeout        time.Duration `mapstructure:"idleTimeout"`
+}
+
+// Metrics are the shell's metrics.
+type Metrics struct {
+	Sessions      prometheus.Gauge
+	SessionsTotal *prometheus.CounterVec
+}
+
+// NewMetrics registers the shell metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Sessions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "podcopy_shell_sessions", Help: "Web shell sessions open now."}),
+		SessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "podcopy_shell_sessions_total",
+			Help: "Web shell sessions by result (ended, idle, shutdown, failed, unauthenticated, forbidden, limited, bad_request)."}, []string{"result"}),
+	}
+	reg.MustRegister(m.Sessions, m.SessionsTotal)
+	return m
+}
+
+// Server serves the page and the sessions.
+type Server struct {
+	Config        Config
+	Authn         Authenticator
+	Authz         Authorizer
+	Executors     ExecutorFactory
+	DefaultTarget func(ctx context.Context) (exec.Target, error)
+	Metrics       *Metrics
+	Log           logr.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	total   int
+	perUser map[string]int
+	base    context.Context
+	wg      sync.WaitGroup
+}
+
+// Serve runs the server on l until ctx ends, then ends every session and waits for them.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	sctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	s.mu.Lock()
+	s.base = sctx
+	s.mu.Unlock()
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.mu.Lock()
+	s.closed = true // no new sessions; wg.Add happens under mu only while open
+	s.mu.Unlock()
+	cancel(errShutdown)
+	shut, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer done()
+	_ = srv.Shutdown(shut) // hijacked WebSockets are ended by cancel above
+	s.wg.Wait()
+	if err == nil {
+		err = <-errc
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ListenAndServe listens on Config.Listen.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	l, err := net.Listen("tcp", s.Config.Listen)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, l)
+}
+
+// Handler returns the HTTP routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(webFS, "web")
+	mux.Handle("GET /", securityHeaders(http.FileServerFS(static)))
+	mux.HandleFunc("GET /api/v1/default", s.defaultTarget)
+	mux.HandleFunc("GET /api/v1/session", s.session)
+	return mux
+}
+
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'")
+		w.Header().Set("X-Frame-Options", "DENY")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// defaultTarget tells an authenticated page which container to open by default.
+func (s *Server) defaultTarget(w http.ResponseWriter, r *http.Request) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		http.Error(w, "missing bearer token", http.StatusUnauthorized)
+		return
+	}
+	if _, err := s.Authn.Authenticate(r.Context(), token); err != nil {
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	t, err := s.DefaultTarget(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"namespace": t.Namespace, "pod": t.Pod, "container": t.Container})
+}
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	return u.Host == r.Host || slices.Contains(s.Config.AllowedOrigins, origin)
+}
+
+func (s *Server) session(w http.ResponseWriter, r *http.Request) {
+	if !s.checkOrigin(r) {
+		s.count("forbidden")
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	token := ""
+	for _, p := range websocket.Subprotocols(r) {
+		if enc, ok := strings.CutPrefix(p, tokenSubprefix); ok {
+			if b, err := base64.RawURLEncoding.DecodeString(enc); err == nil {
+				token = string(b)
+			}
+		}
+	}
+	up := websocket.Upgrader{Subprotocols: []string{Subprotocol}, CheckOrigin: s.checkOrigin, ReadBufferSize: 32 << 10, WriteBufferSize: 32 << 10}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	ws.SetReadLimit(1 << 20)
+	c := &conn{ws: ws, activity: func() {}}
+
+	s.mu.Lock()
+	base := s.base
+	s.mu.Unlock()
+	if base == nil {
+		base = context.Background()
+	}
+	if base.Err() != nil {
+		c.close(CloseShutdown, errShutdown.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	user, target, command, err := s.admit(ctx, r.URL.Query(), token)
+	cancel()
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		s.count(map[int]string{CloseUnauthenticated: "unauthenticated", CloseForbidden: "forbidden", CloseTooMany: "limited",
+			CloseBadRequest: "bad_request", CloseShutdown: "shutdown"}[refused.Code])
+		s.Log.Info("shell session refused", "user", user.Name, "reason", refused.Reason, "remote", r.RemoteAddr)
+		c.send(message{Type: "error", Message: refused.Reason})
+		c.close(refused.Code, refused.Reason)
+		return
+	}
+	if err != nil {
+		s.count("failed")
+		c.send(message{Type: "error", Message: err.Error()})
+		c.close(CloseFailed, "internal error")
+		return
+	}
+	defer s.release(user.Name)
+	ex, err := s.Executors(token)
+	if err != nil {
+		s.count("failed")
+		c.close(CloseFailed, err.Error())
+		return
+	}
+	start := time.Now()
+	s.Metrics.Sessions.Inc()
+	code, reason := c.run(base, ex, target, command, s.Config.IdleTimeout)
+	s.Metrics.Sessions.Dec()
+	s.count(resultFor(code))
+	s.Log.Info("shell session", "user", user.Name, "groups", user.Groups, "namespace", target.Namespace, "pod", target.Pod,
+		"container", target.Container, "command", command, "start", start.UTC().Format(time.RFC3339), "end", time.Now().UTC().Format(time.RFC3339),
+		"bytesIn", c.in.Load(), "bytesOut", c.out.Load(), "result", reason, "remote", r.RemoteAddr)
+}
+
+func resultFor(code int) string {
+	switch code {
+	case CloseEnded:
+		return "ended"
+	case CloseIdle:
+		return "idle"
+	case CloseShutdown:
+		return "shutdown"
+	}
+	return "failed"
+}
+
+func (s *Server) count(result string) { s.Metrics.SessionsTotal.WithLabelValues(result).Inc() }
+
+// admit authenticates, authorizes and reserves a session slot. On success the caller must
+// release the slot.
+func (s *Server) admit(ctx context.Context, q url.Values, token string) (User, exec.Target, []string, error) {
+	if token == "" {
+		return User{}, exec.Target{}, nil, &RefusedError{Code: CloseUnauthenticated, Reason: "no token: sign in with your Kubernetes bearer token"}
+	}
+	user, err := s.Authn.Authenticate(ctx, token)
+	if err != nil {
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			return user, exec.Target{}, nil, err
+		}
+		return user, exec.Target{}, nil, &RefusedError{Code: CloseUnauthenticated, Reason: err.Error()}
+	}
+	target := exec.Target{Namespace: q.Get("namespace"), Pod: q.Get("pod"), Container: q.Get("container")}
+	if target.Pod == "" {
+		if target, err = s.DefaultTarget(ctx); err != nil {
+			return user, target, nil, err
+		}
+	}
+	for _, part := range []string{target.Namespace, target.Pod} {
+		if errs := validation.IsDNS1123Subdomain(part); len(errs) > 0 {
+			return user, target, nil, &RefusedError{Code: CloseBadRequest, Reason: "invalid namespace or pod name " + strconv.Quote(part)}
+		}
+	}
+	command := DefaultCommand
+	if cmd := q["command"]; len(cmd) > 0 && cmd[0] != "" {
+		command = cmd // an argv, run without a shell
+	}
+	ok, why, err := s.Authz.CanExec(ctx, user, target.Namespace, target.Pod)
+	if err != nil {
+		return user, target, nil, err
+	}
+	if !ok {
+		msg := user.Name + " may not create pods/exec on " + target.Namespace + "/" + target.Pod
+		if why != "" {
+			msg += ": " + why
+		}
+		return user, target, nil, &RefusedError{Code: CloseForbidden, Reason: msg}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUser == nil {
+		s.perUser = map[string]int{}
+	}
+	if s.closed {
+		return user, target, nil, &RefusedError{Code: CloseShutdown, Reason: errShutdown.Error()}
+	}
+	if s.total >= s.Config.MaxSessions {
+		return user, target, nil, &RefusedError{Code: CloseTooMany, Reason: "too many shell sessions open (" + itoa(s.Config.MaxSessions) + "); close one and retry"}
+	}
+	if s.perUser[user.Name] >= s.Config.MaxSessionsPerUser {
+		return user, target, nil, &RefusedError{Code: CloseTooMany, Reason: "you have " + itoa(s.perUser[user.Name]) + " shell sessions open, the most allowed; close one and retry"}
+	}
+	s.total++
+	s.perUser[user.Name]++
+	s.wg.Add(1)
+	return user, target, command, nil
+}
+
+func (s *Server) release(user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total--
+	if s.perUser[user]--; s.perUser[user] <= 0 {
+		delete(s.perUser, user)
+	}
+	s.wg.Done()
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// explain turns an exec failure into a message for the person at the terminal.
+func explain(err error) string {
+	msg := err.Error()
+	if strings.Contains(msg, "no such file or directory") || strings.Contains(msg, "executable file not found") {
+		return "this container has no shell at /bin/sh (or the command was not found): enter a command that exists in the image; " + msg
+	}
+	return msg
+}
