@@ -71,6 +71,12 @@ e2e: cluster-up chart-lint ## End-to-end suite on the local cluster: once instal
 	bash hack/deploy.sh helm
 	set -o pipefail; $(E2E_GO_TEST) 2>&1 | tee .cache/e2e.log | $(E2E_SUMMARY)
 
+BENCH_ARGS ?=
+.PHONY: bench
+bench: deploy ## Benchmarks on the local cluster: podcopy vs kubectl pipe and kubectl cp; memory, CPU, scale (bench/results).
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/ship | tee bench/results/pipeline.txt
+	cd bench && $(GO) run . $(BENCH_ARGS)
+
 .PHONY: demo
 demo: deploy ## Local cluster, agent, analysis pod and a demo mysql pod; collect its slow log.
 	bash hack/demo.sh

@@ -1,0 +1,47 @@
+// Command bench compares podcopy with what users do today (a kubectl exec pipe, two kubectl cp
+// legs) on the project's local cluster, and measures podcopy's memory, CPU and scale. It
+// prints a markdown table, writes it and a PNG chart under bench/results. Run: make bench.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+type options struct {
+	rounds  int
+	quick   bool
+	scale   bool
+	out     string
+	state   string
+	repo    string
+	kubectl string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.rounds, "rounds", 5, "rounds per workload and method (alternating)")
+	flag.BoolVar(&o.quick, "quick", false, "small workloads only (1 MiB, 100 MiB, 1,000 files), 3 rounds")
+	flag.BoolVar(&o.scale, "scale", true, "run the scale tests (100 pods at once; RSS with 0/1,000/5,000 pods)")
+	flag.StringVar(&o.out, "out", "results", "directory for results")
+	flag.Parse()
+	cache := os.Getenv("PODCOPY_CACHE_DIR")
+	if cache == "" {
+		cache = filepath.Join("..", ".cache")
+	}
+	o.state = filepath.Join(cache, "cluster")
+	o.repo = ".."
+	if o.quick {
+		o.rounds = 3
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Hour)
+	defer cancel()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}

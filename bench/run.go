@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+)
+
+// workload is one thing to copy, prepared in the source pod under /var/log/bench.
+type workload struct {
+	Name    string
+	Bytes   int64
+	Path    string // below /var/log/bench
+	Prepare string // shell run in the source pod (a fixed benchmark script, not user input)
+	Gzip    bool   // podcopy with compression: gzip
+}
+
+func workloads(quick bool) []workload {
+	text := `yes "2026-11-22T10:00:00.000Z INFO http request handled method=GET path=/api/v1/orders status=200 duration_ms=12 user=42" | head -c 209715200 > /var/log/bench/app.log`
+	small := func(n int) string {
+		return fmt.Sprintf(`mkdir -p /var/log/bench/many && cd /var/log/bench/many && i=0; while [ $i -lt %d ]; do head -c 1024 /dev/urandom > f$i; i=$((i+1)); done`, n)
+	}
+	w := []workload{
+		{Name: "1 MiB random", Bytes: 1 << 20, Path: "r1M.bin", Prepare: "head -c 1048576 /dev/urandom > /var/log/bench/r1M.bin"},
+		{Name: "100 MiB random", Bytes: 100 << 20, Path: "r100M.bin", Prepare: "head -c 104857600 /dev/urandom > /var/log/bench/r100M.bin"},
+	}
+	if quick {
+		return append(w, workload{Name: "1,000 files of 1 KiB", Bytes: 1000 << 10, Path: "many", Prepare: small(1000)})
+	}
+	return append(w,
+		workload{Name: "1 GiB random", Bytes: 1 << 30, Path: "r1G.bin", Prepare: "head -c 1073741824 /dev/urandom > /var/log/bench/r1G.bin"},
+		workload{Name: "10,000 files of 1 KiB", Bytes: 10000 << 10, Path: "many", Prepare: small(10000)},
+		workload{Name: "200 MiB text log", Bytes: 200 << 20, Path: "app.log", Prepare: text},
+		workload{Name: "200 MiB text log, gzip", Bytes: 200 << 20, Path: "app.log", Gzip: true},
+	)
+}
+
+// sample is one timed run.
+type sample struct {
+	Seconds    float64
+	StartSecs  float64 // podcopy: annotation to Running (first byte)
+	Pipeline   float64 // podcopy: its own duration metric
+	PeakRSS    int64
+	CPUSeconds float64
+}
+
+// result is a workload x method, over rounds.
+type result struct {
+	Workload string
+	Bytes    int64
+	Method   string
+	Samples  []sample
+}
+
+const (
+	methodPipe = "kubectl exec | kubectl exec"
+	methodCp   = "kubectl cp ×2 (via disk)"
+)
+
+func run(ctx context.Context, o options) error {
+	e, err := newEnv(o)
+	if err != nil {
+		return err
+	}
+	const ns = "bench"
+	fmt.Println("preparing namespace, source and sink pods, workloads ...")
+	if err := e.namespace(ctx, ns); err != nil {
+		return err
+	}
+	if err := e.pod(ctx, ns, "src", "mkdir -p /var/log/bench"); err != nil {
+		return err
+	}
+	if err := e.pod(ctx, ns, "sink", "mkdir -p /tmp/out"); err != nil {
+		return err
+	}
+	src := exec.Target{Namespace: ns, Pod: "src", Container: "app"}
+	ws := workloads(o.quick)
+	for _, w := range ws {
+		if w.Prepare != "" {
+			if _, err := e.run(ctx, src, "sh", "-c", w.Prepare); err != nil {
+				return err
+			}
+		}
+	}
+	dst, err := e.analysis(ctx)
+	if err != nil {
+		return err
+	}
+	local, err := os.MkdirTemp("", "podcopy-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(local)
+
+	var results []*result
+	get := func(w workload, method string) *result {
+		for _, r := range results {
+			if r.Workload == w.Name && r.Method == method {
+				return r
+			}
+		}
+		r := &result{Workload: w.Name, Bytes: w.Bytes, Method: method}
+		results = append(results, r)
+		return r
+	}
+	trigger := 0
+	for _, transport := range []string{"spdy", "websocket"} {
+		for _, gz := range []bool{false, true} {
+			fmt.Printf("agent: exec.transport=%s compression=%v\n", transport, map[bool]string{false: "none", true: "gzip"}[gz])
+			if err := e.helm(ctx, "config.exec.transport="+transport, "config.compression="+map[bool]string{false: "none", true: "gzip"}[gz],
+				"config.policy.maxBytes=4Gi", "config.policy.maxFiles=20000"); err != nil {
+				return err
+			}
+			for _, w := range ws {
+				if w.Gzip != gz {
+					continue
+				}
+				for round := range o.rounds {
+					// Alternate: the baselines once per round, in the first transport block only.
+					if transport == "spdy" && !w.Gzip {
+						d, err := e.sh(ctx, fmt.Sprintf(`"$K" exec -n %s src -- tar cf - -C /var/log/bench %s | "$K" exec -i -n %s sink -- tar xf - -C /tmp/out`, ns, w.Path, ns))
+						if err != nil {
+							return err
+						}
+						get(w, methodPipe).Samples = append(get(w, methodPipe).Samples, sample{Seconds: d.Seconds()})
+						if _, err := e.run(ctx, exec.Target{Namespace: ns, Pod: "sink", Container: "app"}, "rm", "-rf", "/tmp/out/"+w.Path); err != nil {
+							return err
+						}
+						d, err = e.sh(ctx, fmt.Sprintf(`"$K" cp %s/src:/var/log/bench/%s %s/%s >/dev/null && "$K" cp %s/%s %s/sink:/tmp/out/%s >/dev/null`,
+							ns, w.Path, local, w.Path, local, w.Path, ns, w.Path))
+						if err != nil {
+							return err
+						}
+						get(w, methodCp).Samples = append(get(w, methodCp).Samples, sample{Seconds: d.Seconds()})
+						_ = os.RemoveAll(filepath.Join(local, w.Path))
+						if _, err := e.run(ctx, exec.Target{Namespace: ns, Pod: "sink", Container: "app"}, "rm", "-rf", "/tmp/out/"+w.Path); err != nil {
+							return err
+						}
+					}
+					s, err := e.podcopyOnce(ctx, ns, "/var/log/bench/"+w.Path, &trigger)
+					if err != nil {
+						return err
+					}
+					get(w, "podcopy ("+transport+")").Samples = append(get(w, "podcopy ("+transport+")").Samples, s)
+					if _, err := e.run(ctx, dst, "rm", "-rf", "/collect/"+ns); err != nil {
+						return err
+					}
+					fmt.Printf("  %-24s round %d/%d done\n", w.Name, round+1, o.rounds)
+				}
+			}
+		}
+	}
+	var scale []string
+	if o.scale && !o.quick {
+		if scale, err = e.scaleTests(ctx); err != nil {
+			return err
+		}
+	}
+	return report(o, results, scale)
+}
+
+// podcopyOnce runs one collection and measures it and the agent.
+func (e *env) podcopyOnce(ctx context.Context, ns, path string, trigger *int) (sample, error) {
+	pid, err := agentPID()
+	if err != nil {
+		return sample{}, err
+	}
+	if err := resetPeak(pid); err != nil {
+		return sample{}, err
+	}
+	before, err := e.scrape(ctx)
+	if err != nil {
+		return sample{}, err
+	}
+	*trigger++
+	start, done, _, err := e.collect(ctx, ns, "src", path, fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), *trigger))
+	if err != nil {
+		return sample{}, err
+	}
+	after, err := e.scrape(ctx)
+	if err != nil {
+		return sample{}, err
+	}
+	peak, err := peakRSS(pid)
+	if err != nil {
+		return sample{}, err
+	}
+	return sample{Seconds: done.Seconds(), StartSecs: start.Seconds(),
+		Pipeline:   after["podcopy_collection_duration_seconds_sum"] - before["podcopy_collection_duration_seconds_sum"],
+		CPUSeconds: after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"], PeakRSS: peak}, nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func field(r *result, f func(sample) float64) []float64 {
+	out := make([]float64, len(r.Samples))
+	for i, s := range r.Samples {
+		out[i] = f(s)
+	}
+	return out
+}
+
+func report(o options, results []*result, scale []string) error {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "# podcopy benchmark, %s\n\nLocal single-node cluster (hack/cluster), 2 cores, host %s; %d rounds per cell, alternating methods; median and min–max of wall time.\n\n",
+		time.Now().UTC().Format(time.RFC3339), host, o.rounds)
+	b.WriteString("| workload | method | median s | min–max s | MB/s | × pipe | pipeline s (agent) | first byte s | agent peak RSS MiB | agent CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	pipe := map[string]float64{}
+	for _, r := range results {
+		if r.Method == methodPipe {
+			pipe[r.Workload] = median(field(r, func(s sample) float64 { return s.Seconds }))
+		}
+	}
+	for _, r := range results {
+		secs := field(r, func(s sample) float64 { return s.Seconds })
+		m := median(secs)
+		mbps := float64(r.Bytes) / 1e6 / m
+		ratio := "–"
+		base := pipe[strings.TrimSuffix(r.Workload, ", gzip")]
+		if base > 0 {
+			ratio = fmt.Sprintf("%.2f", base/m)
+		}
+		extra := "| – | – | – | –"
+		if strings.HasPrefix(r.Method, "podcopy") {
+			peak := slices.Max(field(r, func(s sample) float64 { return float64(s.PeakRSS) }))
+			cpu := median(field(r, func(s sample) float64 { return s.CPUSeconds }))
+			extra = fmt.Sprintf("| %.2f | %.2f | %.1f | %.1f", median(field(r, func(s sample) float64 { return s.Pipeline })),
+				median(field(r, func(s sample) float64 { return s.StartSecs })), peak/(1<<20), cpu/(float64(r.Bytes)/1e9))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f–%.2f | %.0f | %s %s |\n", r.Workload, r.Method, m, slices.Min(secs), slices.Max(secs), mbps, ratio, extra)
+	}
+	if len(scale) > 0 {
+		b.WriteString("\n## Scale\n\n")
+		for _, s := range scale {
+			b.WriteString("- " + s + "\n")
+		}
+	}
+	fmt.Print(b.String())
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	stamp := time.Now().UTC().Format("20060102T150405Z")
+	if err := os.WriteFile(filepath.Join(o.out, "latest.md"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	raw, _ := json.MarshalIndent(results, "", " ")
+	if err := os.WriteFile(filepath.Join(o.out, stamp+".json"), raw, 0o644); err != nil {
+		return err
+	}
+	return drawPlot(results, filepath.Join(o.out, "throughput.png"))
+}
