@@ -23,6 +23,8 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 
@@ -135,29 +137,29 @@ func (e *env) namespace(ctx context.Context, name string) error {
 func (e *env) collect(ctx context.Context, ns, pod, paths, trigger string) (start, done time.Duration, st status.Status, err error) {
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"podcopy/collect": paths, "podcopy/trigger": trigger}}})
 	t0 := time.Now()
-	if _, err := e.client.CoreV1().Pods(ns).Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+	patched, err := e.client.CoreV1().Pods(ns).Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{})
+	if err != nil {
 		return 0, 0, st, err
 	}
-	var prev string
+	req, err := request.Parse(patched, policy.Default())
+	if err != nil {
+		return 0, 0, st, err
+	}
+	id := req.ID()
 	err = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Minute, true, func(ctx context.Context) (bool, error) {
 		p, err := e.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
-		raw := p.Annotations[status.Annotation]
-		if raw == prev {
-			return false, nil
-		}
-		prev = raw
 		s, ok := status.Get(p)
-		if !ok || s.Collection == "" && s.Phase != status.Rejected {
+		if !ok || s.Request != id {
 			return false, nil
 		}
-		if start == 0 && (s.Phase == status.Running || s.Done(s.Request)) {
+		if start == 0 && (s.Phase == status.Running || s.Done(id)) {
 			start = time.Since(t0)
 		}
 		st = s
-		return s.Done(s.Request) && s.Request != "" && strings.Contains(s.Destination+s.Message, "") && s.Collection != "" || s.Phase == status.Rejected, nil
+		return s.Done(id), nil
 	})
 	done = time.Since(t0)
 	if err == nil && st.Phase != status.Succeeded {

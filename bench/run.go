@@ -245,7 +245,7 @@ func report(o options, results []*result, scale []string) error {
 			extra = fmt.Sprintf("| %.2f | %.2f | %.1f | %.1f", median(field(r, func(s sample) float64 { return s.Pipeline })),
 				median(field(r, func(s sample) float64 { return s.StartSecs })), peak/(1<<20), cpu/(float64(r.Bytes)/1e9))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f–%.2f | %.0f | %s %s |\n", r.Workload, r.Method, m, slices.Min(secs), slices.Max(secs), mbps, ratio, extra)
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f–%.2f | %.0f | %s %s |\n", r.Workload, strings.ReplaceAll(r.Method, "|", "\\|"), m, slices.Min(secs), slices.Max(secs), mbps, ratio, extra)
 	}
 	if len(scale) > 0 {
 		b.WriteString("\n## Scale\n\n")
