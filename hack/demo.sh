@@ -51,11 +51,13 @@ kubectl -n demo get pod mysql -o jsonpath='{.metadata.annotations.podcopy/status
 say "kubectl -n demo get events --field-selector involvedObject.name=mysql | grep Collection"
 kubectl -n demo get events --field-selector involvedObject.name=mysql | grep Collection || true
 [ "$phase" = Succeeded ] || die "collection did not succeed (phase $phase)"
-dir=$(kubectl -n demo get pod mysql -o jsonpath='{.metadata.annotations.podcopy/status}' | sed -n 's/.*"destination":"[^:]*:\([^"]*\)".*/\1/p')
-say "kubectl -n podcopy exec analysis-0 -- find $dir -type f"
-kubectl -n podcopy exec analysis-0 -- find "$dir" -type f
-say "kubectl -n podcopy exec analysis-0 -- cat $dir/manifest.json"
-kubectl -n podcopy exec analysis-0 -- cat "$dir/manifest.json"
-say "kubectl -n podcopy exec analysis-0 -- sha256sum $dir/mysql/var/log/mysql/slow.log"
-kubectl -n podcopy exec analysis-0 -- sha256sum "$dir/mysql/var/log/mysql/slow.log"
+dest=$(kubectl -n demo get pod mysql -o jsonpath='{.metadata.annotations.podcopy/status}' | sed -n 's/.*"destination":"\([^"]*\)".*/\1/p')
+target=${dest%%:*} dir=${dest#*:}            # <namespace>/<pod>/<container>:<dir>
+ans=${target%%/*} rest=${target#*/}; apod=${rest%%/*} actr=${rest#*/}
+say "kubectl -n $ans exec $apod -c $actr -- find $dir -type f"
+kubectl -n "$ans" exec "$apod" -c "$actr" -- find "$dir" -type f
+say "kubectl -n $ans exec $apod -c $actr -- cat $dir/manifest.json"
+kubectl -n "$ans" exec "$apod" -c "$actr" -- cat "$dir/manifest.json"
+say "kubectl -n $ans exec $apod -c $actr -- sha256sum $dir/mysql/var/log/mysql/slow.log"
+kubectl -n "$ans" exec "$apod" -c "$actr" -- sha256sum "$dir/mysql/var/log/mysql/slow.log"
 printf '\nThe cluster keeps running: export KUBECONFIG=%s (make cluster-down stops it).\n' "$KUBECONFIG"

@@ -57,6 +57,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		return err
 	}
 	restConfig.UserAgent = "podcopy-agent/" + version
+	// client-go's default (5 QPS) throttles a busy node: each collection makes about seven
+	// API calls (status twice, two Events, the destination list, two execs).
+	restConfig.QPS, restConfig.Burst = opts.KubeQPS, int(2*opts.KubeQPS)
 	client, err := kubernetes.NewForConfig(restConfig)
 	if err != nil {
 		return err

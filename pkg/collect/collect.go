@@ -230,7 +230,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		log.Error(err, "collection failed")
 		return h.Status.Write(wctx, pod, st)
 	}
-	elapsed := res.Completion.Sub(start)
+	elapsed := h.now().Sub(start) // until the analysis pod's tar has exited, not just the manifest written
 	h.Metrics.CollectionDuration.Observe(elapsed.Seconds())
 	h.Metrics.Collections.WithLabelValues(metrics.ResultSucceeded).Inc()
 	h.Metrics.ShippedBytes.Add(float64(res.Totals.Bytes))

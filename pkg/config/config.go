@@ -51,6 +51,8 @@ type Options struct {
 		Level  string `mapstructure:"level"`
 	} `mapstructure:"log"`
 	ShutdownGrace time.Duration `mapstructure:"shutdownGrace"`
+	// KubeQPS limits the agent's API requests per second (burst twice that).
+	KubeQPS float32 `mapstructure:"kubeQPS"`
 	SpoolDir      string        `mapstructure:"spoolDir"`
 	Shell         struct {
 		Enabled      bool `mapstructure:"enabled"`
@@ -84,6 +86,7 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("log.level", "info")
 	v.SetDefault("shutdownGrace", 25*time.Second)
 	v.SetDefault("spoolDir", "")
+	v.SetDefault("kubeQPS", 50)
 	v.SetDefault("shell.enabled", false)
 	v.SetDefault("shell.listen", ":8080")
 	v.SetDefault("shell.allowedOrigins", []string{})
@@ -181,6 +184,9 @@ func (o Options) Validate() error {
 	}
 	if o.Shell.Enabled && (o.Shell.MaxSessions < 1 || o.Shell.MaxSessionsPerUser < 1 || o.Shell.IdleTimeout <= 0 || o.Shell.Listen == "") {
 		errs = append(errs, errors.New("shell: listen, maxSessions, maxSessionsPerUser and idleTimeout must be set and positive"))
+	}
+	if o.KubeQPS <= 0 {
+		errs = append(errs, fmt.Errorf("kubeQPS must be positive, got %v", o.KubeQPS))
 	}
 	if o.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("shutdownGrace must not be negative"))
