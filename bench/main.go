@@ -16,6 +16,7 @@ type options struct {
 	rounds  int
 	quick   bool
 	scale   bool
+	copies  bool
 	out     string
 	state   string
 	repo    string
@@ -27,6 +28,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds per workload and method (alternating)")
 	flag.BoolVar(&o.quick, "quick", false, "small workloads only (1 MiB, 100 MiB, 1,000 files), 3 rounds")
 	flag.BoolVar(&o.scale, "scale", true, "run the scale tests (100 pods at once; RSS with 0/1,000/5,000 pods)")
+	flag.BoolVar(&o.copies, "copies", true, "run the copy comparisons (false: scale tests only, written to scale.md)")
 	flag.StringVar(&o.out, "out", "results", "directory for results")
 	flag.Parse()
 	cache := os.Getenv("PODCOPY_CACHE_DIR")

@@ -69,6 +69,15 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	if !o.copies {
+		scale, err := e.scaleTests(ctx)
+		if err != nil {
+			return err
+		}
+		text := "# podcopy scale test, " + time.Now().UTC().Format(time.RFC3339) + "\n\n- " + strings.Join(scale, "\n- ") + "\n"
+		fmt.Print(text)
+		return os.WriteFile(filepath.Join(o.out, "scale.md"), []byte(text), 0o644)
+	}
 	const ns = "bench"
 	fmt.Println("preparing namespace, source and sink pods, workloads ...")
 	if err := e.namespace(ctx, ns); err != nil {

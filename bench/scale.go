@@ -32,7 +32,7 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	errs := make(chan error, 100)
 	for i := range 100 {
 		wg.Go(func() {
-			if err := e.pod(ctx, ns, fmt.Sprintf("p%03d", i), "mkdir -p /var/log && head -c 1048576 /dev/urandom > /var/log/app.log"); err != nil {
+			if err := e.plainPod(ctx, ns, fmt.Sprintf("p%03d", i)); err != nil {
 				errs <- err
 			}
 		})
@@ -135,4 +135,26 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	}
 	_ = e.client.CoreV1().Namespaces().Delete(ctx, idle, metav1.DeleteOptions{})
 	return out, nil
+}
+
+// plainPod is a pod whose file is written by an init container into a shared emptyDir, so it
+// needs no readiness probe: 100 exec probes a second would measure the kubelet, not podcopy.
+func (e *env) plainPod(ctx context.Context, ns, name string) error {
+	zero := int64(0)
+	vol := []corev1.VolumeMount{{Name: "logs", MountPath: "/var/log"}}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.PodSpec{
+		TerminationGracePeriodSeconds: &zero,
+		Volumes:                       []corev1.Volume{{Name: "logs", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+		InitContainers: []corev1.Container{{Name: "init", Image: "podcopy.local/busybox:1", ImagePullPolicy: corev1.PullNever, VolumeMounts: vol,
+			Command: []string{"/bin/sh", "-c", "head -c 1048576 /dev/urandom > /var/log/app.log"}}},
+		Containers: []corev1.Container{{Name: "app", Image: "podcopy.local/busybox:1", ImagePullPolicy: corev1.PullNever, VolumeMounts: vol,
+			Command: []string{"/bin/sleep", "2147483647"}}},
+	}}
+	if _, err := e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, time.Second, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodRunning, err
+	})
 }
