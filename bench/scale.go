@@ -16,8 +16,8 @@ import (
 )
 
 // scaleTests: 100 pods annotated at once on the node; then agent memory in single-replica
-// mode with 0, 1,000 and 5,000 pods in the cluster (pods bound to a node that does not exist,
-// so they never run but are in the informer's cache).
+// mode with 0, 1,000 and 5,000 pods in the cluster (pods no node can take, so they never run
+// but are in the informer's cache).
 func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	var out []string
 	const ns = "bench-scale"
@@ -96,6 +96,7 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	peak, _ := peakRSS(pid)
 	out = append(out, fmt.Sprintf("100 pods annotated at once (1 MiB each): %d/100 succeeded in %.1fs; in-flight gauge max %.0f (concurrency 4); agent peak RSS %.1f MiB",
 		succeeded, total.Seconds(), maxInflight, float64(peak)/(1<<20)))
+	fmt.Println("  ", out[len(out)-1])
 	_ = e.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 
 	fmt.Println("scale: single-replica mode with 0, 1,000, 5,000 pods ...")
@@ -103,7 +104,7 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	defer func() { _ = e.helm(context.WithoutCancel(ctx), "mode=daemonset") }()
-	const idle = "bench-idle"
+	idle := fmt.Sprintf("bench-idle-%d", time.Now().Unix())
 	if err := e.namespace(ctx, idle); err != nil {
 		return nil, err
 	}
@@ -118,7 +119,7 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 				defer func() { <-sem }()
 				p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "idle", "tier": "bench"},
 					Annotations: map[string]string{"team": "payments", "kubectl.kubernetes.io/last-applied-configuration": string(make([]byte, 2048))}},
-					Spec: corev1.PodSpec{NodeName: "nowhere", Containers: []corev1.Container{{Name: "app", Image: "podcopy.local/busybox:1",
+					Spec: corev1.PodSpec{NodeSelector: map[string]string{"podcopy.dev/bench": "never"}, Containers: []corev1.Container{{Name: "app", Image: "podcopy.local/busybox:1",
 						Env: []corev1.EnvVar{{Name: "A", Value: "some value"}, {Name: "B", Value: "another value"}}}}}}
 				_, _ = e.client.CoreV1().Pods(idle).Create(ctx, p, metav1.CreateOptions{})
 			})
