@@ -52,9 +52,9 @@ type Options struct {
 	} `mapstructure:"log"`
 	ShutdownGrace time.Duration `mapstructure:"shutdownGrace"`
 	// KubeQPS limits the agent's API requests per second (burst twice that).
-	KubeQPS float32 `mapstructure:"kubeQPS"`
-	SpoolDir      string        `mapstructure:"spoolDir"`
-	Shell         struct {
+	KubeQPS  float32 `mapstructure:"kubeQPS"`
+	SpoolDir string  `mapstructure:"spoolDir"`
+	Shell    struct {
 		Enabled      bool `mapstructure:"enabled"`
 		shell.Config `mapstructure:",squash"`
 	} `mapstructure:"shell"`
