@@ -82,7 +82,7 @@ func BusyboxPath(dir string) string {
 	if err != nil {
 		return ""
 	}
-	for _, applet := range []string{"tar", "sh", "rm", "cat", "test", "[", "gzip", "gunzip"} {
+	for _, applet := range []string{"tar", "sh", "rm", "cat", "test", "[", "gzip", "gunzip", "stat", "dd", "mkdir", "mv", "printf", "od", "tr"} {
 		if err := os.Symlink(bb, filepath.Join(dir, applet)); err != nil {
 			return ""
 		}

@@ -1,0 +1,133 @@
+package follow
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+)
+
+// ExecSource reads files in a container through sourceScript over exec.
+type ExecSource struct {
+	Exec   exec.Executor
+	Target exec.Target
+}
+
+// maxHeader bounds the header line.
+const maxHeader = 256
+
+// Read implements Source.
+func (s ExecSource) Read(ctx context.Context, path string, cp Checkpoint, fn func(Segment, io.Reader) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := s.Exec.Exec(ctx, exec.Request{Target: s.Target,
+			Command: []string{"sh", "-c", sourceScript, argv0, path, strconv.FormatUint(cp.Inode, 10), strconv.FormatInt(cp.Offset, 10), prefixArg(cp.Prefix)},
+			Stdout:  pw})
+		pw.CloseWithError(orEOF(err))
+		done <- err
+	}()
+	ferr := s.consume(pr, fn)
+	if ferr != nil {
+		cancel() // stop the source early: fn gave up
+	}
+	pr.CloseWithError(errStopped)
+	eerr := <-done
+	if ferr != nil {
+		return ferr
+	}
+	if eerr != nil {
+		return fmt.Errorf("reading %s in %s: %w", path, s.Target, eerr)
+	}
+	return nil
+}
+
+var errStopped = errors.New("follow: reader stopped")
+
+func (s ExecSource) consume(r io.Reader, fn func(Segment, io.Reader) error) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		if len(line) == 0 && errors.Is(err, io.EOF) {
+			return errors.New("the source container printed nothing (does it have sh, stat, dd and cat?)")
+		}
+		return fmt.Errorf("reading the header from the source container: %w", err)
+	}
+	if len(line) > maxHeader {
+		return errors.New("header from the source container too long")
+	}
+	seg, err := parseHeader(string(bytes.TrimSuffix(line, []byte("\n"))))
+	if err != nil {
+		return err
+	}
+	if err := fn(seg, br); err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, br) // nothing normally: fn read to the end
+	return err
+}
+
+func orEOF(err error) error {
+	if err == nil {
+		return io.EOF
+	}
+	return err
+}
+
+// ExecSink keeps followed files and their checkpoints in the analysis pod over exec.
+type ExecSink struct {
+	Exec exec.Executor
+}
+
+// Probe implements Sink.
+func (s ExecSink) Probe(ctx context.Context, dst exec.Target, file, state string) (Checkpoint, int64, bool, error) {
+	var out bytes.Buffer
+	err := s.Exec.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", probeScript, argv0, file, state},
+		Stdout: &limitedBuffer{b: &out, n: 4096}})
+	if err != nil {
+		return Checkpoint{}, 0, false, fmt.Errorf("reading the checkpoint of %s in %s: %w", file, dst, err)
+	}
+	return parseProbe(out.String())
+}
+
+// Append implements Sink.
+func (s ExecSink) Append(ctx context.Context, dst exec.Target, file, state string, start Checkpoint, r io.Reader) (int64, error) {
+	cr := &countingReader{r: r}
+	err := s.Exec.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", appendScript, argv0, file, state, stateLine(start)},
+		Stdin: cr})
+	if err != nil {
+		return cr.n, fmt.Errorf("appending to %s in %s: %w", file, dst, err)
+	}
+	return cr.n, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// limitedBuffer keeps at most n bytes and fails past them.
+type limitedBuffer struct {
+	b *bytes.Buffer
+	n int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if l.b.Len()+len(p) > l.n {
+		return 0, errors.New("output too long")
+	}
+	return l.b.Write(p)
+}

@@ -1,0 +1,125 @@
+package follow
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+)
+
+// maxSegments bounds the segments one Tick ships (an old generation, then the new file).
+const maxSegments = 4
+
+// File follows one source file into one destination file.
+type File struct {
+	Source Source
+	Sink   Sink
+	// Path is the file in the source; UID identifies the source pod's incarnation.
+	Path string
+	UID  string
+	// Dest and State are the destination file and its checkpoint (see Paths).
+	Dest, State string
+
+	cp       Checkpoint
+	dst      exec.Target // where cp was read from; a new destination is probed again
+	known    bool
+	lastSize int64 // size of file cp.Inode when last seen
+	destSize int64
+}
+
+// Report is what one Tick did.
+type Report struct {
+	// Shipped bytes in this tick, and the destination file's size after it.
+	Shipped, DestSize int64
+	// Pending is what the source had beyond the checkpoint when the tick began.
+	Pending int64
+	// Rotations and Truncations seen; Lost counts bytes known to be unreadable because of
+	// them (written after the checkpoint but gone before they could be read).
+	Rotations, Truncations int
+	Lost                   int64
+	// Missing is set when the path names no regular file now.
+	Missing string
+}
+
+// Tick ships what was appended since the checkpoint to dst.
+func (f *File) Tick(ctx context.Context, dst exec.Target) (Report, error) {
+	var rep Report
+	if !f.known || f.dst != dst {
+		cp, size, ok, err := f.Sink.Probe(ctx, dst, f.Dest, f.State)
+		if err != nil {
+			return rep, err
+		}
+		if !ok || cp.UID != f.UID {
+			cp = Checkpoint{UID: f.UID} // a new destination, or a new pod with this name
+		}
+		f.cp, f.dst, f.known, f.destSize, f.lastSize = cp, dst, true, size, cp.Offset
+	}
+	rep.DestSize = f.destSize
+	for i := range maxSegments {
+		seg, err := f.segment(ctx, dst, &rep, i == 0)
+		if err != nil {
+			f.known = false // the destination says where we are; ask it next time
+			return rep, err
+		}
+		if seg.Status == StatusMissing || seg.Status == StatusNotFile || seg.Inode == seg.PathInode {
+			break
+		}
+	}
+	return rep, nil
+}
+
+func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first bool) (Segment, error) {
+	var seg Segment
+	err := f.Source.Read(ctx, f.Path, f.cp, func(s Segment, r io.Reader) error {
+		seg = s
+		switch s.Status {
+		case StatusMissing:
+			rep.Missing = fmt.Sprintf("%s does not exist", f.Path)
+			return nil
+		case StatusNotFile:
+			rep.Missing = fmt.Sprintf("%s is not a regular file (symlinks are not followed)", f.Path)
+			return nil
+		case StatusRotated, StatusGone:
+			rep.Rotations++
+			if s.Status == StatusGone && f.lastSize > f.cp.Offset {
+				rep.Lost += f.lastSize - f.cp.Offset
+			}
+		case StatusTruncated:
+			rep.Truncations++
+			if f.lastSize > f.cp.Offset {
+				rep.Lost += f.lastSize - f.cp.Offset
+			}
+		}
+		if first {
+			rep.Pending = pending(f.cp, s)
+		}
+		f.cp, f.lastSize = Checkpoint{UID: f.UID, Inode: s.Inode, Offset: s.Start, Prefix: s.Prefix}, s.Size
+		br := bufio.NewReaderSize(r, 32<<10)
+		if _, err := br.Peek(1); errors.Is(err, io.EOF) {
+			return nil // nothing new
+		}
+		n, err := f.Sink.Append(ctx, dst, f.Dest, f.State, f.cp, br)
+		f.cp.Offset += n
+		f.destSize += n
+		rep.Shipped += n
+		rep.DestSize = f.destSize
+		f.lastSize = max(f.lastSize, f.cp.Offset)
+		return err
+	})
+	return seg, err
+}
+
+// pending is what the source holds beyond cp, as the segment's header tells.
+func pending(cp Checkpoint, s Segment) int64 {
+	switch {
+	case s.Inode == cp.Inode && s.Inode == s.PathInode:
+		return max(0, s.Size-cp.Offset)
+	case s.Inode == cp.Inode: // an old generation, then the whole new file
+		return max(0, s.Size-cp.Offset) + s.PathSize
+	default:
+		return s.PathSize
+	}
+}

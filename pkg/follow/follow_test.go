@@ -1,0 +1,354 @@
+package follow
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/exec/exectest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var dstTarget = exec.Target{Namespace: "podcopy", Pod: "analysis-0", Container: "store"}
+
+// fixture follows <src>/app.log into <dst> with real shells running the scripts.
+type fixture struct {
+	src, dst string
+	path     string
+	source   Source
+	exec     exec.Executor
+}
+
+type flavour struct {
+	name   string
+	source func(t *testing.T, ex exec.Executor) Source
+	shell  func(t *testing.T) string // PATH for the scripts ("" = this machine's)
+}
+
+func flavours() []flavour {
+	execSource := func(t *testing.T, ex exec.Executor) Source { return ExecSource{Exec: ex, Target: exec.Target{Pod: "src"}} }
+	return []flavour{
+		{name: "exec-gnu", source: execSource, shell: func(t *testing.T) string { return "" }},
+		{name: "exec-busybox", source: execSource, shell: func(t *testing.T) string {
+			p := exectest.BusyboxPath(t.TempDir())
+			if p == "" {
+				t.Skip("busybox not installed")
+			}
+			return p
+		}},
+		{name: "local", source: func(t *testing.T, ex exec.Executor) Source {
+			l := &LocalSource{}
+			t.Cleanup(func() { _ = l.Close() })
+			return l
+		}, shell: func(t *testing.T) string { return "" }},
+	}
+}
+
+func newFixture(t *testing.T, fl flavour) *fixture {
+	t.Helper()
+	f := &fixture{src: t.TempDir(), dst: t.TempDir()}
+	f.path = filepath.Join(f.src, "app.log")
+	f.exec = &exectest.Local{Path: fl.shell(t)}
+	f.source = fl.source(t, f.exec)
+	return f
+}
+
+// file returns a follower as a fresh agent process would build it.
+func (f *fixture) file(sink Sink) *File {
+	dest, state := Paths(f.dst, "ns", "pod", "app", f.path)
+	if sink == nil {
+		sink = ExecSink{Exec: f.exec}
+	}
+	return &File{Source: f.source, Sink: sink, Path: f.path, UID: "uid-1", Dest: dest, State: state}
+}
+
+func (f *fixture) dest(t *testing.T) string {
+	t.Helper()
+	dest, _ := Paths(f.dst, "ns", "pod", "app", f.path)
+	b, err := os.ReadFile(dest)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func appendTo(t *testing.T, path, s string) {
+	t.Helper()
+	fh, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fh.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := fh.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tick(t *testing.T, fl *File) Report {
+	t.Helper()
+	rep, err := fl.Tick(t.Context(), dstTarget)
+	if err != nil {
+		t.Fatalf("tick: %v", err)
+	}
+	return rep
+}
+
+func TestFollow(t *testing.T) {
+	t.Parallel()
+	for _, fl := range flavours() {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			t.Run("appends", func(t *testing.T) {
+				t.Parallel()
+				f := newFixture(t, fl)
+				w := f.file(nil)
+				if rep := tick(t, w); rep.Missing == "" {
+					t.Fatalf("missing file not reported: %+v", rep)
+				}
+				appendTo(t, f.path, "one\n")
+				if rep := tick(t, w); rep.Shipped != 4 || rep.Pending != 4 {
+					t.Fatalf("report %+v", rep)
+				}
+				appendTo(t, f.path, "two\n")
+				tick(t, w)
+				if rep := tick(t, w); rep.Shipped != 0 {
+					t.Fatalf("nothing new, shipped %d", rep.Shipped)
+				}
+				if got := f.dest(t); got != "one\ntwo\n" {
+					t.Fatalf("dest %q", got)
+				}
+			})
+			t.Run("rename rotation finishes the old file", func(t *testing.T) {
+				t.Parallel()
+				f := newFixture(t, fl)
+				w := f.file(nil)
+				appendTo(t, f.path, "a1\n")
+				tick(t, w)
+				appendTo(t, f.path, "a2\n")
+				if err := os.Rename(f.path, f.path+".1"); err != nil {
+					t.Fatal(err)
+				}
+				appendTo(t, f.path+".1", "a3\n") // the writer had not reopened yet
+				appendTo(t, f.path, "b1\n")
+				rep := tick(t, w)
+				if got := f.dest(t); got != "a1\na2\na3\nb1\n" {
+					t.Fatalf("dest %q", got)
+				}
+				if rep.Rotations != 1 || rep.Lost != 0 {
+					t.Fatalf("report %+v", rep)
+				}
+				appendTo(t, f.path, "b2\n")
+				tick(t, w)
+				if got := f.dest(t); got != "a1\na2\na3\nb1\nb2\n" {
+					t.Fatalf("dest %q", got)
+				}
+			})
+			t.Run("truncation reads from the start and counts the loss", func(t *testing.T) {
+				t.Parallel()
+				f := newFixture(t, fl)
+				w := f.file(nil)
+				appendTo(t, f.path, "0123456789\n")
+				tick(t, w)
+				if err := os.WriteFile(f.path, []byte("new\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				rep := tick(t, w)
+				if rep.Truncations != 1 || f.dest(t) != "0123456789\nnew\n" {
+					t.Fatalf("report %+v dest %q", rep, f.dest(t))
+				}
+			})
+			t.Run("old file deleted before it was finished", func(t *testing.T) {
+				t.Parallel()
+				f := newFixture(t, fl)
+				w := f.file(nil)
+				appendTo(t, f.path, "a1\n")
+				tick(t, w)
+				if err := os.Remove(f.path); err != nil {
+					t.Fatal(err)
+				}
+				appendTo(t, f.path, "b1\n")
+				rep := tick(t, w) // a new inode, or the old number reused: a rotation or a "truncation"
+				if rep.Rotations+rep.Truncations != 1 || f.dest(t) != "a1\nb1\n" {
+					t.Fatalf("report %+v dest %q", rep, f.dest(t))
+				}
+			})
+			t.Run("symlink is not followed", func(t *testing.T) {
+				t.Parallel()
+				f := newFixture(t, fl)
+				secret := filepath.Join(f.src, "secret")
+				appendTo(t, secret, "token\n")
+				if err := os.Symlink(secret, f.path); err != nil {
+					t.Fatal(err)
+				}
+				rep := tick(t, f.file(nil))
+				if !strings.Contains(rep.Missing, "not a regular file") || f.dest(t) != "" {
+					t.Fatalf("report %+v dest %q", rep, f.dest(t))
+				}
+			})
+		})
+	}
+}
+
+// cutSink appends at most limit bytes of a segment, then fails like a killed agent.
+type cutSink struct {
+	Sink
+	limit int64
+}
+
+func (c cutSink) Append(ctx context.Context, dst exec.Target, file, state string, start Checkpoint, r io.Reader) (int64, error) {
+	n, _ := c.Sink.Append(ctx, dst, file, state, start, io.LimitReader(r, c.limit))
+	return n, errors.New("agent killed")
+}
+
+func TestCrashResumesFromTheDestination(t *testing.T) {
+	t.Parallel()
+	for _, fl := range flavours() {
+		for _, limit := range []int64{0, 1, 7, 12} {
+			t.Run(fl.name, func(t *testing.T) {
+				t.Parallel()
+				f := newFixture(t, fl)
+				appendTo(t, f.path, "l1\nl2\n")
+				tick(t, f.file(nil))
+				appendTo(t, f.path, "l3\nl4\nl5\nl6\n")
+				if _, err := f.file(cutSink{Sink: ExecSink{Exec: f.exec}, limit: limit}).Tick(t.Context(), dstTarget); err == nil {
+					t.Fatal("cut append did not fail")
+				}
+				appendTo(t, f.path, "l7\n")
+				tick(t, f.file(nil)) // a new agent: knows only what the destination holds
+				want, _ := os.ReadFile(f.path)
+				if got := f.dest(t); got != string(want) {
+					t.Fatalf("after a cut at %d bytes: dest %q, want %q", limit, got, want)
+				}
+			})
+		}
+	}
+}
+
+func TestNewPodIncarnationStartsOver(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, flavours()[0])
+	appendTo(t, f.path, "old pod\n")
+	tick(t, f.file(nil))
+	w := f.file(nil)
+	w.UID = "uid-2"
+	tick(t, w)
+	if got := f.dest(t); got != "old pod\nold pod\n" {
+		t.Fatalf("dest %q", got)
+	}
+}
+
+func TestHostilePathIsData(t *testing.T) {
+	t.Parallel()
+	for _, fl := range flavours()[:2] {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, fl)
+			pwned := filepath.Join(f.src, "pwned")
+			for _, name := range []string{"$(touch pwned)", "`touch pwned`", "a;touch pwned", "new\nline", "-n", "*", "x' 'y"} {
+				f.path = filepath.Join(f.src, name)
+				appendTo(t, f.path, "data:"+name)
+				w := f.file(nil)
+				tick(t, w)
+				if got := f.dest(t); got != "data:"+name {
+					t.Fatalf("%q: dest %q", name, got)
+				}
+			}
+			if _, err := os.Stat("pwned"); err == nil {
+				t.Fatal("a path was run as code")
+			}
+			if _, err := os.Stat(pwned); err == nil {
+				t.Fatal("a path was run as code")
+			}
+		})
+	}
+}
+
+func TestParseHeader(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		line string
+		ok   bool
+	}{
+		{"podcopy-follow 1 ok 12 0 100 12 100 6162", true},
+		{"podcopy-follow 1 rotated 13 0 5 13 5 -", true},
+		{"podcopy-follow 1 ok 12 0 100 12 100", false},
+		{"podcopy-follow 1 ok 12 0 100 12 100 xyz", false},
+		{"podcopy-follow 2 ok 12 0 100 12 100 -", false},
+		{"podcopy-follow 1 weird 12 0 100 12 100 -", false},
+		{"podcopy-follow 1 ok x 0 100 12 100 -", false},
+		{"stat: not found", false},
+	} {
+		_, err := parseHeader(tc.line)
+		if (err == nil) != tc.ok {
+			t.Errorf("%q: err %v", tc.line, err)
+		}
+	}
+}
+
+func TestParseProbe(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		out  string
+		cp   Checkpoint
+		ok   bool
+		fail bool
+	}{
+		{out: "0\nnone\n"},
+		{out: "100\n1 uid 7 100 ab 100\n", cp: Checkpoint{UID: "uid", Inode: 7, Offset: 100, Prefix: "ab"}, ok: true},
+		{out: "150\n1 uid 7 100 - 100\n", cp: Checkpoint{UID: "uid", Inode: 7, Offset: 150, Prefix: "-"}, ok: true},
+		{out: "150\n1 - 7 0 - 140\n", cp: Checkpoint{Inode: 7, Offset: 10, Prefix: "-"}, ok: true},
+		{out: "150\n1 - 7 0 \\$(x) 140\n", fail: true},
+		{out: "garbage", fail: true},
+		{out: "1\n1 uid x 1 1\n", fail: true},
+	} {
+		cp, _, ok, err := parseProbe(tc.out)
+		if (err != nil) != tc.fail || ok != tc.ok || cp != tc.cp {
+			t.Errorf("%q: %+v %v %v", tc.out, cp, ok, err)
+		}
+	}
+}
+
+func TestBigSegmentStreams(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, flavours()[0])
+	chunk := bytes.Repeat([]byte("x"), 1<<20)
+	for range 8 {
+		appendTo(t, f.path, string(chunk))
+	}
+	w := f.file(nil)
+	if rep := tick(t, w); rep.Shipped != 8<<20 {
+		t.Fatalf("shipped %d", rep.Shipped)
+	}
+}
+
+func TestReusedInodeIsANewFile(t *testing.T) {
+	t.Parallel()
+	for _, fl := range flavours() {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, fl)
+			appendTo(t, f.path, "first generation\n")
+			w := f.file(nil)
+			tick(t, w)
+			// Same inode, rewritten in place with as many bytes and more: only the prefix tells.
+			if err := os.WriteFile(f.path, []byte("SECOND generation\nmore\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rep := tick(t, w)
+			if rep.Truncations != 1 || f.dest(t) != "first generation\nSECOND generation\nmore\n" {
+				t.Fatalf("report %+v dest %q", rep, f.dest(t))
+			}
+		})
+	}
+}

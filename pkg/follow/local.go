@@ -1,0 +1,181 @@
+package follow
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+)
+
+// LocalSource reads followed files from this container's filesystem (sidecar mode). It
+// keeps the file it follows open, so after a rename rotation the old generation is
+// finished from the open descriptor even if it was already deleted.
+type LocalSource struct {
+	mu   sync.Mutex
+	held map[string]*os.File
+}
+
+// Close releases the files held open.
+func (l *LocalSource) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var errs []error
+	for p, f := range l.held {
+		errs = append(errs, f.Close())
+		delete(l.held, p)
+	}
+	return errors.Join(errs...)
+}
+
+// Read implements Source with the semantics of sourceScript.
+func (l *LocalSource) Read(ctx context.Context, path string, cp Checkpoint, fn func(Segment, io.Reader) error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held == nil {
+		l.held = map[string]*os.File{}
+	}
+	cur, curIno, curSize, status, err := openRegular(path)
+	if err != nil {
+		return err
+	}
+	if status != "" {
+		return fn(Segment{Status: status}, eofReader{})
+	}
+	if cur != nil {
+		defer func() { l.hold(path, cur) }()
+	}
+	off, st := cp.Offset, StatusOK
+	if cp.Inode != 0 && curIno != cp.Inode {
+		st = StatusGone
+		if old := l.old(path, cp.Inode); old != nil {
+			size, err := fileSize(old)
+			if err == nil && size > off {
+				if _, err := old.Seek(off, io.SeekStart); err != nil {
+					return errors.Join(err, old.Close())
+				}
+				err := fn(Segment{Status: StatusOK, Inode: cp.Inode, Start: off, Size: size, PathInode: curIno, PathSize: curSize, Prefix: prefix(old, prefixLen)}, old)
+				return errors.Join(err, old.Close())
+			}
+			st = StatusRotated
+			_ = old.Close()
+		}
+		off = 0
+	}
+	if cur == nil {
+		return fn(Segment{Status: StatusMissing}, eofReader{})
+	}
+	if curSize < off || (curIno == cp.Inode && prefixArg(cp.Prefix) != "-" && prefix(cur, len(cp.Prefix)/2) != cp.Prefix) {
+		st, off = StatusTruncated, 0
+	}
+	if _, err := cur.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	return fn(Segment{Status: st, Inode: curIno, Start: off, Size: curSize, PathInode: curIno, PathSize: curSize, Prefix: prefix(cur, prefixLen)}, cur)
+}
+
+// prefix is the hex of f's first n bytes (fewer if it is shorter), "-" when empty.
+func prefix(f *os.File, n int) string {
+	b := make([]byte, n)
+	k, _ := f.ReadAt(b, 0)
+	if k == 0 {
+		return "-"
+	}
+	return hex.EncodeToString(b[:k])
+}
+
+// hold keeps f as path's open generation (the previous one is closed, unless it is f).
+func (l *LocalSource) hold(path string, f *os.File) {
+	if prev := l.held[path]; prev != nil && prev != f {
+		_ = prev.Close()
+	}
+	l.held[path] = f
+}
+
+// old returns an open descriptor of inode: the held one, or a file of the same directory.
+// The caller closes it; it is no longer held.
+func (l *LocalSource) old(path string, inode uint64) *os.File {
+	if f := l.held[path]; f != nil {
+		delete(l.held, path)
+		if ino, _, err := stat(f); err == nil && ino == inode {
+			return f
+		}
+		_ = f.Close()
+	}
+	dir := filepath.Dir(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		info, err := os.Lstat(p)
+		if err != nil || info.Sys().(*syscall.Stat_t).Ino != inode {
+			continue
+		}
+		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			return nil
+		}
+		if ino, _, err := stat(f); err == nil && ino == inode {
+			return f
+		}
+		_ = f.Close()
+		return nil
+	}
+	return nil
+}
+
+// openRegular opens path if it is a regular file (not through a symlink). A missing path
+// is (nil, "", nil); a symlink or special file gives status notfile.
+func openRegular(path string) (*os.File, uint64, int64, string, error) {
+	info, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, 0, "", nil
+	}
+	if err != nil {
+		return nil, 0, 0, "", err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, 0, 0, StatusNotFile, nil
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, 0, "", nil
+	}
+	if err != nil {
+		return nil, 0, 0, "", err
+	}
+	ino, size, err := stat(f)
+	if err != nil {
+		return nil, 0, 0, "", errors.Join(err, f.Close())
+	}
+	return f, ino, size, "", nil
+}
+
+func stat(f *os.File) (uint64, int64, error) {
+	info, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	if !info.Mode().IsRegular() {
+		return 0, 0, errors.New(f.Name() + " is not a regular file")
+	}
+	return info.Sys().(*syscall.Stat_t).Ino, info.Size(), nil
+}
+
+func fileSize(f *os.File) (int64, error) {
+	_, size, err := stat(f)
+	return size, err
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
