@@ -80,8 +80,10 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "podcopy-agent", Host: node})
 
 	chooser := destination.Chooser{Client: client, Config: opts.Destination}
+	executor := exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport)
 	handler := &collect.Handler{
-		Runner:   &ship.Shipper{Exec: exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport), SpoolDir: opts.SpoolDir},
+		Runner:   &ship.Shipper{Exec: executor, SpoolDir: opts.SpoolDir},
+		Exec:     executor,
 		Chooser:  chooser,
 		Status:   status.PatchWriter{Client: client},
 		Recorder: recorder,
@@ -96,6 +98,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	}
 	ctrl, err := watch.New(client, handler, watch.Options{
 		NodeName: opts.NodeName, Namespaces: opts.Namespaces, Workers: opts.Concurrency, Grace: opts.ShutdownGrace,
+		Drain: handler.StopFollowing, // follow loops end after their current tick, within the grace
 	})
 	if err != nil {
 		return err

@@ -69,10 +69,14 @@ type Handler struct {
 	Metrics  *metrics.Metrics
 	Settings Settings
 	Now      func() time.Time
+	// Exec runs follow mode's commands (the Runner's own executor in production).
+	Exec exec.Executor
 
 	mu       sync.Mutex
 	done     map[types.UID]string // request ids finished by this process (the cache may lag)
 	inflight map[types.UID]context.CancelCauseFunc
+	follows  map[types.UID]*following
+	loops    sync.WaitGroup // follow loops
 }
 
 // RetryError asks the caller to sync the pod again later.
@@ -82,13 +86,19 @@ func (e *RetryError) Error() string { return e.Reason }
 
 // Sync handles the request on pod, if any. A *RetryError means "try again later".
 func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
-	if !request.HasRequest(pod) || pod.DeletionTimestamp != nil {
+	if pod.DeletionTimestamp != nil {
+		h.stopFollow(pod.UID, "", true, true) // the pod is terminating: ship what it has left
+		return nil
+	}
+	if !request.HasRequest(pod) {
+		h.stopFollow(pod.UID, "podcopy/collect was removed", false, true)
 		return nil
 	}
 	log := logr.FromContextOrDiscard(ctx).WithValues("pod", pod.Namespace+"/"+pod.Name)
 	st, _ := status.Get(pod)
 	req, err := request.Parse(pod, h.Settings.Policy())
 	if err != nil {
+		h.stopFollow(pod.UID, "the request changed", false, true)
 		id := request.RawID(pod)
 		if st.Done(id) || h.finished(pod.UID, id) {
 			return nil
@@ -97,11 +107,12 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 		return h.reject(ctx, pod, id, err.Error())
 	}
 	id := req.ID()
+	if req.Mode == request.ModeFollow {
+		return h.syncFollow(ctx, log, pod, req, st)
+	}
+	h.stopFollow(pod.UID, "podcopy/mode changed", false, true)
 	if st.Done(id) || h.finished(pod.UID, id) {
 		return nil
-	}
-	if req.Mode == request.ModeFollow {
-		return h.reject(ctx, pod, id, "podcopy/mode follow is not supported by this agent version yet; use mode once")
 	}
 	if wait := notReady(pod, req.Container); wait != "" {
 		if st.Request != id || st.Phase != status.Pending || st.Message != wait {
@@ -170,11 +181,12 @@ func (h *Handler) markFinished(uid types.UID, id string) {
 // the pod is deleted.
 func (h *Handler) Forget(uid types.UID) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	delete(h.done, uid)
 	if cancel, ok := h.inflight[uid]; ok {
 		cancel(errPodDeleted)
 	}
+	h.mu.Unlock()
+	h.stopFollow(uid, "", false, false) // from the informer: do not wait for a tick
 }
 
 func (h *Handler) reject(ctx context.Context, pod *corev1.Pod, id, msg string) error {

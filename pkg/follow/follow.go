@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/metrics"
 )
 
 // Status of a segment, as the source reports it.
@@ -171,4 +172,28 @@ func parseProbe(out string) (cp Checkpoint, size int64, ok bool, err error) {
 		cp.Offset += size - dstStart // the part of the last segment that arrived
 	}
 	return cp, size, true, nil
+}
+
+// Record adds a tick's report to the metrics; labels are namespace, pod, container, path.
+func (r Report) Record(m *metrics.Metrics, labels ...string) {
+	m.ShippedBytes.Add(float64(r.Shipped))
+	m.FollowLag.WithLabelValues(labels...).Set(float64(r.Pending))
+	m.FollowLostBytes.Add(float64(r.Lost))
+	m.FollowRotations.WithLabelValues(metrics.RotationRename).Add(float64(r.Rotations))
+	m.FollowRotations.WithLabelValues(metrics.RotationTruncate).Add(float64(r.Truncations))
+}
+
+// Events says what a report should tell the pod's owner: rotations (normal) and lost data
+// (warning), "" when there is nothing to say.
+func (r Report) Events(path string) (normal, warning string) {
+	if r.Rotations > 0 {
+		normal = fmt.Sprintf("%s was rotated (%d new file(s)); the previous file was finished and the new one is followed from its start", path, r.Rotations)
+	}
+	switch {
+	case r.Lost > 0:
+		warning = fmt.Sprintf("%s: %d bytes written after the last checkpoint were gone (file truncated, rewritten or deleted) before they could be read", path, r.Lost)
+	case r.Truncations > 0:
+		warning = fmt.Sprintf("%s was truncated or rewritten; it is followed again from its start", path)
+	}
+	return normal, warning
 }

@@ -35,7 +35,9 @@ type flavour struct {
 }
 
 func flavours() []flavour {
-	execSource := func(t *testing.T, ex exec.Executor) Source { return ExecSource{Exec: ex, Target: exec.Target{Pod: "src"}} }
+	execSource := func(t *testing.T, ex exec.Executor) Source {
+		return ExecSource{Exec: ex, Target: exec.Target{Pod: "src"}}
+	}
 	return []flavour{
 		{name: "exec-gnu", source: execSource, shell: func(t *testing.T) string { return "" }},
 		{name: "exec-busybox", source: execSource, shell: func(t *testing.T) string {

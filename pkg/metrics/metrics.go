@@ -23,7 +23,15 @@ type Metrics struct {
 	SkippedEntries     *prometheus.CounterVec
 	Inflight           prometheus.Gauge
 	FollowLag          *prometheus.GaugeVec
+	FollowLostBytes    prometheus.Counter
+	FollowRotations    *prometheus.CounterVec
 }
+
+// Kinds of follow rotations.
+const (
+	RotationRename   = "rename"
+	RotationTruncate = "truncate"
+)
 
 // New registers all metrics, plus the Go and process collectors, on a fresh registry.
 func New() *Metrics {
@@ -51,12 +59,18 @@ func New() *Metrics {
 		FollowLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "podcopy_follow_lag_bytes", Help: "Bytes in a followed source file not yet shipped.",
 		}, []string{"namespace", "pod", "container", "path"}),
+		FollowLostBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_follow_lost_bytes_total", Help: "Bytes of followed files known to be gone before they could be read (truncated or deleted past the checkpoint).",
+		}),
+		FollowRotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podcopy_follow_rotations_total", Help: "Rotations of followed files, by kind (rename: a new file at the path; truncate: the file shrank or was rewritten).",
+		}, []string{"kind"}),
 	}
 	for _, r := range []string{ResultSucceeded, ResultFailed, ResultRejected} {
 		m.Collections.WithLabelValues(r)
 	}
 	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
-		m.SkippedEntries, m.Inflight, m.FollowLag,
+		m.SkippedEntries, m.Inflight, m.FollowLag, m.FollowLostBytes, m.FollowRotations,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

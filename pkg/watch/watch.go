@@ -43,6 +43,9 @@ type Options struct {
 	Workers int
 	// Grace is how long in-flight collections may run after shutdown begins.
 	Grace time.Duration
+	// Drain, when set, is called once shutdown begins and must return when follow loops
+	// and the like have stopped; it shares the grace period with the workers.
+	Drain func()
 }
 
 // Controller runs the informers, queue and workers.
@@ -145,6 +148,13 @@ func (c *Controller) handlers() cache.ResourceEventHandler {
 			if oldPod != nil && newPod != nil && onlyStatusChanged(oldPod, newPod) {
 				return
 			}
+			// A removed request is synced too: it stops a follow.
+			if oldPod != nil && newPod != nil && request.HasRequest(oldPod) && !request.HasRequest(newPod) {
+				if key, err := cache.MetaNamespaceKeyFunc(newPod); err == nil {
+					c.queue.Add(key)
+				}
+				return
+			}
 			enqueue(newObj)
 		},
 		DeleteFunc: func(obj any) {
@@ -219,7 +229,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.ready.Store(false)
 	c.queue.ShutDown()
 	done := make(chan struct{})
-	go func() { workers.Wait(); close(done) }()
+	go func() {
+		if c.opts.Drain != nil {
+			c.opts.Drain()
+		}
+		workers.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(c.opts.Grace):

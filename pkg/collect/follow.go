@@ -1,0 +1,254 @@
+package collect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/go-logr/logr"
+
+	"github.com/podcopy/podcopy/pkg/destination"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/follow"
+	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// Event reasons of follow mode, beyond SPEC §2's.
+const (
+	ReasonFollowRotated  = "FollowRotated"
+	ReasonFollowDataLost = "FollowDataLost"
+	ReasonFollowStopped  = "FollowStopped"
+)
+
+// following is one running follow loop.
+type following struct {
+	id    string
+	stop  chan struct{}
+	done  chan struct{}
+	final bool // ship once more before stopping (the pod is terminating)
+	why   string
+}
+
+// syncFollow starts following pod's request unless it already runs; another request of
+// the pod that was followed is stopped first.
+func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, st status.Status) error {
+	id := req.ID()
+	if (st.Request == id && st.Phase == status.Rejected) || h.finished(pod.UID, id) {
+		return nil
+	}
+	if h.followingID(pod.UID) == id {
+		return nil
+	}
+	h.stopFollow(pod.UID, "the request changed", false, true)
+	for _, p := range req.Paths {
+		if request.IsGlob(p) {
+			return h.reject(ctx, pod, id, fmt.Sprintf("podcopy/mode follow takes file paths; %q is a glob: name each file to follow", p))
+		}
+	}
+	if wait := notReady(pod, req.Container); wait != "" {
+		if st.Request != id || st.Phase != status.Pending || st.Message != wait {
+			return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Message: wait})
+		}
+		return nil
+	}
+	var invalid *destination.InvalidError
+	if _, err := h.Chooser.Choose(ctx, req.Destination); errors.As(err, &invalid) {
+		return h.reject(ctx, pod, id, err.Error())
+	}
+	f := &following{id: id, stop: make(chan struct{}), done: make(chan struct{})}
+	h.mu.Lock()
+	if h.follows == nil {
+		h.follows = map[types.UID]*following{}
+	}
+	h.follows[pod.UID] = f
+	h.loops.Add(1)
+	h.mu.Unlock()
+	log.Info("following", "paths", req.Paths, "interval", req.IntervalDuration().String())
+	go func() {
+		defer h.loops.Done()
+		defer close(f.done)
+		h.follow(ctx, log, pod.DeepCopy(), req, f)
+	}()
+	return nil
+}
+
+func (h *Handler) followingID(uid types.UID) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if f := h.follows[uid]; f != nil {
+		return f.id
+	}
+	return ""
+}
+
+// stopFollow stops the pod's follow loop, if any, after its current tick, and with wait
+// waits for it. With final, it ships once more first. A non-empty why is written to the
+// status.
+func (h *Handler) stopFollow(uid types.UID, why string, final, wait bool) {
+	h.mu.Lock()
+	f := h.follows[uid]
+	delete(h.follows, uid)
+	h.mu.Unlock()
+	if f == nil {
+		return
+	}
+	f.final, f.why = final, why
+	close(f.stop)
+	if wait {
+		<-f.done
+	}
+}
+
+// StopFollowing stops every follow loop after its current tick and waits for them; call it
+// when the agent shuts down (the loops' context bounds how long a tick may still take).
+// Checkpoints live in the analysis pod, so the next agent continues where these stopped.
+func (h *Handler) StopFollowing() {
+	h.mu.Lock()
+	uids := make([]types.UID, 0, len(h.follows))
+	for uid := range h.follows {
+		uids = append(uids, uid)
+	}
+	h.mu.Unlock()
+	for _, uid := range uids {
+		h.stopFollow(uid, "", false, false)
+	}
+	h.loops.Wait()
+}
+
+// follow ships each interval until stopped.
+func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, f *following) {
+	start := h.now().UTC()
+	files := make([]*follow.File, len(req.Paths))
+	src := follow.ExecSource{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}}
+	for i, p := range req.Paths {
+		dest, state := follow.Paths(h.Settings.Dir, pod.Namespace, pod.Name, req.Container, p)
+		files[i] = &follow.File{Source: src, Sink: follow.ExecSink{Exec: h.Exec}, Path: p, UID: string(pod.UID), Dest: dest, State: state}
+	}
+	t := &followTick{h: h, log: log, pod: pod, req: req, files: files,
+		last: status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339)}}
+	h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonStarted,
+		fmt.Sprintf("following %v in container %s every %s", req.Paths, req.Container, req.IntervalDuration()))
+	ticker := time.NewTicker(req.IntervalDuration())
+	defer ticker.Stop()
+	defer t.cleanup()
+	for {
+		t.run(ctx)
+		select {
+		case <-f.stop:
+			if f.final {
+				t.run(ctx)
+			}
+			t.stopped(ctx, f.why)
+			return
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// followTick holds one follow loop's state between ticks.
+type followTick struct {
+	h     *Handler
+	log   logr.Logger
+	pod   *corev1.Pod
+	req   request.Request
+	files []*follow.File
+	last  status.Status // as last written
+	total int64         // bytes in the destination files
+	dst   string
+}
+
+func (t *followTick) run(ctx context.Context) {
+	h, pod := t.h, t.pod
+	st := t.last
+	dst, err := h.Chooser.Choose(ctx, t.req.Destination)
+	if err != nil {
+		st.Message = "waiting for the destination: " + err.Error()
+		t.write(ctx, st, "")
+		return
+	}
+	var problems []string
+	var total int64
+	withData := 0
+	for _, f := range t.files {
+		rep, err := f.Tick(ctx, dst)
+		rep.Record(h.Metrics, pod.Namespace, pod.Name, t.req.Container, f.Path)
+		if normal, warning := rep.Events(f.Path); normal != "" || warning != "" {
+			if normal != "" {
+				h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonFollowRotated, normal)
+			}
+			if warning != "" {
+				h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonFollowDataLost, warning)
+			}
+			t.log.Info("followed file changed", "path", f.Path, "rotations", rep.Rotations, "truncations", rep.Truncations, "lostBytes", rep.Lost)
+		}
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("%s: %v", f.Path, err))
+			t.log.Error(err, "follow tick failed", "path", f.Path)
+		case rep.Missing != "":
+			problems = append(problems, rep.Missing)
+		}
+		total += rep.DestSize
+		if rep.DestSize > 0 {
+			withData++
+		}
+	}
+	dir := path.Join(h.Settings.Dir, pod.Namespace, pod.Name, "follow", t.req.Container)
+	st.Destination = fmt.Sprintf("%s:%s", dst, dir)
+	st.Files, st.Bytes = withData, total
+	st.Message = fmt.Sprintf("following %d file(s) every %s", len(t.files), t.req.IntervalDuration())
+	warning := ""
+	if len(problems) > 0 {
+		warning = strings.Join(problems, "; ")
+		st.Message += "; " + warning
+	}
+	t.write(ctx, st, warning)
+}
+
+// write patches the status when it changed; a new problem is also an Event.
+func (t *followTick) write(ctx context.Context, st status.Status, problem string) {
+	if st == t.last {
+		return
+	}
+	if problem != "" && !strings.Contains(t.last.Message, problem) {
+		t.h.Recorder.Event(t.pod, corev1.EventTypeWarning, ReasonFailed, "follow: "+problem)
+	}
+	if err := t.h.Status.Write(ctx, t.pod, st); err != nil {
+		t.log.Error(err, "writing follow status")
+		return
+	}
+	t.last = st
+}
+
+// stopped records why following ended (nothing when the agent is only shutting down).
+func (t *followTick) stopped(ctx context.Context, why string) {
+	if why == "" {
+		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	st := t.last
+	st.Phase = status.Succeeded
+	st.CompletionTime = t.h.now().UTC().Format(time.RFC3339)
+	st.Message = fmt.Sprintf("follow stopped: %s; %d bytes in the destination", why, st.Bytes)
+	t.h.Recorder.Event(t.pod, corev1.EventTypeNormal, ReasonFollowStopped, st.Message)
+	if err := t.h.Status.Write(wctx, t.pod, st); err != nil {
+		t.log.Error(err, "writing follow status")
+	}
+	t.log.Info("follow stopped", "reason", why)
+}
+
+func (t *followTick) cleanup() {
+	for _, f := range t.files {
+		t.h.Metrics.FollowLag.DeleteLabelValues(t.pod.Namespace, t.pod.Name, t.req.Container, f.Path)
+	}
+}

@@ -1,0 +1,108 @@
+package collect
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podcopy/podcopy/pkg/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/follow"
+	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// eventually polls cond (a condition, not a timing assertion: the deadline only bounds a hang).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("never happened: %s", what)
+}
+
+func TestFollowShipsThenStopsWhenTheAnnotationIsRemoved(t *testing.T) {
+	t.Parallel()
+	src, dst := t.TempDir(), t.TempDir()
+	log := filepath.Join(src, "app.log")
+	if err := os.WriteFile(log, []byte("line 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Exec = &exectest.Local{}
+	e.h.Settings.Dir = dst
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	dest, _ := follow.Paths(dst, "ns", "mysql", "db", log)
+	eventually(t, "first tick shipped", func() bool {
+		b, _ := os.ReadFile(dest)
+		return string(b) == "line 1\n"
+	})
+	eventually(t, "status running", func() bool {
+		st, _ := status.Get(e.refresh(t))
+		return st.Phase == status.Running && st.Bytes == 7 && st.Collection == "follow" &&
+			st.Destination == "podcopy/analysis-0/store:"+filepath.Join(dst, "ns/mysql/follow/db")
+	})
+	// The same request again (status writes, resyncs) does not start a second loop.
+	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+		t.Fatal(err)
+	}
+	p := e.refresh(t)
+	delete(p.Annotations, request.AnnotationCollect)
+	if _, err := e.client.CoreV1().Pods("ns").Update(t.Context(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+		t.Fatal(err)
+	}
+	st := e.status(t)
+	if st.Phase != status.Succeeded || !strings.Contains(st.Message, "follow stopped: podcopy/collect was removed") {
+		t.Fatalf("status %+v", st)
+	}
+	evs := strings.Join(e.events(), "\n")
+	if !strings.Contains(evs, "Normal CollectionStarted following") || !strings.Contains(evs, "Normal FollowStopped") {
+		t.Fatalf("events %s", evs)
+	}
+	e.h.StopFollowing()
+	if n := len(e.h.follows); n != 0 {
+		t.Fatalf("%d loops left", n)
+	}
+}
+
+func TestFollowRejectsGlobs(t *testing.T) {
+	t.Parallel()
+	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/*.log", request.AnnotationMode: "follow"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(t); st.Phase != status.Rejected || !strings.Contains(st.Message, "is a glob") {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestAgentShutdownLeavesFollowRunningForTheNextAgent(t *testing.T) {
+	t.Parallel()
+	src := t.TempDir()
+	log := filepath.Join(src, "app.log")
+	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Exec = &exectest.Local{}
+	e.h.Settings.Dir = t.TempDir()
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "status written", func() bool { st, _ := status.Get(e.refresh(t)); return st.Phase == status.Running })
+	e.h.StopFollowing()
+	if st := e.status(t); st.Phase != status.Running {
+		t.Fatalf("shutdown changed the status: %+v", st)
+	}
+}
