@@ -1,0 +1,176 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podcopy/podcopy/pkg/destination"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// writerScript appends numbered lines to /var/log/app/app.log at about 20 per second
+// through one open descriptor. `touch /tmp/rotate` renames the file to app.log.1, writes
+// five more lines to the renamed file (a writer that has not reopened yet), then reopens
+// app.log. `touch /tmp/stop` ends the writer and leaves /tmp/stopped.
+const writerScript = `mkdir -p /var/log/app
+(
+  n=0 pad=0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz
+  exec 3>>/var/log/app/app.log
+  while ! [ -f /tmp/stop ]; do
+    n=$((n+1)); echo "line $n $pad" >&3
+    if [ -f /tmp/rotate ]; then
+      rm /tmp/rotate
+      mv /var/log/app/app.log /var/log/app/app.log.1
+      for i in 1 2 3 4 5; do n=$((n+1)); echo "line $n late $pad" >&3; done
+      exec 3>>/var/log/app/app.log
+      touch /tmp/rotated
+    fi
+    sleep 0.05
+  done
+  touch /tmp/stopped
+) &`
+
+// followScenario drives the writer through a rotation and a disruption, then checks that the
+// destination holds every line of every generation, in order, exactly once.
+type followScenario struct {
+	src      exec.Target
+	dest     string        // destination file in the analysis pod
+	interval time.Duration // the follow interval
+	disrupt  func(t *testing.T)
+}
+
+func (s followScenario) run(t *testing.T) {
+	dst := analysis(t)
+	lines := func() int {
+		out, err := run(t, dst, "sh", "-c", `[ -f "$1" ] && wc -l < "$1" || echo 0`, "sh", s.dest)
+		if err != nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(out))
+		return n
+	}
+	waitFor(t, 2*time.Minute, "lines at the destination", func(ctx context.Context) (bool, error) { return lines() >= 40, nil })
+	mustRun(t, s.src, "touch", "/tmp/rotate")
+	waitFor(t, 30*time.Second, "rotation in the source", func(ctx context.Context) (bool, error) {
+		_, err := run(t, s.src, "test", "-f", "/tmp/rotated")
+		return err == nil, nil
+	})
+	before := lines()
+	waitFor(t, 2*time.Minute, "the new generation at the destination", func(ctx context.Context) (bool, error) {
+		return lines() > before+40, nil
+	})
+	s.disrupt(t)
+	after := lines()
+	waitFor(t, 3*time.Minute, "shipping after the disruption", func(ctx context.Context) (bool, error) {
+		return lines() > after+2*int(s.interval/(50*time.Millisecond))/2, nil
+	})
+	mustRun(t, s.src, "touch", "/tmp/stop")
+	waitFor(t, 30*time.Second, "the writer to stop", func(ctx context.Context) (bool, error) {
+		_, err := run(t, s.src, "test", "-f", "/tmp/stopped")
+		return err == nil, nil
+	})
+	stopped := time.Now()
+	want := mustRun(t, s.src, "cat", "/var/log/app/app.log.1", "/var/log/app/app.log")
+	var got string
+	waitFor(t, 3*s.interval+time.Minute, "the destination to catch up", func(ctx context.Context) (bool, error) {
+		got, _ = run(t, dst, "cat", s.dest)
+		return len(got) >= len(want), nil
+	})
+	t.Logf("lag: the destination held the writer's last line %.1f s after it was written (interval %s)",
+		time.Since(stopped).Seconds(), s.interval)
+	checkLines(t, got, want)
+}
+
+// checkLines wants got == want, and want to be lines 1..N in order.
+func checkLines(t *testing.T, got, want string) {
+	t.Helper()
+	gl, wl := strings.Split(strings.TrimSuffix(got, "\n"), "\n"), strings.Split(strings.TrimSuffix(want, "\n"), "\n")
+	for i, l := range gl {
+		if f := strings.Fields(l); len(f) < 2 || f[1] != strconv.Itoa(i+1) {
+			t.Fatalf("destination line %d is %q: a line is missing or repeated", i+1, l)
+		}
+	}
+	if got != want {
+		t.Fatalf("destination has %d lines (%d bytes), the source generations %d lines (%d bytes)", len(gl), len(got), len(wl), len(want))
+	}
+	t.Logf("destination = source generations: %d lines, %d bytes, no gap, no duplicate", len(gl), len(got))
+}
+
+func TestFollow(t *testing.T) {
+	ns := namespace(t)
+	sourcePod(t, ns, "writer", imageBusybox, writerScript)
+	src := exec.Target{Namespace: ns, Pod: "writer", Container: "app"}
+	annotate(t, ns, "writer", map[string]string{
+		"podcopy/collect": "/var/log/app/app.log", "podcopy/mode": "follow", "podcopy/interval": "5s"})
+	var maxLag float64
+	lagKey := fmt.Sprintf(`podcopy_follow_lag_bytes{container="app",namespace="%s",path="/var/log/app/app.log",pod="writer"}`, ns)
+	followScenario{
+		src: src, interval: 5 * time.Second,
+		dest: fmt.Sprintf("/collect/%s/writer/follow/app/var/log/app/app.log", ns),
+		disrupt: func(t *testing.T) {
+			waitEvent(t, ns, "writer", "FollowRotated")
+			maxLag = max(maxLag, scrape(t)[lagKey])
+			deleteAgentPod(t)
+			maxLag = max(maxLag, scrape(t)[lagKey])
+		},
+	}.run(t)
+	maxLag = max(maxLag, scrape(t)[lagKey])
+	t.Logf("podcopy_follow_lag_bytes seen: max %.0f bytes (about one interval of writes)", maxLag)
+	st, _ := getStatus(t, ns, "writer")
+	if st.Phase != status.Running || st.Collection != "follow" || st.Bytes == 0 {
+		t.Fatalf("status %+v", st)
+	}
+	if n := countEvents(t, ns, "writer", "FollowDataLost"); n != 0 {
+		t.Fatalf("%d FollowDataLost events: %v", n, events(t, ns, "writer"))
+	}
+	// Removing the request stops following and says so.
+	p, err := client.CoreV1().Pods(ns).Get(t.Context(), "writer", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(p.Annotations, "podcopy/collect")
+	if _, err := client.CoreV1().Pods(ns).Update(t.Context(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, ns, "writer", "FollowStopped")
+	st, _ = getStatus(t, ns, "writer")
+	if st.Phase != status.Succeeded || !strings.Contains(st.Message, "follow stopped") {
+		t.Fatalf("status after removal %+v", st)
+	}
+}
+
+// deleteAgentPod deletes the agent pod and waits for the DaemonSet's replacement to be Ready.
+func deleteAgentPod(t *testing.T) {
+	t.Helper()
+	sel := metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"}
+	list, err := client.CoreV1().Pods("podcopy").List(t.Context(), sel)
+	if err != nil || len(list.Items) != 1 {
+		t.Fatalf("agent pods: %v (%d)", err, len(list.Items))
+	}
+	old := list.Items[0]
+	if err := client.CoreV1().Pods("podcopy").Delete(t.Context(), old.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("deleted agent pod %s", old.Name)
+	waitFor(t, 2*time.Minute, "a new Ready agent pod", func(ctx context.Context) (bool, error) {
+		list, err := client.CoreV1().Pods("podcopy").List(ctx, sel)
+		if err != nil {
+			return false, err
+		}
+		for _, p := range list.Items {
+			if p.UID != old.UID && p.DeletionTimestamp == nil && destination.Ready(&p) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
