@@ -57,6 +57,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		return err
 	}
 	restConfig.UserAgent = "podcopy-agent/" + version
+	if opts.Mode == config.ModeSidecar {
+		return runSidecar(ctx, opts, restConfig)
+	}
 	// client-go's default (5 QPS) throttles a busy node: each collection makes about seven
 	// API calls (status twice, two Events, the destination list, two execs).
 	restConfig.QPS, restConfig.Burst = opts.KubeQPS, int(2*opts.KubeQPS)
@@ -106,21 +109,10 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	log.Info("starting", "version", version, "node", opts.NodeName, "namespaces", opts.Namespaces,
 		"destination", opts.Destination, "transport", transport, "concurrency", opts.Concurrency)
 
-	srv := &http.Server{Addr: opts.Listen, Handler: mux(m, ctrl, opts.Debug.Pprof), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: opts.Listen, Handler: mux(m, ctrl.Ready, opts.Debug.Pprof), ReadHeaderTimeout: 10 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(gctx) })
-	g.Go(func() error {
-		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("listen %s: %w", opts.Listen, err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+	serve(g, gctx, srv)
 	if opts.Shell.Enabled {
 		sh := &shell.Server{
 			Config:        opts.Shell.Config,
@@ -157,7 +149,23 @@ func mustSettings(o config.Options) *settings {
 	return &settings{policy: p, limits: l}
 }
 
-func mux(m *metrics.Metrics, ctrl *watch.Controller, pprofOn bool) http.Handler {
+// serve runs srv in g until ctx is done.
+func serve(g *errgroup.Group, ctx context.Context, srv *http.Server) {
+	g.Go(func() error {
+		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("listen %s: %w", srv.Addr, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+}
+
+func mux(m *metrics.Metrics, ready func() bool, pprofOn bool) http.Handler {
 	mux := http.NewServeMux()
 	if pprofOn {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -169,8 +177,8 @@ func mux(m *metrics.Metrics, ctrl *watch.Controller, pprofOn bool) http.Handler 
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ctrl.Ready() {
-			http.Error(w, "informers not synced", http.StatusServiceUnavailable)
+		if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

@@ -23,6 +23,9 @@ type Config struct {
 	// Container is the analysis pod's container; empty means its first container.
 	Container string `json:"container"`
 	Dir       string `json:"dir"`
+	// Pod, when set, is the one analysis pod to use (sidecar mode, whose RBAC names it):
+	// it is read with get, never listed.
+	Pod string `json:"pod,omitempty"`
 }
 
 // Validate checks the selector and dir.
@@ -58,6 +61,12 @@ type Chooser struct {
 // Choose returns the destination container. With requested == "", it is the Ready matching
 // pod whose name sorts first; otherwise requested must be a matching pod.
 func (c Chooser) Choose(ctx context.Context, requested string) (exec.Target, error) {
+	if c.Config.Pod != "" {
+		if requested != "" && requested != c.Config.Pod {
+			return exec.Target{}, &InvalidError{Reason: fmt.Sprintf("podcopy/destination %q: this agent writes only to %s (destination.pod)", requested, c.Config.Pod)}
+		}
+		return c.named(ctx)
+	}
 	list, err := c.Client.CoreV1().Pods(c.Config.Namespace).List(ctx, metav1.ListOptions{LabelSelector: c.Config.Selector})
 	if err != nil {
 		return exec.Target{}, fmt.Errorf("listing analysis pods in %s: %w", c.Config.Namespace, err)
@@ -79,6 +88,25 @@ func (c Chooser) Choose(ctx context.Context, requested string) (exec.Target, err
 	}
 	return exec.Target{}, &NotReadyError{Reason: fmt.Sprintf("no Ready analysis pod in namespace %s matches selector %q (found %d); waiting",
 		c.Config.Namespace, c.Config.Selector, len(pods))}
+}
+
+// named returns destination.pod if it matches the selector and is Ready.
+func (c Chooser) named(ctx context.Context) (exec.Target, error) {
+	p, err := c.Client.CoreV1().Pods(c.Config.Namespace).Get(ctx, c.Config.Pod, metav1.GetOptions{})
+	if err != nil {
+		return exec.Target{}, &NotReadyError{Reason: fmt.Sprintf("analysis pod %s/%s: %v; waiting", c.Config.Namespace, c.Config.Pod, err)}
+	}
+	sel, err := labels.Parse(c.Config.Selector)
+	if err != nil {
+		return exec.Target{}, err
+	}
+	if !sel.Matches(labels.Set(p.Labels)) {
+		return exec.Target{}, fmt.Errorf("destination.pod %s/%s does not match destination.selector %q", p.Namespace, p.Name, c.Config.Selector)
+	}
+	if !Ready(p) {
+		return exec.Target{}, &NotReadyError{Reason: fmt.Sprintf("analysis pod %s/%s is not Ready; waiting", p.Namespace, p.Name)}
+	}
+	return c.target(p)
 }
 
 func (c Chooser) target(p *corev1.Pod) (exec.Target, error) {

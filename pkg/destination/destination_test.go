@@ -2,6 +2,7 @@ package destination
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -74,5 +75,29 @@ func TestValidate(t *testing.T) {
 		if c.Validate() == nil {
 			t.Errorf("%+v accepted", c)
 		}
+	}
+}
+
+func TestChooseNamedPod(t *testing.T) {
+	t.Parallel()
+	match := map[string]string{"app.kubernetes.io/component": "analysis"}
+	c := Chooser{Client: fake.NewClientset(analysisPod("analysis-1", true, match), analysisPod("analysis-0", true, match),
+		analysisPod("impostor", true, map[string]string{"app": "x"})), Config: Config{Namespace: "podcopy", Selector: "app.kubernetes.io/component=analysis", Dir: "/collect", Pod: "analysis-1"}}
+	got, err := c.Choose(t.Context(), "")
+	if err != nil || got.Pod != "analysis-1" {
+		t.Fatalf("%v %v", got, err)
+	}
+	var invalid *InvalidError
+	if _, err := c.Choose(t.Context(), "analysis-0"); !errors.As(err, &invalid) {
+		t.Fatalf("another pod: %v", err)
+	}
+	c.Config.Pod = "impostor"
+	if _, err := c.Choose(t.Context(), ""); err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Fatalf("impostor: %v", err)
+	}
+	c.Config.Pod = "missing"
+	var notReady *NotReadyError
+	if _, err := c.Choose(t.Context(), ""); !errors.As(err, &notReady) {
+		t.Fatalf("missing pod: %v", err)
 	}
 }
