@@ -12,6 +12,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -81,10 +83,10 @@ func (s followScenario) run(t *testing.T) {
 	stopped := time.Now()
 	want := mustRun(t, s.src, "cat", "/var/log/app/app.log.1", "/var/log/app/app.log")
 	var got string
-	waitFor(t, 3*s.interval+time.Minute, "the destination to catch up", func(ctx context.Context) (bool, error) {
+	_ = wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, 3*s.interval+time.Minute, true, func(ctx context.Context) (bool, error) {
 		got, _ = run(t, dst, "cat", s.dest)
 		return len(got) >= len(want), nil
-	})
+	}) // on a timeout, checkLines says what is missing
 	t.Logf("lag: the destination held the writer's last line %.1f s after it was written (interval %s)",
 		time.Since(stopped).Seconds(), s.interval)
 	checkLines(t, got, want)
@@ -100,7 +102,8 @@ func checkLines(t *testing.T, got, want string) {
 		}
 	}
 	if got != want {
-		t.Fatalf("destination has %d lines (%d bytes), the source generations %d lines (%d bytes)", len(gl), len(got), len(wl), len(want))
+		t.Fatalf("destination has %d lines (%d bytes), the source generations %d lines (%d bytes); last lines: destination %q, source %q",
+			len(gl), len(got), len(wl), len(want), gl[max(0, len(gl)-2):], wl[max(0, len(wl)-2):])
 	}
 	t.Logf("destination = source generations: %d lines, %d bytes, no gap, no duplicate", len(gl), len(got))
 }

@@ -264,7 +264,13 @@ func countEvents(t *testing.T, ns, pod, reason string) int {
 // scrape returns the agent's metric samples by "name{labels}".
 func scrape(t *testing.T) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://127.0.0.1:" + agentPort + "/metrics")
+	return scrapeAt(t, "127.0.0.1:"+agentPort)
+}
+
+// scrapeAt returns the metric samples served at addr.
+func scrapeAt(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

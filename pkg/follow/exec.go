@@ -99,24 +99,17 @@ func (s ExecSink) Probe(ctx context.Context, dst exec.Target, file, state string
 
 // Append implements Sink.
 func (s ExecSink) Append(ctx context.Context, dst exec.Target, file, state string, start Checkpoint, r io.Reader) (int64, error) {
-	cr := &countingReader{r: r}
+	var out bytes.Buffer
 	err := s.Exec.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", appendScript, argv0, file, state, stateLine(start)},
-		Stdin: cr})
+		Stdin: r, Stdout: &limitedBuffer{b: &out, n: 256}})
 	if err != nil {
-		return cr.n, fmt.Errorf("appending to %s in %s: %w", file, dst, err)
+		return 0, fmt.Errorf("appending to %s in %s: %w", file, dst, err)
 	}
-	return cr.n, nil
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
+	var before, after int64
+	if _, err := fmt.Sscanf(out.String(), "%d %d\n", &before, &after); err != nil || after < before {
+		return 0, fmt.Errorf("appending to %s in %s: unexpected output %q", file, dst, out.String())
+	}
+	return after - before, nil
 }
 
 // limitedBuffer keeps at most n bytes and fails past them.

@@ -59,10 +59,13 @@ func (f *File) Tick(ctx context.Context, dst exec.Target) (Report, error) {
 	}
 	rep.DestSize = f.destSize
 	for i := range maxSegments {
-		seg, err := f.segment(ctx, dst, &rep, i == 0)
+		seg, short, err := f.segment(ctx, dst, &rep, i == 0)
 		if err != nil {
 			f.known = false // the destination says where we are; ask it next time
 			return rep, err
+		}
+		if short {
+			continue // the rest of the segment again, from what landed
 		}
 		if seg.Status == StatusMissing || seg.Status == StatusNotFile || seg.Inode == seg.PathInode {
 			break
@@ -71,8 +74,10 @@ func (f *File) Tick(ctx context.Context, dst exec.Target) (Report, error) {
 	return rep, nil
 }
 
-func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first bool) (Segment, error) {
+// segment ships one segment; short says fewer bytes landed than were sent.
+func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first bool) (Segment, bool, error) {
 	var seg Segment
+	var short bool
 	err := f.Source.Read(ctx, f.Path, f.cp, func(s Segment, r io.Reader) error {
 		seg = s
 		switch s.Status {
@@ -101,7 +106,9 @@ func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first 
 		if _, err := br.Peek(1); errors.Is(err, io.EOF) {
 			return nil // nothing new
 		}
-		n, err := f.Sink.Append(ctx, dst, f.Dest, f.State, f.cp, br)
+		sent := &countingReader{r: br}
+		n, err := f.Sink.Append(ctx, dst, f.Dest, f.State, f.cp, sent)
+		short = err == nil && n < sent.n
 		f.cp.Offset += n
 		f.destSize += n
 		rep.Shipped += n
@@ -109,7 +116,18 @@ func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first 
 		f.lastSize = max(f.lastSize, f.cp.Offset)
 		return err
 	})
-	return seg, err
+	return seg, short, err
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // pending is what the source holds beyond cp, as the segment's header tells.

@@ -71,7 +71,7 @@ type Sink interface {
 	// ok is false when there is no checkpoint.
 	Probe(ctx context.Context, dst exec.Target, file, state string) (cp Checkpoint, size int64, ok bool, err error)
 	// Append records that a segment starting at start follows, then appends r to file. It
-	// returns the bytes read from r.
+	// returns the bytes that landed in file, which can be fewer than it read from r.
 	Append(ctx context.Context, dst exec.Target, file, state string, start Checkpoint, r io.Reader) (int64, error)
 }
 

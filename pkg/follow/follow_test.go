@@ -354,3 +354,40 @@ func TestReusedInodeIsANewFile(t *testing.T) {
 		})
 	}
 }
+
+// tailDroppingSink reads the whole segment but lets only its first limit bytes land, the
+// way a container runtime can drop the tail of a short stdin that is closed at once.
+type tailDroppingSink struct {
+	Sink
+	limit int64
+	drops *int
+}
+
+func (d tailDroppingSink) Append(ctx context.Context, dst exec.Target, file, state string, start Checkpoint, r io.Reader) (int64, error) {
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, r); err != nil {
+		return 0, err
+	}
+	if int64(buf.Len()) > d.limit {
+		*d.drops++
+		buf.Truncate(int(d.limit))
+	}
+	return d.Sink.Append(ctx, dst, file, state, start, &buf)
+}
+
+func TestDroppedTailIsShippedAgain(t *testing.T) {
+	t.Parallel()
+	for _, fl := range flavours() {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, fl)
+			drops := 0
+			w := f.file(tailDroppingSink{Sink: ExecSink{Exec: f.exec}, limit: 5, drops: &drops})
+			appendTo(t, f.path, "0123456789ab\n")
+			rep := tick(t, w)
+			if got := f.dest(t); got != "0123456789ab\n" || rep.Shipped != 13 || drops == 0 {
+				t.Fatalf("dest %q, report %+v, drops %d", got, rep, drops)
+			}
+		})
+	}
+}
