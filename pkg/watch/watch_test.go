@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,7 +77,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestControllerSyncsAnnotatedPods(t *testing.T) {
 	client := fake.NewClientset(pod("plain", nil), pod("asked", map[string]string{"podcopy/collect": "/var/log/x"}))
 	s := &recordingSyncer{}
-	c, err := New(client, s, Options{Workers: 2, Grace: time.Second})
+	var drained atomic.Bool
+	c, err := New(client, s, Options{Workers: 2, Grace: time.Second, Drain: func() { drained.Store(true) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +104,17 @@ func TestControllerSyncsAnnotatedPods(t *testing.T) {
 	setAnnotation(status.Annotation, `{"phase":"Running"}`)
 	setAnnotation("podcopy/trigger", "2")
 	eventually(t, "second sync", func() bool { return len(s.names()) == 2 })
+	// Removing the request is synced too (it stops a follow); a pod that never asked is not.
+	p, err := client.CoreV1().Pods("ns").Get(ctx, "asked", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = p.DeepCopy()
+	delete(p.Annotations, "podcopy/collect")
+	if _, err := client.CoreV1().Pods("ns").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "sync of the removal", func() bool { return len(s.names()) == 3 })
 	if err := client.CoreV1().Pods("ns").Delete(ctx, "asked", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +123,10 @@ func TestControllerSyncsAnnotatedPods(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if len(s.names()) != 2 {
+	if !drained.Load() {
+		t.Fatal("Drain was not called on shutdown")
+	}
+	if len(s.names()) != 3 {
 		t.Fatalf("synced %v; a status-only update was synced", s.names())
 	}
 }
