@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"go.uber.org/goleak"
+
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/pkg/follow"
 	"github.com/podcopy/podcopy/pkg/request"
@@ -104,5 +106,64 @@ func TestAgentShutdownLeavesFollowRunningForTheNextAgent(t *testing.T) {
 	e.h.StopFollowing()
 	if st := e.status(t); st.Phase != status.Running {
 		t.Fatalf("shutdown changed the status: %+v", st)
+	}
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestTerminatingPodGetsALastShipment(t *testing.T) {
+	t.Parallel()
+	src, dst := t.TempDir(), t.TempDir()
+	log := filepath.Join(src, "app.log")
+	if err := os.WriteFile(log, []byte("early\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "1h"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Exec = &exectest.Local{}
+	e.h.Settings.Dir = dst
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	dest, _ := follow.Paths(dst, "ns", "mysql", "db", log)
+	eventually(t, "first tick shipped", func() bool { b, _ := os.ReadFile(dest); return string(b) == "early\n" })
+	f, err := os.OpenFile(log, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("last words\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	terminating := e.refresh(t)
+	terminating.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	if err := e.h.Sync(t.Context(), terminating); err != nil { // returns after the last tick
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(dest); string(b) != "early\nlast words\n" {
+		t.Fatalf("dest %q", b)
+	}
+}
+
+func TestModeChangeStopsFollowing(t *testing.T) {
+	t.Parallel()
+	log := filepath.Join(t.TempDir(), "app.log")
+	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Exec = &exectest.Local{}
+	e.h.Settings.Dir = t.TempDir()
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	once := e.refresh(t)
+	once.Annotations[request.AnnotationMode] = "once"
+	if err := e.h.Sync(t.Context(), once); err != nil {
+		t.Fatal(err)
+	}
+	if e.h.followingID(pod.UID) != "" || len(e.runner.jobs) != 1 {
+		t.Fatalf("still following %q, once jobs %d", e.h.followingID(pod.UID), len(e.runner.jobs))
+	}
+	if !strings.Contains(strings.Join(e.events(), "\n"), "FollowStopped follow stopped: podcopy/mode changed") {
+		t.Fatalf("events %q", e.events())
 	}
 }
