@@ -113,7 +113,7 @@ func TestFollow(t *testing.T) {
 	sourcePod(t, ns, "writer", imageBusybox, writerScript)
 	src := exec.Target{Namespace: ns, Pod: "writer", Container: "app"}
 	annotate(t, ns, "writer", map[string]string{
-		"podcopy/collect": "/var/log/app/app.log", "podcopy/mode": "follow", "podcopy/interval": "5s"})
+		"podcopy/collect": "/var/log/app/*.log", "podcopy/mode": "follow", "podcopy/interval": "5s"}) // a glob: app.log.1 does not match
 	var maxLag float64
 	lagKey := fmt.Sprintf(`podcopy_follow_lag_bytes{container="app",namespace="%s",path="/var/log/app/app.log",pod="writer"}`, ns)
 	followScenario{

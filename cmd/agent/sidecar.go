@@ -36,14 +36,12 @@ func runSidecar(ctx context.Context, opts config.Options, restConfig *rest.Confi
 	source := &follow.LocalSource{}
 	defer func() { _ = source.Close() }()
 	f := opts.Follow
-	files := make([]*follow.File, len(f.Paths))
-	for i, p := range f.Paths {
-		dest, state := follow.Paths(opts.Destination.Dir, f.PodNamespace, f.PodName, f.Container, p)
-		files[i] = &follow.File{Source: source, Sink: follow.ExecSink{Exec: executor}, Path: p, UID: f.PodUID, Dest: dest, State: state}
-	}
 	m := metrics.New()
 	sc := &follow.Sidecar{
-		Files:    files,
+		Set: &follow.Set{Paths: f.Paths, Source: source, Sink: follow.ExecSink{Exec: executor}, UID: f.PodUID,
+			Layout: func(p string) (string, string) {
+				return follow.Paths(opts.Destination.Dir, f.PodNamespace, f.PodName, f.Container, p)
+			}},
 		Choose:   func(ctx context.Context) (exec.Target, error) { return chooser.Choose(ctx, "") },
 		Interval: f.Interval, Settle: settleDelay, Grace: opts.ShutdownGrace, Metrics: m,
 		Labels: [3]string{f.PodNamespace, f.PodName, f.Container},

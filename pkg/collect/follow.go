@@ -47,11 +47,6 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 		return nil
 	}
 	h.stopFollow(pod.UID, "the request changed", false, true)
-	for _, p := range req.Paths {
-		if request.IsGlob(p) {
-			return h.reject(ctx, pod, id, fmt.Sprintf("podcopy/mode follow takes file paths; %q is a glob: name each file to follow", p))
-		}
-	}
 	if wait := notReady(pod, req.Container); wait != "" {
 		if st.Request != id || st.Phase != status.Pending || st.Message != wait {
 			return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Message: wait})
@@ -125,13 +120,17 @@ func (h *Handler) StopFollowing() {
 // follow ships each interval until stopped.
 func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, f *following) {
 	start := h.now().UTC()
-	files := make([]*follow.File, len(req.Paths))
-	src := follow.ExecSource{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}}
-	for i, p := range req.Paths {
-		dest, state := follow.Paths(h.Settings.Dir, pod.Namespace, pod.Name, req.Container, p)
-		files[i] = &follow.File{Source: src, Sink: follow.ExecSink{Exec: h.Exec}, Path: p, UID: string(pod.UID), Dest: dest, State: state}
+	set := &follow.Set{
+		Paths:  req.Paths,
+		Source: follow.ExecSource{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}},
+		Sink:   follow.ExecSink{Exec: h.Exec},
+		UID:    string(pod.UID),
+		Layout: func(p string) (string, string) {
+			return follow.Paths(h.Settings.Dir, pod.Namespace, pod.Name, req.Container, p)
+		},
+		Allow: func(p string) error { return h.Settings.Policy().Check(p) },
 	}
-	t := &followTick{h: h, log: log, pod: pod, req: req, files: files,
+	t := &followTick{h: h, log: log, pod: pod, req: req, set: set, lag: map[string]bool{},
 		last: status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339)}}
 	h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonStarted,
 		fmt.Sprintf("following %v in container %s every %s", req.Paths, req.Container, req.IntervalDuration()))
@@ -160,9 +159,10 @@ type followTick struct {
 	log   logr.Logger
 	pod   *corev1.Pod
 	req   request.Request
-	files []*follow.File
-	last  status.Status // as last written
-	total int64         // bytes in the destination files
+	set   *follow.Set
+	lag   map[string]bool // paths with a lag gauge
+	last  status.Status   // as last written
+	total int64           // bytes in the destination files
 	dst   string
 }
 
@@ -178,9 +178,21 @@ func (t *followTick) run(ctx context.Context) {
 	var problems []string
 	var total int64
 	withData := 0
-	for _, f := range t.files {
-		rep, err := f.Tick(ctx, dst)
-		rep.Record(h.Metrics, pod.Namespace, pod.Name, t.req.Container, f.Path)
+	reports, err := t.set.Tick(ctx, dst)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	for _, fr := range reports {
+		f, rep, err := fr, fr.Report, fr.Err
+		labels := []string{pod.Namespace, pod.Name, t.req.Container, f.Path}
+		rep.Record(h.Metrics, labels...)
+		t.lag[f.Path] = true
+		if fr.Dropped {
+			h.Metrics.FollowLag.DeleteLabelValues(labels...)
+			delete(t.lag, f.Path)
+			t.log.Info("file no longer matches; finished and dropped", "path", f.Path)
+			continue
+		}
 		if normal, warning := rep.Events(f.Path); normal != "" || warning != "" {
 			if normal != "" {
 				h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonFollowRotated, normal)
@@ -205,7 +217,7 @@ func (t *followTick) run(ctx context.Context) {
 	dir := path.Join(h.Settings.Dir, pod.Namespace, pod.Name, "follow", t.req.Container)
 	st.Destination = fmt.Sprintf("%s:%s", dst, dir)
 	st.Files, st.Bytes = withData, total
-	st.Message = fmt.Sprintf("following %d file(s) every %s", len(t.files), t.req.IntervalDuration())
+	st.Message = fmt.Sprintf("following %d file(s) every %s", len(t.lag), t.req.IntervalDuration())
 	warning := ""
 	if len(problems) > 0 {
 		warning = strings.Join(problems, "; ")
@@ -248,7 +260,7 @@ func (t *followTick) stopped(ctx context.Context, why string) {
 }
 
 func (t *followTick) cleanup() {
-	for _, f := range t.files {
-		t.h.Metrics.FollowLag.DeleteLabelValues(t.pod.Namespace, t.pod.Name, t.req.Container, f.Path)
+	for p := range t.lag {
+		t.h.Metrics.FollowLag.DeleteLabelValues(t.pod.Namespace, t.pod.Name, t.req.Container, p)
 	}
 }

@@ -79,16 +79,32 @@ func TestFollowShipsThenStopsWhenTheAnnotationIsRemoved(t *testing.T) {
 	}
 }
 
-func TestFollowRejectsGlobs(t *testing.T) {
+func TestFollowGlob(t *testing.T) {
 	t.Parallel()
-	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/*.log", request.AnnotationMode: "follow"}, corev1.PodRunning)
+	src, dst := t.TempDir(), t.TempDir()
+	for _, n := range []string{"a.log", "b.log", "c.txt"} {
+		if err := os.WriteFile(filepath.Join(src, n), []byte(n+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod := sourcePod(map[string]string{request.AnnotationCollect: filepath.Join(src, "*.log"), request.AnnotationMode: "follow"}, corev1.PodRunning)
 	e := newEnv(pod, nil)
+	e.h.Exec = &exectest.Local{}
+	e.h.Settings.Dir = dst
 	if err := e.h.Sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
-	if st := e.status(t); st.Phase != status.Rejected || !strings.Contains(st.Message, "is a glob") {
-		t.Fatalf("status %+v", st)
+	eventually(t, "both matches shipped", func() bool {
+		st, _ := status.Get(e.refresh(t))
+		return st.Files == 2 && st.Bytes == 12
+	})
+	for _, n := range []string{"a.log", "b.log"} {
+		dest, _ := follow.Paths(dst, "ns", "mysql", "db", filepath.Join(src, n))
+		if b, err := os.ReadFile(dest); err != nil || string(b) != n+"\n" {
+			t.Fatalf("%s: %q %v", n, b, err)
+		}
 	}
+	e.h.StopFollowing()
 }
 
 func TestAgentShutdownLeavesFollowRunningForTheNextAgent(t *testing.T) {

@@ -81,6 +81,23 @@ func orEOF(err error) error {
 	return err
 }
 
+// Glob implements Globber in the container.
+func (s ExecSource) Glob(ctx context.Context, pattern string) ([]string, error) {
+	var out bytes.Buffer
+	err := s.Exec.Exec(ctx, exec.Request{Target: s.Target, Command: []string{"sh", "-c", globScript, argv0, pattern},
+		Stdout: &limitedBuffer{b: &out, n: 1 << 20}})
+	if err != nil {
+		return nil, fmt.Errorf("listing %s in %s: %w", pattern, s.Target, err)
+	}
+	var names []string
+	for _, n := range bytes.Split(out.Bytes(), []byte{0}) {
+		if len(n) > 0 {
+			names = append(names, string(n))
+		}
+	}
+	return names, nil
+}
+
 // ExecSink keeps followed files and their checkpoints in the analysis pod over exec.
 type ExecSink struct {
 	Exec exec.Executor

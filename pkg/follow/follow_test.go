@@ -391,3 +391,58 @@ func TestDroppedTailIsShippedAgain(t *testing.T) {
 		})
 	}
 }
+
+func TestSetFollowsGlobMatchesAsTheyComeAndGo(t *testing.T) {
+	t.Parallel()
+	for _, fl := range flavours() {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, fl)
+			gs, ok := f.source.(GlobSource)
+			if !ok {
+				t.Fatal("source cannot glob")
+			}
+			set := &Set{Paths: []string{filepath.Join(f.src, "*.log")}, Source: gs, Sink: ExecSink{Exec: f.exec}, UID: "u",
+				Layout: func(p string) (string, string) { return Paths(f.dst, "ns", "pod", "app", p) },
+				Allow: func(p string) error {
+					if strings.HasSuffix(p, "secret.log") {
+						return errors.New("denied by policy")
+					}
+					return nil
+				}}
+			destOf := func(name string) string {
+				d, _ := Paths(f.dst, "ns", "pod", "app", filepath.Join(f.src, name))
+				b, _ := os.ReadFile(d)
+				return string(b)
+			}
+			appendTo(t, filepath.Join(f.src, "a.log"), "a1\n")
+			appendTo(t, filepath.Join(f.src, "secret.log"), "s\n")
+			appendTo(t, filepath.Join(f.src, "x.txt"), "x\n")
+			if err := os.Symlink(filepath.Join(f.src, "x.txt"), filepath.Join(f.src, "link.log")); err != nil {
+				t.Fatal(err)
+			}
+			reports, err := set.Tick(t.Context(), dstTarget)
+			if err == nil || !strings.Contains(err.Error(), "denied by policy") || len(reports) != 1 || destOf("a.log") != "a1\n" {
+				t.Fatalf("reports %+v err %v", reports, err)
+			}
+			appendTo(t, filepath.Join(f.src, "b.log"), "b1\n") // a new match
+			appendTo(t, filepath.Join(f.src, "a.log"), "a2\n")
+			if err := os.Rename(filepath.Join(f.src, "a.log"), filepath.Join(f.src, "a.old")); err != nil {
+				t.Fatal(err)
+			}
+			reports, _ = set.Tick(t.Context(), dstTarget)
+			if destOf("a.log") != "a1\na2\n" || destOf("b.log") != "b1\n" || destOf("link.log") != "" || destOf("secret.log") != "" {
+				t.Fatalf("a %q b %q", destOf("a.log"), destOf("b.log"))
+			}
+			dropped := 0
+			for _, r := range reports {
+				if r.Dropped {
+					dropped++
+				}
+			}
+			if dropped != 1 || len(set.files) != 1 {
+				t.Fatalf("reports %+v, following %d", reports, len(set.files))
+			}
+		})
+	}
+}

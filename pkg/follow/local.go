@@ -88,6 +88,21 @@ func prefix(f *os.File, n int) string {
 	return hex.EncodeToString(b[:k])
 }
 
+// Glob implements Globber on this container's filesystem.
+func (l *LocalSource) Glob(_ context.Context, pattern string) ([]string, error) {
+	matches, err := filepath.Glob(pattern)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range matches {
+		if info, err := os.Lstat(m); err == nil && info.Mode().IsRegular() {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
 // hold keeps f as path's open generation (the previous one is closed, unless it is f).
 func (l *LocalSource) hold(path string, f *os.File) {
 	if prev := l.held[path]; prev != nil && prev != f {

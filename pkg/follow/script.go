@@ -82,5 +82,12 @@ cat >> "$f" || exit 1
 end=$(stat -c %s -- "$f") || exit 1
 printf '%s %s\n' "$size" "$end"`
 
+// globScript prints, NUL-terminated, the regular files (not symlinks) glob $1 matches. With
+// IFS empty, the unquoted $1 is expanded as a pattern but never split or run.
+const globScript = `IFS=
+for p in $1; do
+  if [ -f "$p" ] && ! [ -L "$p" ]; then printf '%s\0' "$p"; fi
+done`
+
 // argv0 names the scripts in process listings.
 const argv0 = "podcopy-follow"

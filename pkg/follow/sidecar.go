@@ -16,7 +16,7 @@ import (
 // shipped after Settle, and every Interval a rescan ships whatever inotify missed (it drops
 // events on overflow and on some filesystems).
 type Sidecar struct {
-	Files []*File
+	Set *Set
 	// Choose returns the analysis pod to write to.
 	Choose func(ctx context.Context) (exec.Target, error)
 	// Interval is the rescan period; Settle the delay that coalesces a burst of changes.
@@ -81,8 +81,8 @@ func (s *Sidecar) watch(log logr.Logger, w *fsnotify.Watcher) {
 	for _, d := range w.WatchList() {
 		have[d] = true
 	}
-	for _, f := range s.Files {
-		dir := filepath.Dir(f.Path)
+	for _, p := range s.Set.Paths {
+		dir := filepath.Dir(p)
 		if have[dir] {
 			continue
 		}
@@ -100,9 +100,17 @@ func (s *Sidecar) tick(ctx context.Context, log logr.Logger) {
 		log.Error(err, "no destination; will retry")
 		return
 	}
-	for _, f := range s.Files {
-		rep, err := f.Tick(ctx, dst)
+	reports, err := s.Set.Tick(ctx, dst)
+	if err != nil {
+		log.Error(err, "following globs")
+	}
+	for _, f := range reports {
+		rep, err := f.Report, f.Err
 		rep.Record(s.Metrics, s.Labels[0], s.Labels[1], s.Labels[2], f.Path)
+		if f.Dropped {
+			s.Metrics.FollowLag.DeleteLabelValues(s.Labels[0], s.Labels[1], s.Labels[2], f.Path)
+			log.Info("file no longer matches; finished and dropped", "path", f.Path)
+		}
 		normal, warning := rep.Events(f.Path)
 		if normal != "" {
 			log.Info(normal, "path", f.Path)

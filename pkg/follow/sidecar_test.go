@@ -20,7 +20,8 @@ func TestSidecarShipsOnChangeAndOnStop(t *testing.T) {
 	source := &LocalSource{}
 	defer func() { _ = source.Close() }()
 	s := &Sidecar{
-		Files:    []*File{{Source: source, Sink: ExecSink{Exec: &exectest.Local{}}, Path: path, UID: "u", Dest: dest, State: state}},
+		Set: &Set{Paths: []string{path}, Source: source, Sink: ExecSink{Exec: &exectest.Local{}}, UID: "u",
+			Layout: func(string) (string, string) { return dest, state }},
 		Choose:   func(context.Context) (exec.Target, error) { return dstTarget, nil },
 		Interval: time.Hour, // only inotify can trigger shipping here
 		Settle:   10 * time.Millisecond,

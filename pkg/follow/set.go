@@ -1,0 +1,126 @@
+package follow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+)
+
+// Globber lists the regular files (not symlinks) a glob matches now.
+type Globber interface {
+	Glob(ctx context.Context, pattern string) ([]string, error)
+}
+
+// GlobSource is a Source that can also expand globs.
+type GlobSource interface {
+	Source
+	Globber
+}
+
+// maxMatches bounds the files one glob may follow.
+const maxMatches = 1000
+
+// Set follows the files a request names: literal paths, and globs expanded again on every
+// tick, so files created later are picked up and files that stop matching are finished and
+// dropped.
+type Set struct {
+	Paths  []string
+	Source GlobSource
+	Sink   Sink
+	UID    string
+	// Layout returns a followed file's destination file and checkpoint (see Paths).
+	Layout func(path string) (dest, state string)
+	// Allow, when set, vets each file a glob matches (the agent's path policy).
+	Allow func(path string) error
+
+	files map[string]*File
+	globs map[string]bool // followed because a glob matched
+}
+
+// FileReport is one file's part of a tick.
+type FileReport struct {
+	Path string
+	Report
+	Err error
+	// Dropped: the file no longer matches its glob; this was its last tick.
+	Dropped bool
+}
+
+// IsGlob reports whether p has glob metacharacters.
+func IsGlob(p string) bool { return strings.ContainsAny(p, "*?[") }
+
+// Tick ships every followed file once. The error is about expanding globs; each file's own
+// error is in its report.
+func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
+	if s.files == nil {
+		s.files, s.globs = map[string]*File{}, map[string]bool{}
+	}
+	current := map[string]bool{}
+	var errs []error
+	for _, p := range s.Paths {
+		if !IsGlob(p) {
+			current[p] = true
+			continue
+		}
+		matches, err := s.Source.Glob(ctx, p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("expanding %s: %w", p, err))
+			for f := range s.globs { // keep what was followed: nothing is known to have gone
+				current[f] = true
+			}
+			continue
+		}
+		if len(matches) > maxMatches {
+			errs = append(errs, fmt.Errorf("%s matches %d files; following the first %d", p, len(matches), maxMatches))
+			matches = matches[:maxMatches]
+		}
+		for _, m := range matches {
+			if s.Allow != nil {
+				if err := s.Allow(m); err != nil {
+					errs = append(errs, fmt.Errorf("%s (matched by %s): %w", m, p, err))
+					continue
+				}
+			}
+			current[m] = true
+			if !slices.Contains(s.Paths, m) {
+				s.globs[m] = true
+			}
+		}
+	}
+	var out []FileReport
+	for _, p := range sortedKeys(current, s.files) {
+		f := s.files[p]
+		if f == nil {
+			dest, state := s.Layout(p)
+			f = &File{Source: s.Source, Sink: s.Sink, Path: p, UID: s.UID, Dest: dest, State: state}
+			s.files[p] = f
+		}
+		rep, err := f.Tick(ctx, dst)
+		fr := FileReport{Path: p, Report: rep, Err: err}
+		if !current[p] && err == nil {
+			fr.Dropped = true // finished above: a renamed-away generation was read to its end
+			delete(s.files, p)
+			delete(s.globs, p)
+		}
+		out = append(out, fr)
+	}
+	return out, errors.Join(errs...)
+}
+
+func sortedKeys(a map[string]bool, b map[string]*File) []string {
+	var keys []string
+	for k := range a {
+		keys = append(keys, k)
+	}
+	for k := range b {
+		if !a[k] {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
