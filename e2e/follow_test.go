@@ -60,7 +60,10 @@ func (s followScenario) run(t *testing.T) {
 		n, _ := strconv.Atoi(strings.TrimSpace(out))
 		return n
 	}
-	waitFor(t, 2*time.Minute, "lines at the destination", func(ctx context.Context) (bool, error) { return lines() >= 40, nil })
+	// The writer's nominal rate is 20 lines/s: the scenario spans about five intervals, two
+	// before the rotation, one between it and the disruption, two after.
+	perInterval := int(s.interval / (50 * time.Millisecond))
+	waitFor(t, 2*time.Minute, "lines at the destination", func(ctx context.Context) (bool, error) { return lines() >= 2*perInterval, nil })
 	mustRun(t, s.src, "touch", "/tmp/rotate")
 	waitFor(t, 30*time.Second, "rotation in the source", func(ctx context.Context) (bool, error) {
 		_, err := run(t, s.src, "test", "-f", "/tmp/rotated")
@@ -68,12 +71,12 @@ func (s followScenario) run(t *testing.T) {
 	})
 	before := lines()
 	waitFor(t, 2*time.Minute, "the new generation at the destination", func(ctx context.Context) (bool, error) {
-		return lines() > before+40, nil
+		return lines() > before+perInterval, nil
 	})
 	s.disrupt(t)
 	after := lines()
 	waitFor(t, 3*time.Minute, "shipping after the disruption", func(ctx context.Context) (bool, error) {
-		return lines() > after+2*int(s.interval/(50*time.Millisecond))/2, nil
+		return lines() > after+2*perInterval, nil
 	})
 	mustRun(t, s.src, "touch", "/tmp/stop")
 	waitFor(t, 30*time.Second, "the writer to stop", func(ctx context.Context) (bool, error) {
