@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -158,11 +159,23 @@ func TestFollow(t *testing.T) {
 func deleteAgentPod(t *testing.T) {
 	t.Helper()
 	sel := metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"}
-	list, err := client.CoreV1().Pods("podcopy").List(t.Context(), sel)
-	if err != nil || len(list.Items) != 1 {
-		t.Fatalf("agent pods: %v (%d)", err, len(list.Items))
-	}
-	old := list.Items[0]
+	var old corev1.Pod
+	waitFor(t, time.Minute, "one running agent pod", func(ctx context.Context) (bool, error) {
+		list, err := client.CoreV1().Pods("podcopy").List(ctx, sel)
+		if err != nil {
+			return false, err
+		}
+		var live []corev1.Pod
+		for _, p := range list.Items {
+			if p.DeletionTimestamp == nil && destination.Ready(&p) {
+				live = append(live, p)
+			}
+		}
+		if len(live) == 1 {
+			old = live[0]
+		}
+		return len(live) == 1, nil
+	})
 	if err := client.CoreV1().Pods("podcopy").Delete(t.Context(), old.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
