@@ -155,15 +155,13 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 
 // followTick holds one follow loop's state between ticks.
 type followTick struct {
-	h     *Handler
-	log   logr.Logger
-	pod   *corev1.Pod
-	req   request.Request
-	set   *follow.Set
-	lag   map[string]bool // paths with a lag gauge
-	last  status.Status   // as last written
-	total int64           // bytes in the destination files
-	dst   string
+	h    *Handler
+	log  logr.Logger
+	pod  *corev1.Pod
+	req  request.Request
+	set  *follow.Set
+	lag  map[string]bool // paths with a lag gauge
+	last status.Status   // as last written
 }
 
 func (t *followTick) run(ctx context.Context) {
@@ -183,35 +181,14 @@ func (t *followTick) run(ctx context.Context) {
 		problems = append(problems, err.Error())
 	}
 	for _, fr := range reports {
-		f, rep, err := fr, fr.Report, fr.Err
-		labels := []string{pod.Namespace, pod.Name, t.req.Container, f.Path}
-		rep.Record(h.Metrics, labels...)
-		t.lag[f.Path] = true
-		if fr.Dropped {
-			h.Metrics.FollowLag.DeleteLabelValues(labels...)
-			delete(t.lag, f.Path)
-			t.log.Info("file no longer matches; finished and dropped", "path", f.Path)
-			continue
+		if problem := t.record(fr); problem != "" {
+			problems = append(problems, problem)
 		}
-		if normal, warning := rep.Events(f.Path); normal != "" || warning != "" {
-			if normal != "" {
-				h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonFollowRotated, normal)
+		if !fr.Dropped {
+			total += fr.DestSize
+			if fr.DestSize > 0 {
+				withData++
 			}
-			if warning != "" {
-				h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonFollowDataLost, warning)
-			}
-			t.log.Info("followed file changed", "path", f.Path, "rotations", rep.Rotations, "truncations", rep.Truncations, "lostBytes", rep.Lost)
-		}
-		switch {
-		case err != nil:
-			problems = append(problems, fmt.Sprintf("%s: %v", f.Path, err))
-			t.log.Error(err, "follow tick failed", "path", f.Path)
-		case rep.Missing != "":
-			problems = append(problems, rep.Missing)
-		}
-		total += rep.DestSize
-		if rep.DestSize > 0 {
-			withData++
 		}
 	}
 	dir := path.Join(h.Settings.Dir, pod.Namespace, pod.Name, "follow", t.req.Container)
@@ -224,6 +201,38 @@ func (t *followTick) run(ctx context.Context) {
 		st.Message += "; " + warning
 	}
 	t.write(ctx, st, warning)
+}
+
+// record turns one file's tick into metrics, Events and logs; it returns the file's problem.
+func (t *followTick) record(fr follow.FileReport) string {
+	h, pod := t.h, t.pod
+	labels := []string{pod.Namespace, pod.Name, t.req.Container, fr.Path}
+	fr.Record(h.Metrics, labels...)
+	if fr.Dropped {
+		h.Metrics.FollowLag.DeleteLabelValues(labels...)
+		delete(t.lag, fr.Path)
+		t.log.Info("file no longer matches; finished and dropped", "path", fr.Path)
+		return ""
+	}
+	t.lag[fr.Path] = true
+	normal, warning := fr.Events(fr.Path)
+	if normal != "" {
+		h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonFollowRotated, normal)
+	}
+	if warning != "" {
+		h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonFollowDataLost, warning)
+	}
+	if normal != "" || warning != "" {
+		t.log.Info("followed file changed", "path", fr.Path, "rotations", fr.Rotations, "truncations", fr.Truncations, "lostBytes", fr.Lost)
+	}
+	switch {
+	case fr.Err != nil:
+		t.log.Error(fr.Err, "follow tick failed", "path", fr.Path)
+		return fmt.Sprintf("%s: %v", fr.Path, fr.Err)
+	case fr.Missing != "":
+		return fr.Missing
+	}
+	return ""
 }
 
 // write patches the status when it changed; a new problem is also an Event.
