@@ -22,7 +22,7 @@ func drawPlot(results []*result, file string) error {
 	byMethod := map[string]plotter.XYs{}
 	var order []string
 	for _, r := range results {
-		if !strings.Contains(r.Workload, "random") {
+		if !strings.Contains(r.Workload, "random") || len(r.Samples) == 0 {
 			continue
 		}
 		m := median(field(r, func(s sample) float64 { return s.Seconds }))

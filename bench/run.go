@@ -57,6 +57,20 @@ type result struct {
 	Bytes    int64
 	Method   string
 	Samples  []sample
+	// Failed rounds of a baseline (kubectl cp is known to die with "unexpected EOF") are
+	// counted, not fatal; FirstError says how the first one failed.
+	Failed     int
+	FirstError string
+}
+
+// fail records a failed baseline round.
+func (r *result) fail(err error) {
+	r.Failed++
+	if r.FirstError == "" {
+		lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+		r.FirstError = strings.TrimSpace(lines[len(lines)-1]) // kubectl's own last words
+	}
+	fmt.Printf("  %s on %s: round failed: %s\n", r.Method, r.Workload, r.FirstError)
 }
 
 const (
@@ -136,18 +150,20 @@ func run(ctx context.Context, o options) error {
 					if transport == "spdy" && !w.Gzip {
 						d, err := e.sh(ctx, fmt.Sprintf(`"$K" exec -n %s src -- tar cf - -C /var/log/bench %s | "$K" exec -i -n %s sink -- tar xf - -C /tmp/out`, ns, w.Path, ns))
 						if err != nil {
-							return err
+							get(w, methodPipe).fail(err)
+						} else {
+							get(w, methodPipe).Samples = append(get(w, methodPipe).Samples, sample{Seconds: d.Seconds()})
 						}
-						get(w, methodPipe).Samples = append(get(w, methodPipe).Samples, sample{Seconds: d.Seconds()})
 						if _, err := e.run(ctx, exec.Target{Namespace: ns, Pod: "sink", Container: "app"}, "rm", "-rf", "/tmp/out/"+w.Path); err != nil {
 							return err
 						}
 						d, err = e.sh(ctx, fmt.Sprintf(`"$K" cp %s/src:/var/log/bench/%s %s/%s >/dev/null && "$K" cp %s/%s %s/sink:/tmp/out/%s >/dev/null`,
 							ns, w.Path, local, w.Path, local, w.Path, ns, w.Path))
 						if err != nil {
-							return err
+							get(w, methodCp).fail(err)
+						} else {
+							get(w, methodCp).Samples = append(get(w, methodCp).Samples, sample{Seconds: d.Seconds()})
 						}
-						get(w, methodCp).Samples = append(get(w, methodCp).Samples, sample{Seconds: d.Seconds()})
 						_ = os.RemoveAll(filepath.Join(local, w.Path))
 						if _, err := e.run(ctx, exec.Target{Namespace: ns, Pod: "sink", Container: "app"}, "rm", "-rf", "/tmp/out/"+w.Path); err != nil {
 							return err
@@ -238,7 +254,14 @@ func report(o options, results []*result, scale []string) error {
 			pipe[r.Workload] = median(field(r, func(s sample) float64 { return s.Seconds }))
 		}
 	}
+	var failures []string
 	for _, r := range results {
+		if r.Failed > 0 {
+			failures = append(failures, fmt.Sprintf("%s, %s: %d of %d rounds failed (%s)", r.Workload, r.Method, r.Failed, r.Failed+len(r.Samples), r.FirstError))
+		}
+		if len(r.Samples) == 0 {
+			continue
+		}
 		secs := field(r, func(s sample) float64 { return s.Seconds })
 		m := median(secs)
 		mbps := float64(r.Bytes) / 1e6 / m
@@ -255,6 +278,12 @@ func report(o options, results []*result, scale []string) error {
 				median(field(r, func(s sample) float64 { return s.StartSecs })), peak/(1<<20), cpu/(float64(r.Bytes)/1e9))
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f–%.2f | %.0f | %s %s |\n", r.Workload, strings.ReplaceAll(r.Method, "|", "\\|"), m, slices.Min(secs), slices.Max(secs), mbps, ratio, extra)
+	}
+	if len(failures) > 0 {
+		b.WriteString("\nFailed rounds (not in the medians):\n\n")
+		for _, f := range failures {
+			b.WriteString("- " + strings.ReplaceAll(f, "|", "\\|") + "\n")
+		}
 	}
 	if len(scale) > 0 {
 		b.WriteString("\n## Scale\n\n")
