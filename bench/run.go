@@ -57,13 +57,13 @@ type result struct {
 	Bytes    int64
 	Method   string
 	Samples  []sample
-	// Failed rounds of a baseline (kubectl cp is known to die with "unexpected EOF") are
-	// counted, not fatal; FirstError says how the first one failed.
+	// Failed rounds (kubectl cp is known to die with "unexpected EOF"; a podcopy collection
+	// can fail too) are counted and listed, not fatal; FirstError says how the first failed.
 	Failed     int
 	FirstError string
 }
 
-// fail records a failed baseline round.
+// fail records a failed round.
 func (r *result) fail(err error) {
 	r.Failed++
 	if r.FirstError == "" {
@@ -169,11 +169,12 @@ func run(ctx context.Context, o options) error {
 							return err
 						}
 					}
-					s, err := e.podcopyOnce(ctx, ns, "/var/log/bench/"+w.Path, &trigger)
-					if err != nil {
-						return err
+					// A failed collection is reported with the failed rounds, never hidden in a median.
+					if s, err := e.podcopyOnce(ctx, ns, "/var/log/bench/"+w.Path, &trigger); err != nil {
+						get(w, "podcopy ("+transport+")").fail(err)
+					} else {
+						get(w, "podcopy ("+transport+")").Samples = append(get(w, "podcopy ("+transport+")").Samples, s)
 					}
-					get(w, "podcopy ("+transport+")").Samples = append(get(w, "podcopy ("+transport+")").Samples, s)
 					if _, err := e.run(ctx, dst, "rm", "-rf", "/collect/"+ns); err != nil {
 						return err
 					}
