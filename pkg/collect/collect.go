@@ -115,10 +115,7 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 		return nil
 	}
 	if wait := notReady(pod, req.Container); wait != "" {
-		if st.Request != id || st.Phase != status.Pending || st.Message != wait {
-			return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Message: wait})
-		}
-		return nil
+		return h.pending(ctx, pod, st, id, wait)
 	}
 	dst, err := h.Chooser.Choose(ctx, req.Destination)
 	var invalid *destination.InvalidError
@@ -127,16 +124,22 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	case errors.As(err, &invalid):
 		return h.reject(ctx, pod, id, err.Error())
 	case errors.As(err, &notReadyDst):
-		if st.Request != id || st.Phase != status.Pending || st.Message != err.Error() {
-			if werr := h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Message: err.Error()}); werr != nil {
-				return werr
-			}
+		if werr := h.pending(ctx, pod, st, id, err.Error()); werr != nil {
+			return werr
 		}
 		return &RetryError{Reason: err.Error()}
 	case err != nil:
 		return err
 	}
 	return h.collect(ctx, log, pod, req, dst)
+}
+
+// pending records that request id waits, unless the status already says so.
+func (h *Handler) pending(ctx context.Context, pod *corev1.Pod, st status.Status, id, why string) error {
+	if st.Request == id && st.Phase == status.Pending && st.Message == why {
+		return nil
+	}
+	return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Message: why})
 }
 
 // notReady says why the pod's container cannot be read from yet ("" when it can).

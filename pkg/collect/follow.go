@@ -48,10 +48,7 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 	}
 	h.stopFollow(pod.UID, "the request changed", false, true)
 	if wait := notReady(pod, req.Container); wait != "" {
-		if st.Request != id || st.Phase != status.Pending || st.Message != wait {
-			return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Message: wait})
-		}
-		return nil
+		return h.pending(ctx, pod, st, id, wait)
 	}
 	var invalid *destination.InvalidError
 	if _, err := h.Chooser.Choose(ctx, req.Destination); errors.As(err, &invalid) {

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/request"
 )
 
 // Globber lists the regular files (not symlinks) a glob matches now.
@@ -50,9 +50,6 @@ type FileReport struct {
 	Dropped bool
 }
 
-// IsGlob reports whether p has glob metacharacters.
-func IsGlob(p string) bool { return strings.ContainsAny(p, "*?[") }
-
 // Tick ships every followed file once. The error is about expanding globs; each file's own
 // error is in its report.
 func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
@@ -62,7 +59,7 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 	current := map[string]bool{}
 	var errs []error
 	for _, p := range s.Paths {
-		if !IsGlob(p) {
+		if !request.IsGlob(p) {
 			current[p] = true
 			continue
 		}
