@@ -127,7 +127,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 		},
 		Allow: func(p string) error { return h.Settings.Policy().Check(p) },
 	}
-	t := &followTick{h: h, log: log, pod: pod, req: req, set: set, lag: map[string]bool{},
+	t := &followTick{h: h, log: log, pod: pod, req: req, set: set,
 		last: status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339)}}
 	h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonStarted,
 		fmt.Sprintf("following %v in container %s every %s", req.Paths, req.Container, req.IntervalDuration()))
@@ -157,8 +157,7 @@ type followTick struct {
 	pod  *corev1.Pod
 	req  request.Request
 	set  *follow.Set
-	lag  map[string]bool // paths with a lag gauge
-	last status.Status   // as last written
+	last status.Status // as last written
 }
 
 func (t *followTick) run(ctx context.Context) {
@@ -191,7 +190,7 @@ func (t *followTick) run(ctx context.Context) {
 	dir := path.Join(h.Settings.Dir, pod.Namespace, pod.Name, "follow", t.req.Container)
 	st.Destination = fmt.Sprintf("%s:%s", dst, dir)
 	st.Files, st.Bytes = withData, total
-	st.Message = fmt.Sprintf("following %d file(s) every %s", len(t.lag), t.req.IntervalDuration())
+	st.Message = fmt.Sprintf("following %d file(s) every %s", len(t.set.Followed()), t.req.IntervalDuration())
 	warning := ""
 	if len(problems) > 0 {
 		warning = strings.Join(problems, "; ")
@@ -207,11 +206,9 @@ func (t *followTick) record(fr follow.FileReport) string {
 	fr.Record(h.Metrics, labels...)
 	if fr.Dropped {
 		h.Metrics.FollowLag.DeleteLabelValues(labels...)
-		delete(t.lag, fr.Path)
 		t.log.Info("file no longer matches; finished and dropped", "path", fr.Path)
 		return ""
 	}
-	t.lag[fr.Path] = true
 	normal, warning := fr.Events(fr.Path)
 	if normal != "" {
 		h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonFollowRotated, normal)
@@ -266,7 +263,7 @@ func (t *followTick) stopped(ctx context.Context, why string) {
 }
 
 func (t *followTick) cleanup() {
-	for p := range t.lag {
+	for _, p := range t.set.Followed() {
 		t.h.Metrics.FollowLag.DeleteLabelValues(t.pod.Namespace, t.pod.Name, t.req.Container, p)
 	}
 }

@@ -108,6 +108,16 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 	return out, errors.Join(errs...)
 }
 
+// Followed returns the files followed now (after the last Tick).
+func (s *Set) Followed() []string {
+	var out []string
+	for p := range s.files {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
 func sortedKeys(a map[string]bool, b map[string]*File) []string {
 	var keys []string
 	for k := range a {
