@@ -132,11 +132,14 @@ func Transform(obj any) (any, error) {
 }
 
 func (c *Controller) handlers() cache.ResourceEventHandler {
+	add := func(pod *corev1.Pod) {
+		if key, err := cache.MetaNamespaceKeyFunc(pod); err == nil {
+			c.queue.Add(key)
+		}
+	}
 	enqueue := func(obj any) {
 		if pod, ok := obj.(*corev1.Pod); ok && request.HasRequest(pod) {
-			if key, err := cache.MetaNamespaceKeyFunc(pod); err == nil {
-				c.queue.Add(key)
-			}
+			add(pod)
 		}
 	}
 	return cache.ResourceEventHandlerFuncs{
@@ -150,9 +153,7 @@ func (c *Controller) handlers() cache.ResourceEventHandler {
 			}
 			// A removed request is synced too: it stops a follow.
 			if oldPod != nil && newPod != nil && request.HasRequest(oldPod) && !request.HasRequest(newPod) {
-				if key, err := cache.MetaNamespaceKeyFunc(newPod); err == nil {
-					c.queue.Add(key)
-				}
+				add(newPod)
 				return
 			}
 			enqueue(newObj)
