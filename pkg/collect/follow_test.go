@@ -29,6 +29,20 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("never happened: %s", what)
 }
 
+// startFollow syncs a Running pod with ann, its follow commands run as local processes
+// writing under dst.
+func startFollow(t *testing.T, ann map[string]string, dst string) (*env, *corev1.Pod) {
+	t.Helper()
+	pod := sourcePod(ann, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Exec = &exectest.Local{}
+	e.h.Settings.Dir = dst
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	return e, pod
+}
+
 func TestFollowShipsThenStopsWhenTheAnnotationIsRemoved(t *testing.T) {
 	t.Parallel()
 	src, dst := t.TempDir(), t.TempDir()
@@ -36,13 +50,7 @@ func TestFollowShipsThenStopsWhenTheAnnotationIsRemoved(t *testing.T) {
 	if err := os.WriteFile(log, []byte("line 1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, corev1.PodRunning)
-	e := newEnv(pod, nil)
-	e.h.Exec = &exectest.Local{}
-	e.h.Settings.Dir = dst
-	if err := e.h.Sync(t.Context(), pod); err != nil {
-		t.Fatal(err)
-	}
+	e, _ := startFollow(t, map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, dst)
 	dest, _ := follow.Paths(dst, "ns", "mysql", "db", log)
 	eventually(t, "first tick shipped", func() bool {
 		b, _ := os.ReadFile(dest)
@@ -87,13 +95,7 @@ func TestFollowGlob(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pod := sourcePod(map[string]string{request.AnnotationCollect: filepath.Join(src, "*.log"), request.AnnotationMode: "follow"}, corev1.PodRunning)
-	e := newEnv(pod, nil)
-	e.h.Exec = &exectest.Local{}
-	e.h.Settings.Dir = dst
-	if err := e.h.Sync(t.Context(), pod); err != nil {
-		t.Fatal(err)
-	}
+	e, _ := startFollow(t, map[string]string{request.AnnotationCollect: filepath.Join(src, "*.log"), request.AnnotationMode: "follow"}, dst)
 	eventually(t, "both matches shipped", func() bool {
 		st, _ := status.Get(e.refresh(t))
 		return st.Files == 2 && st.Bytes == 12
@@ -111,13 +113,7 @@ func TestAgentShutdownLeavesFollowRunningForTheNextAgent(t *testing.T) {
 	t.Parallel()
 	src := t.TempDir()
 	log := filepath.Join(src, "app.log")
-	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow"}, corev1.PodRunning)
-	e := newEnv(pod, nil)
-	e.h.Exec = &exectest.Local{}
-	e.h.Settings.Dir = t.TempDir()
-	if err := e.h.Sync(t.Context(), pod); err != nil {
-		t.Fatal(err)
-	}
+	e, _ := startFollow(t, map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow"}, t.TempDir())
 	eventually(t, "status written", func() bool { st, _ := status.Get(e.refresh(t)); return st.Phase == status.Running })
 	e.h.StopFollowing()
 	if st := e.status(t); st.Phase != status.Running {
@@ -134,13 +130,7 @@ func TestTerminatingPodGetsALastShipment(t *testing.T) {
 	if err := os.WriteFile(log, []byte("early\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "1h"}, corev1.PodRunning)
-	e := newEnv(pod, nil)
-	e.h.Exec = &exectest.Local{}
-	e.h.Settings.Dir = dst
-	if err := e.h.Sync(t.Context(), pod); err != nil {
-		t.Fatal(err)
-	}
+	e, _ := startFollow(t, map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "1h"}, dst)
 	dest, _ := follow.Paths(dst, "ns", "mysql", "db", log)
 	eventually(t, "first tick shipped", func() bool { b, _ := os.ReadFile(dest); return string(b) == "early\n" })
 	f, err := os.OpenFile(log, os.O_APPEND|os.O_WRONLY, 0)
@@ -164,13 +154,7 @@ func TestTerminatingPodGetsALastShipment(t *testing.T) {
 func TestModeChangeStopsFollowing(t *testing.T) {
 	t.Parallel()
 	log := filepath.Join(t.TempDir(), "app.log")
-	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow"}, corev1.PodRunning)
-	e := newEnv(pod, nil)
-	e.h.Exec = &exectest.Local{}
-	e.h.Settings.Dir = t.TempDir()
-	if err := e.h.Sync(t.Context(), pod); err != nil {
-		t.Fatal(err)
-	}
+	e, pod := startFollow(t, map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow"}, t.TempDir())
 	once := e.refresh(t)
 	once.Annotations[request.AnnotationMode] = "once"
 	if err := e.h.Sync(t.Context(), once); err != nil {
