@@ -14,6 +14,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/follow"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/metrics"
 )
 
@@ -36,12 +37,14 @@ func runSidecar(ctx context.Context, opts config.Options, restConfig *rest.Confi
 	source := &follow.LocalSource{}
 	defer func() { _ = source.Close() }()
 	f := opts.Follow
+	dest, err := layout.New(opts.Destination.Dir, f.PodNamespace, f.PodName)
+	if err != nil {
+		return err
+	}
 	m := metrics.New()
 	sc := &follow.Sidecar{
 		Set: &follow.Set{Paths: f.Paths, Source: source, Sink: follow.ExecSink{Exec: executor}, UID: f.PodUID,
-			Layout: func(p string) (string, string) {
-				return follow.Paths(opts.Destination.Dir, f.PodNamespace, f.PodName, f.Container, p)
-			}},
+			Layout: func(p string) (string, string, error) { return dest.FollowFile(f.Container, p) }},
 		Choose:   func(ctx context.Context) (exec.Target, error) { return chooser.Choose(ctx, "") },
 		Interval: f.Interval, Settle: settleDelay, Grace: opts.ShutdownGrace, Metrics: m,
 		Labels: [3]string{f.PodNamespace, f.PodName, f.Container},

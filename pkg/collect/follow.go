@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/follow"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -117,17 +117,25 @@ func (h *Handler) StopFollowing() {
 // follow ships each interval until stopped.
 func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, f *following) {
 	start := h.now().UTC()
+	dest, err := layout.New(h.Settings.Dir, pod.Namespace, pod.Name)
+	if err != nil { // names the API server accepted: only a bad destination.dir gets here
+		log.Error(err, "cannot follow")
+		return
+	}
+	dir, err := dest.FollowDir(req.Container)
+	if err != nil {
+		log.Error(err, "cannot follow")
+		return
+	}
 	set := &follow.Set{
 		Paths:  req.Paths,
 		Source: follow.ExecSource{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}},
 		Sink:   follow.ExecSink{Exec: h.Exec},
 		UID:    string(pod.UID),
-		Layout: func(p string) (string, string) {
-			return follow.Paths(h.Settings.Dir, pod.Namespace, pod.Name, req.Container, p)
-		},
-		Allow: func(p string) error { return h.Settings.Policy().Check(p) },
+		Layout: func(p string) (string, string, error) { return dest.FollowFile(req.Container, p) },
+		Allow:  func(p string) error { return h.Settings.Policy().Check(p) },
 	}
-	t := &followTick{h: h, log: log, pod: pod, req: req, set: set,
+	t := &followTick{h: h, log: log, pod: pod, req: req, set: set, dir: dir,
 		last: status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339)}}
 	h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonStarted,
 		fmt.Sprintf("following %v in container %s every %s", req.Paths, req.Container, req.IntervalDuration()))
@@ -157,11 +165,12 @@ type followTick struct {
 	pod  *corev1.Pod
 	req  request.Request
 	set  *follow.Set
+	dir  string        // the follow directory in the analysis pod
 	last status.Status // as last written
 }
 
 func (t *followTick) run(ctx context.Context) {
-	h, pod := t.h, t.pod
+	h := t.h
 	st := t.last
 	dst, err := h.Chooser.Choose(ctx, t.req.Destination)
 	if err != nil {
@@ -187,8 +196,7 @@ func (t *followTick) run(ctx context.Context) {
 			}
 		}
 	}
-	dir := path.Join(h.Settings.Dir, pod.Namespace, pod.Name, "follow", t.req.Container)
-	st.Destination = fmt.Sprintf("%s:%s", dst, dir)
+	st.Destination = fmt.Sprintf("%s:%s", dst, t.dir)
 	st.Files, st.Bytes = withData, total
 	st.Message = fmt.Sprintf("following %d file(s) every %s", len(t.set.Followed()), t.req.IntervalDuration())
 	warning := ""

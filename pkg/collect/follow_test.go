@@ -1,6 +1,7 @@
 package collect
 
 import (
+	"github.com/podcopy/podcopy/pkg/layout"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
-	"github.com/podcopy/podcopy/pkg/follow"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -51,7 +51,7 @@ func TestFollowShipsThenStopsWhenTheAnnotationIsRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ := startFollow(t, map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, dst)
-	dest, _ := follow.Paths(dst, "ns", "mysql", "db", log)
+	dest, _ := followPaths(dst, "ns", "mysql", "db", log)
 	eventually(t, "first tick shipped", func() bool {
 		b, _ := os.ReadFile(dest)
 		return string(b) == "line 1\n"
@@ -101,7 +101,7 @@ func TestFollowGlob(t *testing.T) {
 		return st.Files == 2 && st.Bytes == 12
 	})
 	for _, n := range []string{"a.log", "b.log"} {
-		dest, _ := follow.Paths(dst, "ns", "mysql", "db", filepath.Join(src, n))
+		dest, _ := followPaths(dst, "ns", "mysql", "db", filepath.Join(src, n))
 		if b, err := os.ReadFile(dest); err != nil || string(b) != n+"\n" {
 			t.Fatalf("%s: %q %v", n, b, err)
 		}
@@ -131,7 +131,7 @@ func TestTerminatingPodGetsALastShipment(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ := startFollow(t, map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "1h"}, dst)
-	dest, _ := follow.Paths(dst, "ns", "mysql", "db", log)
+	dest, _ := followPaths(dst, "ns", "mysql", "db", log)
 	eventually(t, "first tick shipped", func() bool { b, _ := os.ReadFile(dest); return string(b) == "early\n" })
 	f, err := os.OpenFile(log, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -166,4 +166,16 @@ func TestModeChangeStopsFollowing(t *testing.T) {
 	if !strings.Contains(strings.Join(e.events(), "\n"), "FollowStopped follow stopped: podcopy/mode changed") {
 		t.Fatalf("events %q", e.events())
 	}
+}
+
+func followPaths(dst, ns, pod, container, src string) (string, string) {
+	l, err := layout.New(dst, ns, pod)
+	if err != nil {
+		panic(err)
+	}
+	file, state, err := l.FollowFile(container, src)
+	if err != nil {
+		panic(err)
+	}
+	return file, state
 }

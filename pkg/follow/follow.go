@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"strconv"
 	"strings"
 
@@ -73,15 +72,6 @@ type Sink interface {
 	// Append records that a segment starting at start follows, then appends r to file. It
 	// returns the bytes that landed in file, which can be fewer than it read from r.
 	Append(ctx context.Context, dst exec.Target, file, state string, start Checkpoint, r io.Reader) (int64, error)
-}
-
-// Paths returns where the followed file src of container lands under the destination's
-// base dir, and where its checkpoint is kept: <dir>/<ns>/<pod>/follow/<container>/<src>
-// and <dir>/<ns>/<pod>/follow/.checkpoints/<container>/<src> (no container is named
-// ".checkpoints").
-func Paths(dir, namespace, pod, container, src string) (file, state string) {
-	base := path.Join(dir, namespace, pod, "follow")
-	return path.Join(base, container, src), path.Join(base, ".checkpoints", container, src)
 }
 
 // parseHeader reads "podcopy-follow 1 status inode start size pathInode pathSize prefix".

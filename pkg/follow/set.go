@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/pathname"
 	"github.com/podcopy/podcopy/pkg/request"
 )
 
@@ -32,8 +33,9 @@ type Set struct {
 	Source GlobSource
 	Sink   Sink
 	UID    string
-	// Layout returns a followed file's destination file and checkpoint (see Paths).
-	Layout func(path string) (dest, state string)
+	// Layout is where followed files and their checkpoints land (layout.Layout.FollowFile
+	// of the followed pod and container): the one owner of destination paths.
+	Layout func(path string) (dest, state string, err error)
 	// Allow, when set, vets each file a glob matches (the agent's path policy).
 	Allow func(path string) error
 
@@ -76,6 +78,12 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 			matches = matches[:maxMatches]
 		}
 		for _, m := range matches {
+			// A match printed by the container is hostile input: "sh" expands ".*" to "." and
+			// "..", so a match is used only when canonical and matching p segment by segment.
+			if err := pathname.Matches(p, m); err != nil {
+				errs = append(errs, fmt.Errorf("match of %s refused: %w", p, err))
+				continue
+			}
 			if s.Allow != nil {
 				if err := s.Allow(m); err != nil {
 					errs = append(errs, fmt.Errorf("%s (matched by %s): %w", m, p, err))
@@ -92,7 +100,12 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 	for _, p := range sortedKeys(current, s.files) {
 		f := s.files[p]
 		if f == nil {
-			dest, state := s.Layout(p)
+			dest, state, err := s.Layout(p)
+			if err != nil {
+				out = append(out, FileReport{Path: p, Err: err})
+				delete(current, p)
+				continue
+			}
 			f = &File{Source: s.Source, Sink: s.Sink, Path: p, UID: s.UID, Dest: dest, State: state}
 			s.files[p] = f
 		}

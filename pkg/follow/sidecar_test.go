@@ -16,12 +16,12 @@ func TestSidecarShipsOnChangeAndOnStop(t *testing.T) {
 	t.Parallel()
 	src, dst := t.TempDir(), t.TempDir()
 	path := filepath.Join(src, "logs", "app.log")
-	dest, state := Paths(dst, "ns", "pod", "app", path)
+	dest, state := testPaths(dst, "ns", "pod", "app", path)
 	source := &LocalSource{}
 	defer func() { _ = source.Close() }()
 	s := &Sidecar{
 		Set: &Set{Paths: []string{path}, Source: source, Sink: ExecSink{Exec: &exectest.Local{}}, UID: "u",
-			Layout: func(string) (string, string) { return dest, state }},
+			Layout: func(string) (string, string, error) { return dest, state, nil }},
 		Choose:   func(context.Context) (exec.Target, error) { return dstTarget, nil },
 		Interval: time.Hour, // only inotify can trigger shipping here
 		Settle:   10 * time.Millisecond,

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path"
 	"strings"
+
+	"github.com/podcopy/podcopy/pkg/pathname"
 )
 
 // Policy is a set of allow and deny globs over absolute paths. A path is permitted when it
@@ -39,7 +41,12 @@ func (p Policy) Validate() error {
 }
 
 // Check returns nil when p is permitted, or an error that names the rule that refused it.
+// A name that is not canonical (see pathname.Canonical) is refused, never matched: a glob
+// such as "/var/log/**" must not admit "/var/log/../../etc/shadow".
 func (p Policy) Check(name string) error {
+	if err := pathname.Canonical(name); err != nil {
+		return fmt.Errorf("path refused: %w", err)
+	}
 	for _, g := range p.DenyPaths {
 		if Match(g, name) {
 			return fmt.Errorf("path %s is denied by policy.denyPaths pattern %s", name, g)

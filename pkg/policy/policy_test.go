@@ -18,6 +18,11 @@ func TestCheck(t *testing.T) {
 		{"/proc/1/environ", false},
 		{"/var/logs/x", false},
 		{"/", false},
+		{"/var/log/../../etc/shadow", false},
+		{"/var/log/.cache/../../../etc/shadow", false},
+		{"/tmp/./x", false},
+		{"/var/log//x", false},
+		{"/var/log/x/", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {

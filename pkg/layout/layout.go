@@ -1,0 +1,154 @@
+// Package layout is the one owner of every path the agent writes or removes in an analysis
+// pod (SPEC §3, §4). Each path is built here from checked parts and refused unless it lies
+// strictly below <dir>/<namespace>/<pod>/ of the pod being collected, so nothing a request
+// names (a path, a glob match, a tar entry) can reach another pod's evidence, the
+// checkpoints of another file, or anything else in the analysis pod.
+package layout
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/podcopy/podcopy/pkg/pathname"
+)
+
+// Directory names below a pod's root. Neither can be a collection id or a container name.
+const (
+	StagingName    = ".partial"
+	FollowName     = "follow"
+	CheckpointName = ".checkpoints"
+	ManifestName   = "manifest.json"
+)
+
+// collectionID is SPEC §3's <UTC start>-<first 8 hex of the request id>.
+var collectionID = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$`)
+
+// Layout is the destination tree of one source pod.
+type Layout struct {
+	dir, namespace, pod string
+}
+
+// New checks the parts: dir is a canonical absolute path, namespace a DNS label and pod a
+// DNS subdomain (the API server's own rules for those names).
+func New(dir, namespace, pod string) (Layout, error) {
+	if err := pathname.Canonical(dir); err != nil {
+		return Layout{}, fmt.Errorf("destination dir: %w", err)
+	}
+	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+		return Layout{}, fmt.Errorf("namespace %q: %s", namespace, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Subdomain(pod); len(errs) > 0 {
+		return Layout{}, fmt.Errorf("pod name %q: %s", pod, strings.Join(errs, "; "))
+	}
+	return Layout{dir: dir, namespace: namespace, pod: pod}, nil
+}
+
+// Root is <dir>/<namespace>/<pod>: everything of this pod is strictly below it.
+func (l Layout) Root() string { return path.Join(l.dir, l.namespace, l.pod) }
+
+// StagingRoot is <root>/.partial, where collections are extracted before they are complete.
+func (l Layout) StagingRoot() string { return path.Join(l.Root(), StagingName) }
+
+// Collection is <root>/<id>, the final name of a complete collection.
+func (l Layout) Collection(id string) (string, error) {
+	if !collectionID.MatchString(id) {
+		return "", fmt.Errorf("collection id %q is not <YYYYMMDDThhmmssZ>-<8 hex>", id)
+	}
+	return l.confine(path.Join(l.Root(), id))
+}
+
+// Staging is <root>/.partial/<id>.
+func (l Layout) Staging(id string) (string, error) {
+	if _, err := l.Collection(id); err != nil {
+		return "", err
+	}
+	return l.confine(path.Join(l.StagingRoot(), id))
+}
+
+// Entry is the tar entry name, relative to StagingRoot, of the source file src (canonical,
+// absolute) of container in collection id: <id>/<container>/<src without the leading />.
+func (l Layout) Entry(id, container, src string) (string, error) {
+	if _, err := l.Collection(id); err != nil {
+		return "", err
+	}
+	if err := checkContainer(container); err != nil {
+		return "", err
+	}
+	if err := pathname.Canonical(src); err != nil {
+		return "", fmt.Errorf("source path: %w", err)
+	}
+	rel := path.Join(id, container, src)
+	if _, err := l.confine(path.Join(l.StagingRoot(), rel)); err != nil {
+		return "", err
+	}
+	return rel, nil
+}
+
+// EntryDir is the tar entry name, relative to StagingRoot, of a directory of the collection
+// ("" for the collection itself, or a container name).
+func (l Layout) EntryDir(id, container string) (string, error) {
+	if _, err := l.Collection(id); err != nil {
+		return "", err
+	}
+	if container == "" {
+		return id, nil
+	}
+	if err := checkContainer(container); err != nil {
+		return "", err
+	}
+	return path.Join(id, container), nil
+}
+
+// ManifestEntry is the manifest's tar entry name, relative to StagingRoot.
+func (l Layout) ManifestEntry(id string) (string, error) {
+	if _, err := l.Collection(id); err != nil {
+		return "", err
+	}
+	return path.Join(id, ManifestName), nil
+}
+
+// FollowDir is <root>/follow/<container>.
+func (l Layout) FollowDir(container string) (string, error) {
+	if err := checkContainer(container); err != nil {
+		return "", err
+	}
+	return l.confine(path.Join(l.Root(), FollowName, container))
+}
+
+// FollowFile returns where the followed file src of container lands,
+// <root>/follow/<container>/<src>, and its checkpoint,
+// <root>/follow/.checkpoints/<container>/<src>.
+func (l Layout) FollowFile(container, src string) (file, checkpoint string, err error) {
+	dir, err := l.FollowDir(container)
+	if err != nil {
+		return "", "", err
+	}
+	if err := pathname.Canonical(src); err != nil {
+		return "", "", fmt.Errorf("followed path: %w", err)
+	}
+	if file, err = l.confine(path.Join(dir, src)); err != nil {
+		return "", "", err
+	}
+	checkpoint, err = l.confine(path.Join(l.Root(), FollowName, CheckpointName, container, src))
+	return file, checkpoint, err
+}
+
+// confine refuses p unless it is clean and strictly below Root.
+func (l Layout) confine(p string) (string, error) {
+	root := l.Root()
+	if path.Clean(p) != p || !strings.HasPrefix(p, root+"/") {
+		return "", fmt.Errorf("destination path %q is not below %s/", p, root)
+	}
+	return p, nil
+}
+
+func checkContainer(c string) error {
+	if errs := validation.IsDNS1123Label(c); len(errs) > 0 {
+		return fmt.Errorf("container name %q: %s", c, strings.Join(errs, "; "))
+	}
+	return nil
+}

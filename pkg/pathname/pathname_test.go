@@ -1,0 +1,67 @@
+package pathname
+
+import "testing"
+
+func TestCanonical(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		p  string
+		ok bool
+	}{
+		{"/var/log/x.log", true},
+		{"/var/log/.hidden", true},
+		{"/var/log/..x", true},
+		{"/", false},
+		{"", false},
+		{"var/log", false},
+		{"/var/log/", false},
+		{"/var//log", false},
+		{"/var/./log", false},
+		{"/var/../etc/shadow", false},
+		{"/tmp/.", false},
+		{"/tmp/..", false},
+		{"/tmp/a\nb", false},
+		{"/tmp/a\x00b", false},
+		{"/tmp/\xff", false},
+	} {
+		if err := Canonical(tc.p); (err == nil) != tc.ok {
+			t.Errorf("Canonical(%q) = %v, want ok=%v", tc.p, err, tc.ok)
+		}
+	}
+}
+
+func TestMatches(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		pattern, name string
+		ok            bool
+	}{
+		{"/var/log/*.log", "/var/log/a.log", true},
+		{"/tmp/.*/x", "/tmp/.cache/x", true},
+		{"/tmp/.*/x", "/tmp/../x", false},
+		{"/tmp/.*/x", "/tmp/./x", false},
+		{"/tmp/.*/.*/collect/x", "/tmp/../../collect/x", false},
+		{"/var/log/*.log", "/var/log/a/b.log", false},
+		{"/var/log/*.log", "/etc/shadow", false},
+	} {
+		if err := Matches(tc.pattern, tc.name); (err == nil) != tc.ok {
+			t.Errorf("Matches(%q, %q) = %v, want ok=%v", tc.pattern, tc.name, err, tc.ok)
+		}
+	}
+}
+
+func FuzzCanonical(f *testing.F) {
+	for _, s := range []string{"/a", "/a/../b", "//", "/./", "/a\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		if Canonical(p) != nil {
+			return
+		}
+		for _, a := range Ancestors(p) {
+			if Canonical(a) != nil {
+				t.Fatalf("ancestor %q of canonical %q is not canonical", a, p)
+			}
+		}
+	})
+}
