@@ -18,6 +18,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/metrics"
 	"github.com/podcopy/podcopy/pkg/policy"
@@ -203,7 +204,10 @@ func (h *Handler) reject(ctx context.Context, pod *corev1.Pod, id, msg string) e
 func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target) error {
 	start := h.now().UTC()
 	id := req.ID()
-	job := h.job(pod, req, dst, start)
+	job, err := h.job(pod, req, dst, start)
+	if err != nil {
+		return h.reject(ctx, pod, id, err.Error())
+	}
 	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String())
 	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection,
 		Destination: fmt.Sprintf("%s:%s", dst, job.CollectionDir()), StartTime: start.Format(time.RFC3339)}
@@ -280,8 +284,12 @@ func (h *Handler) untrack(uid types.UID) {
 	delete(h.inflight, uid)
 }
 
-func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, start time.Time) ship.Job {
+func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, start time.Time) (ship.Job, error) {
 	id := req.ID()
+	dest, err := layout.New(h.Settings.Dir, pod.Namespace, pod.Name)
+	if err != nil {
+		return ship.Job{}, err
+	}
 	src := manifest.Source{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), Container: req.Container, Node: pod.Spec.NodeName}
 	for _, c := range pod.Spec.Containers {
 		if c.Name == req.Container {
@@ -305,11 +313,11 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 		Paths:       req.Paths,
 		Source:      exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container},
 		Destination: dst,
-		Dir:         h.Settings.Dir,
+		Layout:      dest,
 		Policy:      h.Settings.Policy(),
 		Limits:      h.Settings.Limits(),
 		Gzip:        h.Settings.Gzip,
 	}
 	job.Header.Destination.Dir = job.CollectionDir()
-	return job
+	return job, nil
 }

@@ -40,7 +40,7 @@ func BenchmarkPipeline(b *testing.B) {
 	for _, c := range []struct{ files, size int }{{1, 64 << 20}, {1000, 64 << 20}} {
 		b.Run(fmt.Sprintf("files=%d/size=%dMiB", c.files, c.size>>20), func(b *testing.B) {
 			src := benchArchive(b, c.files, c.size)
-			job := Job{Header: manifest.Header{Collection: "c"}, Paths: []string{"/var/log"}, Dir: "/collect",
+			job := Job{Header: manifest.Header{Collection: "20261122T100000Z-abcdef12"}, Paths: []string{"/var/log"}, Layout: testLayout(b),
 				Source:      exec.Target{Namespace: "ns", Pod: "p", Container: "app"},
 				Destination: exec.Target{Namespace: "d", Pod: "a", Container: "s"}, Policy: policy.Default()}
 			s := &Shipper{SpoolDir: b.TempDir()}
@@ -48,7 +48,7 @@ func BenchmarkPipeline(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := s.process(b.Context(), job, bytes.NewReader(src), io.Discard); err != nil {
+				if _, err := s.process(b.Context(), job, plan{}, bytes.NewReader(src), io.Discard); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,59 +1,71 @@
-// Package ship streams files from a source container to the analysis pod: tar in the source,
-// validation and hashing in the agent, a fresh tar into the destination.
 package ship
 
 import (
-	"path"
+	_ "embed"
+	"strconv"
 	"strings"
 
 	"github.com/podcopy/podcopy/pkg/request"
 )
 
-// globScript expands glob patterns in the source container and execs tar on the matches.
-// It is a constant: patterns arrive only as positional arguments and, with IFS empty, an
-// unquoted pattern undergoes pathname expansion and nothing else, so no annotation text is
-// ever parsed as shell code. Arguments: root, "z" or "", then the patterns (relative to root,
-// each starting with "./" so that no match can be taken for an option).
-const globScript = `IFS=
-root=$1 z=$2
-shift 2
-cd "$root" || exit 2
-n=$#
-for pat do
-  m=0
-  for f in $pat; do
-    if [ -e "$f" ] || [ -L "$f" ]; then set -- "$@" "$f"; m=1; fi
-  done
-  if [ "$m" = 0 ]; then printf 'podcopy: %s: no such file or directory (nothing matches)\n' "${pat#.}" >&2; exit 2; fi
-done
-shift "$n"
-if [ "$z" = z ]; then exec tar -c -z -f - "$@"; fi
-exec tar -c -f - "$@"
-`
+// The shell programs run in containers are fixed text, embedded from scripts/ (checked by
+// shellcheck); everything the agent passes reaches them only as positional arguments.
+var (
+	//go:embed scripts/list.sh
+	listScript string
+	//go:embed scripts/publish.sh
+	publishScript string
+	//go:embed scripts/stale.sh
+	staleScript string
+)
 
-// SourceCommand is the argv run in the source container to archive paths (absolute, already
-// validated) below root ("/" in production). Literal paths need only tar in the image; globs
-// need sh as well.
+// ListCommand lists what pattern (absolute) matches below root, NUL-terminated.
+func ListCommand(root, pattern string) []string {
+	return []string{"sh", "-c", listScript, "podcopy-list", root, "." + pattern}
+}
+
+// AncestorsCommand archives the given directories themselves (not their content), so the
+// agent sees which of them are symbolic links. It needs only tar.
+func AncestorsCommand(root string, dirs []string) []string {
+	cmd := []string{"tar", "-c", "--no-recursion", "-f", "-", "-C", root}
+	for _, d := range dirs {
+		cmd = append(cmd, "."+d)
+	}
+	return cmd
+}
+
+// SourceCommand is the argv run in the source container to archive paths (absolute,
+// canonical, vetted) below root ("/" in production). It needs only tar: globs were
+// expanded before, by ListCommand.
 func SourceCommand(root string, paths []string, gzip bool) []string {
-	rel := make([]string, 0, len(paths))
-	hasGlob := false
-	for _, p := range Prune(paths) {
-		rel = append(rel, "./"+strings.TrimPrefix(p, "/"))
-		hasGlob = hasGlob || request.IsGlob(p)
-	}
-	if hasGlob {
-		z := ""
-		if gzip {
-			z = "z"
-		}
-		return append([]string{"sh", "-c", globScript, "podcopy-collect", root, z}, rel...)
-	}
 	cmd := []string{"tar", "-c"}
 	if gzip {
 		cmd = append(cmd, "-z")
 	}
 	cmd = append(cmd, "-f", "-", "-C", root)
-	return append(cmd, rel...)
+	for _, p := range paths {
+		cmd = append(cmd, "."+p) // "./..." can never be taken for an option
+	}
+	return cmd
+}
+
+// PublishCommand extracts a collection from stdin into stagingRoot and renames
+// stagingRoot/id to final once complete, printing CompleteMarker(id) last.
+func PublishCommand(stagingRoot, id, final string) []string {
+	return []string{"sh", "-c", publishScript, "podcopy-publish", stagingRoot, id, final}
+}
+
+// CompleteMarker is the line PublishCommand prints after the rename.
+func CompleteMarker(id string) string { return "podcopy-complete " + id + "\n" }
+
+// CleanupCommand removes a staging directory that did not complete.
+func CleanupCommand(staging string) []string {
+	return []string{"rm", "-rf", "--", staging}
+}
+
+// StaleCommand removes staging directories below dir older than minutes.
+func StaleCommand(dir string, minutes int) []string {
+	return []string{"sh", "-c", staleScript, "podcopy-stale", dir, strconv.Itoa(minutes)}
 }
 
 // Prune drops literal paths that lie inside another requested literal path, so that no file
@@ -73,14 +85,4 @@ func Prune(paths []string) []string {
 		}
 	}
 	return out
-}
-
-// DestinationCommand extracts a tar stream from stdin below dir.
-func DestinationCommand(dir string) []string {
-	return []string{"tar", "-x", "-f", "-", "-C", dir}
-}
-
-// CleanupCommand removes a collection directory that did not complete.
-func CleanupCommand(dir string) []string {
-	return []string{"rm", "-rf", "--", path.Clean(dir)}
 }

@@ -39,17 +39,17 @@ func FuzzProcess(f *testing.F) {
 	f.Add([]byte("not a tar stream at all"))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		job := Job{
-			Header:      manifest.Header{Collection: "c"},
+			Header:      manifest.Header{Collection: "20261122T100000Z-abcdef12"},
 			Paths:       []string{"/var/log"},
 			Source:      exec.Target{Namespace: "ns", Pod: "p", Container: "app"},
 			Destination: exec.Target{Namespace: "d", Pod: "a", Container: "s"},
-			Dir:         "/collect",
+			Layout:      testLayout(t),
 			Policy:      policy.Default(),
 			Limits:      Limits{MaxBytes: 1 << 20, MaxFiles: 100},
 		}
 		var out bytes.Buffer
 		s := &Shipper{SpoolDir: t.TempDir()}
-		if _, err := s.process(t.Context(), job, bytes.NewReader(src), &out); err != nil {
+		if _, err := s.process(t.Context(), job, plan{}, bytes.NewReader(src), &out); err != nil {
 			return
 		}
 		if out.Len()%RecordSize != 0 {
@@ -64,14 +64,18 @@ func FuzzProcess(f *testing.F) {
 			if err != nil {
 				t.Fatalf("agent wrote an unreadable archive: %v", err)
 			}
-			if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeDir {
+			const id = "20261122T100000Z-abcdef12/"
+			switch h.Typeflag {
+			case tar.TypeReg, tar.TypeDir:
+			case tar.TypeLink: // a hard link to a file of this collection
+				if !strings.HasPrefix(h.Linkname, id+"app/") || strings.Contains(h.Linkname, "..") {
+					t.Fatalf("agent wrote a link %q -> %q", h.Name, h.Linkname)
+				}
+			default:
 				t.Fatalf("agent wrote entry type %q (%s)", h.Typeflag, h.Name)
 			}
-			if !strings.HasPrefix(h.Name, "ns/") || strings.Contains(h.Name, "..") || h.Mode&^0o777 != 0 {
-				t.Fatalf("agent wrote %q mode %o", h.Name, h.Mode)
-			}
-			if h.Name != "ns/" && h.Name != "ns/p/" && !strings.HasPrefix(h.Name, "ns/p/c/") {
-				t.Fatalf("agent wrote %q outside the collection directory", h.Name)
+			if !strings.HasPrefix(h.Name, id) || strings.Contains(h.Name, "..") || h.Mode&^0o777 != 0 {
+				t.Fatalf("agent wrote %q mode %o outside the collection directory", h.Name, h.Mode)
 			}
 		}
 	})

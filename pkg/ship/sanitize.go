@@ -94,6 +94,15 @@ func (s *Sanitizer) Check(hdr *tar.Header) Verdict {
 	return v
 }
 
+// Allowed applies the request and policy checks of Check to an entry's path (a hard link
+// is written only when its own name passes them).
+func (s *Sanitizer) Allowed(v Verdict) error {
+	if !s.underRequest(v.Rel) {
+		return fmt.Errorf("%s is outside the requested paths", v.Path)
+	}
+	return s.policy.Check(v.Path)
+}
+
 func (v Verdict) skip(typ, reason string) Verdict {
 	v.Kind, v.SkipType, v.Reason = KindSkip, typ, reason
 	return v

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
 )
@@ -61,12 +63,16 @@ func (f *fixture) write(t *testing.T, name string, data []byte) string {
 }
 
 func (f *fixture) job(paths ...string) Job {
+	l, err := layout.New(f.dest, "ns", "src")
+	if err != nil {
+		panic(err)
+	}
 	return Job{
 		Header:      manifest.Header{Collection: "20261122T100000Z-abcdef12", Request: manifest.Request{ID: "abcdef12", Paths: paths, Mode: "once"}},
 		Paths:       paths,
 		Source:      exec.Target{Namespace: "ns", Pod: "src", Container: "app"},
 		Destination: exec.Target{Namespace: "podcopy", Pod: "analysis-0", Container: "store"},
-		Dir:         f.dest,
+		Layout:      l,
 		Policy:      policy.Policy{AllowPaths: []string{"/**"}, DenyPaths: []string{"/var/log/secret/**"}},
 	}
 }
@@ -237,9 +243,14 @@ func TestRunMissingFile(t *testing.T) {
 	}
 }
 
-// craftedSource plays a hand-made archive as the source's stdout.
+// craftedSource plays a hand-made archive as the source tar's stdout (and an empty archive
+// for the check of the requested paths' directories).
 func craftedSource(archive []byte, exitErr error) exec.Executor {
 	return exectest.Func(func(ctx context.Context, req exec.Request) error {
+		if slices.Contains(req.Command, "--no-recursion") {
+			_, err := req.Stdout.Write(make([]byte, 1024))
+			return err
+		}
 		if _, err := req.Stdout.Write(archive); err != nil {
 			return err
 		}
@@ -390,9 +401,13 @@ func TestRunDestinationFails(t *testing.T) {
 	f := newFixture(t, "gnu")
 	f.write(t, "var/log/a", random(1<<20))
 	j := f.job("/var/log/a")
-	j.Dir = filepath.Join(f.dest, "does-not-exist")
+	// A file where the pod's directory should be: the analysis pod's own error is the reason.
+	if err := os.WriteFile(filepath.Join(f.dest, "ns"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	_, err := f.shipper.Run(t.Context(), j)
-	if err == nil || !strings.Contains(err.Error(), "writing to analysis pod podcopy/analysis-0/store") {
+	var de *DestinationError
+	if !errors.As(err, &de) || !strings.Contains(err.Error(), "writing to analysis pod podcopy/analysis-0/store") || !strings.Contains(err.Error(), "Not a directory") {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -415,13 +430,21 @@ func TestRunCancelled(t *testing.T) {
 
 func TestSourceCommand(t *testing.T) {
 	t.Parallel()
-	got := SourceCommand("/", []string{"/var/log/a", "/var/log/a/b", "/var/log/c;rm -rf"}, false)
+	got := SourceCommand("/", []string{"/var/log/a", "/var/log/c;rm -rf"}, false)
 	want := []string{"tar", "-c", "-f", "-", "-C", "/", "./var/log/a", "./var/log/c;rm -rf"}
 	if strings.Join(got, "\x00") != strings.Join(want, "\x00") {
 		t.Fatalf("got %q", got)
 	}
-	got = SourceCommand("/", []string{"/var/log/$(id)/*.log"}, true)
-	if got[0] != "sh" || got[2] != globScript || got[len(got)-1] != "./var/log/$(id)/*.log" || got[len(got)-2] != "z" {
+	got = ListCommand("/", "/var/log/$(id)/*.log")
+	if got[0] != "sh" || got[2] != listScript || got[len(got)-1] != "./var/log/$(id)/*.log" {
 		t.Fatalf("got %q", got)
 	}
+}
+
+func testLayout(t testing.TB) layout.Layout {
+	l, err := layout.New("/collect", "ns", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

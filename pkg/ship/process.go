@@ -1,0 +1,335 @@
+package ship
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/request"
+)
+
+// process reads the source tar from src and writes the destination tar to dst: entry names
+// relative to the staging root, the manifest last.
+func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, dst io.Writer) (Result, error) {
+	res := Result{SkippedByType: map[string]int{}}
+	mb, err := manifest.NewBuilder(s.SpoolDir)
+	if err != nil {
+		return res, err
+	}
+	defer mb.Close()
+	in := src
+	var gz *gzip.Reader
+	if job.Gzip {
+		if gz, err = gzip.NewReader(src); err != nil {
+			return res, readError(err)
+		}
+		in = gz
+	}
+	out := &countingWriter{w: dst}
+	tw := tar.NewWriter(out)
+	w := &writer{tw: tw, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: map[string]manifest.File{}}
+	defer bufPool.Put(w.buf)
+	if err := w.prefixDirs(); err != nil {
+		return res, err
+	}
+	for _, sk := range p.skipped {
+		if err := w.skip(sk.Path, sk.Type, sk.Reason); err != nil {
+			return res, err
+		}
+	}
+	for lit := range p.linked {
+		w.seen[lit] = true
+	}
+	ender := &endTracker{r: in}
+	if err := w.copyEntries(ctx, tar.NewReader(ender), ender); err != nil {
+		return res, err
+	}
+	// The archive has ended; what follows (padding, gzip trailer) is drained so the source
+	// can exit, and its exit status arrives through the pipe.
+	if gz != nil {
+		if _, err := io.Copy(io.Discard, gz); err != nil {
+			return res, readError(err)
+		}
+	}
+	if _, err := io.Copy(io.Discard, src); err != nil {
+		var se *sourceExit
+		if !errors.As(err, &se) || se.Code != 1 {
+			return res, readError(err)
+		}
+		res.Warning = fmt.Sprintf("tar in the source exited 1 after a complete archive: %s", se.Stderr)
+	}
+	for _, lit := range Prune(job.Paths) {
+		if !w.seen[lit] && !request.IsGlob(lit) {
+			return res, fmt.Errorf("%s: no such file or directory in container %s", lit, job.Source.Container)
+		}
+	}
+	res.Completion = s.now()
+	job.Header.CompletionTime = res.Completion.UTC().Format(time.RFC3339)
+	size, body, err := mb.Finish(job.Header)
+	if err != nil {
+		return res, err
+	}
+	name, err := job.Layout.ManifestEntry(job.Header.Collection)
+	if err != nil {
+		return res, err
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: res.Completion}); err != nil {
+		return res, err
+	}
+	if _, err := io.CopyBuffer(tw, body, *w.buf); err != nil {
+		return res, err
+	}
+	if err := tw.Close(); err != nil {
+		return res, err
+	}
+	if pad := (RecordSize - out.n%RecordSize) % RecordSize; pad > 0 {
+		if _, err := out.Write(make([]byte, pad)); err != nil {
+			return res, err
+		}
+	}
+	res.Totals = mb.Totals()
+	return res, nil
+}
+
+func readError(err error) error {
+	var se *sourceExit
+	if errors.As(err, &se) {
+		return se
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("source tar stream ended early (truncated archive): %w", err)
+	}
+	return fmt.Errorf("reading source tar stream: %w", err)
+}
+
+// errTruncated is a source stream that stopped at an entry boundary without tar's
+// end-of-archive marker: Go's tar reader reports that as a clean EOF.
+var errTruncated = errors.New("source tar stream ended without the end-of-archive marker (the stream was cut); nothing was published")
+
+// endTracker counts the zero bytes read since mark. Before each header the previous entry's
+// data has been read to its end, so what the tar reader consumes next is that entry's
+// padding (under 512 zero bytes) and then a header or the end-of-archive marker: at least
+// 1024 zero bytes since mark means the two zero blocks of a real end were read.
+type endTracker struct {
+	r        io.Reader
+	zeros    int64
+	watching bool // between mark and the next header: file data is not scanned
+}
+
+func (e *endTracker) mark() { e.zeros, e.watching = 0, true }
+
+func (e *endTracker) header() { e.watching = false }
+
+func (e *endTracker) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if e.watching {
+		for _, b := range p[:n] {
+			if b != 0 {
+				e.zeros = 0
+			} else {
+				e.zeros++
+			}
+		}
+	}
+	return n, err
+}
+
+func (e *endTracker) complete() bool { return e.zeros >= 1024 }
+
+// writer holds the state of one destination stream.
+type writer struct {
+	tw   *tar.Writer
+	job  Job
+	mb   *manifest.Builder
+	res  *Result
+	buf  *[]byte
+	san  *Sanitizer
+	seen map[string]bool
+	// written holds each file written (its manifest entry), so that a name seen twice is
+	// written once and a hard link to it is written as a link with the same hash. It is
+	// bounded by policy.maxFiles.
+	written map[string]manifest.File
+}
+
+func (w *writer) prefixDirs() error {
+	w.seen = map[string]bool{}
+	id := w.job.Header.Collection
+	for _, c := range []string{"", w.job.Source.Container} {
+		d, err := w.job.Layout.EntryDir(id, c)
+		if err != nil {
+			return err
+		}
+		if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: time.Now()}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *writer) skip(path, typ, reason string) error {
+	w.res.SkippedByType[typ]++
+	return w.mb.AddSkipped(manifest.Skipped{Path: path, Type: typ, Reason: reason})
+}
+
+func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader, ender *endTracker) error {
+	w.san = NewSanitizer(w.job.Paths, w.job.Policy)
+	pruned := Prune(w.job.Paths)
+	for {
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
+		}
+		ender.mark()
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			if !ender.complete() {
+				return errTruncated
+			}
+			return nil
+		}
+		if err != nil {
+			return readError(err)
+		}
+		ender.header()
+		v := w.san.Check(hdr)
+		if v.Rel != "" {
+			if p := Covers(pruned, v.Rel); p != "" {
+				w.seen[p] = true
+			}
+		}
+		switch v.Kind {
+		case KindSkip:
+			if v.SkipType == SkipHardlink {
+				if ok, err := w.link(hdr, v); ok || err != nil {
+					if err != nil {
+						return err
+					}
+					break
+				}
+			}
+			if err := w.skip(v.Path, v.SkipType, v.Reason); err != nil {
+				return err
+			}
+		case KindDir:
+			name, err := w.target(v)
+			if err != nil {
+				if err := w.skip(v.Path, SkipOther, err.Error()); err != nil {
+					return err
+				}
+				break
+			}
+			mode := (hdr.Mode & 0o777) | 0o700
+			if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode, ModTime: hdr.ModTime}); err != nil {
+				return err
+			}
+		case KindFile:
+			if _, dup := w.written[v.Rel]; dup {
+				continue // named twice by overlapping paths: the first copy is in the archive
+			}
+			if err := w.copyFile(hdr, v, tr); err != nil {
+				return err
+			}
+		}
+		// Whatever the entry was, its data is read to the end before the next header.
+		if _, err := io.CopyBuffer(io.Discard, tr, *w.buf); err != nil {
+			return readError(err)
+		}
+	}
+}
+
+func (w *writer) target(v Verdict) (string, error) {
+	return w.job.Layout.Entry(w.job.Header.Collection, w.job.Source.Container, v.Path)
+}
+
+// link writes a hard link whose target is a file already written in this collection, as a
+// hard link inside the collection, with the target's hash in the manifest. ok is false when
+// the target is not in the collection (the entry is then skipped).
+func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
+	targetRel, ok := cleanName(hdr.Linkname)
+	if !ok {
+		return false, nil
+	}
+	f, ok := w.written[targetRel]
+	if !ok || v.Rel == targetRel {
+		return false, nil
+	}
+	if err := w.san.Allowed(v); err != nil {
+		return false, nil
+	}
+	name, err := w.target(v)
+	if err != nil {
+		return false, nil
+	}
+	linkname, err := w.target(Verdict{Path: "/" + targetRel})
+	if err != nil {
+		return false, nil
+	}
+	if err := w.countFile(v, f.Size); err != nil {
+		return true, err
+	}
+	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: linkname, ModTime: hdr.ModTime}); err != nil {
+		return true, err
+	}
+	f.Path = v.Path
+	w.written[v.Rel] = f
+	return true, w.mb.AddFile(f)
+}
+
+func (w *writer) countFile(v Verdict, size int64) error {
+	t := w.mb.Totals()
+	if lim := w.job.Limits.MaxFiles; lim > 0 && t.Files+1 > lim {
+		return &LimitError{Reason: fmt.Sprintf("collection exceeds policy.maxFiles=%d at %s; narrow the paths or raise the limit", lim, v.Path)}
+	}
+	if lim := w.job.Limits.MaxBytes; lim > 0 && t.Bytes+size > lim {
+		return &LimitError{Reason: fmt.Sprintf("collection exceeds policy.maxBytes=%d bytes at %s (%d bytes so far, this file %d); narrow the paths or raise the limit", lim, v.Path, t.Bytes, size)}
+	}
+	return nil
+}
+
+func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader) error {
+	if err := w.countFile(v, hdr.Size); err != nil {
+		return err
+	}
+	name, err := w.target(v)
+	if err != nil {
+		return w.skip(v.Path, SkipOther, err.Error())
+	}
+	out := &tar.Header{Typeflag: tar.TypeReg, Name: name, Size: hdr.Size, Mode: hdr.Mode & 0o777, ModTime: hdr.ModTime}
+	if err := w.tw.WriteHeader(out); err != nil {
+		return err
+	}
+	h := sha256.New()
+	n, err := io.CopyBuffer(io.MultiWriter(w.tw, h), tr, *w.buf)
+	if err != nil {
+		return readError(err)
+	}
+	if n != hdr.Size {
+		return fmt.Errorf("source tar stream: %s: read %d of %d bytes", v.Path, n, hdr.Size)
+	}
+	f := manifest.File{
+		Path:    v.Path,
+		Size:    n,
+		Mode:    fmt.Sprintf("%04o", hdr.Mode&0o7777),
+		ModTime: hdr.ModTime.UTC().Format(time.RFC3339),
+		SHA256:  hex.EncodeToString(h.Sum(nil)),
+	}
+	w.written[v.Rel] = f
+	return w.mb.AddFile(f)
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
