@@ -67,7 +67,7 @@ func (f *File) Tick(ctx context.Context, dst exec.Target) (Report, error) {
 		if short {
 			continue // the rest of the segment again, from what landed
 		}
-		if seg.Status == StatusMissing || seg.Status == StatusNotFile || seg.Inode == seg.PathInode {
+		if seg.Status == StatusMissing || seg.Status == StatusNotFile || seg.Status == StatusLinked || seg.Inode == seg.PathInode {
 			break
 		}
 	}
@@ -86,6 +86,8 @@ func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first 
 			return nil
 		case StatusNotFile:
 			rep.Missing = fmt.Sprintf("%s is not a regular file (symlinks are not followed)", f.Path)
+		case StatusLinked:
+			rep.Missing = fmt.Sprintf("%s is below a symbolic link; podcopy does not read through symlinked directories", f.Path)
 			return nil
 		case StatusRotated, StatusGone:
 			rep.Rotations++

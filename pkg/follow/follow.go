@@ -29,6 +29,7 @@ const (
 	StatusTruncated = "truncated"
 	StatusMissing   = "missing"
 	StatusNotFile   = "notfile"
+	StatusLinked    = "linked"
 )
 
 // Checkpoint is a position in a source file: every byte before Offset of file Inode of pod
@@ -97,7 +98,7 @@ func parseHeader(line string) (Segment, error) {
 		return Segment{}, fmt.Errorf("unexpected header from the source container %q: %w", line, err)
 	}
 	switch s.Status {
-	case StatusOK, StatusRotated, StatusGone, StatusTruncated, StatusMissing, StatusNotFile:
+	case StatusOK, StatusRotated, StatusGone, StatusTruncated, StatusMissing, StatusNotFile, StatusLinked:
 	default:
 		return Segment{}, fmt.Errorf("unexpected status in header %q", line)
 	}

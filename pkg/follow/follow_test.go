@@ -505,3 +505,28 @@ func TestSetRefusesDotDotMatches(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowNeverReadsThroughSymlinkedDirectories: <src>/etc -> <outside> used to carry a
+// follow past the path policy (issue 11); every source refuses it now.
+func TestFollowNeverReadsThroughSymlinkedDirectories(t *testing.T) {
+	t.Parallel()
+	for _, fl := range flavours() {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, fl)
+			outside := t.TempDir()
+			appendTo(t, filepath.Join(outside, "shadow"), "secret\n")
+			if err := os.Symlink(outside, filepath.Join(f.src, "etc")); err != nil {
+				t.Fatal(err)
+			}
+			f.path = filepath.Join(f.src, "etc", "shadow")
+			rep := tick(t, f.file(nil))
+			if !strings.Contains(rep.Missing, "symbolic link") || rep.Shipped != 0 {
+				t.Fatalf("report %+v", rep)
+			}
+			if got := f.dest(t); got != "" {
+				t.Fatalf("read through the link: %q", got)
+			}
+		})
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // LocalSource reads followed files from this container's filesystem (sidecar mode). It
@@ -135,7 +137,7 @@ func (l *LocalSource) old(path string, inode uint64) *os.File {
 		if err != nil || info.Sys().(*syscall.Stat_t).Ino != inode {
 			continue
 		}
-		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		f, err := openBeneath(p)
 		if err != nil {
 			return nil
 		}
@@ -148,8 +150,22 @@ func (l *LocalSource) old(path string, inode uint64) *os.File {
 	return nil
 }
 
+// openBeneath opens path for reading with the kernel refusing every symbolic link on the
+// way (openat2 RESOLVE_NO_SYMLINKS): no check-then-open race.
+func openBeneath(path string) (*os.File, error) {
+	fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "openat2", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
 // openRegular opens path if it is a regular file (not through a symlink). A missing path
-// is (nil, "", nil); a symlink or special file gives status notfile.
+// is (nil, "", nil); a symlink or special file gives status notfile, a symlinked directory
+// above it status linked.
 func openRegular(path string) (*os.File, uint64, int64, string, error) {
 	info, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -161,9 +177,12 @@ func openRegular(path string) (*os.File, uint64, int64, string, error) {
 	if !info.Mode().IsRegular() {
 		return nil, 0, 0, StatusNotFile, nil
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := openBeneath(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, 0, "", nil
+	}
+	if errors.Is(err, unix.ELOOP) {
+		return nil, 0, 0, StatusLinked, nil
 	}
 	if err != nil {
 		return nil, 0, 0, "", err

@@ -15,8 +15,8 @@ package follow
 // or the first read), rotated (the checkpoint's file was renamed away and is finished; the
 // path's new file follows from its start), gone (the checkpoint's file is no longer in the
 // directory), truncated (the file shrank below the checkpoint, or its first bytes changed,
-// and is read from its start), missing (no file at path) or notfile (a symlink or not a
-// regular file).
+// and is read from its start), missing (no file at path), notfile (a symlink or not a
+// regular file) or linked (a directory above path is a symbolic link: never read through).
 //
 // The file is opened once and everything is read through that descriptor, so a rotation
 // between the stat and the read cannot mix two files. A renamed-away file is looked up by
@@ -26,6 +26,11 @@ const sourceScript = `p=$1 ino=$2 off=$3 fp=$4
 hdr() { printf 'podcopy-follow 1 %s %s %s %s %s %s %s\n' "$@"; }
 prefix() { x=$(od -An -v -tx1 -N"$2" "$1" | tr -d ' \n') || exit 3; printf '%s' "${x:--}"; }
 pino=0 psize=0
+d=${p%/*}
+while [ -n "$d" ]; do
+  if [ -L "$d" ]; then hdr linked 0 0 0 0 0 -; exit 0; fi
+  d=${d%/*}
+done
 if [ -L "$p" ]; then hdr notfile 0 0 0 0 0 -; exit 0; fi
 if [ -e "$p" ]; then
   if ! [ -f "$p" ]; then hdr notfile 0 0 0 0 0 -; exit 0; fi
