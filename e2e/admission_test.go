@@ -90,10 +90,10 @@ func grant(t *testing.T, ns, user string, rules ...rbacv1.PolicyRule) {
 	}
 }
 
-func patchAs(t *testing.T, c kubernetes.Interface, ns, pod string, ann map[string]string) error {
+func patchAs(t *testing.T, c kubernetes.Interface, ns, pod string, ann map[string]string, subresources ...string) error {
 	t.Helper()
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
-	_, err := c.CoreV1().Pods(ns).Patch(t.Context(), pod, types.MergePatchType, patch, metav1.PatchOptions{})
+	_, err := c.CoreV1().Pods(ns).Patch(t.Context(), pod, types.MergePatchType, patch, metav1.PatchOptions{}, subresources...)
 	return err
 }
 
@@ -133,5 +133,29 @@ func TestAdmissionPolicy(t *testing.T) {
 	err = patchAs(t, bob, ns, "target", map[string]string{status.Annotation: string(forged)})
 	if err == nil || !strings.Contains(err.Error(), "only the podcopy agent") {
 		t.Fatalf("bob forging podcopy/status: err = %v", err)
+	}
+
+	// Issue 11: pods/status persists metadata on 1.37, so it is a second way in. Carol may
+	// patch only pods/status: a request and a forged status are both refused there too.
+	grant(t, ns, "carol-"+ns, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods/status"}, Verbs: []string{"get", "patch"}})
+	carol := userClient(t, "carol-"+ns)
+	waitFor(t, 30*time.Second, "carol's RBAC", func(ctx context.Context) (bool, error) {
+		return patchAs(t, carol, ns, "target", map[string]string{"team": "status-only"}, "status") == nil, nil
+	})
+	err = patchAs(t, carol, ns, "target", map[string]string{"podcopy/collect": "/var/log/other.log"}, "status")
+	if err == nil || !strings.Contains(err.Error(), "(through pods/status) requires permission to create pods/exec") {
+		t.Fatalf("carol (pods/status only) setting a request: err = %v", err)
+	}
+	err = patchAs(t, carol, ns, "target", map[string]string{status.Annotation: string(forged)}, "status")
+	if err == nil || !strings.Contains(err.Error(), "only the podcopy agent") {
+		t.Fatalf("carol forging podcopy/status through pods/status: err = %v", err)
+	}
+	t.Logf("pods/status refused as expected: %v", err)
+	pod, err := client.CoreV1().Pods(ns).Get(t.Context(), "target", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Annotations["podcopy/collect"] != "/var/log/app.log" || pod.Annotations["team"] != "status-only" {
+		t.Fatalf("annotations after the refused patches: %v", pod.Annotations)
 	}
 }

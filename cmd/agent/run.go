@@ -35,6 +35,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/shell"
 	"github.com/podcopy/podcopy/pkg/ship"
 	"github.com/podcopy/podcopy/pkg/status"
+	"github.com/podcopy/podcopy/pkg/sweep"
 	"github.com/podcopy/podcopy/pkg/watch"
 )
 
@@ -85,18 +86,19 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	chooser := destination.Chooser{Client: client, Config: opts.Destination}
 	executor := exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport)
 	handler := &collect.Handler{
-		Runner:   &ship.Shipper{Exec: executor, SpoolDir: opts.SpoolDir},
+		Runner:   &ship.Shipper{Exec: executor, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout},
 		Exec:     executor,
 		Chooser:  chooser,
 		Status:   status.PatchWriter{Client: client},
 		Recorder: recorder,
 		Metrics:  m,
 		Settings: collect.Settings{
-			Policy: func() policy.Policy { return current.Load().policy },
-			Limits: func() ship.Limits { return current.Load().limits },
-			Dir:    opts.Destination.Dir,
-			Gzip:   opts.Compression == "gzip",
-			Agent:  manifest.Agent{Version: version, Node: node},
+			Policy:   func() policy.Policy { return current.Load().policy },
+			Limits:   func() ship.Limits { return current.Load().limits },
+			Dir:      opts.Destination.Dir,
+			Gzip:     opts.Compression == "gzip",
+			Agent:    manifest.Agent{Version: version, Node: node},
+			Attempts: opts.Retry.Attempts,
 		},
 	}
 	ctrl, err := watch.New(client, handler, watch.Options{
@@ -113,6 +115,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(gctx) })
 	serve(g, gctx, srv)
+	sweeper := sweep.Sweeper{Exec: executor, Targets: chooser.All, Dir: opts.Destination.Dir,
+		After: opts.Destination.StaleAfter, Removed: m.StalePartialsRemoved}
+	g.Go(func() error { return sweeper.Run(gctx) })
 	if opts.Shell.Enabled {
 		sh := &shell.Server{
 			Config:        opts.Shell.Config,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 
@@ -59,7 +60,11 @@ type Settings struct {
 	Dir    string
 	Gzip   bool
 	Agent  manifest.Agent
+	// Attempts bounds the attempts of a once collection (SPEC §5 retry.attempts; 0 means 1).
+	Attempts int
 }
+
+func (s Settings) attempts() int { return max(s.Attempts, 1) }
 
 // Handler syncs pods. It is safe for concurrent use on different pods.
 type Handler struct {
@@ -72,12 +77,15 @@ type Handler struct {
 	Now      func() time.Time
 	// Exec runs follow mode's commands (the Runner's own executor in production).
 	Exec exec.Executor
+	// RetryBase is the first backoff between attempts (2s when zero).
+	RetryBase time.Duration
 
 	mu       sync.Mutex
 	done     map[types.UID]string // request ids finished by this process (the cache may lag)
 	inflight map[types.UID]context.CancelCauseFunc
 	follows  map[types.UID]*following
-	loops    sync.WaitGroup // follow loops
+	finals   map[types.UID]string // request ids whose terminal status is still being written
+	loops    sync.WaitGroup       // follow loops
 }
 
 // RetryError asks the caller to sync the pod again later.
@@ -112,7 +120,7 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 		return h.syncFollow(ctx, log, pod, req, st)
 	}
 	h.stopFollow(pod.UID, "podcopy/mode changed", false, true)
-	if st.Done(id) || h.finished(pod.UID, id) {
+	if st.Done(id) || h.finished(pod.UID, id) || h.finalPending(pod.UID) {
 		return nil
 	}
 	if wait := notReady(pod, req.Container); wait != "" {
@@ -132,7 +140,7 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	case err != nil:
 		return err
 	}
-	return h.collect(ctx, log, pod, req, dst)
+	return h.collect(ctx, log, pod, req, dst, st)
 }
 
 // pending records that request id waits, unless the status already says so.
@@ -201,21 +209,82 @@ func (h *Handler) reject(ctx context.Context, pod *corev1.Pod, id, msg string) e
 	return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Rejected, Message: msg, CompletionTime: now})
 }
 
-func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target) error {
+func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, prev status.Status) error {
+	id := req.ID()
+	attempt := 1
+	if prev.Request == id && prev.Phase == status.Running && !h.running(pod.UID) {
+		// A Running status that no collection of this process backs: the agent that wrote it
+		// stopped mid-way. Its staging directory is swept; this is the next attempt.
+		attempt = max(prev.Attempt, 1) + 1
+		log.Info("resolving a Running status that no live collection backs", "collection", prev.Collection, "attempt", attempt)
+		if attempt > h.Settings.attempts() {
+			return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Collection: prev.Collection,
+				Destination: prev.Destination, StartTime: prev.StartTime, Attempt: prev.Attempt,
+				CompletionTime: h.now().UTC().Format(time.RFC3339),
+				Message:        fmt.Sprintf("collection %s was interrupted (its agent stopped) and retry.attempts=%d is used up; change podcopy/trigger to run it again", prev.Collection, h.Settings.attempts())})
+		}
+	}
+	for ; ; attempt++ {
+		st, err := h.attempt(ctx, log, pod, req, dst, attempt)
+		if st.Phase != status.Failed || attempt >= h.Settings.attempts() || !ship.Transient(err) || ctx.Err() != nil {
+			if err != nil && errors.Is(err, errStatusNotWritten) {
+				return err // nothing ran: the queue retries the sync
+			}
+			if st.Phase == "" {
+				return nil // the pod was deleted
+			}
+			return h.finish(ctx, log, pod, id, st)
+		}
+		h.Metrics.CollectionRetries.Inc()
+		wait := h.retryDelay(attempt)
+		log.Info("collection failed transiently; retrying", "attempt", attempt, "in", wait.String(), "error", err.Error())
+		st.Phase, st.CompletionTime = status.Running, ""
+		st.Message = fmt.Sprintf("attempt %d of %d failed: %s; retrying in %s", attempt, h.Settings.attempts(), st.Message, wait)
+		if werr := h.Status.Write(ctx, pod, st); werr != nil {
+			log.Error(werr, "writing the retry status")
+		}
+		select {
+		case <-ctx.Done():
+			return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Attempt: attempt,
+				CompletionTime: h.now().UTC().Format(time.RFC3339), Message: ErrShutdown.Error()})
+		case <-time.After(wait):
+		}
+		if d, cerr := h.Chooser.Choose(ctx, req.Destination); cerr == nil {
+			dst = d
+		}
+	}
+}
+
+// errStatusNotWritten: the Running status could not be written, so nothing ran.
+var errStatusNotWritten = errors.New("the Running status could not be written")
+
+// retryDelay is the backoff before attempt+1: 2s, 4s, 8s, ... (RetryBase doubling) at
+// most 30s.
+func (h *Handler) retryDelay(attempt int) time.Duration {
+	base := h.RetryBase
+	if base == 0 {
+		base = 2 * time.Second
+	}
+	return min(base<<(attempt-1), 30*time.Second)
+}
+
+// attempt runs one attempt and returns the status it ended in (Phase "" when the pod was
+// deleted), reporting through Events, metrics and the log.
+func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, attempt int) (status.Status, error) {
 	start := h.now().UTC()
 	id := req.ID()
 	job, err := h.job(pod, req, dst, start)
 	if err != nil {
-		return h.reject(ctx, pod, id, err.Error())
+		return status.Status{Request: id, Phase: status.Rejected, Message: err.Error(), CompletionTime: start.Format(time.RFC3339)}, err
 	}
-	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String())
+	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String(), "attempt", attempt)
 	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection,
-		Destination: fmt.Sprintf("%s:%s", dst, job.CollectionDir()), StartTime: start.Format(time.RFC3339)}
+		Destination: fmt.Sprintf("%s:%s", dst, job.CollectionDir()), StartTime: start.Format(time.RFC3339), Attempt: attempt}
 	if err := h.Status.Write(ctx, pod, st); err != nil {
-		return err
+		return st, fmt.Errorf("%w: %w", errStatusNotWritten, err)
 	}
 	h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonStarted,
-		fmt.Sprintf("collecting %v from container %s into %s", req.Paths, req.Container, st.Destination))
+		fmt.Sprintf("collecting %v from container %s into %s (attempt %d)", req.Paths, req.Container, st.Destination, attempt))
 	log.Info("collection started", "paths", req.Paths)
 
 	runCtx, cancel := context.WithCancelCause(ctx)
@@ -226,32 +295,26 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	h.untrack(pod.UID)
 	cause := context.Cause(runCtx)
 	cancel(nil)
-	h.markFinished(pod.UID, id)
 
-	// The final status is written even when the agent is shutting down.
-	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer wcancel()
 	st.CompletionTime = h.now().UTC().Format(time.RFC3339)
 	st.Files, st.Bytes, st.Skipped = res.Totals.Files, res.Totals.Bytes, res.Totals.Skipped
 	if err != nil {
 		if errors.Is(cause, errPodDeleted) {
 			log.Info("collection stopped: pod deleted")
 			h.Metrics.Collections.WithLabelValues(metrics.ResultFailed).Inc()
-			return nil
+			return status.Status{}, nil
 		}
 		msg := err.Error()
 		if errors.Is(cause, ErrShutdown) {
-			msg = ErrShutdown.Error()
+			msg, err = ErrShutdown.Error(), ErrShutdown
 		}
 		st.Phase, st.Message = status.Failed, msg
-		h.Metrics.Collections.WithLabelValues(metrics.ResultFailed).Inc()
-		h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonFailed, fmt.Sprintf("collection %s failed: %s", job.Header.Collection, msg))
+		h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonFailed, fmt.Sprintf("collection %s (attempt %d) failed: %s", job.Header.Collection, attempt, msg))
 		log.Error(err, "collection failed")
-		return h.Status.Write(wctx, pod, st)
+		return st, err
 	}
 	elapsed := h.now().Sub(start) // until the analysis pod's tar has exited, not just the manifest written
 	h.Metrics.CollectionDuration.Observe(elapsed.Seconds())
-	h.Metrics.Collections.WithLabelValues(metrics.ResultSucceeded).Inc()
 	h.Metrics.ShippedBytes.Add(float64(res.Totals.Bytes))
 	h.Metrics.ShippedFiles.Add(float64(res.Totals.Files))
 	for typ, n := range res.SkippedByType {
@@ -266,7 +329,81 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	}
 	h.Recorder.Event(pod, evType, ReasonSucceeded, fmt.Sprintf("collection %s: %s; manifest at %s/manifest.json", job.Header.Collection, st.Message, st.Destination))
 	log.Info("collection succeeded", "files", res.Totals.Files, "bytes", res.Totals.Bytes, "skipped", res.Totals.Skipped, "seconds", elapsed.Seconds())
-	return h.Status.Write(wctx, pod, st)
+	return st, nil
+}
+
+// finish records a terminal status. The request counts as finished here only once that
+// status is written; until then a retry loop owned by the handler keeps writing it (with
+// backoff, independently of the worker) and syncs of the pod wait for it.
+func (h *Handler) finish(ctx context.Context, log logr.Logger, pod *corev1.Pod, id string, st status.Status) error {
+	switch st.Phase {
+	case status.Succeeded:
+		h.Metrics.Collections.WithLabelValues(metrics.ResultSucceeded).Inc()
+	case status.Failed:
+		h.Metrics.Collections.WithLabelValues(metrics.ResultFailed).Inc()
+	case status.Rejected:
+		h.Metrics.Collections.WithLabelValues(metrics.ResultRejected).Inc()
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	err := h.Status.Write(wctx, pod, st)
+	cancel()
+	if err == nil {
+		h.markFinished(pod.UID, id)
+		return nil
+	}
+	log.Error(err, "writing the final status failed; retrying until it lands", "phase", st.Phase)
+	h.mu.Lock()
+	if h.finals == nil {
+		h.finals = map[types.UID]string{}
+	}
+	h.finals[pod.UID] = id
+	h.mu.Unlock()
+	pod = pod.DeepCopy()
+	go h.retryFinal(ctx, log, pod, id, st) // exits when written or when ctx (the agent) ends
+	return nil
+}
+
+// retryFinal writes st until it lands or the agent stops (the next agent then resolves the
+// Running status it finds).
+func (h *Handler) retryFinal(ctx context.Context, log logr.Logger, pod *corev1.Pod, id string, st status.Status) {
+	defer func() {
+		h.mu.Lock()
+		delete(h.finals, pod.UID)
+		h.mu.Unlock()
+	}()
+	delay := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		h.Metrics.StatusWriteRetries.Inc()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := h.Status.Write(wctx, pod, st)
+		cancel()
+		if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			// NotFound/Conflict: the pod is gone or replaced (UID precondition); nothing to record.
+			h.markFinished(pod.UID, id)
+			log.Info("final status written after retries", "phase", st.Phase)
+			return
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+func (h *Handler) finalPending(uid types.UID) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.finals[uid]
+	return ok
+}
+
+func (h *Handler) running(uid types.UID) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.inflight[uid]
+	return ok
 }
 
 func (h *Handler) track(uid types.UID, cancel context.CancelCauseFunc) {

@@ -67,7 +67,13 @@ type Options struct {
 	Compression string             `mapstructure:"compression"`
 	Exec        struct {
 		Transport string `mapstructure:"transport"`
+		// StallTimeout fails a collection that moves no byte for this long.
+		StallTimeout time.Duration `mapstructure:"stallTimeout"`
 	} `mapstructure:"exec"`
+	Retry struct {
+		// Attempts bounds how often a once collection runs after transient failures.
+		Attempts int `mapstructure:"attempts"`
+	} `mapstructure:"retry"`
 	Listen string `mapstructure:"listen"`
 	Log    struct {
 		Format string `mapstructure:"format"`
@@ -112,6 +118,9 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("concurrency", 4)
 	v.SetDefault("compression", "none")
 	v.SetDefault("exec.transport", string(exec.TransportAuto))
+	v.SetDefault("exec.stallTimeout", 60*time.Second)
+	v.SetDefault("retry.attempts", 3)
+	v.SetDefault("destination.staleAfter", time.Hour)
 	v.SetDefault("listen", ":9090")
 	v.SetDefault("log.format", "json")
 	v.SetDefault("log.level", "info")
@@ -224,6 +233,12 @@ func (o Options) Validate() error {
 	}
 	if o.KubeQPS <= 0 {
 		errs = append(errs, fmt.Errorf("kubeQPS must be positive, got %v", o.KubeQPS))
+	}
+	if o.Retry.Attempts < 1 {
+		errs = append(errs, fmt.Errorf("retry.attempts must be at least 1, got %d", o.Retry.Attempts))
+	}
+	if o.Exec.StallTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("exec.stallTimeout must be at least 1s, got %s", o.Exec.StallTimeout))
 	}
 	if o.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("shutdownGrace must not be negative"))

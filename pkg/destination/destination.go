@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/pathname"
 )
 
 // Config is the agent's destination setting. Source pods cannot change it.
@@ -26,6 +28,9 @@ type Config struct {
 	// Pod, when set, is the one analysis pod to use (sidecar mode, whose RBAC names it):
 	// it is read with get, never listed.
 	Pod string `json:"pod,omitempty"`
+	// StaleAfter is the age past which staging directories (<dir>/<ns>/<pod>/.partial/<id>)
+	// are removed: what a collection cut off before it could clean up left behind.
+	StaleAfter time.Duration `json:"staleAfter" mapstructure:"staleAfter"`
 }
 
 // Validate checks the selector and dir.
@@ -36,8 +41,11 @@ func (c Config) Validate() error {
 	if _, err := labels.Parse(c.Selector); err != nil {
 		return fmt.Errorf("destination.selector %q: %w", c.Selector, err)
 	}
-	if !strings.HasPrefix(c.Dir, "/") {
-		return fmt.Errorf("destination.dir %q must be an absolute path", c.Dir)
+	if err := pathname.Canonical(c.Dir); err != nil {
+		return fmt.Errorf("destination.dir: %w", err)
+	}
+	if c.StaleAfter != 0 && c.StaleAfter < time.Minute {
+		return fmt.Errorf("destination.staleAfter %s is shorter than a minute", c.StaleAfter)
 	}
 	return nil
 }
@@ -130,4 +138,28 @@ func Ready(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// All returns every Ready analysis pod (destination.pod alone when set).
+func (c Chooser) All(ctx context.Context) ([]exec.Target, error) {
+	if c.Config.Pod != "" {
+		t, err := c.named(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return []exec.Target{t}, nil
+	}
+	list, err := c.Client.CoreV1().Pods(c.Config.Namespace).List(ctx, metav1.ListOptions{LabelSelector: c.Config.Selector})
+	if err != nil {
+		return nil, fmt.Errorf("listing analysis pods in %s: %w", c.Config.Namespace, err)
+	}
+	var out []exec.Target
+	for i := range list.Items {
+		if Ready(&list.Items[i]) {
+			if t, err := c.target(&list.Items[i]); err == nil {
+				out = append(out, t)
+			}
+		}
+	}
+	return out, nil
 }

@@ -25,6 +25,12 @@ type Metrics struct {
 	FollowLag          *prometheus.GaugeVec
 	FollowLostBytes    prometheus.Counter
 	FollowRotations    *prometheus.CounterVec
+	// CollectionRetries counts attempts that were run again after a transient failure.
+	CollectionRetries prometheus.Counter
+	// StalePartialsRemoved counts staging directories removed by the stale sweep.
+	StalePartialsRemoved prometheus.Counter
+	// StatusWriteRetries counts final status writes that had to be retried.
+	StatusWriteRetries prometheus.Counter
 }
 
 // Kinds of follow rotations.
@@ -65,12 +71,22 @@ func New() *Metrics {
 		FollowRotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podcopy_follow_rotations_total", Help: "Rotations of followed files, by kind (rename: a new file at the path; truncate: the file shrank or was rewritten).",
 		}, []string{"kind"}),
+		CollectionRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_collection_retries_total", Help: "Collection attempts run again after a transient failure (API server, kubelet or runtime unavailable, stream cut, no progress).",
+		}),
+		StalePartialsRemoved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_stale_partials_removed_total", Help: "Staging directories older than destination.staleAfter removed from analysis pods.",
+		}),
+		StatusWriteRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_status_write_retries_total", Help: "Retries of a final podcopy/status write that failed (it is retried until it lands).",
+		}),
 	}
 	for _, r := range []string{ResultSucceeded, ResultFailed, ResultRejected} {
 		m.Collections.WithLabelValues(r)
 	}
 	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
 		m.SkippedEntries, m.Inflight, m.FollowLag, m.FollowLostBytes, m.FollowRotations,
+		m.CollectionRetries, m.StalePartialsRemoved, m.StatusWriteRetries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

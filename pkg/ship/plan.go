@@ -56,7 +56,7 @@ func (s *Shipper) plan(ctx context.Context, job Job) (plan, error) {
 			n++
 		}
 		if n == 0 {
-			return p, fmt.Errorf("%s: no such file or directory in container %s (nothing matches)", pattern, job.Source.Container)
+			return p, permanent("%s: no such file or directory in container %s (nothing matches)", pattern, job.Source.Container)
 		}
 		if lim := job.Limits.MaxFiles; lim > 0 && len(paths) > lim {
 			return p, &LimitError{Reason: fmt.Sprintf("%s matches more than policy.maxFiles=%d paths; narrow the pattern or raise the limit", pattern, lim)}

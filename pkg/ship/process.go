@@ -67,7 +67,7 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	}
 	for _, lit := range Prune(job.Paths) {
 		if !w.seen[lit] && !request.IsGlob(lit) {
-			return res, fmt.Errorf("%s: no such file or directory in container %s", lit, job.Source.Container)
+			return res, permanent("%s: no such file or directory in container %s", lit, job.Source.Container)
 		}
 	}
 	res.Completion = s.now()

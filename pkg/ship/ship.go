@@ -126,7 +126,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 		return Result{}, err
 	}
 	if len(p.paths) == 0 {
-		return Result{}, fmt.Errorf("nothing left to read: %s", describeSkipped(p.skipped))
+		return Result{}, permanent("nothing left to read: %s", describeSkipped(p.skipped))
 	}
 	srcR, srcW := io.Pipe()
 	dstR, dstW := io.Pipe()
@@ -235,3 +235,31 @@ func sourceError(err error) error {
 type sourceExit struct{ *exec.ExitError }
 
 func (e *sourceExit) Error() string { return "source tar: " + e.ExitError.Error() }
+
+// PermanentError is a failure that running again cannot fix (a missing file, nothing left
+// to read, a refused name).
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+func permanent(format string, args ...any) error {
+	return &PermanentError{Err: fmt.Errorf(format, args...)}
+}
+
+// Transient reports whether a failed collection may succeed when run again (SPEC §5
+// retry.attempts): the API server, kubelet or runtime was unavailable, the stream was cut,
+// or nothing moved. A command that ran and exited non-zero (a full disk, a read-only
+// filesystem, tar's own errors), a limit, a refused or missing path, or the agent shutting
+// down is permanent.
+func Transient(err error) bool {
+	var exit *exec.ExitError
+	var limit *LimitError
+	var perm *PermanentError
+	switch {
+	case err == nil, errors.As(err, &exit), errors.As(err, &limit), errors.As(err, &perm),
+		errors.Is(err, context.Canceled):
+		return false
+	}
+	return true
+}

@@ -39,6 +39,8 @@ type Status struct {
 	Message        string `json:"message,omitempty"`
 	StartTime      string `json:"startTime,omitempty"`
 	CompletionTime string `json:"completionTime,omitempty"`
+	// Attempt is the attempt of a once collection (1 for the first; SPEC §5 retry.attempts).
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // Get returns the pod's status, or false when it has none (or an unreadable one).

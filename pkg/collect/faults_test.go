@@ -1,0 +1,180 @@
+package collect
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/ship"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// flakyWriter fails terminal status writes while down is set.
+type flakyWriter struct {
+	status.Writer
+	mu       sync.Mutex
+	down     bool
+	refusals int
+}
+
+func (f *flakyWriter) Write(ctx context.Context, pod *corev1.Pod, s status.Status) error {
+	f.mu.Lock()
+	down := f.down && s.Phase != status.Running
+	if down {
+		f.refusals++
+	}
+	f.mu.Unlock()
+	if down {
+		return errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")
+	}
+	return f.Writer.Write(ctx, pod, s)
+}
+
+func (f *flakyWriter) up() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = false
+}
+
+// TestFinalStatusLandsAfterTheAPIServerReturns is issue 12's first defect: the final status
+// write failed once, the request was remembered as finished, and the pod said Running for
+// good. Now the write is retried until it lands, and no sync in between runs it again.
+func TestFinalStatusLandsAfterTheAPIServerReturns(t *testing.T) {
+	t.Parallel()
+	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	fw := &flakyWriter{Writer: e.h.Status, down: true}
+	e.h.Status = fw
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(t); st.Phase != status.Running {
+		t.Fatalf("status %+v", st)
+	}
+	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil { // the queue's retry
+		t.Fatal(err)
+	}
+	if len(e.runner.jobs) != 1 {
+		t.Fatalf("ran %d times while its final status was pending", len(e.runner.jobs))
+	}
+	fw.up()
+	waitUntil(t, func() bool { return e.status(t).Phase == status.Succeeded })
+	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.runner.jobs) != 1 || fw.refusals == 0 {
+		t.Fatalf("jobs %d refusals %d", len(e.runner.jobs), fw.refusals)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// scriptedRunner fails with errs in order, then succeeds.
+type scriptedRunner struct {
+	fakeRunner
+	errs []error
+}
+
+func (s *scriptedRunner) Run(ctx context.Context, job ship.Job) (ship.Result, error) {
+	res, _ := s.fakeRunner.Run(ctx, job)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := len(s.jobs) - 1; n < len(s.errs) {
+		return ship.Result{}, s.errs[n]
+	}
+	return res, nil
+}
+
+func TestTransientFailuresAreRetried(t *testing.T) {
+	t.Parallel()
+	cut := errors.New("source tar stream ended without the end-of-archive marker")
+	tests := []struct {
+		name      string
+		errs      []error
+		wantPhase status.Phase
+		wantRuns  int
+	}{
+		{"cut twice then ok", []error{cut, cut}, status.Succeeded, 3},
+		{"cut three times", []error{cut, cut, cut}, status.Failed, 3},
+		{"disk full is not retried", []error{&ship.DestinationError{Err: &exec.ExitError{Code: 2, Stderr: "tar: write error: No space left on device"}}}, status.Failed, 1},
+		{"missing file is not retried", []error{&ship.PermanentError{Err: errors.New("/var/log/x: no such file")}}, status.Failed, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log"}, corev1.PodRunning)
+			e := newEnv(pod, nil)
+			r := &scriptedRunner{fakeRunner: fakeRunner{res: e.runner.res}, errs: tt.errs}
+			e.h.Runner = r
+			e.h.Settings.Attempts = 3
+			e.h.RetryBase = 10 * time.Millisecond
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			e.h.Now = func() time.Time { now = now.Add(time.Second); return now }
+			if err := e.h.Sync(t.Context(), pod); err != nil {
+				t.Fatal(err)
+			}
+			st := e.status(t)
+			if st.Phase != tt.wantPhase || len(r.jobs) != tt.wantRuns || st.Attempt != tt.wantRuns {
+				t.Fatalf("status %+v after %d runs", st, len(r.jobs))
+			}
+			if tt.wantPhase == status.Failed && strings.Contains(tt.name, "disk") && !strings.Contains(st.Message, "No space left on device") {
+				t.Fatalf("message %q", st.Message)
+			}
+		})
+	}
+}
+
+// TestRunningStatusWithoutACollectionIsResolved: an agent that starts and finds Running
+// (its predecessor stopped mid-way) runs the next attempt, and past retry.attempts fails it.
+func TestRunningStatusWithoutACollectionIsResolved(t *testing.T) {
+	t.Parallel()
+	for _, prevAttempt := range []int{1, 3} {
+		pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log"}, corev1.PodRunning)
+		req, err := request.Parse(pod, e0Policy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		setStatus(pod, status.Status{Request: req.ID(), Phase: status.Running, Collection: "20251231T000000Z-" + req.ID()[:8], Attempt: prevAttempt})
+		e := newEnv(pod, nil)
+		e.h.Settings.Attempts = 3
+		if err := e.h.Sync(t.Context(), pod); err != nil {
+			t.Fatal(err)
+		}
+		st := e.status(t)
+		switch prevAttempt {
+		case 1:
+			if st.Phase != status.Succeeded || st.Attempt != 2 || len(e.runner.jobs) != 1 {
+				t.Fatalf("status %+v runs %d", st, len(e.runner.jobs))
+			}
+		case 3:
+			if st.Phase != status.Failed || !strings.Contains(st.Message, "interrupted") || len(e.runner.jobs) != 0 {
+				t.Fatalf("status %+v runs %d", st, len(e.runner.jobs))
+			}
+		}
+	}
+}
+
+func e0Policy() policy.Policy { return policy.Default() }
+
+func setStatus(pod *corev1.Pod, s status.Status) {
+	b, _ := json.Marshal(s)
+	pod.Annotations[status.Annotation] = string(b)
+}
