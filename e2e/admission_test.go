@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -158,4 +160,22 @@ func TestAdmissionPolicy(t *testing.T) {
 	if pod.Annotations["podcopy/collect"] != "/var/log/app.log" || pod.Annotations["team"] != "status-only" {
 		t.Fatalf("annotations after the refused patches: %v", pod.Annotations)
 	}
+
+	// pods/binding copies the Binding's annotations onto an unscheduled pod.
+	unscheduled := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unscheduled"},
+		Spec: corev1.PodSpec{SchedulerName: "nobody", Containers: []corev1.Container{{Name: "app", Image: imageBusybox, ImagePullPolicy: corev1.PullNever}}}}
+	if _, err := client.CoreV1().Pods(ns).Create(t.Context(), unscheduled, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	grant(t, ns, "dave-"+ns, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods/binding"}, Verbs: []string{"create"}})
+	dave := userClient(t, "dave-"+ns)
+	binding := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "unscheduled", Annotations: map[string]string{"podcopy/collect": "/var/log/app.log"}},
+		Target: corev1.ObjectReference{Kind: "Node", Name: "localhost"}}
+	waitFor(t, 30*time.Second, "dave's binding refused by the policy (not RBAC)", func(ctx context.Context) (bool, error) {
+		err := dave.CoreV1().Pods(ns).Bind(ctx, binding, metav1.CreateOptions{})
+		if err == nil {
+			return false, errors.New("a binding carrying podcopy/collect was admitted")
+		}
+		return strings.Contains(err.Error(), "(through pods/binding) requires permission to create pods/exec"), nil
+	})
 }
