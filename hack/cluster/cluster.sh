@@ -72,6 +72,7 @@ KC
 start() { # name cmd...
   local name=$1; shift
   log "starting $name"
+  printf '%s\0' "$@" > "$RUN/$name.cmd" # what restart runs again
   setsid "$@" >"$LOGS/$name.log" 2>&1 < /dev/null &
   echo $! > "$(pidfile "$name")"
 }
@@ -243,6 +244,20 @@ down() {
   log "cluster down"
 }
 
+# restart NAME [SECONDS]: SIGKILL a component, wait SECONDS (default 3), start it again with
+# the same command line (fault injection for the e2e suite).
+restart() {
+  local name=$1 pause=${2:-3} pid args
+  [ -f "$RUN/$name.cmd" ] || die "no recorded command line for $name (was the cluster started by this script?)"
+  mapfile -d '' args < "$RUN/$name.cmd"
+  pid=$(cat "$(pidfile "$name")")
+  log "killing $name (pid $pid) with SIGKILL; restarting in ${pause}s"
+  kill -KILL "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  sleep "$pause"
+  start "$name" "${args[@]}"
+}
+
 status() {
   local rc=0
   for name in "${COMPONENTS[@]}"; do
@@ -258,5 +273,6 @@ case "${1:-}" in
   status) status ;;
   kubeconfig) [ -f "$STATE/env" ] || die "no cluster; run: $0 up"; echo "$STATE/admin.kubeconfig" ;;
   env) [ -f "$STATE/env" ] || die "no cluster; run: $0 up"; cat "$STATE/env" ;;
-  *) echo "usage: $0 up|down|status|kubeconfig|env" >&2; exit 2 ;;
+  restart) shift; restart "$@" ;;
+  *) echo "usage: $0 up|down|status|kubeconfig|env|restart NAME [SECONDS]" >&2; exit 2 ;;
 esac

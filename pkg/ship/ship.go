@@ -107,13 +107,33 @@ func (s *Shipper) Run(ctx context.Context, job Job) (Result, error) {
 	job.Header.Destination.Dir = final
 	res, err := s.run(ctx, job, final)
 	if err != nil {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if cerr := s.Exec.Exec(cctx, exec.Request{Target: job.Destination, Command: CleanupCommand(staging)}); cerr != nil {
+		if cerr := s.cleanup(ctx, job.Destination, staging); cerr != nil {
 			err = fmt.Errorf("%w (and removing the staging directory %s failed: %v; the agent removes it after destination.staleAfter)", err, staging, cerr)
 		}
 	}
 	return res, err
+}
+
+// cleanup removes a failed collection's staging directory, retrying for up to a minute: the
+// failure is often the API server or kubelet going away, and they come back.
+func (s *Shipper) cleanup(ctx context.Context, dst exec.Target, staging string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	delay := 500 * time.Millisecond
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+		err := s.Exec.Exec(cctx, exec.Request{Target: dst, Command: CleanupCommand(staging)})
+		ccancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 8*time.Second)
+	}
 }
 
 func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error) {
