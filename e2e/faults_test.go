@@ -14,8 +14,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -219,7 +219,7 @@ func tinyAnalysisPod(t *testing.T) string {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "podcopy", Name: name, Labels: map[string]string{"app.kubernetes.io/component": "analysis"}},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: &zero,
-			Volumes: []corev1.Volume{{Name: "collect", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &limit}}}},
+			Volumes:                       []corev1.Volume{{Name: "collect", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &limit}}}},
 			Containers: []corev1.Container{{Name: "store", Image: imageBusybox, ImagePullPolicy: corev1.PullNever,
 				Command:      []string{"sleep", "2147483647"},
 				VolumeMounts: []corev1.VolumeMount{{Name: "collect", MountPath: "/collect"}}}},
