@@ -110,7 +110,8 @@ func restart(component string) func(t *testing.T) {
 func deleteAnalysisPod(t *testing.T) {
 	t.Helper()
 	a := analysis(t)
-	if err := client.CoreV1().Pods(a.Namespace).Delete(t.Context(), a.Pod, metav1.DeleteOptions{}); err != nil {
+	zero := int64(0) // killed at once, mid-stream (its sleep ignores SIGTERM)
+	if err := client.CoreV1().Pods(a.Namespace).Delete(t.Context(), a.Pod, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*time.Minute, "a new analysis pod", func(ctx context.Context) (bool, error) {

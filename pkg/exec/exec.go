@@ -116,19 +116,23 @@ func (r *Remote) Exec(ctx context.Context, req Request) error {
 			Stderr:    !req.TTY, // always captured: ExitError carries its tail
 			TTY:       req.TTY,
 		}, scheme.ParameterCodec).URL()
-	ex, err := r.executor(u)
+	c := &conns{}
+	ex, err := r.executor(u, c)
 	if err != nil {
 		return err
 	}
+	done := make(chan struct{})
+	defer close(done)
+	go c.closeOnCancel(ctx, done)
 	return Stream(ctx, ex, req)
 }
 
-func (r *Remote) executor(u *url.URL) (remotecommand.Executor, error) {
+func (r *Remote) executor(u *url.URL, c *conns) (remotecommand.Executor, error) {
 	ws := func() (remotecommand.Executor, error) {
 		return remotecommand.NewWebSocketExecutor(r.config, http.MethodGet, u.String())
 	}
 	spdy := func() (remotecommand.Executor, error) {
-		return remotecommand.NewSPDYExecutor(r.config, http.MethodPost, u)
+		return spdyExecutor(r.config, u, c)
 	}
 	switch r.transport {
 	case TransportWebSocket:
