@@ -149,3 +149,26 @@ func TestRunStalledSourceFails(t *testing.T) {
 		t.Fatal("a stalled collection was published")
 	}
 }
+
+// TestRunReportsTheAnalysisPodsReason: the destination's tar fails (here: a tar that says
+// its disk is full); that reason is the collection's, it is permanent, nothing is published.
+func TestRunReportsTheAnalysisPodsReason(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "gnu")
+	f.write(t, "var/log/big", random(4<<20))
+	bin := t.TempDir()
+	fake := "#!/bin/sh\nhead -c 100000 >/dev/null\necho 'tar: write error: No space left on device' >&2\nexit 2\n"
+	if err := os.WriteFile(filepath.Join(bin, "tar"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dst := &exectest.Local{Path: bin + ":" + os.Getenv("PATH")}
+	f.shipper.Exec = exectest.Route{SourcePod: "src", Source: f.local, Other: dst}
+	j := f.job("/var/log/big")
+	_, err := f.shipper.Run(t.Context(), j)
+	if err == nil || !strings.Contains(err.Error(), "No space left on device") || Transient(err) {
+		t.Fatalf("err = %v (transient %v)", err, Transient(err))
+	}
+	if _, err := os.Stat(f.collected(j)); !os.IsNotExist(err) {
+		t.Fatal("published")
+	}
+}

@@ -166,9 +166,17 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	}()
 	go func() {
 		defer wg.Done()
+		// A failure in the analysis pod is reported on stdout the moment it happens (see
+		// scripts/publish.sh): its exit status arrives only once stdin is closed.
+		out := &lineWatcher{max: 4096, onLine: func(line string) {
+			if reason, ok := strings.CutPrefix(line, failedPrefix); ok {
+				cancel(&DestinationError{Err: &PermanentError{Err: fmt.Errorf("writing to analysis pod %s: %s", job.Destination, reason)}})
+			}
+		}}
 		dstErr = s.Exec.Exec(ctx, exec.Request{Target: job.Destination,
 			Command: PublishCommand(job.Layout.StagingRoot(), job.Header.Collection, final),
-			Stdin:   dstR, Stdout: &limitedWriter{b: &dstOut, n: 4096}})
+			Stdin:   dstR, Stdout: out})
+		dstOut.WriteString(out.String())
 		if dstErr == nil && !strings.HasSuffix(dstOut.String(), CompleteMarker(job.Header.Collection)) {
 			dstErr = fmt.Errorf("the analysis pod's extraction ended without confirming the collection (output %q)", dstOut.String())
 		}
@@ -189,6 +197,10 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	wg.Wait()
 	if stalled := wd.fired(); stalled != nil {
 		return res, stalled
+	}
+	var reported *DestinationError
+	if cause := context.Cause(ctx); errors.As(cause, &reported) {
+		return res, cause
 	}
 	switch {
 	case dstErr != nil && (procErr == nil || errors.Is(procErr, dstErr) || errors.Is(procErr, io.ErrClosedPipe) || isStoppedReading(procErr)):
@@ -277,9 +289,47 @@ func Transient(err error) bool {
 	var limit *LimitError
 	var perm *PermanentError
 	switch {
+	case errors.As(err, &exit) && exit.Code > 128:
+		return true // killed by a signal from outside (its pod was deleted): run again
 	case err == nil, errors.As(err, &exit), errors.As(err, &limit), errors.As(err, &perm),
 		errors.Is(err, context.Canceled):
 		return false
 	}
 	return true
+}
+
+// failedPrefix starts the line publish.sh prints when it fails.
+const failedPrefix = "podcopy-failed "
+
+// lineWatcher keeps what is written (at most max bytes) and calls onLine with each complete
+// line as it arrives.
+type lineWatcher struct {
+	mu     sync.Mutex
+	buf    []byte
+	max    int
+	seen   int
+	onLine func(string)
+}
+
+func (w *lineWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.buf)+len(p) > w.max {
+		return 0, errors.New("output too long")
+	}
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf[w.seen:], '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		w.onLine(string(w.buf[w.seen : w.seen+i]))
+		w.seen += i + 1
+	}
+}
+
+func (w *lineWatcher) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.buf)
 }

@@ -1,18 +1,20 @@
 #!/bin/sh
 # podcopy: extract one collection into its staging directory in the analysis pod, then
-# publish it under its final name, and say so. The agent counts the collection complete
-# only when it reads the last line; anything else is a failure with tar's own stderr.
+# publish it under its final name, and say so on stdout. The agent counts the collection
+# complete only when it reads the last line, "podcopy-complete ID". Every failure is one
+# line "podcopy-failed REASON" on stdout, printed at once: the exit status alone can arrive
+# late, since the runtime reports it only after the agent closes stdin.
 # Usage: sh -c "$(cat publish.sh)" podcopy-publish STAGING_ROOT ID FINAL
 stage=$1 id=$2 final=$3
-mkdir -p -- "$stage" || exit 1
-tar -x -f - -C "$stage" || exit $?
-if ! [ -f "$stage/$id/manifest.json" ]; then
-  echo "podcopy: the archive ended without $id/manifest.json" >&2
-  exit 3
+fail() { printf 'podcopy-failed %s\n' "$*"; exit 2; }
+err=$(mkdir -p -- "$stage" 2>&1) || fail "$err"
+# tar's stderr (its reason when it fails) is kept, at most its last 2 KiB, with its status.
+out=$({ tar -x -f - -C "$stage" 2>&1 >/dev/null; echo "podcopy-tar-exit $?"; } | tail -c 2048)
+rc=${out##*podcopy-tar-exit }
+if [ "$rc" != 0 ]; then
+  fail "tar exited $rc: $(printf '%s' "${out%podcopy-tar-exit*}" | tr '\n' ' ')"
 fi
-if [ -e "$final" ] || [ -L "$final" ]; then
-  echo "podcopy: $final already exists" >&2
-  exit 4
-fi
-mv -- "$stage/$id" "$final" || exit 5
+[ -f "$stage/$id/manifest.json" ] || fail "the archive ended without $id/manifest.json"
+if [ -e "$final" ] || [ -L "$final" ]; then fail "$final already exists"; fi
+err=$(mv -- "$stage/$id" "$final" 2>&1) || fail "$err"
 printf 'podcopy-complete %s\n' "$id"
