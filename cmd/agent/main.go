@@ -18,6 +18,9 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "source" {
+		sourceMain(os.Args[2:]) // the agent's exec into a podcopy sidecar
+	}
 	fs := pflag.NewFlagSet("podcopy-agent", pflag.ExitOnError)
 	loader := config.NewLoader(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")

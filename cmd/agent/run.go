@@ -53,14 +53,14 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	klog.SetLogger(log.WithName("client-go"))
 	ctx = logr.NewContext(ctx, log)
 
+	if opts.Mode == config.ModeSidecar {
+		return runSidecar(ctx) // needs no credentials
+	}
 	restConfig, err := restConfig(opts.Kubeconfig)
 	if err != nil {
 		return err
 	}
 	restConfig.UserAgent = "podcopy-agent/" + version
-	if opts.Mode == config.ModeSidecar {
-		return runSidecar(ctx, opts, restConfig)
-	}
 	// client-go's default (5 QPS) throttles a busy node: each collection makes about seven
 	// API calls (status twice, two Events, the destination list, two execs).
 	restConfig.QPS, restConfig.Burst = opts.KubeQPS, int(2*opts.KubeQPS)

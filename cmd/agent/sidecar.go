@@ -2,60 +2,54 @@ package main
 
 import (
 	"context"
-	"net/http"
+	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"github.com/go-logr/logr"
-	"golang.org/x/sync/errgroup"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
-	"github.com/podcopy/podcopy/pkg/config"
-	"github.com/podcopy/podcopy/pkg/destination"
-	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/follow"
-	"github.com/podcopy/podcopy/pkg/layout"
-	"github.com/podcopy/podcopy/pkg/metrics"
 )
 
-// settleDelay coalesces a burst of inotify events into one shipment.
-const settleDelay = time.Second
+// sidecarLinger is how long the sidecar stays after SIGTERM, so that the agent's last
+// shipment of a terminating pod can still read through it.
+const sidecarLinger = 5 * time.Second
 
-// runSidecar follows this pod's files (a volume shared with the application container)
-// into the analysis pod named by destination.pod. It needs only get on that pod and
-// create on its pods/exec.
-func runSidecar(ctx context.Context, opts config.Options, restConfig *rest.Config) error {
+// runSidecar is the podcopy sidecar: a container that shares the application's log volume
+// and holds the podcopy binary, which the node's agent execs ("podcopy-agent source ...")
+// to follow the files: the workload needs no Kubernetes rights at all, and nothing in it can
+// write to the analysis pod. It only waits for SIGTERM, then lingers briefly.
+func runSidecar(ctx context.Context) error {
 	log := logr.FromContextOrDiscard(ctx)
-	restConfig.QPS, restConfig.Burst = opts.KubeQPS, int(2*opts.KubeQPS)
-	client, err := kubernetes.NewForConfig(restConfig)
+	log.Info("podcopy sidecar ready: the node agent reads this container's files through podcopy-agent source", "version", version)
+	<-ctx.Done()
+	log.Info("stopping after a short linger for the agent's last shipment", "linger", sidecarLinger.String())
+	<-time.After(sidecarLinger)
+	return nil
+}
+
+// runSource is "podcopy-agent source follow|glob ...": the follow protocol served by the
+// binary itself (no shell, no coreutils), for the agent's exec.
+func runSource(ctx context.Context, args []string, stdout io.Writer) error {
+	verb, path, cp, err := follow.ParseServeArgs(args)
 	if err != nil {
 		return err
 	}
-	transport, _ := exec.ParseTransport(opts.Exec.Transport)
-	executor := exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport)
-	chooser := destination.Chooser{Client: client, Config: opts.Destination}
-	source := &follow.LocalSource{}
-	defer func() { _ = source.Close() }()
-	f := opts.Follow
-	dest, err := layout.New(opts.Destination.Dir, f.PodNamespace, f.PodName)
-	if err != nil {
-		return err
+	switch verb {
+	case "follow":
+		return follow.ServeRead(ctx, stdout, path, cp)
+	case "glob":
+		return follow.ServeGlob(ctx, stdout, path)
 	}
-	m := metrics.New()
-	sc := &follow.Sidecar{
-		Set: &follow.Set{Paths: f.Paths, Source: source, Sink: follow.ExecSink{Exec: executor}, UID: f.PodUID,
-			Layout: func(p string) (string, string, error) { return dest.FollowFile(f.Container, p) }},
-		Choose:   func(ctx context.Context) (exec.Target, error) { return chooser.Choose(ctx, "") },
-		Interval: f.Interval, Settle: settleDelay, Grace: opts.ShutdownGrace, Metrics: m,
-		Labels: [3]string{f.PodNamespace, f.PodName, f.Container},
+	return fmt.Errorf("source: unknown verb %q", verb)
+}
+
+// sourceMain runs the source subcommand and exits.
+func sourceMain(args []string) {
+	if err := runSource(context.Background(), args, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "podcopy-agent source: %v\n", err)
+		os.Exit(1)
 	}
-	log.Info("starting sidecar", "version", version, "paths", f.Paths, "pod", f.PodNamespace+"/"+f.PodName,
-		"container", f.Container, "destination", opts.Destination.Namespace+"/"+opts.Destination.Pod, "interval", f.Interval.String())
-	srv := &http.Server{Addr: opts.Listen, Handler: mux(m, func() bool { return true }, opts.Debug.Pprof), ReadHeaderTimeout: 10 * time.Second}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return sc.Run(gctx) })
-	serve(g, gctx, srv)
-	err = g.Wait()
-	log.Info("stopped")
-	return err
+	os.Exit(0)
 }

@@ -129,7 +129,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	}
 	set := &follow.Set{
 		Paths:  req.Paths,
-		Source: follow.ExecSource{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}},
+		Source: h.followSource(pod, req),
 		Sink:   follow.ExecSink{Exec: h.Exec},
 		UID:    string(pod.UID),
 		Layout: func(p string) (string, string, error) { return dest.FollowFile(req.Container, p) },
@@ -274,4 +274,14 @@ func (t *followTick) cleanup() {
 	for _, p := range t.set.Followed() {
 		t.h.Metrics.FollowLag.DeleteLabelValues(t.pod.Namespace, t.pod.Name, t.req.Container, p)
 	}
+}
+
+// followSource reads the request's files: with the container's shell, or with the podcopy
+// binary in it (podcopy/source=helper: the podcopy sidecar, which has no shell).
+func (h *Handler) followSource(pod *corev1.Pod, req request.Request) follow.ExecSource {
+	src := follow.ExecSource{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}}
+	if req.Source == request.SourceHelper {
+		src.Helper = follow.HelperCommand
+	}
+	return src
 }

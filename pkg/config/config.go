@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"strings"
 	"time"
 
@@ -39,25 +38,12 @@ const (
 	ModeSidecar = "sidecar"
 )
 
-// Follow configures sidecar mode: the files to follow in this container's filesystem
-// (a volume shared with the application container) and who they belong to.
-type Follow struct {
-	Paths    []string      `mapstructure:"paths"`
-	Interval time.Duration `mapstructure:"interval"`
-	// Container is the application container the files belong to (destination layout).
-	Container string `mapstructure:"container"`
-	// PodNamespace, PodName and PodUID identify the pod (downward API).
-	PodNamespace string `mapstructure:"podNamespace"`
-	PodName      string `mapstructure:"podName"`
-	PodUID       string `mapstructure:"podUID"`
-}
-
 // Options is the whole agent configuration.
 type Options struct {
 	ConfigFile string `mapstructure:"-"`
-	// Mode is agent (watch annotated pods) or sidecar (follow files of this pod).
+	// Mode is agent (watch annotated pods) or sidecar (the podcopy sidecar: a container
+	// that holds the podcopy binary next to the application, for the agent to read through).
 	Mode        string             `mapstructure:"mode"`
-	Follow      Follow             `mapstructure:"follow"`
 	Kubeconfig  string             `mapstructure:"kubeconfig"`
 	NodeName    string             `mapstructure:"nodeName"`
 	Namespaces  []string           `mapstructure:"namespaces"`
@@ -97,12 +83,6 @@ type Options struct {
 func defaults(v *viper.Viper) {
 	p := policy.Default()
 	v.SetDefault("mode", ModeAgent)
-	v.SetDefault("follow.paths", []string{})
-	v.SetDefault("follow.interval", 10*time.Second)
-	v.SetDefault("follow.container", "")
-	v.SetDefault("follow.podNamespace", os.Getenv("POD_NAMESPACE"))
-	v.SetDefault("follow.podName", os.Getenv("POD_NAME"))
-	v.SetDefault("follow.podUID", os.Getenv("POD_UID"))
 	v.SetDefault("destination.pod", "")
 	v.SetDefault("kubeconfig", "")
 	v.SetDefault("nodeName", os.Getenv("NODE_NAME"))
@@ -156,14 +136,11 @@ func NewLoader(fs *pflag.FlagSet) *Loader {
 	fs.String("log-format", "", "json or console (default json)")
 	fs.String("log-level", "", "debug, info, warn or error (default info)")
 	fs.Int("concurrency", 0, "collections in flight at once (default 4)")
-	fs.String("mode", "", "agent (watch annotated pods; default) or sidecar (follow this pod's files)")
-	fs.StringSlice("follow", nil, "sidecar mode: absolute paths of files to follow (repeat or comma-separate)")
-	fs.Duration("interval", 0, "sidecar mode: ship at least this often (default 10s; changes are shipped sooner)")
-	fs.String("container", "", "sidecar mode: the application container the files belong to")
-	fs.String("destination-pod", "", "the analysis pod to write to (sidecar mode: required, its RBAC names it)")
+	fs.String("mode", "", "agent (watch annotated pods; default) or sidecar (the podcopy sidecar, which the agent reads through: see README)")
+	fs.String("destination-pod", "", "the one analysis pod to write to (read with get only; default: choose by destination.selector)")
 	for flag, key := range map[string]string{"kubeconfig": "kubeconfig", "node-name": "nodeName", "listen": "listen",
 		"log-format": "log.format", "log-level": "log.level", "concurrency": "concurrency", "mode": "mode",
-		"follow": "follow.paths", "interval": "follow.interval", "container": "follow.container", "destination-pod": "destination.pod"} {
+		"destination-pod": "destination.pod"} {
 		_ = v.BindPFlag(key, fs.Lookup(flag))
 	}
 	return &Loader{v: v, flags: fs}
@@ -246,33 +223,10 @@ func (o Options) Validate() error {
 	switch o.Mode {
 	case ModeAgent:
 	case ModeSidecar:
-		errs = append(errs, o.Follow.validate(o.Destination.Pod)...)
 	default:
 		errs = append(errs, fmt.Errorf("mode %q is unknown; use %s or %s", o.Mode, ModeAgent, ModeSidecar))
 	}
 	return errors.Join(errs...)
-}
-
-func (f Follow) validate(destinationPod string) []error {
-	var errs []error
-	if len(f.Paths) == 0 {
-		errs = append(errs, errors.New("sidecar mode: follow.paths (--follow) must name at least one file"))
-	}
-	for _, p := range f.Paths {
-		if !strings.HasPrefix(p, "/") || path.Clean(p) != p {
-			errs = append(errs, fmt.Errorf("sidecar mode: follow path %q must be a clean absolute path", p))
-		}
-	}
-	if f.Interval < time.Second {
-		errs = append(errs, fmt.Errorf("sidecar mode: follow.interval must be at least 1s, got %s", f.Interval))
-	}
-	if f.Container == "" || f.PodNamespace == "" || f.PodName == "" || f.PodUID == "" {
-		errs = append(errs, errors.New("sidecar mode: follow.container (--container) and the pod's identity (POD_NAMESPACE, POD_NAME, POD_UID from the downward API) must be set"))
-	}
-	if destinationPod == "" {
-		errs = append(errs, errors.New("sidecar mode: destination.pod (--destination-pod) must name the analysis pod"))
-	}
-	return errs
 }
 
 // PolicyValue returns the path policy.

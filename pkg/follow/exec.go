@@ -12,10 +12,30 @@ import (
 	"github.com/podcopy/podcopy/pkg/exec"
 )
 
-// ExecSource reads files in a container through sourceScript over exec.
+// ExecSource reads files in a container over exec: through sourceScript and globScript
+// (a shell and coreutils or busybox in the container), or, with Helper, through the podcopy
+// binary in the container (the podcopy sidecar), which speaks the same protocol.
 type ExecSource struct {
 	Exec   exec.Executor
 	Target exec.Target
+	// Helper is the argv prefix of the podcopy binary's source mode (HelperCommand); empty
+	// means the shell scripts.
+	Helper []string
+}
+
+func (s ExecSource) readCommand(path string, cp Checkpoint) []string {
+	args := []string{path, strconv.FormatUint(cp.Inode, 10), strconv.FormatInt(cp.Offset, 10), prefixArg(cp.Prefix)}
+	if len(s.Helper) > 0 {
+		return append(append(append([]string{}, s.Helper...), "follow"), args...)
+	}
+	return append([]string{"sh", "-c", sourceScript, argv0}, args...)
+}
+
+func (s ExecSource) globCommand(pattern string) []string {
+	if len(s.Helper) > 0 {
+		return append(append([]string{}, s.Helper...), "glob", pattern)
+	}
+	return []string{"sh", "-c", globScript, argv0, pattern}
 }
 
 // maxHeader bounds the header line.
@@ -28,9 +48,7 @@ func (s ExecSource) Read(ctx context.Context, path string, cp Checkpoint, fn fun
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := s.Exec.Exec(ctx, exec.Request{Target: s.Target,
-			Command: []string{"sh", "-c", sourceScript, argv0, path, strconv.FormatUint(cp.Inode, 10), strconv.FormatInt(cp.Offset, 10), prefixArg(cp.Prefix)},
-			Stdout:  pw})
+		err := s.Exec.Exec(ctx, exec.Request{Target: s.Target, Command: s.readCommand(path, cp), Stdout: pw})
 		pw.CloseWithError(orEOF(err))
 		done <- err
 	}()
@@ -84,7 +102,7 @@ func orEOF(err error) error {
 // Glob implements Globber in the container.
 func (s ExecSource) Glob(ctx context.Context, pattern string) ([]string, error) {
 	var out bytes.Buffer
-	err := s.Exec.Exec(ctx, exec.Request{Target: s.Target, Command: []string{"sh", "-c", globScript, argv0, pattern},
+	err := s.Exec.Exec(ctx, exec.Request{Target: s.Target, Command: s.globCommand(pattern),
 		Stdout: &limitedBuffer{b: &out, n: 1 << 20}})
 	if err != nil {
 		return nil, fmt.Errorf("listing %s in %s: %w", pattern, s.Target, err)

@@ -27,6 +27,7 @@ const (
 	AnnotationMode        = "podcopy/mode"
 	AnnotationInterval    = "podcopy/interval"
 	AnnotationDestination = "podcopy/destination"
+	AnnotationSource      = "podcopy/source"
 	// DefaultContainerAnnotation is kubectl's choice of default container.
 	DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
 )
@@ -54,7 +55,22 @@ type Request struct {
 	Mode        Mode     `json:"mode"`
 	Interval    string   `json:"interval"`
 	Destination string   `json:"destination"`
+	// Source is how files are read (SPEC §1 podcopy/source); not part of the identity.
+	Source Source `json:"-"`
 }
+
+// Source is how a request's files are read.
+type Source string
+
+// Sources of SPEC §1.
+const (
+	// SourceAuto reads with the container's own tools (tar, and sh for globs and follow).
+	SourceAuto Source = "auto"
+	// SourceTar is the same, asked for explicitly.
+	SourceTar Source = "tar"
+	// SourceHelper reads with the podcopy binary in the container (the podcopy sidecar).
+	SourceHelper Source = "helper"
+)
 
 // ID is the hex SHA-256 of the request's canonical JSON.
 func (r Request) ID() string {
@@ -127,6 +143,19 @@ func Parse(pod *corev1.Pod, pol policy.Policy) (Request, error) {
 		r.Interval = d.String()
 	default:
 		return r, invalid("%s %q is unknown; use %q or %q", AnnotationMode, m, ModeOnce, ModeFollow)
+	}
+	switch src := Source(strings.TrimSpace(a[AnnotationSource])); src {
+	case "", SourceAuto:
+		r.Source = SourceAuto
+	case SourceTar:
+		r.Source = SourceTar
+	case SourceHelper:
+		if r.Mode != ModeFollow {
+			return r, invalid("%s %q works with %s=%s (through the podcopy sidecar) in this version; once collections need tar in the container", AnnotationSource, src, AnnotationMode, ModeFollow)
+		}
+		r.Source = SourceHelper
+	default:
+		return r, invalid("%s %q is unknown; use %q, %q or %q", AnnotationSource, src, SourceAuto, SourceTar, SourceHelper)
 	}
 	if d := strings.TrimSpace(a[AnnotationDestination]); d != "" {
 		if errs := validation.IsDNS1123Subdomain(d); len(errs) > 0 {
