@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -156,7 +157,7 @@ func notReady(pod *corev1.Pod, container string) string {
 	if pod.Status.Phase != corev1.PodRunning {
 		return fmt.Sprintf("waiting for the pod to be Running (phase %s)", pod.Status.Phase)
 	}
-	for _, cs := range pod.Status.ContainerStatuses {
+	for _, cs := range slices.Concat(pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses) {
 		if cs.Name == container {
 			if cs.State.Running == nil {
 				return fmt.Sprintf("waiting for container %s to be running", container)

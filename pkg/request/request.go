@@ -221,6 +221,14 @@ func parseContainer(pod *corev1.Pod) (string, error) {
 		}
 		names = append(names, c.Name)
 	}
+	for _, c := range pod.Spec.InitContainers { // native sidecars run beside the app
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			if c.Name == name {
+				return name, nil
+			}
+			names = append(names, c.Name)
+		}
+	}
 	return "", invalid("container %q is not in pod %s/%s; its containers are %v (set %s)",
 		name, pod.Namespace, pod.Name, names, AnnotationContainer)
 }

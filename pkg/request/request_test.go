@@ -102,3 +102,33 @@ func TestIDStable(t *testing.T) {
 		t.Fatalf("collection id %q", got)
 	}
 }
+
+func TestNativeSidecarAndSource(t *testing.T) {
+	t.Parallel()
+	always := corev1.ContainerRestartPolicyAlways
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Annotations: map[string]string{
+			AnnotationCollect: "/var/log/app/app.log", AnnotationMode: "follow", AnnotationContainer: "podcopy", AnnotationSource: "helper"}},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "init"}, {Name: "podcopy", RestartPolicy: &always}},
+			Containers:     []corev1.Container{{Name: "app"}},
+		},
+	}
+	r, err := Parse(pod, policy.Default())
+	if err != nil || r.Container != "podcopy" || r.Source != SourceHelper {
+		t.Fatalf("%+v %v", r, err)
+	}
+	pod.Annotations[AnnotationContainer] = "init" // a plain init container is not running beside the app
+	if _, err := Parse(pod, policy.Default()); err == nil {
+		t.Fatal("a plain init container was accepted")
+	}
+	pod.Annotations[AnnotationContainer] = "podcopy"
+	pod.Annotations[AnnotationMode] = "once"
+	if _, err := Parse(pod, policy.Default()); err == nil || !strings.Contains(err.Error(), "podcopy/source") {
+		t.Fatalf("once with helper: %v", err)
+	}
+	pod.Annotations[AnnotationSource] = "magic"
+	if _, err := Parse(pod, policy.Default()); err == nil || !strings.Contains(err.Error(), "unknown") {
+		t.Fatalf("unknown source: %v", err)
+	}
+}
