@@ -123,8 +123,17 @@ func Transform(obj any) (any, error) {
 	for _, ct := range pod.Spec.Containers {
 		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: ct.Name, Image: ct.Image})
 	}
+	for _, ct := range pod.Spec.InitContainers { // native sidecars (restartPolicy Always) can be read from
+		if ct.RestartPolicy != nil && *ct.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			out.Spec.InitContainers = append(out.Spec.InitContainers, corev1.Container{Name: ct.Name, Image: ct.Image, RestartPolicy: ct.RestartPolicy})
+		}
+	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		out.Status.ContainerStatuses = append(out.Status.ContainerStatuses,
+			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, State: cs.State, Ready: cs.Ready})
+	}
+	for _, cs := range pod.Status.InitContainerStatuses {
+		out.Status.InitContainerStatuses = append(out.Status.InitContainerStatuses,
 			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, State: cs.State, Ready: cs.Ready})
 	}
 	out.Status.Conditions = pod.Status.Conditions

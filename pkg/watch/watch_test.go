@@ -154,7 +154,9 @@ func TestControllerShutdownGrace(t *testing.T) {
 func TestTransform(t *testing.T) {
 	t.Parallel()
 	in := pod("p", map[string]string{"podcopy/collect": "/x", corev1.LastAppliedConfigAnnotation: "{huge}"})
-	in.Spec = corev1.PodSpec{NodeName: "n", Containers: []corev1.Container{{Name: "c", Image: "i", Env: []corev1.EnvVar{{Name: "A"}}}}}
+	always := corev1.ContainerRestartPolicyAlways
+	in.Spec = corev1.PodSpec{NodeName: "n", Containers: []corev1.Container{{Name: "c", Image: "i", Env: []corev1.EnvVar{{Name: "A"}}}},
+		InitContainers: []corev1.Container{{Name: "init"}, {Name: "podcopy", RestartPolicy: &always}}}
 	out, err := Transform(in)
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +165,8 @@ func TestTransform(t *testing.T) {
 	if p.ManagedFields != nil || p.Annotations[corev1.LastAppliedConfigAnnotation] != "" || p.Spec.Containers[0].Env != nil {
 		t.Fatalf("transform kept %+v", p)
 	}
-	if p.Annotations["podcopy/collect"] != "/x" || p.Spec.NodeName != "n" || p.Spec.Containers[0].Image != "i" || p.UID != "uid-p" {
+	if p.Annotations["podcopy/collect"] != "/x" || p.Spec.NodeName != "n" || p.Spec.Containers[0].Image != "i" || p.UID != "uid-p" ||
+		len(p.Spec.InitContainers) != 1 || p.Spec.InitContainers[0].Name != "podcopy" {
 		t.Fatalf("transform lost %+v", p)
 	}
 }
