@@ -214,6 +214,10 @@ func (t *followTick) record(fr follow.FileReport) string {
 	fr.Record(h.Metrics, labels...)
 	if fr.Dropped {
 		h.Metrics.FollowLag.DeleteLabelValues(labels...)
+		if fr.Err != nil { // the policy now denies it
+			t.log.Info("file dropped", "path", fr.Path, "reason", fr.Err.Error())
+			return fmt.Sprintf("%s: %v", fr.Path, fr.Err)
+		}
 		t.log.Info("file no longer matches; finished and dropped", "path", fr.Path)
 		return ""
 	}

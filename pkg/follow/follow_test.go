@@ -553,3 +553,32 @@ func TestFollowNeverReadsThroughSymlinkedDirectories(t *testing.T) {
 		})
 	}
 }
+
+// TestSetStopsWhenThePolicyDenies: a reloaded policy that denies a followed path stops the
+// follow at the next tick, before anything more is read (issue 11).
+func TestSetStopsWhenThePolicyDenies(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, flavours()[0])
+	denied := false
+	set := &Set{Paths: []string{f.path}, Source: f.source.(GlobSource), Sink: ExecSink{Exec: f.exec}, UID: "u",
+		Layout: testLayout(f.dst, "ns", "pod", "app"),
+		Allow: func(string) error {
+			if denied {
+				return errors.New("denied by policy.denyPaths")
+			}
+			return nil
+		}}
+	appendTo(t, f.path, "one\n")
+	if _, err := set.Tick(t.Context(), dstTarget); err != nil {
+		t.Fatal(err)
+	}
+	denied = true
+	appendTo(t, f.path, "two\n")
+	reports, _ := set.Tick(t.Context(), dstTarget)
+	if len(reports) != 1 || reports[0].Err == nil || !reports[0].Dropped || len(set.Followed()) != 0 {
+		t.Fatalf("reports %+v followed %v", reports, set.Followed())
+	}
+	if got := f.dest(t); got != "one\n" {
+		t.Fatalf("read after the policy denied it: %q", got)
+	}
+}

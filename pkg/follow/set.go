@@ -98,6 +98,16 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 	}
 	var out []FileReport
 	for _, p := range sortedKeys(current, s.files) {
+		if s.Allow != nil {
+			// Checked on every tick, so a reloaded policy stops a follow at once: nothing more
+			// is read from a path that became denied.
+			if err := s.Allow(p); err != nil {
+				delete(s.files, p)
+				delete(s.globs, p)
+				out = append(out, FileReport{Path: p, Err: fmt.Errorf("not followed: %w", err), Dropped: true})
+				continue
+			}
+		}
 		f := s.files[p]
 		if f == nil {
 			dest, state, err := s.Layout(p)
