@@ -22,9 +22,14 @@ deps: ## Install the Debian packages tests and the local cluster use (apt).
 	bash hack/cluster/build.sh --deps-only
 
 .PHONY: test
-test: ## Unit tests, then the end-to-end suite on a local cluster (builds it on first use).
+test: ## Lint, unit tests, then the end-to-end suite on a local cluster (builds it on first use).
+	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) e2e
+
+.PHONY: lint
+lint: deps chart-lint ## golangci-lint (.golangci.yml), shellcheck on every .sh (hack/ and the embedded scripts), helm lint.
+	bash hack/lint.sh
 
 .PHONY: unit
 unit: deps ## Unit tests only (no cluster).

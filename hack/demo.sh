@@ -4,6 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/cluster/lib.sh"
+# shellcheck source=/dev/null # written by cluster.sh up
 . "$STATE/env"
 export KUBECONFIG PATH="$BIN:$PATH"
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }

@@ -7,6 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/cluster/lib.sh"
 [ -f "$STATE/env" ] || die "no local cluster; run: make cluster-up"
+# shellcheck source=/dev/null # written by cluster.sh up
 . "$STATE/env"
 export KUBECONFIG PATH="$BIN:$PATH"
 mode=${1:-helm}

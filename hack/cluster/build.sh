@@ -15,6 +15,7 @@ install_debs() {
   command -v openssl >/dev/null || missing+=(openssl)
   [ -x /usr/bin/chromium ] || missing+=(chromium) # the web shell's browser test
   command -v mount >/dev/null || missing+=(mount)
+  command -v shellcheck >/dev/null || missing+=(shellcheck) # make lint
   if [ ${#missing[@]} -gt 0 ]; then
     log "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

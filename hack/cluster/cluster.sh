@@ -263,7 +263,7 @@ status() {
   for name in "${COMPONENTS[@]}"; do
     if alive "$name"; then echo "$name: running (pid $(cat "$(pidfile "$name")"))"; else echo "$name: stopped"; rc=1; fi
   done
-  [ -f "$STATE/env" ] && kubectl --kubeconfig "$STATE/admin.kubeconfig" get nodes 2>/dev/null || true
+  if [ -f "$STATE/env" ]; then kubectl --kubeconfig "$STATE/admin.kubeconfig" get nodes 2>/dev/null || true; fi
   return $rc
 }
 

@@ -1,5 +1,6 @@
 # Shared settings for the local cluster scripts. Sourced, not run.
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # the settings are used by the scripts that source this file
 KUBE_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 CONTAINERD_VERSION=v2.4.2

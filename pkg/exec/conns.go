@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	httpstreamspdy "k8s.io/apimachinery/pkg/util/httpstream/spdy"
+	httpstreamspdy "k8s.io/apimachinery/pkg/util/httpstream/spdy" //nolint:staticcheck // client-go 0.37's Upgrader still names this package's Connection type
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 )
