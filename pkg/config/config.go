@@ -108,7 +108,10 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("spoolDir", "")
 	v.SetDefault("kubeQPS", 50)
 	v.SetDefault("shell.enabled", false)
-	v.SetDefault("shell.listen", ":8080")
+	v.SetDefault("shell.listen", "127.0.0.1:8080")
+	v.SetDefault("shell.tlsCertFile", "")
+	v.SetDefault("shell.tlsKeyFile", "")
+	v.SetDefault("shell.allowPlainHTTP", false)
 	v.SetDefault("shell.allowedOrigins", []string{})
 	v.SetDefault("shell.maxSessions", 20)
 	v.SetDefault("shell.maxSessionsPerUser", 3)
@@ -207,6 +210,11 @@ func (o Options) Validate() error {
 	}
 	if o.Shell.Enabled && (o.Shell.MaxSessions < 1 || o.Shell.MaxSessionsPerUser < 1 || o.Shell.IdleTimeout <= 0 || o.Shell.Listen == "") {
 		errs = append(errs, errors.New("shell: listen, maxSessions, maxSessionsPerUser and idleTimeout must be set and positive"))
+	}
+	if o.Shell.Enabled {
+		if err := o.Shell.CheckTransport(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if o.KubeQPS <= 0 {
 		errs = append(errs, fmt.Errorf("kubeQPS must be positive, got %v", o.KubeQPS))

@@ -5,10 +5,12 @@ package shell
 
 import (
 	"context"
+	"crypto/tls"
 	"embed"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
@@ -45,7 +47,13 @@ var DefaultCommand = []string{"/bin/sh", "-c",
 
 // Config configures the shell server.
 type Config struct {
-	Listen             string        `mapstructure:"listen"`
+	Listen string `mapstructure:"listen"`
+	// TLSCertFile and TLSKeyFile, when set, serve HTTPS (a mounted Secret).
+	TLSCertFile string `mapstructure:"tlsCertFile"`
+	TLSKeyFile  string `mapstructure:"tlsKeyFile"`
+	// AllowPlainHTTP serves plain HTTP on a non-loopback address. Bearer tokens then cross
+	// the network in the clear; without it such a listener is refused at start.
+	AllowPlainHTTP     bool          `mapstructure:"allowPlainHTTP"`
 	AllowedOrigins     []string      `mapstructure:"allowedOrigins"`
 	MaxSessions        int           `mapstructure:"maxSessions"`
 	MaxSessionsPerUser int           `mapstructure:"maxSessionsPerUser"`
@@ -85,6 +93,8 @@ type Server struct {
 	perUser map[string]int
 	base    context.Context
 	wg      sync.WaitGroup
+	// failures counts failed sign-ins per remote address (rate limit before any upgrade).
+	failures failureLimiter
 }
 
 // Serve runs the server on l until ctx ends, then ends every session and waits for them.
@@ -119,12 +129,46 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 }
 
 // ListenAndServe listens on Config.Listen.
+// ListenAndServe serves HTTPS with the configured certificate, or plain HTTP on a loopback
+// address (reached with kubectl port-forward), or plain HTTP anywhere only when
+// AllowPlainHTTP says so: users sign in with bearer tokens.
 func (s *Server) ListenAndServe(ctx context.Context) error {
+	if err := s.Config.CheckTransport(); err != nil {
+		return err
+	}
 	l, err := net.Listen("tcp", s.Config.Listen)
 	if err != nil {
 		return err
 	}
+	if s.Config.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.Config.TLSCertFile, s.Config.TLSKeyFile)
+		if err != nil {
+			_ = l.Close()
+			return fmt.Errorf("shell TLS: %w", err)
+		}
+		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
 	return s.Serve(ctx, l)
+}
+
+// CheckTransport refuses a listener that would carry bearer tokens in the clear over a
+// network: plain HTTP on a non-loopback address without AllowPlainHTTP.
+func (c Config) CheckTransport() error {
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("shell: set both tlsCertFile and tlsKeyFile, or neither")
+	}
+	if c.TLSCertFile != "" || c.AllowPlainHTTP {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("shell.listen %q: %w", c.Listen, err)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("shell: refusing to serve bearer tokens over plain HTTP on %q; set shell.tlsCertFile and shell.tlsKeyFile "+
+		"(a Secret), or listen on 127.0.0.1 and reach it with kubectl port-forward, or set shell.allowPlainHTTP", c.Listen)
 }
 
 // Handler returns the HTTP routes.
@@ -192,30 +236,56 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	up := websocket.Upgrader{Subprotocols: []string{Subprotocol}, CheckOrigin: s.checkOrigin, ReadBufferSize: 32 << 10, WriteBufferSize: 32 << 10}
-	ws, err := up.Upgrade(w, r, nil)
-	if err != nil {
+	host := remoteHost(r)
+	if s.failures.limited(host, time.Now()) {
+		s.count("limited")
+		http.Error(w, "too many failed sign-ins from this address; wait a minute", http.StatusTooManyRequests)
 		return
 	}
-	ws.SetReadLimit(1 << 20)
-	c := &conn{ws: ws, activity: func() {}}
-
 	s.mu.Lock()
 	base := s.base
 	s.mu.Unlock()
 	if base == nil {
 		base = context.Background()
 	}
+	// The user is authenticated and authorized before the WebSocket is upgraded: a client
+	// without a valid token never holds a WebSocket, and its failures are rate-limited.
+	var refused *RefusedError
+	var user User
+	var target exec.Target
+	var command []string
+	err := base.Err()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		user, target, command, err = s.admit(ctx, r.URL.Query(), token)
+		cancel()
+		if errors.As(err, &refused) && refused.Code == CloseUnauthenticated {
+			s.failures.add(host, time.Now())
+			s.count("unauthenticated")
+			s.Log.Info("shell session refused", "reason", refused.Reason, "remote", r.RemoteAddr)
+			http.Error(w, refused.Reason, http.StatusUnauthorized)
+			return
+		}
+	}
+	up := websocket.Upgrader{Subprotocols: []string{Subprotocol}, CheckOrigin: s.checkOrigin, ReadBufferSize: 32 << 10, WriteBufferSize: 32 << 10}
+	ws, uerr := up.Upgrade(w, r, nil)
+	if uerr != nil {
+		if err == nil {
+			s.release(user.Name)
+		}
+		return
+	}
+	ws.SetReadLimit(1 << 20)
+	c := &conn{ws: ws, activity: func() {}}
 	if base.Err() != nil {
+		if err == nil {
+			s.release(user.Name)
+		}
 		c.close(CloseShutdown, errShutdown.Error())
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	user, target, command, err := s.admit(ctx, r.URL.Query(), token)
-	cancel()
-	var refused *RefusedError
 	if errors.As(err, &refused) {
-		s.count(map[int]string{CloseUnauthenticated: "unauthenticated", CloseForbidden: "forbidden", CloseTooMany: "limited",
+		s.count(map[int]string{CloseForbidden: "forbidden", CloseTooMany: "limited",
 			CloseBadRequest: "bad_request", CloseShutdown: "shutdown"}[refused.Code])
 		s.Log.Info("shell session refused", "user", user.Name, "reason", refused.Reason, "remote", r.RemoteAddr)
 		c.send(message{Type: "error", Message: refused.Reason})

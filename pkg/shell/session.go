@@ -94,9 +94,14 @@ type conn struct {
 	activity func()
 }
 
+// writeTimeout bounds one write to the browser: a client that stops reading ends its
+// session instead of pinning it (and the lock every writer shares, and shutdown).
+const writeTimeout = 10 * time.Second
+
 func (c *conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}

@@ -128,6 +128,27 @@ func (h *harness) dial(t *testing.T, token, query string, origin string) (*webso
 	return ws, err
 }
 
+// dialStatus tries a session and returns the HTTP status of a refused handshake (101 when
+// it was upgraded).
+func (h *harness) dialStatus(t *testing.T, token string) int {
+	t.Helper()
+	protos := []string{Subprotocol}
+	if token != "" {
+		protos = append(protos, tokenSubprefix+base64.RawURLEncoding.EncodeToString([]byte(token)))
+	}
+	u, _ := url.Parse(h.url)
+	d := websocket.Dialer{Subprotocols: protos, HandshakeTimeout: 5 * time.Second}
+	ws, resp, err := d.Dial(h.url, http.Header{"Origin": {"http://" + u.Host}})
+	if err == nil {
+		ws.Close()
+	}
+	if resp == nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // readUntilClose returns the close code and the last control message seen.
 func readUntilClose(ws *websocket.Conn) (int, string) {
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -196,8 +217,8 @@ func TestSessionsEndEveryWay(t *testing.T) {
 		{name: "shell exits", token: "token-a", query: "command=exit3", wantCode: CloseEnded, wantMsg: "exited with code 3"},
 		{name: "no shell", token: "token-a", query: "command=noshell", wantCode: CloseFailed, wantMsg: "has no shell"},
 		{name: "idle", token: "token-a", cfg: Config{MaxSessions: 1000, MaxSessionsPerUser: 1000, IdleTimeout: 20 * time.Millisecond}, wantCode: CloseIdle},
-		{name: "no token", wantCode: CloseUnauthenticated, wantMsg: "no token"},
-		{name: "bad token", token: "garbage", wantCode: CloseUnauthenticated, wantMsg: "authentication failed"},
+		{name: "no token", wantCode: http.StatusUnauthorized},
+		{name: "bad token", token: "garbage", wantCode: http.StatusUnauthorized},
 		{name: "forbidden", token: "token-mallory", wantCode: CloseForbidden, wantMsg: "may not create pods/exec on podcopy/analysis-0"},
 		{name: "bad pod name", token: "token-a", query: "namespace=x&pod=..%2Fetc", wantCode: CloseBadRequest},
 	}
@@ -205,8 +226,21 @@ func TestSessionsEndEveryWay(t *testing.T) {
 		t.Run(e.name, func(t *testing.T) {
 			h := newHarness(t, e.cfg)
 			var wg sync.WaitGroup
+			var unauthorized, limited atomic.Int64
 			for i := range 60 {
 				wg.Go(func() {
+					if e.wantCode == http.StatusUnauthorized {
+						// Refused before any upgrade; past 10 failures a minute, 429.
+						switch code := h.dialStatus(t, e.token); code {
+						case http.StatusUnauthorized:
+							unauthorized.Add(1)
+						case http.StatusTooManyRequests:
+							limited.Add(1)
+						default:
+							t.Errorf("session %d: HTTP %d, want 401 or 429", i, code)
+						}
+						return
+					}
 					ws, err := h.dial(t, e.token, e.query, e.origin)
 					if err != nil {
 						t.Errorf("session %d: %v", i, err)
@@ -226,6 +260,9 @@ func TestSessionsEndEveryWay(t *testing.T) {
 				})
 			}
 			wg.Wait()
+			if e.wantCode == http.StatusUnauthorized && (unauthorized.Load() < maxFailures || limited.Load() == 0) {
+				t.Errorf("%d refused with 401, %d with 429", unauthorized.Load(), limited.Load())
+			}
 			waitZero(t, h.srv.Metrics.Sessions)
 			h.stop()
 		})
@@ -319,5 +356,44 @@ func TestSizeQueue(t *testing.T) {
 	close(done)
 	if s := q.Next(); s != nil {
 		t.Fatalf("Next after the session ended = %+v, want nil", s)
+	}
+}
+
+func TestCheckTransport(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cfg Config
+		ok  bool
+	}{
+		{Config{Listen: "127.0.0.1:8080"}, true},
+		{Config{Listen: "localhost:8080"}, true},
+		{Config{Listen: "[::1]:8080"}, true},
+		{Config{Listen: ":8080"}, false},
+		{Config{Listen: "0.0.0.0:8080"}, false},
+		{Config{Listen: ":8080", AllowPlainHTTP: true}, true},
+		{Config{Listen: ":8080", TLSCertFile: "c", TLSKeyFile: "k"}, true},
+		{Config{Listen: ":8080", TLSCertFile: "c"}, false},
+	} {
+		if err := tc.cfg.CheckTransport(); (err == nil) != tc.ok {
+			t.Errorf("%+v: %v, want ok=%v", tc.cfg, err, tc.ok)
+		}
+	}
+}
+
+func TestFailureLimiter(t *testing.T) {
+	t.Parallel()
+	var f failureLimiter
+	now := time.Unix(1000, 0)
+	for i := range maxFailures {
+		if f.limited("10.0.0.1", now) {
+			t.Fatalf("limited after %d failures", i)
+		}
+		f.add("10.0.0.1", now)
+	}
+	if !f.limited("10.0.0.1", now) || f.limited("10.0.0.2", now) {
+		t.Fatal("limit not per address")
+	}
+	if f.limited("10.0.0.1", now.Add(failureWindow+time.Second)) {
+		t.Fatal("failures did not age out")
 	}
 }

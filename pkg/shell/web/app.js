@@ -49,8 +49,9 @@ $("connect").addEventListener("submit", async (ev) => {
   status("connecting to " + $("namespace").value + "/" + $("pod").value + " ...");
   ws = new WebSocket(url, ["podcopy.shell.v1", "base64url.bearer.authorization.k8s.io." + b64url(token)]);
   ws.binaryType = "arraybuffer";
-  let ended = "";
+  let ended = "", opened = false;
   ws.onopen = () => {
+    opened = true;
     status("connected to " + $("namespace").value + "/" + $("pod").value + ($("container").value ? " (" + $("container").value + ")" : ""));
     $("close").disabled = false;
     fit.fit(); sendSize(); term.focus();
@@ -66,7 +67,8 @@ $("connect").addEventListener("submit", async (ev) => {
   };
   ws.onclose = (e) => {
     $("close").disabled = true;
-    const why = ended || e.reason || "connection closed (code " + e.code + ")";
+    // A refused sign-in never upgrades (HTTP 401, or 429 after repeated failures).
+    const why = ended || e.reason || (opened ? "connection closed (code " + e.code + ")" : "sign-in refused: check the token (or wait a minute after repeated failures)");
     status("session ended: " + why, e.code !== 1000);
     term.write("\r\n\x1b[2m[session ended: " + why + "]\x1b[0m\r\n");
     ws = null;
