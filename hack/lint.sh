@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make lint: golangci-lint (built once from the Go module proxy, cached by version),
-# shellcheck on every shell script (hack/ and the scripts embedded in the agent), helm lint.
+# then shellcheck on every shell script (hack/ and the scripts embedded in the agent); helm lint runs in chart-lint.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/cluster/lib.sh"
