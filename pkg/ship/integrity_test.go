@@ -3,8 +3,10 @@ package ship
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +172,24 @@ func TestRunReportsTheAnalysisPodsReason(t *testing.T) {
 	}
 	if _, err := os.Stat(f.collected(j)); !os.IsNotExist(err) {
 		t.Fatal("published")
+	}
+}
+
+// TestRunBoundsEntriesOfEveryKind: a source that sends only skipped entries (symlinks here)
+// still hits a limit: the manifest cannot grow without bound (issue 11).
+func TestRunBoundsEntriesOfEveryKind(t *testing.T) {
+	t.Parallel()
+	var entries []entry
+	for i := range 50 {
+		entries = append(entries, entry{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "./var/log/app/l" + strconv.Itoa(i), Linkname: "/etc"}})
+	}
+	f := newFixture(t, "gnu")
+	f.shipper.Exec = exectest.Route{Source: craftedSource(buildTar(t, entries), nil), Other: f.local, SourcePod: "src"}
+	j := f.job("/var/log/app")
+	j.Limits = Limits{MaxFiles: 10}
+	_, err := f.shipper.Run(t.Context(), j)
+	var le *LimitError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), "more than 40 entries") {
+		t.Fatalf("err = %v", err)
 	}
 }

@@ -143,6 +143,9 @@ func (e *endTracker) Read(p []byte) (int, error) {
 
 func (e *endTracker) complete() bool { return e.zeros >= 1024 }
 
+// entriesPerFile bounds the source archive's entries of any kind: this many per maxFiles.
+const entriesPerFile = 4
+
 // writer holds the state of one destination stream.
 type writer struct {
 	tw   *tar.Writer
@@ -152,6 +155,9 @@ type writer struct {
 	buf  *[]byte
 	san  *Sanitizer
 	seen map[string]bool
+	// entries counts every entry of the source archive (files, directories, skipped), so
+	// the manifest and the destination tree stay bounded even when few are files.
+	entries int
 	// written holds each file written (its manifest entry), so that a name seen twice is
 	// written once and a hard link to it is written as a link with the same hash. It is
 	// bounded by policy.maxFiles.
@@ -197,6 +203,11 @@ func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader, ender *endTrac
 			return readError(err)
 		}
 		ender.header()
+		w.entries++
+		if lim := w.job.Limits.MaxFiles; lim > 0 && w.entries > entriesPerFile*lim {
+			return &LimitError{Reason: fmt.Sprintf("the source archive holds more than %d entries (%d × policy.maxFiles=%d: directories, links and other skipped entries count too) at %s; narrow the paths or raise the limit",
+				entriesPerFile*lim, entriesPerFile, lim, hdr.Name)}
+		}
 		v := w.san.Check(hdr)
 		if v.Rel != "" {
 			if p := Covers(pruned, v.Rel); p != "" {
