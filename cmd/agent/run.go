@@ -17,6 +17,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -83,7 +85,20 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	}
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "podcopy-agent", Host: node})
 
-	chooser := destination.Chooser{Client: client, Config: opts.Destination}
+	// The analysis pods come from an informer's cache (listers, not a LIST per collection).
+	dstFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithNamespace(opts.Destination.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = opts.Destination.Selector }),
+		informers.WithTransform(watch.Transform))
+	dstLister := dstFactory.Core().V1().Pods().Lister().Pods(opts.Destination.Namespace)
+	dstFactory.Start(ctx.Done())
+	defer dstFactory.Shutdown()
+	for typ, ok := range dstFactory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("the cache of %v in %s did not sync", typ, opts.Destination.Namespace)
+		}
+	}
+	chooser := destination.Chooser{Client: client, Config: opts.Destination, Lister: dstLister}
 	executor := exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport)
 	handler := &collect.Handler{
 		Runner:   &ship.Shipper{Exec: executor, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout},

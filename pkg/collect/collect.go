@@ -37,9 +37,6 @@ const (
 	ReasonRejected  = "RequestRejected"
 )
 
-// ErrShutdown is the cause a collection is cancelled with when the agent's grace period ends.
-var ErrShutdown = errors.New("agent shutting down: the collection was interrupted after the shutdown grace period; change podcopy/trigger to run it again")
-
 // errPodDeleted is the cause a collection is cancelled with when its pod goes away.
 var errPodDeleted = errors.New("source pod was deleted during the collection")
 
@@ -93,6 +90,9 @@ type Handler struct {
 type RetryError struct{ Reason string }
 
 func (e *RetryError) Error() string { return e.Reason }
+
+// Temporary tells the controller this is a wait, not a failure (it logs it quietly).
+func (e *RetryError) Temporary() bool { return true }
 
 // Sync handles the request on pod, if any. A *RetryError means "try again later".
 func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
@@ -247,7 +247,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		select {
 		case <-ctx.Done():
 			return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Attempt: attempt,
-				CompletionTime: h.now().UTC().Format(time.RFC3339), Message: ErrShutdown.Error()})
+				CompletionTime: h.now().UTC().Format(time.RFC3339), Message: context.Cause(ctx).Error()})
 		case <-time.After(wait):
 		}
 		if d, cerr := h.Chooser.Choose(ctx, req.Destination); cerr == nil {
@@ -306,8 +306,8 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 			return status.Status{}, nil
 		}
 		msg := err.Error()
-		if errors.Is(cause, ErrShutdown) {
-			msg, err = ErrShutdown.Error(), ErrShutdown
+		if cause != nil { // cancelled from above (the controller's shutdown): its cause says why
+			msg, err = cause.Error(), cause
 		}
 		st.Phase, st.Message = status.Failed, msg
 		h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonFailed, fmt.Sprintf("collection %s (attempt %d) failed: %s", job.Header.Collection, attempt, msg))

@@ -253,11 +253,13 @@ func TestSyncShutdownRecordsReason(t *testing.T) {
 	br := blockingRunner{started: make(chan struct{})}
 	e.h.Runner = br
 	ctx, cancel := context.WithCancelCause(t.Context())
-	go func() { <-br.started; cancel(ErrShutdown) }()
+	go func() { <-br.started; cancel(errShutdownForTest) }()
 	if err := e.h.Sync(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	if st := e.status(t); st.Phase != status.Failed || st.Message != ErrShutdown.Error() {
+	if st := e.status(t); st.Phase != status.Failed || st.Message != errShutdownForTest.Error() {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+var errShutdownForTest = errors.New("agent shutting down: the collection was interrupted after the shutdown grace period")

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/pathname"
@@ -64,6 +65,33 @@ func (e *InvalidError) Error() string { return e.Reason }
 type Chooser struct {
 	Client kubernetes.Interface
 	Config Config
+	// Lister, when set, reads the analysis pods from an informer's cache (built in main)
+	// instead of asking the API server on every collection and follow tick.
+	Lister listersv1.PodNamespaceLister
+}
+
+// pods returns the analysis pods matching the selector, sorted by name.
+func (c Chooser) pods(ctx context.Context) ([]*corev1.Pod, error) {
+	sel, err := labels.Parse(c.Config.Selector)
+	if err != nil {
+		return nil, err
+	}
+	var pods []*corev1.Pod
+	if c.Lister != nil {
+		if pods, err = c.Lister.List(sel); err != nil {
+			return nil, fmt.Errorf("listing analysis pods in %s: %w", c.Config.Namespace, err)
+		}
+	} else {
+		list, err := c.Client.CoreV1().Pods(c.Config.Namespace).List(ctx, metav1.ListOptions{LabelSelector: c.Config.Selector})
+		if err != nil {
+			return nil, fmt.Errorf("listing analysis pods in %s: %w", c.Config.Namespace, err)
+		}
+		for i := range list.Items {
+			pods = append(pods, &list.Items[i])
+		}
+	}
+	slices.SortFunc(pods, func(a, b *corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
+	return pods, nil
 }
 
 // Choose returns the destination container. With requested == "", it is the Ready matching
@@ -75,23 +103,21 @@ func (c Chooser) Choose(ctx context.Context, requested string) (exec.Target, err
 		}
 		return c.named(ctx)
 	}
-	list, err := c.Client.CoreV1().Pods(c.Config.Namespace).List(ctx, metav1.ListOptions{LabelSelector: c.Config.Selector})
+	pods, err := c.pods(ctx)
 	if err != nil {
-		return exec.Target{}, fmt.Errorf("listing analysis pods in %s: %w", c.Config.Namespace, err)
+		return exec.Target{}, err
 	}
-	pods := list.Items
-	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	if requested != "" {
-		i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Name == requested })
+		i := slices.IndexFunc(pods, func(p *corev1.Pod) bool { return p.Name == requested })
 		if i < 0 {
 			return exec.Target{}, &InvalidError{Reason: fmt.Sprintf("podcopy/destination %q is not an analysis pod: no pod of that name in namespace %s matches selector %q",
 				requested, c.Config.Namespace, c.Config.Selector)}
 		}
 		pods = pods[i : i+1]
 	}
-	for i := range pods {
-		if Ready(&pods[i]) {
-			return c.target(&pods[i])
+	for _, p := range pods {
+		if Ready(p) {
+			return c.target(p)
 		}
 	}
 	return exec.Target{}, &NotReadyError{Reason: fmt.Sprintf("no Ready analysis pod in namespace %s matches selector %q (found %d); waiting",
@@ -100,7 +126,13 @@ func (c Chooser) Choose(ctx context.Context, requested string) (exec.Target, err
 
 // named returns destination.pod if it matches the selector and is Ready.
 func (c Chooser) named(ctx context.Context) (exec.Target, error) {
-	p, err := c.Client.CoreV1().Pods(c.Config.Namespace).Get(ctx, c.Config.Pod, metav1.GetOptions{})
+	var p *corev1.Pod
+	var err error
+	if c.Lister != nil {
+		p, err = c.Lister.Get(c.Config.Pod)
+	} else {
+		p, err = c.Client.CoreV1().Pods(c.Config.Namespace).Get(ctx, c.Config.Pod, metav1.GetOptions{})
+	}
 	if err != nil {
 		return exec.Target{}, &NotReadyError{Reason: fmt.Sprintf("analysis pod %s/%s: %v; waiting", c.Config.Namespace, c.Config.Pod, err)}
 	}
@@ -149,14 +181,14 @@ func (c Chooser) All(ctx context.Context) ([]exec.Target, error) {
 		}
 		return []exec.Target{t}, nil
 	}
-	list, err := c.Client.CoreV1().Pods(c.Config.Namespace).List(ctx, metav1.ListOptions{LabelSelector: c.Config.Selector})
+	pods, err := c.pods(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("listing analysis pods in %s: %w", c.Config.Namespace, err)
+		return nil, err
 	}
 	var out []exec.Target
-	for i := range list.Items {
-		if Ready(&list.Items[i]) {
-			if t, err := c.target(&list.Items[i]); err == nil {
+	for _, p := range pods {
+		if Ready(p) {
+			if t, err := c.target(p); err == nil {
 				out = append(out, t)
 			}
 		}

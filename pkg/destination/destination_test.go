@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
 func analysisPod(name string, ready bool, labels map[string]string) *corev1.Pod {
@@ -99,5 +101,34 @@ func TestChooseNamedPod(t *testing.T) {
 	var notReady *NotReadyError
 	if _, err := c.Choose(t.Context(), ""); !errors.As(err, &notReady) {
 		t.Fatalf("missing pod: %v", err)
+	}
+}
+
+// TestChooseFromLister: with a lister (the informer cache main builds), the chooser reads
+// no pods from the API server.
+func TestChooseFromLister(t *testing.T) {
+	t.Parallel()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	for _, name := range []string{"analysis-1", "analysis-0"} {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "podcopy", Name: name, Labels: map[string]string{"app.kubernetes.io/component": "analysis"}},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "store"}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+		if err := idx.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := fake.NewClientset()
+	c := Chooser{Client: client, Lister: listersv1.NewPodLister(idx).Pods("podcopy"),
+		Config: Config{Namespace: "podcopy", Selector: "app.kubernetes.io/component=analysis", Dir: "/collect"}}
+	got, err := c.Choose(t.Context(), "")
+	if err != nil || got.Pod != "analysis-0" || got.Container != "store" {
+		t.Fatalf("%+v %v", got, err)
+	}
+	all, err := c.All(t.Context())
+	if err != nil || len(all) != 2 {
+		t.Fatalf("%+v %v", all, err)
+	}
+	if n := len(client.Actions()); n != 0 {
+		t.Fatalf("%d API calls, want none", n)
 	}
 }

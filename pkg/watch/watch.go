@@ -22,12 +22,16 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/podcopy/podcopy/pkg/collect"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 
-// Syncer handles one pod (collect.Handler in production).
+// ErrShutdown is the cause syncs still running are cancelled with when the shutdown grace
+// period ends.
+var ErrShutdown = errors.New("agent shutting down: the collection was interrupted after the shutdown grace period; change podcopy/trigger to run it again")
+
+// Syncer handles one pod (collect.Handler in production). An error is retried with the
+// queue's rate limit; one with Temporary() true is a wait, logged quietly.
 type Syncer interface {
 	Sync(ctx context.Context, pod *corev1.Pod) error
 	Forget(uid types.UID)
@@ -209,7 +213,7 @@ func (c *Controller) Ready() bool { return c.ready.Load() }
 
 // Run starts informers and workers and blocks until ctx is done and the workers have
 // drained: in-flight collections get opts.Grace to finish, then are cancelled with
-// collect.ErrShutdown. Queued requests that did not start are left for the next agent.
+// ErrShutdown. Queued requests that did not start are left for the next agent.
 func (c *Controller) Run(ctx context.Context) error {
 	log := logr.FromContextOrDiscard(ctx)
 	stop := make(chan struct{})
@@ -250,7 +254,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	case <-done:
 	case <-time.After(c.opts.Grace):
 		log.Info("shutdown grace period over; interrupting collections", "grace", c.opts.Grace)
-		cancelWork(collect.ErrShutdown)
+		cancelWork(ErrShutdown)
 		<-done
 	}
 	return nil
@@ -273,10 +277,10 @@ func (c *Controller) next(stopCtx, workCtx context.Context) bool {
 		return true
 	}
 	err = c.syncer.Sync(workCtx, pod.DeepCopy())
-	var retry *collect.RetryError
+	var wait interface{ Temporary() bool }
 	switch {
-	case errors.As(err, &retry):
-		log.V(1).Info("will retry", "reason", retry.Reason)
+	case errors.As(err, &wait) && wait.Temporary():
+		log.V(1).Info("will retry", "reason", err.Error())
 		c.queue.AddRateLimited(key)
 	case err != nil:
 		log.Error(err, "sync failed; will retry")

@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/podcopy/podcopy/pkg/collect"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 
@@ -146,7 +145,7 @@ func TestControllerShutdownGrace(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if len(s.causes) != 1 || !errors.Is(s.causes[0], collect.ErrShutdown) {
+	if len(s.causes) != 1 || !errors.Is(s.causes[0], ErrShutdown) {
 		t.Fatalf("in-flight sync ended with %v, want ErrShutdown after the grace period", s.causes)
 	}
 }
