@@ -44,7 +44,9 @@ func TestFaults(t *testing.T) {
 		{"kube-apiserver killed/large file", "big", "/var/log/big.bin", restart("kube-apiserver")},
 		{"kube-apiserver killed/many small files", "small", "/var/log/many", restart("kube-apiserver")},
 		{"kubelet killed/large file", "big", "/var/log/big.bin", restart("kubelet")},
+		{"kubelet killed/many small files", "small", "/var/log/many", restart("kubelet")},
 		{"containerd killed/large file", "big", "/var/log/big.bin", restart("containerd")},
+		{"containerd killed/many small files", "small", "/var/log/many", restart("containerd")},
 		{"analysis pod deleted/large file", "big", "/var/log/big.bin", deleteAnalysisPod},
 	}
 	summary := map[string]int{}
@@ -76,6 +78,52 @@ func TestFaults(t *testing.T) {
 		t.Fatalf("the agent restarted: %s (%d restarts) -> %s (%d restarts)", agentBefore.Name, restarts(agentBefore), after.Name, restarts(after))
 	}
 	t.Logf("faults injected: %d; terminal: %v; stuck: 0; half-written collections: 0", len(faults), summary)
+}
+
+// TestFollowFaults: a follow keeps no gap and no duplicate across a kube-apiserver and a
+// kubelet killed mid-way (not parallel, like TestFaults).
+func TestFollowFaults(t *testing.T) {
+	for _, component := range []string{"kube-apiserver", "kubelet"} {
+		t.Run(component, func(t *testing.T) {
+			ns := namespace(t)
+			sourcePod(t, ns, "writer", imageBusybox, writerScript)
+			annotate(t, ns, "writer", map[string]string{"podcopy/collect": "/var/log/app/app.log", "podcopy/mode": "follow", "podcopy/interval": "5s"})
+			followScenario{
+				src: exec.Target{Namespace: ns, Pod: "writer", Container: "app"}, interval: 5 * time.Second,
+				dest: fmt.Sprintf("/collect/%s/writer/follow/app/var/log/app/app.log", ns),
+				disrupt: func(t *testing.T) {
+					restart(component)(t)
+					waitClusterReady(t)
+				},
+			}.run(t)
+		})
+	}
+}
+
+// TestAgentDeletedMidCollection: the agent pod is deleted during a large collection; the
+// DaemonSet's next agent finds the Running status no live collection backs and runs the next
+// attempt to a terminal status, with a complete collection or nothing.
+func TestAgentDeletedMidCollection(t *testing.T) {
+	ns := namespace(t)
+	sourcePod(t, ns, "big", imageBusybox, "mkdir -p /var/log && head -c 419430400 /dev/urandom > /var/log/big.bin")
+	annotate(t, ns, "big", map[string]string{"podcopy/collect": "/var/log/big.bin"})
+	waitFor(t, time.Minute, "the collection to be Running", func(ctx context.Context) (bool, error) {
+		s, ok := getStatus(t, ns, "big")
+		return ok && s.Phase == status.Running, nil
+	})
+	time.Sleep(700 * time.Millisecond)
+	old := agentPod(t)
+	zero := int64(0)
+	if err := client.CoreV1().Pods("podcopy").Delete(t.Context(), old.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	injected := time.Now()
+	st := waitFinalWithin(t, ns, "big", "", terminalBound)
+	t.Logf("terminal %.1fs after the agent was deleted: %s, attempt %d: %s", time.Since(injected).Seconds(), st.Phase, st.Attempt, st.Message)
+	if st.Phase != status.Succeeded || st.Attempt < 2 {
+		t.Fatalf("status %+v", st)
+	}
+	checkCompleteOrAbsent(t, ns, "big", st)
 }
 
 // TestFullDisk: the analysis pod's disk fills up; the reason is tar's own error, it is not
