@@ -218,6 +218,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		// stopped mid-way. Its staging directory is swept; this is the next attempt.
 		attempt = max(prev.Attempt, 1) + 1
 		log.Info("resolving a Running status that no live collection backs", "collection", prev.Collection, "attempt", attempt)
+		h.discardStaging(ctx, log, pod, dst, prev.Collection)
 		if attempt > h.Settings.attempts() {
 			return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Collection: prev.Collection,
 				Destination: prev.Destination, StartTime: prev.StartTime, Attempt: prev.Attempt,
@@ -253,6 +254,27 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		if d, cerr := h.Chooser.Choose(ctx, req.Destination); cerr == nil {
 			dst = d
 		}
+	}
+}
+
+// discardStaging removes the staging directory a previous agent's interrupted collection id
+// left in the analysis pod (the sweep would, after destination.staleAfter).
+func (h *Handler) discardStaging(ctx context.Context, log logr.Logger, pod *corev1.Pod, dst exec.Target, id string) {
+	if h.Exec == nil || id == "" {
+		return
+	}
+	l, err := layout.New(h.Settings.Dir, pod.Namespace, pod.Name)
+	if err != nil {
+		return
+	}
+	staging, err := l.Staging(id)
+	if err != nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := h.Exec.Exec(cctx, exec.Request{Target: dst, Command: ship.CleanupCommand(staging)}); err != nil {
+		log.Error(err, "removing the interrupted collection's staging directory; the sweep will", "path", staging)
 	}
 }
 
