@@ -28,11 +28,15 @@ test: ## Lint, unit tests, then the end-to-end suite on a local cluster (builds 
 	$(MAKE) e2e
 
 .PHONY: lint
-lint: deps chart-lint ## golangci-lint (.golangci.yml), shellcheck on every .sh (hack/ and the embedded scripts), helm lint.
+lint: unit-deps chart-lint ## golangci-lint (.golangci.yml), shellcheck on every .sh (hack/ and the embedded scripts), helm lint.
 	bash hack/lint.sh
 
+.PHONY: unit-deps
+unit-deps: ## Install only what unit tests and lint use (busybox-static, shellcheck).
+	bash hack/cluster/build.sh --unit-deps-only
+
 .PHONY: unit
-unit: deps ## Unit tests only (no cluster).
+unit: unit-deps ## Unit tests only (no cluster).
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 

@@ -5,17 +5,21 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
+# install_debs [--unit]: the packages the cluster and e2e use; with --unit only those plain
+# unit tests and lint use (busybox for the second tar flavour, shellcheck).
 install_debs() {
   local missing=()
-  command -v runc >/dev/null || missing+=(runc)
-  [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
-  command -v buildah >/dev/null || missing+=(buildah)
   dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
-  command -v iptables >/dev/null || missing+=(iptables)
-  command -v openssl >/dev/null || missing+=(openssl)
-  [ -x /usr/bin/chromium ] || missing+=(chromium) # the web shell's browser test
-  command -v mount >/dev/null || missing+=(mount)
   command -v shellcheck >/dev/null || missing+=(shellcheck) # make lint
+  if [ "${1:-}" != --unit ]; then
+    command -v runc >/dev/null || missing+=(runc)
+    [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+    command -v buildah >/dev/null || missing+=(buildah)
+    command -v iptables >/dev/null || missing+=(iptables)
+    command -v openssl >/dev/null || missing+=(openssl)
+    [ -x /usr/bin/chromium ] || missing+=(chromium) # the web shell's browser test
+    command -v mount >/dev/null || missing+=(mount)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     log "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -39,6 +43,7 @@ build_mod() {
 }
 
 main() {
+  if [ "${1:-}" = --unit-deps-only ]; then install_debs --unit; return 0; fi
   install_debs
   [ "${1:-}" = --deps-only ] && return 0
   mkdir -p "$BIN"

@@ -97,18 +97,18 @@ func (e *RetryError) Temporary() bool { return true }
 // Sync handles the request on pod, if any. A *RetryError means "try again later".
 func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	if pod.DeletionTimestamp != nil {
-		h.stopFollow(pod.UID, "", true, true) // the pod is terminating: ship what it has left
+		h.drainFollow(pod.UID)
 		return nil
 	}
 	if !request.HasRequest(pod) {
-		h.stopFollow(pod.UID, "podcopy/collect was removed", false, true)
+		h.endFollow(pod.UID, "podcopy/collect was removed")
 		return nil
 	}
 	log := logr.FromContextOrDiscard(ctx).WithValues("pod", pod.Namespace+"/"+pod.Name)
 	st, _ := status.Get(pod)
 	req, err := request.Parse(pod, h.Settings.Policy())
 	if err != nil {
-		h.stopFollow(pod.UID, "the request changed", false, true)
+		h.endFollow(pod.UID, "the request changed")
 		id := request.RawID(pod)
 		if st.Done(id) || h.finished(pod.UID, id) {
 			return nil
@@ -120,7 +120,7 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	if req.Mode == request.ModeFollow {
 		return h.syncFollow(ctx, log, pod, req, st)
 	}
-	h.stopFollow(pod.UID, "podcopy/mode changed", false, true)
+	h.endFollow(pod.UID, "podcopy/mode changed")
 	if st.Done(id) || h.finished(pod.UID, id) || h.finalPending(pod.UID) {
 		return nil
 	}
@@ -199,7 +199,7 @@ func (h *Handler) Forget(uid types.UID) {
 		cancel(errPodDeleted)
 	}
 	h.mu.Unlock()
-	h.stopFollow(uid, "", false, false) // from the informer: do not wait for a tick
+	h.abandonFollow(uid) // from the informer: do not wait for a tick
 }
 
 func (h *Handler) reject(ctx context.Context, pod *corev1.Pod, id, msg string) error {

@@ -46,7 +46,7 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 	if h.followingID(pod.UID) == id {
 		return nil
 	}
-	h.stopFollow(pod.UID, "the request changed", false, true)
+	h.endFollow(pod.UID, "the request changed")
 	if wait := notReady(pod, req.Container); wait != "" {
 		return h.pending(ctx, pod, st, id, wait)
 	}
@@ -80,10 +80,31 @@ func (h *Handler) followingID(uid types.UID) string {
 	return ""
 }
 
-// stopFollow stops the pod's follow loop, if any, after its current tick, and with wait
-// waits for it. With final, it ships once more first. A non-empty why is written to the
-// status.
-func (h *Handler) stopFollow(uid types.UID, why string, final, wait bool) {
+// How a follow loop ends. Each transition names what happens to the last tick and the
+// status; stopFollow is their one implementation.
+type followEnd struct {
+	why   string // written to the status as the reason it ended ("" writes nothing)
+	final bool   // ship once more first
+	wait  bool   // wait for the loop to end
+}
+
+// endFollow: the request changed or was removed; the status says why (Succeeded).
+func (h *Handler) endFollow(uid types.UID, why string) {
+	h.stopFollow(uid, followEnd{why: why, wait: true})
+}
+
+// drainFollow: the pod is terminating; ship what it has left, then stop.
+func (h *Handler) drainFollow(uid types.UID) {
+	h.stopFollow(uid, followEnd{final: true, wait: true})
+}
+
+// abandonFollow: the pod is gone, or the agent is stopping (the next agent resumes from the
+// checkpoints); no status, no waiting for a tick.
+func (h *Handler) abandonFollow(uid types.UID) {
+	h.stopFollow(uid, followEnd{})
+}
+
+func (h *Handler) stopFollow(uid types.UID, end followEnd) {
 	h.mu.Lock()
 	f := h.follows[uid]
 	delete(h.follows, uid)
@@ -91,9 +112,9 @@ func (h *Handler) stopFollow(uid types.UID, why string, final, wait bool) {
 	if f == nil {
 		return
 	}
-	f.final, f.why = final, why
+	f.final, f.why = end.final, end.why
 	close(f.stop)
-	if wait {
+	if end.wait {
 		<-f.done
 	}
 }
@@ -109,7 +130,7 @@ func (h *Handler) StopFollowing() {
 	}
 	h.mu.Unlock()
 	for _, uid := range uids {
-		h.stopFollow(uid, "", false, false)
+		h.abandonFollow(uid)
 	}
 	h.loops.Wait()
 }
