@@ -2,6 +2,7 @@ package ship
 
 import (
 	"archive/tar"
+	"bufio"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -32,7 +33,10 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 		}
 		in = gz
 	}
-	out := &countingWriter{w: dst}
+	// Headers and small files are coalesced into large writes: each write to the exec stream
+	// is a frame through the API server, kubelet and runtime (issue 16: 10,000 small files).
+	bw := bufio.NewWriterSize(dst, destinationBuffer)
+	out := &countingWriter{w: bw}
 	tw := tar.NewWriter(out)
 	w := &writer{tw: tw, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: map[string]manifest.File{}}
 	defer bufPool.Put(w.buf)
@@ -94,6 +98,9 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 			return res, err
 		}
 	}
+	if err := bw.Flush(); err != nil {
+		return res, err
+	}
 	res.Totals = mb.Totals()
 	return res, nil
 }
@@ -108,6 +115,9 @@ func readError(err error) error {
 	}
 	return fmt.Errorf("reading source tar stream: %w", err)
 }
+
+// destinationBuffer is the size of the writes to the destination's exec stream.
+const destinationBuffer = 256 << 10
 
 // errTruncated is a source stream that stopped at an entry boundary without tar's
 // end-of-archive marker: Go's tar reader reports that as a clean EOF.
