@@ -149,12 +149,13 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 		return
 	}
 	set := &follow.Set{
-		Paths:  req.Paths,
-		Source: h.followSource(pod, req),
-		Sink:   follow.ExecSink{Exec: h.Exec},
-		UID:    string(pod.UID),
-		Layout: func(p string) (string, string, error) { return dest.FollowFile(req.Container, p) },
-		Allow:  func(p string) error { return h.Settings.Policy().Check(p) },
+		Paths:      req.Paths,
+		Source:     h.followSource(pod, req),
+		Sink:       follow.ExecSink{Exec: h.Exec},
+		UID:        string(pod.UID),
+		Layout:     func(p string) (string, string, error) { return dest.FollowFile(req.Container, p) },
+		Allow:      func(p string) error { return h.Settings.Policy().Check(p) },
+		MaxSegment: h.Settings.Limits().MaxBytes, // a large backlog ships over several ticks
 	}
 	t := &followTick{h: h, log: log, pod: pod, req: req, set: set, dir: dir,
 		last: status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339)}}

@@ -22,6 +22,9 @@ type File struct {
 	UID  string
 	// Dest and State are the destination file and its checkpoint (see Paths).
 	Dest, State string
+	// MaxSegment bounds the bytes one segment ships (0: no bound), so a large backlog is
+	// shipped over several ticks instead of in one unbounded stream (policy.maxBytes).
+	MaxSegment int64
 
 	cp       Checkpoint
 	dst      exec.Target // where cp was read from; a new destination is probed again
@@ -108,9 +111,16 @@ func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first 
 		if _, err := br.Peek(1); errors.Is(err, io.EOF) {
 			return nil // nothing new
 		}
-		sent := &countingReader{r: br}
+		var body io.Reader = br
+		if f.MaxSegment > 0 {
+			body = io.LimitReader(br, f.MaxSegment)
+		}
+		sent := &countingReader{r: body}
 		n, err := f.Sink.Append(ctx, dst, f.Dest, f.State, f.cp, sent)
 		short = err == nil && n < sent.n
+		if err == nil && f.MaxSegment > 0 && sent.n == f.MaxSegment {
+			err = ErrSegmentFull // the rest waits for the next segment or tick
+		}
 		f.cp.Offset += n
 		f.destSize += n
 		rep.Shipped += n
@@ -118,8 +128,15 @@ func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first 
 		f.lastSize = max(f.lastSize, f.cp.Offset)
 		return err
 	})
+	if errors.Is(err, ErrSegmentFull) {
+		return seg, short, nil
+	}
 	return seg, short, err
 }
+
+// ErrSegmentFull stops a source once a segment has shipped MaxSegment bytes; it is not a
+// failure (Source implementations end the read early and return it).
+var ErrSegmentFull = errors.New("follow: segment bound reached")
 
 type countingReader struct {
 	r io.Reader

@@ -582,3 +582,25 @@ func TestSetStopsWhenThePolicyDenies(t *testing.T) {
 		t.Fatalf("read after the policy denied it: %q", got)
 	}
 }
+
+// TestFileShipsABacklogInBoundedSegments: with MaxSegment, a backlog larger than it ships over
+// several ticks, with no gap and no duplicate, and the source is stopped early, not drained.
+func TestFileShipsABacklogInBoundedSegments(t *testing.T) {
+	t.Parallel()
+	for _, fl := range flavours() {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, fl)
+			w := f.file(nil)
+			w.MaxSegment = 10
+			want := "0123456789abcdefghijklmnopqrstuvwxy\n" // 36 bytes: four ticks
+			appendTo(t, f.path, want)
+			for i, wantLen := range []int{10, 20, 30, 36, 36} {
+				tick(t, w)
+				if got := f.dest(t); got != want[:wantLen] {
+					t.Fatalf("after tick %d: dest %q", i+1, got)
+				}
+			}
+		})
+	}
+}

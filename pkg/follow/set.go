@@ -36,6 +36,8 @@ type Set struct {
 	// Layout is where followed files and their checkpoints land (layout.Layout.FollowFile
 	// of the followed pod and container): the one owner of destination paths.
 	Layout func(path string) (dest, state string, err error)
+	// MaxSegment bounds each shipped segment (see File.MaxSegment).
+	MaxSegment int64
 	// Allow, when set, vets each file a glob matches (the agent's path policy).
 	Allow func(path string) error
 
@@ -116,7 +118,7 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 				delete(current, p)
 				continue
 			}
-			f = &File{Source: s.Source, Sink: s.Sink, Path: p, UID: s.UID, Dest: dest, State: state}
+			f = &File{Source: s.Source, Sink: s.Sink, Path: p, UID: s.UID, Dest: dest, State: state, MaxSegment: s.MaxSegment}
 			s.files[p] = f
 		}
 		rep, err := f.Tick(ctx, dst)
