@@ -242,14 +242,21 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		log.Info("collection failed transiently; retrying", "attempt", attempt, "in", wait.String(), "error", err.Error())
 		st.Phase, st.CompletionTime = status.Running, ""
 		st.Message = fmt.Sprintf("attempt %d of %d failed: %s; retrying in %s", attempt, h.Settings.attempts(), st.Message, wait)
-		if werr := h.Status.Write(ctx, pod, st); werr != nil {
-			log.Error(werr, "writing the retry status")
-		}
-		select {
-		case <-ctx.Done():
-			return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Attempt: attempt,
-				CompletionTime: h.now().UTC().Format(time.RFC3339), Message: context.Cause(ctx).Error()})
-		case <-time.After(wait):
+		// The next attempt starts only once the retry status has landed: that write also proves
+		// the API server answers, so an outage longer than the backoff does not use up attempts.
+		landed := h.Status.Write(ctx, pod, st) == nil
+		for {
+			select {
+			case <-ctx.Done():
+				return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Attempt: attempt,
+					CompletionTime: h.now().UTC().Format(time.RFC3339), Message: context.Cause(ctx).Error()})
+			case <-time.After(wait):
+			}
+			if landed || h.Status.Write(ctx, pod, st) == nil {
+				break
+			}
+			log.Info("the API server is not answering yet; waiting before the next attempt")
+			wait = min(2*wait, 30*time.Second)
 		}
 		if d, cerr := h.Chooser.Choose(ctx, req.Destination); cerr == nil {
 			dst = d

@@ -178,3 +178,59 @@ func setStatus(pod *corev1.Pod, s status.Status) {
 	b, _ := json.Marshal(s)
 	pod.Annotations[status.Annotation] = string(b)
 }
+
+// downWriter refuses every status write while down.
+type downWriter struct {
+	status.Writer
+	mu   sync.Mutex
+	down bool
+}
+
+func (d *downWriter) Write(ctx context.Context, pod *corev1.Pod, s status.Status) error {
+	d.mu.Lock()
+	down := d.down
+	d.mu.Unlock()
+	if down {
+		return errors.New("connection refused")
+	}
+	return d.Writer.Write(ctx, pod, s)
+}
+
+// TestAnOutageDoesNotUseUpAttempts: while the API server does not answer, no attempt runs;
+// the next one starts once it answers again.
+func TestAnOutageDoesNotUseUpAttempts(t *testing.T) {
+	t.Parallel()
+	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	dw := &downWriter{Writer: e.h.Status}
+	e.h.Status = dw
+	cut := errors.New("stream cut")
+	r := &scriptedRunner{fakeRunner: fakeRunner{res: e.runner.res}}
+	r.errs = []error{cut}
+	e.h.Runner = &outageRunner{scriptedRunner: r, dw: dw}
+	e.h.Settings.Attempts = 2
+	e.h.RetryBase = 10 * time.Millisecond
+	go func() { time.Sleep(300 * time.Millisecond); dw.mu.Lock(); dw.down = false; dw.mu.Unlock() }()
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(t); st.Phase != status.Succeeded || st.Attempt != 2 || len(r.jobs) != 2 {
+		t.Fatalf("status %+v after %d runs", st, len(r.jobs))
+	}
+}
+
+// outageRunner takes the API server down when the first attempt fails.
+type outageRunner struct {
+	*scriptedRunner
+	dw *downWriter
+}
+
+func (o *outageRunner) Run(ctx context.Context, job ship.Job) (ship.Result, error) {
+	res, err := o.scriptedRunner.Run(ctx, job)
+	if err != nil {
+		o.dw.mu.Lock()
+		o.dw.down = true
+		o.dw.mu.Unlock()
+	}
+	return res, err
+}
