@@ -27,6 +27,10 @@ const (
 	ReasonFollowStopped  = "FollowStopped"
 )
 
+// followTickTimeout bounds one follow tick. A segment ships at most policy.maxBytes, so a
+// healthy tick ends well within it.
+const followTickTimeout = 5 * time.Minute
+
 // following is one running follow loop.
 type following struct {
 	id    string
@@ -203,7 +207,11 @@ func (t *followTick) run(ctx context.Context) {
 	var problems []string
 	var total int64
 	withData := 0
-	reports, err := t.set.Tick(ctx, dst)
+	// A tick has a deadline: a stalled exec fails it (the checkpoint in the analysis pod says
+	// what landed) instead of holding the loop and the agent's shutdown.
+	tctx, cancel := context.WithTimeout(ctx, followTickTimeout)
+	reports, err := t.set.Tick(tctx, dst)
+	cancel()
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
