@@ -80,10 +80,10 @@ func TestFaults(t *testing.T) {
 	t.Logf("faults injected: %d; terminal: %v; stuck: 0; half-written collections: 0", len(faults), summary)
 }
 
-// TestFollowFaults: a follow keeps no gap and no duplicate across a kube-apiserver and a
-// kubelet killed mid-way (not parallel, like TestFaults).
+// TestFollowFaults: a follow keeps no gap and no duplicate across a kube-apiserver, a kubelet
+// and a containerd killed mid-way (not parallel, like TestFaults).
 func TestFollowFaults(t *testing.T) {
-	for _, component := range []string{"kube-apiserver", "kubelet"} {
+	for _, component := range []string{"kube-apiserver", "kubelet", "containerd"} {
 		t.Run(component, func(t *testing.T) {
 			ns := namespace(t)
 			sourcePod(t, ns, "writer", imageBusybox, writerScript)
