@@ -152,7 +152,6 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	dstR, dstW := io.Pipe()
 	var wg sync.WaitGroup
 	var dstErr error
-	var dstOut bytes.Buffer
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -176,15 +175,14 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 		dstErr = s.Exec.Exec(ctx, exec.Request{Target: job.Destination,
 			Command: PublishCommand(job.Layout.StagingRoot(), job.Header.Collection, final),
 			Stdin:   dstR, Stdout: out})
-		dstOut.WriteString(out.String())
-		if dstErr == nil && !strings.HasSuffix(dstOut.String(), CompleteMarker(job.Header.Collection)) {
-			dstErr = fmt.Errorf("the analysis pod's extraction ended without confirming the collection (output %q)", dstOut.String())
+		if dstErr == nil && !strings.HasSuffix(out.String(), CompleteMarker(job.Header.Collection)) {
+			dstErr = fmt.Errorf("the analysis pod's extraction ended without confirming the collection (output %q)", out.String())
 		}
 		if dstErr != nil {
 			dstErr = &DestinationError{Err: fmt.Errorf("writing to analysis pod %s: %w", job.Destination, dstErr)}
 			cancel(dstErr)
 		}
-		dstR.CloseWithError(errOr(dstErr, errors.New("analysis pod stopped reading")))
+		dstR.CloseWithError(errOr(dstErr, errDestinationStopped))
 	}()
 	res, procErr := s.process(ctx, job, p, srcR, wd.writer(dstW))
 	if procErr != nil {
@@ -203,7 +201,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 		return res, cause
 	}
 	switch {
-	case dstErr != nil && (procErr == nil || errors.Is(procErr, dstErr) || errors.Is(procErr, io.ErrClosedPipe) || isStoppedReading(procErr)):
+	case dstErr != nil && (procErr == nil || errors.Is(procErr, dstErr) || errors.Is(procErr, io.ErrClosedPipe) || errors.Is(procErr, errDestinationStopped)):
 		return res, dstErr
 	case procErr != nil:
 		return res, procErr
@@ -211,9 +209,9 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	return res, nil
 }
 
-func isStoppedReading(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "analysis pod stopped reading")
-}
+// errDestinationStopped is what the source side sees when the analysis pod's exec ended
+// first; the destination's own error is then the reason.
+var errDestinationStopped = errors.New("analysis pod stopped reading")
 
 func describeSkipped(sk []manifest.Skipped) string {
 	var parts []string
