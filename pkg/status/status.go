@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,8 +78,14 @@ type Writer interface {
 // only while the pod is the same object (UID precondition).
 type PatchWriter struct{ Client kubernetes.Interface }
 
+// writeTimeout bounds one status patch: the API client has no timeout of its own, and a
+// stalled connection must not hold a worker or a retry loop.
+const writeTimeout = 30 * time.Second
+
 // Write implements Writer.
 func (w PatchWriter) Write(ctx context.Context, pod *corev1.Pod, s Status) error {
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
 	val, err := json.Marshal(s)
 	if err != nil {
 		return err
