@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/request"
 )
 
@@ -63,9 +64,10 @@ func CleanupCommand(staging string) []string {
 	return []string{"rm", "-rf", "--", staging}
 }
 
-// StaleCommand removes staging directories below dir older than minutes.
+// StaleCommand removes staging directories (layout.StagingName, the layout's own name for
+// them) below dir older than minutes.
 func StaleCommand(dir string, minutes int) []string {
-	return []string{"sh", "-c", staleScript, "podcopy-stale", dir, strconv.Itoa(minutes)}
+	return []string{"sh", "-c", staleScript, "podcopy-stale", dir, layout.StagingName, strconv.Itoa(minutes)}
 }
 
 // Prune drops literal paths that lie inside another requested literal path, so that no file

@@ -1,7 +1,7 @@
 #!/bin/sh
-# podcopy: remove staging directories (<dir>/<ns>/<pod>/.partial/<id>) not modified for
+# podcopy: remove staging directories (<dir>/<ns>/<pod>/<staging>/<id>) not modified for
 # MINUTES minutes, printing each one removed. Complete collections are never touched.
-# Usage: sh -c "$(cat stale.sh)" podcopy-stale DIR MINUTES
-dir=$1 minutes=$2
+# Usage: sh -c "$(cat stale.sh)" podcopy-stale DIR STAGING MINUTES
+dir=$1 staging=$2 minutes=$3
 [ -d "$dir" ] || exit 0
-find "$dir" -mindepth 4 -maxdepth 4 -path "$dir/*/*/.partial/*" -mmin +"$minutes" -print -exec rm -rf -- {} +
+find "$dir" -mindepth 4 -maxdepth 4 -path "$dir/*/*/$staging/*" -mmin +"$minutes" -print -exec rm -rf -- {} +
