@@ -28,7 +28,9 @@ func (l *Loader) Watch(ctx context.Context, file string, apply func(Options)) er
 		case err := <-w.Errors:
 			log.Error(err, "watching config file")
 		case ev := <-w.Events:
-			if ev.Op == fsnotify.Chmod {
+			// Only the file itself, or a ConfigMap's "..data" symlink swap: other files in the
+			// directory (an editor's temporary file) say nothing about the config.
+			if ev.Op == fsnotify.Chmod || (filepath.Base(ev.Name) != filepath.Base(file) && filepath.Base(ev.Name) != "..data") {
 				continue
 			}
 			o, err := l.Load()
