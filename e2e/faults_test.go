@@ -168,20 +168,32 @@ func deleteAnalysisPod(t *testing.T) {
 	})
 }
 
-// waitClusterReady waits until the API server answers and the node is Ready again.
+// waitClusterReady waits until the API server answers, the node is Ready and an exec in the
+// analysis pod runs: the node's Ready condition lags a restarted container runtime by up to
+// its status interval, and the checks that follow read the analysis pod through exec.
 func waitClusterReady(t *testing.T) {
 	t.Helper()
-	waitFor(t, 2*time.Minute, "the API server and node", func(ctx context.Context) (bool, error) {
+	waitFor(t, 2*time.Minute, "the API server, the node and the container runtime", func(ctx context.Context) (bool, error) {
 		n, err := client.CoreV1().Nodes().Get(ctx, "localhost", metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
+		ready := false
 		for _, c := range n.Status.Conditions {
 			if c.Type == corev1.NodeReady {
-				return c.Status == corev1.ConditionTrue, nil
+				ready = c.Status == corev1.ConditionTrue
 			}
 		}
-		return false, nil
+		if !ready {
+			return false, nil
+		}
+		a, err := chooseAnalysis(ctx)
+		if err != nil {
+			return false, nil
+		}
+		probe, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return executor.Exec(probe, exec.Request{Target: a, Command: []string{"true"}}) == nil, nil
 	})
 }
 

@@ -197,12 +197,16 @@ func mustRun(t *testing.T, target exec.Target, argv ...string) string {
 // analysis is the analysis pod's container, chosen the way the agent chooses it.
 func analysis(t *testing.T) exec.Target {
 	t.Helper()
-	target, err := destination.Chooser{Client: client, Config: destination.Config{
-		Namespace: "podcopy", Selector: "app.kubernetes.io/component=analysis", Dir: "/collect"}}.Choose(t.Context(), "")
+	target, err := chooseAnalysis(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return target
+}
+
+func chooseAnalysis(ctx context.Context) (exec.Target, error) {
+	return destination.Chooser{Client: client, Config: destination.Config{
+		Namespace: "podcopy", Selector: "app.kubernetes.io/component=analysis", Dir: "/collect"}}.Choose(ctx, "")
 }
 
 // readManifest reads manifest.json of a collection from the analysis pod.
