@@ -2,14 +2,14 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 
-	"github.com/podcopy/podcopy/pkg/follow"
+	"github.com/podcopy/podcopy/pkg/helper"
 )
 
 // sidecarLinger is how long the sidecar stays after SIGTERM, so that the agent's last
@@ -29,27 +29,10 @@ func runSidecar(ctx context.Context) error {
 	return nil
 }
 
-// runSource is "podcopy-agent source follow|glob ...": the follow protocol served by the
-// binary itself (no shell, no coreutils), for the agent's exec.
-func runSource(ctx context.Context, args []string, stdout io.Writer) error {
-	verb, path, cp, err := follow.ParseServeArgs(args)
-	if err != nil {
-		return err
-	}
-	switch verb {
-	case "follow":
-		return follow.ServeRead(ctx, stdout, path, cp)
-	case "glob":
-		return follow.ServeGlob(ctx, stdout, path)
-	}
-	return fmt.Errorf("source: unknown verb %q", verb)
-}
-
-// sourceMain runs the source subcommand and exits.
+// sourceMain runs "podcopy-agent source ..." (package helper) and exits with its code.
 func sourceMain(args []string) {
-	if err := runSource(context.Background(), args, os.Stdout); err != nil {
-		fmt.Fprintf(os.Stderr, "podcopy-agent source: %v\n", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	code := helper.Main(ctx, args, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

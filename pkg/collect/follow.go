@@ -15,6 +15,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/follow"
+	"github.com/podcopy/podcopy/pkg/helper"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -315,7 +316,7 @@ func (t *followTick) cleanup() {
 func (h *Handler) followSource(pod *corev1.Pod, req request.Request) follow.ExecSource {
 	src := follow.ExecSource{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}}
 	if req.Source == request.SourceHelper {
-		src.Helper = follow.HelperCommand
+		src.Helper = helper.Command(0)
 	}
 	return src
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/pkg/layout"
+	"github.com/podcopy/podcopy/pkg/rootfs"
 )
 
 // TestMain doubles as the podcopy binary's source mode ("podcopy-source follow|glob ..."),
@@ -23,11 +24,15 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "podcopy-source" {
 		verb, path, cp, err := ParseServeArgs(os.Args[2:])
+		var root *rootfs.Root
+		if err == nil {
+			root, err = rootfs.Open("/")
+		}
 		if err == nil {
 			if verb == "follow" {
-				err = ServeRead(context.Background(), os.Stdout, path, cp)
+				err = ServeRead(context.Background(), os.Stdout, root, path, cp)
 			} else {
-				err = ServeGlob(context.Background(), os.Stdout, path)
+				err = ServeGlob(context.Background(), os.Stdout, root, path)
 			}
 		}
 		if err != nil {
@@ -72,8 +77,12 @@ func flavours() []flavour {
 			return ExecSource{Exec: ex, Target: exec.Target{Pod: "src"}, Helper: []string{os.Args[0], "podcopy-source"}}
 		}, shell: func(t *testing.T) string { return "" }},
 		{name: "local", source: func(t *testing.T, ex exec.Executor) Source {
-			l := &LocalSource{}
-			t.Cleanup(func() { _ = l.Close() })
+			root, err := rootfs.Open("/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := &LocalSource{Root: root}
+			t.Cleanup(func() { _ = l.Close(); _ = root.Close() })
 			return l
 		}, shell: func(t *testing.T) string { return "" }},
 	}

@@ -12,12 +12,18 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/podcopy/podcopy/pkg/rootfs"
 )
 
-// LocalSource reads followed files from this container's filesystem (sidecar mode). It
-// keeps the file it follows open, so after a rename rotation the old generation is
-// finished from the open descriptor even if it was already deleted.
+// LocalSource reads followed files from a container's filesystem, confined below Root (the
+// helper's side of ExecSource: "/" in the podcopy sidecar, the target's /proc/<pid>/root in
+// the ephemeral helper). It keeps the file it follows open, so after a rename rotation the
+// old generation is finished from the open descriptor even if it was already deleted.
 type LocalSource struct {
+	// Root is where every path is resolved, with no symbolic link followed.
+	Root *rootfs.Root
+
 	mu   sync.Mutex
 	held map[string]*os.File
 }
@@ -41,7 +47,7 @@ func (l *LocalSource) Read(ctx context.Context, path string, cp Checkpoint, fn f
 	if l.held == nil {
 		l.held = map[string]*os.File{}
 	}
-	cur, curIno, curSize, status, err := openRegular(path)
+	cur, curIno, curSize, status, err := l.openRegular(path)
 	if err != nil {
 		return err
 	}
@@ -90,15 +96,15 @@ func prefix(f *os.File, n int) string {
 	return hex.EncodeToString(b[:k])
 }
 
-// Glob implements Globber on this container's filesystem.
+// Glob implements Globber below the root.
 func (l *LocalSource) Glob(_ context.Context, pattern string) ([]string, error) {
-	matches, err := filepath.Glob(pattern)
+	matches, err := l.Root.Glob(pattern)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, m := range matches {
-		if info, err := os.Lstat(m); err == nil && info.Mode().IsRegular() {
+		if info, err := l.Root.Lstat(m); err == nil && info.Mode().IsRegular() {
 			out = append(out, m)
 		}
 	}
@@ -124,7 +130,7 @@ func (l *LocalSource) old(path string, inode uint64) *os.File {
 		_ = f.Close()
 	}
 	dir := filepath.Dir(path)
-	entries, err := os.ReadDir(dir)
+	entries, err := l.Root.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
@@ -132,12 +138,12 @@ func (l *LocalSource) old(path string, inode uint64) *os.File {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		p := filepath.Join(dir, e.Name())
-		info, err := os.Lstat(p)
-		if err != nil || info.Sys().(*syscall.Stat_t).Ino != inode {
+		p := rootfs.Join(dir, e.Name())
+		info, err := l.Root.Lstat(p)
+		if err != nil || info.Sys().(*unix.Stat_t).Ino != inode {
 			continue
 		}
-		f, err := openBeneath(p)
+		f, err := l.Root.Open(p)
 		if err != nil {
 			return nil
 		}
@@ -150,41 +156,29 @@ func (l *LocalSource) old(path string, inode uint64) *os.File {
 	return nil
 }
 
-// openBeneath opens path for reading with the kernel refusing every symbolic link on the
-// way (openat2 RESOLVE_NO_SYMLINKS): no check-then-open race.
-func openBeneath(path string) (*os.File, error) {
-	fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	})
-	if err != nil {
-		return nil, &os.PathError{Op: "openat2", Path: path, Err: err}
-	}
-	return os.NewFile(uintptr(fd), path), nil
-}
-
-// openRegular opens path if it is a regular file (not through a symlink). A missing path
-// is (nil, "", nil); a symlink or special file gives status notfile, a symlinked directory
-// above it status linked.
-func openRegular(path string) (*os.File, uint64, int64, string, error) {
-	info, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
+// openRegular opens path if it is a regular file, with no symbolic link on the way (the
+// kernel refuses them: no check-then-open race). A missing path is (nil, "", nil); a
+// symlink or special file gives status notfile, a symlinked directory above it status
+// linked.
+func (l *LocalSource) openRegular(path string) (*os.File, uint64, int64, string, error) {
+	info, err := l.Root.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return nil, 0, 0, "", nil
-	}
-	if err != nil {
+	case errors.Is(err, rootfs.ErrLinked):
+		return nil, 0, 0, StatusLinked, nil
+	case err != nil:
 		return nil, 0, 0, "", err
-	}
-	if !info.Mode().IsRegular() {
+	case !info.Mode().IsRegular():
 		return nil, 0, 0, StatusNotFile, nil
 	}
-	f, err := openBeneath(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	f, err := l.Root.Open(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return nil, 0, 0, "", nil
-	}
-	if errors.Is(err, unix.ELOOP) {
+	case errors.Is(err, rootfs.ErrLinked):
 		return nil, 0, 0, StatusLinked, nil
-	}
-	if err != nil {
+	case err != nil:
 		return nil, 0, 0, "", err
 	}
 	ino, size, err := stat(f)

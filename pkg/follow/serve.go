@@ -5,18 +5,15 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+
+	"github.com/podcopy/podcopy/pkg/rootfs"
 )
 
-// HelperCommand is the argv prefix that runs the podcopy binary as a follow source in a
-// container that holds it (the podcopy sidecar: an image with no shell): "source follow"
-// and "source glob" speak the protocol of sourceScript and globScript.
-var HelperCommand = []string{"/podcopy-agent", "source"}
-
 // ServeRead writes what sourceScript prints for path after cp (the header line, then the
-// segment's bytes) from this container's filesystem, with the kernel refusing symbolic links
+// segment's bytes) from the filesystem below root, with the kernel refusing symbolic links
 // on the way (openat2). It is the far side of ExecSource with a Helper.
-func ServeRead(ctx context.Context, w io.Writer, path string, cp Checkpoint) error {
-	l := &LocalSource{}
+func ServeRead(ctx context.Context, w io.Writer, root *rootfs.Root, path string, cp Checkpoint) error {
+	l := &LocalSource{Root: root}
 	defer func() { _ = l.Close() }()
 	return l.Read(ctx, path, cp, func(seg Segment, r io.Reader) error {
 		if _, err := fmt.Fprintf(w, "%s 1 %s %d %d %d %d %d %s\n", argv0, seg.Status, seg.Inode, seg.Start, seg.Size,
@@ -28,9 +25,9 @@ func ServeRead(ctx context.Context, w io.Writer, path string, cp Checkpoint) err
 	})
 }
 
-// ServeGlob writes, NUL-terminated, the regular files pattern matches on this filesystem.
-func ServeGlob(ctx context.Context, w io.Writer, pattern string) error {
-	l := &LocalSource{}
+// ServeGlob writes, NUL-terminated, the regular files pattern matches below root.
+func ServeGlob(ctx context.Context, w io.Writer, root *rootfs.Root, pattern string) error {
+	l := &LocalSource{Root: root}
 	names, err := l.Glob(ctx, pattern)
 	if err != nil {
 		return err
@@ -61,5 +58,5 @@ func ParseServeArgs(args []string) (verb, path string, cp Checkpoint, err error)
 	case len(args) == 2 && args[0] == "glob":
 		return "glob", args[1], cp, nil
 	}
-	return "", "", cp, fmt.Errorf("usage: podcopy-agent source follow PATH INODE OFFSET PREFIX | source glob PATTERN")
+	return "", "", cp, fmt.Errorf("usage: follow PATH INODE OFFSET PREFIX | glob PATTERN")
 }

@@ -40,7 +40,7 @@ func BenchmarkPipeline(b *testing.B) {
 	for _, c := range []struct{ files, size int }{{1, 64 << 20}, {1000, 64 << 20}} {
 		b.Run(fmt.Sprintf("files=%d/size=%dMiB", c.files, c.size>>20), func(b *testing.B) {
 			src := benchArchive(b, c.files, c.size)
-			job := Job{Header: manifest.Header{Collection: "20261122T100000Z-abcdef12"}, Paths: []string{"/var/log"}, Layout: testLayout(b),
+			job := Job{Header: manifest.Header{Collection: "20261122T100000Z-abcdef12", Source: manifest.Source{Container: "app"}}, Paths: []string{"/var/log"}, Layout: testLayout(b),
 				Source:      exec.Target{Namespace: "ns", Pod: "p", Container: "app"},
 				Destination: exec.Target{Namespace: "d", Pod: "a", Container: "s"}, Policy: policy.Default()}
 			s := &Shipper{SpoolDir: b.TempDir()}

@@ -20,6 +20,33 @@ var (
 	staleScript string
 )
 
+// Reader is how a source container is read: the commands the agent runs in it. They print
+// what the container's own tools print (the listing of scripts/list.sh, tar streams), so one
+// pipeline consumes either.
+type Reader interface {
+	// ListCommand lists what pattern (absolute) matches, NUL-terminated.
+	ListCommand(pattern string) []string
+	// AncestorsCommand archives directories without their content (tar --no-recursion).
+	AncestorsCommand(dirs []string) []string
+	// ArchiveCommand archives paths (canonical, vetted) as tar, gzip-compressed with gzip.
+	ArchiveCommand(paths []string, gzip bool) []string
+}
+
+// TarReader reads with the container's own tar (and sh for globs) below Root ("/" in
+// production).
+type TarReader struct{ Root string }
+
+// ListCommand implements Reader.
+func (r TarReader) ListCommand(pattern string) []string { return ListCommand(r.Root, pattern) }
+
+// AncestorsCommand implements Reader.
+func (r TarReader) AncestorsCommand(dirs []string) []string { return AncestorsCommand(r.Root, dirs) }
+
+// ArchiveCommand implements Reader.
+func (r TarReader) ArchiveCommand(paths []string, gzip bool) []string {
+	return SourceCommand(r.Root, paths, gzip)
+}
+
 // ListCommand lists what pattern (absolute) matches below root, NUL-terminated.
 func ListCommand(root, pattern string) []string {
 	return []string{"sh", "-c", listScript, "podcopy-list", root, "." + pattern}

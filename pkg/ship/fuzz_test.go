@@ -39,7 +39,7 @@ func FuzzProcess(f *testing.F) {
 	f.Add([]byte("not a tar stream at all"))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		job := Job{
-			Header:      manifest.Header{Collection: "20261122T100000Z-abcdef12"},
+			Header:      manifest.Header{Collection: "20261122T100000Z-abcdef12", Source: manifest.Source{Container: "app"}},
 			Paths:       []string{"/var/log"},
 			Source:      exec.Target{Namespace: "ns", Pod: "p", Container: "app"},
 			Destination: exec.Target{Namespace: "d", Pod: "a", Container: "s"},

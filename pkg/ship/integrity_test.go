@@ -19,7 +19,7 @@ import (
 // /var/log/etc -> /etc used to carry /var/log/etc/passwd past the policy.
 func TestRunNeverReadsThroughSymlinkedDirectories(t *testing.T) {
 	t.Parallel()
-	for _, flavor := range []string{"gnu", "busybox"} {
+	for _, flavor := range flavors {
 		for _, req := range [][]string{{"/var/log/etc/passwd", "/var/log/ok.log"}, {"/var/log/*/passwd", "/var/log/ok.log"}, {"/var/log/etc/passwd"}} {
 			t.Run(flavor+strings.Join(req, ","), func(t *testing.T) {
 				t.Parallel()
@@ -62,7 +62,7 @@ func TestRunNeverReadsThroughSymlinkedDirectories(t *testing.T) {
 // same hash (issue 12).
 func TestRunWritesHardLinks(t *testing.T) {
 	t.Parallel()
-	for _, flavor := range []string{"gnu", "busybox"} {
+	for _, flavor := range flavors {
 		t.Run(flavor, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, flavor)

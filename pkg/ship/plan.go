@@ -42,7 +42,7 @@ func (s *Shipper) plan(ctx context.Context, job Job) (plan, error) {
 			paths = append(paths, pattern)
 			continue
 		}
-		matches, err := s.list(ctx, job.Source, pattern)
+		matches, err := s.list(ctx, job, pattern)
 		if err != nil {
 			return p, err
 		}
@@ -56,7 +56,7 @@ func (s *Shipper) plan(ctx context.Context, job Job) (plan, error) {
 			n++
 		}
 		if n == 0 {
-			return p, permanent("%s: no such file or directory in container %s (nothing matches)", pattern, job.Source.Container)
+			return p, permanent("%s: no such file or directory in container %s (nothing matches)", pattern, job.Header.Source.Container)
 		}
 		if lim := job.Limits.MaxFiles; lim > 0 && len(paths) > lim {
 			return p, &LimitError{Reason: fmt.Sprintf("%s matches more than policy.maxFiles=%d paths; narrow the pattern or raise the limit", pattern, lim)}
@@ -64,7 +64,7 @@ func (s *Shipper) plan(ctx context.Context, job Job) (plan, error) {
 	}
 	slices.Sort(paths)
 	paths = Prune(slices.Compact(paths))
-	links, err := s.symlinkedDirs(ctx, job.Source, paths)
+	links, err := s.symlinkedDirs(ctx, job, paths)
 	if err != nil {
 		return p, err
 	}
@@ -90,10 +90,11 @@ func firstLinked(path string, links map[string]bool) string {
 }
 
 // list runs ListCommand and returns the matches as absolute names (not yet vetted).
-func (s *Shipper) list(ctx context.Context, src exec.Target, pattern string) ([]string, error) {
+func (s *Shipper) list(ctx context.Context, job Job, pattern string) ([]string, error) {
 	var out bytes.Buffer
-	if err := s.Exec.Exec(ctx, exec.Request{Target: src, Command: ListCommand(s.root(), pattern), Stdout: &limitedWriter{b: &out, n: maxListBytes}}); err != nil {
-		return nil, fmt.Errorf("expanding %s in container %s: %w", pattern, src.Container, err)
+	src := job.Source
+	if err := s.Exec.Exec(ctx, exec.Request{Target: src, Command: s.reader(job).ListCommand(pattern), Stdout: &limitedWriter{b: &out, n: maxListBytes}}); err != nil {
+		return nil, fmt.Errorf("expanding %s in container %s: %w", pattern, job.Header.Source.Container, err)
 	}
 	var names []string
 	for _, raw := range bytes.Split(out.Bytes(), []byte{0}) {
@@ -107,7 +108,8 @@ func (s *Shipper) list(ctx context.Context, src exec.Target, pattern string) ([]
 
 // symlinkedDirs returns which proper ancestors of paths are symbolic links, from the
 // container's own tar (only tar is needed).
-func (s *Shipper) symlinkedDirs(ctx context.Context, src exec.Target, paths []string) (map[string]bool, error) {
+func (s *Shipper) symlinkedDirs(ctx context.Context, job Job, paths []string) (map[string]bool, error) {
+	src := job.Source
 	var dirs []string
 	for _, p := range paths {
 		dirs = append(dirs, pathname.Ancestors(p)...)
@@ -121,7 +123,7 @@ func (s *Shipper) symlinkedDirs(ctx context.Context, src exec.Target, paths []st
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := s.Exec.Exec(ctx, exec.Request{Target: src, Command: AncestorsCommand(s.root(), dirs), Stdout: pw})
+		err := s.Exec.Exec(ctx, exec.Request{Target: src, Command: s.reader(job).AncestorsCommand(dirs), Stdout: pw})
 		pw.CloseWithError(orEOF(err))
 		done <- err
 	}()
@@ -153,9 +155,9 @@ func (s *Shipper) symlinkedDirs(ctx context.Context, src exec.Target, paths []st
 	case errors.As(err, &exit) && exit.Code <= 2:
 		// 2: a directory does not exist; the file below it is then reported missing.
 	case err != nil:
-		return nil, fmt.Errorf("checking the directories of the requested paths in container %s: %w", src.Container, err)
+		return nil, fmt.Errorf("checking the directories of the requested paths in container %s: %w", job.Header.Source.Container, err)
 	case rerr != nil:
-		return nil, fmt.Errorf("checking the directories of the requested paths in container %s: %w", src.Container, rerr)
+		return nil, fmt.Errorf("checking the directories of the requested paths in container %s: %w", job.Header.Source.Container, rerr)
 	}
 	return links, nil
 }

@@ -71,7 +71,7 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	}
 	for _, lit := range Prune(job.Paths) {
 		if !w.seen[lit] && !request.IsGlob(lit) {
-			return res, permanent("%s: no such file or directory in container %s", lit, job.Source.Container)
+			return res, permanent("%s: no such file or directory in container %s", lit, job.Header.Source.Container)
 		}
 	}
 	res.Completion = s.now()
@@ -177,7 +177,7 @@ type writer struct {
 func (w *writer) prefixDirs() error {
 	w.seen = map[string]bool{}
 	id := w.job.Header.Collection
-	for _, c := range []string{"", w.job.Source.Container} {
+	for _, c := range []string{"", w.job.Header.Source.Container} {
 		d, err := w.job.Layout.EntryDir(id, c)
 		if err != nil {
 			return err
@@ -265,7 +265,7 @@ func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader, ender *endTrac
 }
 
 func (w *writer) target(v Verdict) (string, error) {
-	return w.job.Layout.Entry(w.job.Header.Collection, w.job.Source.Container, v.Path)
+	return w.job.Layout.Entry(w.job.Header.Collection, w.job.Header.Source.Container, v.Path)
 }
 
 // link writes a hard link whose target is a file already written in this collection, as a

@@ -45,6 +45,9 @@ type Job struct {
 	Policy policy.Policy
 	Limits Limits
 	Gzip   bool
+	// Reader runs the reads in the source container: its own tar when nil (TarReader), or
+	// the podcopy helper (package helper) for containers with no tar.
+	Reader Reader
 }
 
 // CollectionDir is <dir>/<namespace>/<pod>/<collection id>, or "" when the id is malformed
@@ -155,7 +158,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		err := s.Exec.Exec(ctx, exec.Request{Target: job.Source, Command: SourceCommand(s.root(), p.paths, job.Gzip), Stdout: wd.writer(srcW)})
+		err := s.Exec.Exec(ctx, exec.Request{Target: job.Source, Command: s.reader(job).ArchiveCommand(p.paths, job.Gzip), Stdout: wd.writer(srcW)})
 		if ctx.Err() != nil {
 			// Stopped by the other side or the caller: that cause is the error, not this exit.
 			srcW.CloseWithError(context.Cause(ctx))
@@ -219,6 +222,13 @@ func describeSkipped(sk []manifest.Skipped) string {
 		parts = append(parts, s.Path+": "+s.Reason)
 	}
 	return strings.Join(parts, "; ")
+}
+
+func (s *Shipper) reader(job Job) Reader {
+	if job.Reader != nil {
+		return job.Reader
+	}
+	return TarReader{Root: s.root()}
 }
 
 func (s *Shipper) root() string {

@@ -20,19 +20,31 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/helper"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain doubles as the podcopy binary's source mode ("podcopy-source ..."), so the
+// helper flavour runs the real helper as a separate process, as in a container.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "podcopy-source" {
+		os.Exit(helper.Main(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// flavors are the ways a source container is read: GNU tar, busybox tar, the podcopy helper.
+var flavors = []string{"gnu", "busybox", "helper"}
 
 // fixture is a source "container" root and a destination dir on local disk.
 type fixture struct {
 	root, dest string
 	shipper    *Shipper
 	local      *exectest.Local
+	reader     Reader // nil: the container's tar
 }
 
 func newFixture(t *testing.T, flavor string) *fixture {
@@ -43,6 +55,9 @@ func newFixture(t *testing.T, flavor string) *fixture {
 		if f.local.Path == "" {
 			t.Skip("busybox is not installed (make deps installs busybox-static)")
 		}
+	}
+	if flavor == "helper" {
+		f.reader = helper.Reader{Command: []string{os.Args[0], "podcopy-source", "--root=" + f.root}}
 	}
 	f.shipper = &Shipper{Exec: f.local, SourceRoot: f.root, SpoolDir: t.TempDir(),
 		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC) }}
@@ -68,12 +83,13 @@ func (f *fixture) job(paths ...string) Job {
 		panic(err)
 	}
 	return Job{
-		Header:      manifest.Header{Collection: "20261122T100000Z-abcdef12", Request: manifest.Request{ID: "abcdef12", Paths: paths, Mode: "once"}},
+		Header:      manifest.Header{Collection: "20261122T100000Z-abcdef12", Request: manifest.Request{ID: "abcdef12", Paths: paths, Mode: "once"}, Source: manifest.Source{Container: "app"}},
 		Paths:       paths,
 		Source:      exec.Target{Namespace: "ns", Pod: "src", Container: "app"},
 		Destination: exec.Target{Namespace: "podcopy", Pod: "analysis-0", Container: "store"},
 		Layout:      l,
 		Policy:      policy.Policy{AllowPaths: []string{"/**"}, DenyPaths: []string{"/var/log/secret/**"}},
+		Reader:      f.reader,
 	}
 }
 
@@ -108,7 +124,7 @@ func random(n int) []byte {
 
 func TestRunRealTar(t *testing.T) {
 	t.Parallel()
-	for _, flavor := range []string{"gnu", "busybox"} {
+	for _, flavor := range flavors {
 		for _, gz := range []bool{false, true} {
 			name := flavor
 			if gz {
@@ -224,7 +240,7 @@ func TestRunPolicyAndLimits(t *testing.T) {
 
 func TestRunMissingFile(t *testing.T) {
 	t.Parallel()
-	for _, flavor := range []string{"gnu", "busybox"} {
+	for _, flavor := range flavors {
 		for _, p := range []string{"/var/log/missing.log", "/var/log/none-*.log"} {
 			t.Run(flavor+p, func(t *testing.T) {
 				t.Parallel()

@@ -1,0 +1,197 @@
+// Package helper is the podcopy binary's source mode ("podcopy-agent source ..."): the
+// reading side of a collection for containers with no shell and no tar (distroless,
+// scratch). The agent execs it in a helper container (an ephemeral container aimed at the
+// target, or the podcopy sidecar); it speaks exactly what the agent already reads from tar
+// and the follow scripts, and every path is resolved by the kernel below the target's root
+// with no symbolic link followed (package rootfs).
+package helper
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/podcopy/podcopy/pkg/follow"
+	"github.com/podcopy/podcopy/pkg/rootfs"
+)
+
+// Binary is the podcopy binary's path in its image (and so in the helper container).
+const Binary = "/podcopy-agent"
+
+// Command is the argv prefix that runs the source mode. pid > 0 reads the root of that
+// process (the target container's main process, seen from an ephemeral container sharing
+// its process namespace); pid 0 reads the helper container's own filesystem (the sidecar,
+// which shares the application's volume).
+func Command(pid int) []string {
+	cmd := []string{Binary, "source"}
+	if pid > 0 {
+		cmd = append(cmd, "--pid="+strconv.Itoa(pid))
+	}
+	return cmd
+}
+
+// Reader reads a source container with the helper whose argv prefix is Command (it
+// implements ship.Reader).
+type Reader struct{ Command []string }
+
+func (r Reader) with(args ...string) []string {
+	return append(append([]string{}, r.Command...), args...)
+}
+
+// ListCommand lists what pattern matches, NUL-terminated (as scripts/list.sh does).
+func (r Reader) ListCommand(pattern string) []string { return r.with("list", pattern) }
+
+// AncestorsCommand archives dirs without their content (as tar --no-recursion does).
+func (r Reader) AncestorsCommand(dirs []string) []string {
+	return r.with(append([]string{"ancestors"}, dirs...)...)
+}
+
+// ArchiveCommand archives paths as tar (as tar -c does).
+func (r Reader) ArchiveCommand(paths []string, gz bool) []string {
+	args := []string{"tar"}
+	if gz {
+		args = append(args, "--gzip")
+	}
+	return r.with(append(args, paths...)...)
+}
+
+// Exit codes, as tar's: 1 a warning on a complete archive, 2 an incomplete one or an error.
+const (
+	exitWarning = 1
+	exitError   = 2
+)
+
+// Main runs the source mode with args (after "source") and returns the exit code. The
+// first argument may choose the root: --pid=N (that process's root, read as its user) or
+// --root=DIR (a directory; "/" by default).
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	pid, dir := 0, "/"
+	switch {
+	case len(args) > 0 && strings.HasPrefix(args[0], "--pid="):
+		n, err := strconv.Atoi(strings.TrimPrefix(args[0], "--pid="))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(stderr, "podcopy-agent source: bad %s\n", args[0])
+			return exitError
+		}
+		pid, args = n, args[1:]
+	case len(args) > 0 && strings.HasPrefix(args[0], "--root="):
+		dir, args = strings.TrimPrefix(args[0], "--root="), args[1:]
+	}
+	root, err := openRoot(pid, dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "podcopy-agent source: %v\n", err)
+		return exitError
+	}
+	defer func() { _ = root.Close() }()
+	out := bufio.NewWriterSize(stdout, 256<<10)
+	code, err := serve(ctx, root, args, out, stderr)
+	if ferr := out.Flush(); err == nil && ferr != nil {
+		err, code = ferr, exitError
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "podcopy-agent source: %v\n", err)
+	}
+	return code
+}
+
+func openRoot(pid int, dir string) (*rootfs.Root, error) {
+	if pid == 0 {
+		return rootfs.Open(dir)
+	}
+	return rootfs.OpenProcessRoot(pid)
+}
+
+func serve(ctx context.Context, root *rootfs.Root, args []string, out io.Writer, stderr io.Writer) (int, error) {
+	if len(args) == 0 {
+		return exitError, errors.New(usage)
+	}
+	switch args[0] {
+	case "follow", "glob":
+		verb, path, cp, err := follow.ParseServeArgs(args)
+		if err != nil {
+			return exitError, err
+		}
+		if verb == "follow" {
+			err = follow.ServeRead(ctx, out, root, path, cp)
+		} else {
+			err = follow.ServeGlob(ctx, out, root, path)
+		}
+		return codeOf(err), err
+	case "list":
+		if len(args) != 2 {
+			return exitError, errors.New(usage)
+		}
+		return codeOf(list(root, args[1], out)), nil
+	case "ancestors":
+		a := &rootfs.Archive{Root: root, Problems: io.Discard, NoRecursion: true}
+		err := a.Write(ctx, out, args[1:])
+		if errors.Is(err, rootfs.ErrIncomplete) {
+			err = nil // a missing directory: the file below it is then reported missing
+		}
+		return codeOf(err), err
+	case "tar":
+		return archive(ctx, root, args[1:], out, stderr)
+	}
+	return exitError, errors.New(usage)
+}
+
+const usage = "usage: podcopy-agent source [--pid=N | --root=DIR] follow PATH INODE OFFSET PREFIX | glob PATTERN | list PATTERN | ancestors DIR... | tar [--gzip] PATH..."
+
+func codeOf(err error) int {
+	if err != nil {
+		return exitError
+	}
+	return 0
+}
+
+// list prints, NUL-terminated, every entry pattern matches (what scripts/list.sh prints).
+func list(root *rootfs.Root, pattern string, out io.Writer) error {
+	names, err := root.Glob(pattern)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if _, err := fmt.Fprintf(out, "%s\x00", n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// archive writes the tar stream of paths (gzip-compressed with --gzip).
+func archive(ctx context.Context, root *rootfs.Root, args []string, out io.Writer, stderr io.Writer) (int, error) {
+	var gz *gzip.Writer
+	if len(args) > 0 && args[0] == "--gzip" {
+		gz, _ = gzip.NewWriterLevel(out, gzip.BestSpeed)
+		out, args = gz, args[1:]
+	}
+	a := &rootfs.Archive{Root: root, Problems: prefixed{stderr}}
+	err := a.Write(ctx, out, args)
+	if gz != nil {
+		if cerr := gz.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	switch {
+	case errors.Is(err, rootfs.ErrShrunk):
+		return exitWarning, nil
+	case errors.Is(err, rootfs.ErrIncomplete):
+		return exitError, nil // each problem is on stderr already
+	}
+	return codeOf(err), err
+}
+
+// prefixed writes tar-like messages ("podcopy-agent source: /x: reason").
+type prefixed struct{ w io.Writer }
+
+func (p prefixed) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, "podcopy-agent source: "); err != nil {
+		return 0, err
+	}
+	return p.w.Write(b)
+}
