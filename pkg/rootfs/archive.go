@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"sort"
 
 	"golang.org/x/sys/unix"
 )
@@ -144,7 +143,6 @@ func (a *Archive) dir(ctx context.Context, name string, hdr *tar.Header) error {
 	if err := a.tw.WriteHeader(hdr); err != nil || a.NoRecursion {
 		return err
 	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 	for _, e := range entries {
 		child := Join(name, e.Name())
 		info, err := a.Root.Lstat(child)
