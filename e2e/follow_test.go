@@ -49,6 +49,13 @@ type followScenario struct {
 	dest     string        // destination file in the analysis pod
 	interval time.Duration // the follow interval
 	disrupt  func(t *testing.T)
+	// tool is the argv prefix of touch, test and cat in the source container (the distroless
+	// image has none: its own binary stands in); empty means the container's own.
+	tool []string
+}
+
+func (s followScenario) cmd(argv ...string) []string {
+	return append(append([]string{}, s.tool...), argv...)
 }
 
 func (s followScenario) run(t *testing.T) {
@@ -65,9 +72,9 @@ func (s followScenario) run(t *testing.T) {
 	// before the rotation, one between it and the disruption, two after.
 	perInterval := int(s.interval / (50 * time.Millisecond))
 	waitFor(t, 2*time.Minute, "lines at the destination", func(ctx context.Context) (bool, error) { return lines() >= 2*perInterval, nil })
-	mustRun(t, s.src, "touch", "/tmp/rotate")
+	mustRun(t, s.src, s.cmd("touch", "/tmp/rotate")...)
 	waitFor(t, 30*time.Second, "rotation in the source", func(ctx context.Context) (bool, error) {
-		_, err := run(t, s.src, "test", "-f", "/tmp/rotated")
+		_, err := run(t, s.src, s.cmd("test", "-f", "/tmp/rotated")...)
 		return err == nil, nil
 	})
 	before := lines()
@@ -79,13 +86,13 @@ func (s followScenario) run(t *testing.T) {
 	waitFor(t, 3*time.Minute, "shipping after the disruption", func(ctx context.Context) (bool, error) {
 		return lines() > after+2*perInterval, nil
 	})
-	mustRun(t, s.src, "touch", "/tmp/stop")
+	mustRun(t, s.src, s.cmd("touch", "/tmp/stop")...)
 	waitFor(t, 30*time.Second, "the writer to stop", func(ctx context.Context) (bool, error) {
-		_, err := run(t, s.src, "test", "-f", "/tmp/stopped")
+		_, err := run(t, s.src, s.cmd("test", "-f", "/tmp/stopped")...)
 		return err == nil, nil
 	})
 	stopped := time.Now()
-	want := mustRun(t, s.src, "cat", "/var/log/app/app.log.1", "/var/log/app/app.log")
+	want := mustRun(t, s.src, s.cmd("cat", "/var/log/app/app.log.1", "/var/log/app/app.log")...)
 	var got string
 	_ = wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, 3*s.interval+time.Minute, true, func(ctx context.Context) (bool, error) {
 		got, _ = run(t, dst, "cat", s.dest)

@@ -14,7 +14,8 @@ mode=${1:-helm}
 
 bash "$here/cluster/images.sh" base
 bash "$here/cluster/images.sh" agent
-for f in "$CACHE"/images/base/*.tar "$CACHE/images/agent.tar"; do
+bash "$here/cluster/images.sh" testapp
+for f in "$CACHE"/images/base/*.tar "$CACHE/images/agent.tar" "$CACHE/images/testapp.tar"; do
   ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$f" >/dev/null 2>"$STATE/logs/ctr-import.log" ||
     { cat "$STATE/logs/ctr-import.log" >&2; die "importing $f"; }
 done

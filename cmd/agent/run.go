@@ -29,11 +29,13 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/collect"
 	"github.com/podcopy/podcopy/pkg/config"
+	"github.com/podcopy/podcopy/pkg/courier"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/metrics"
 	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/shell"
 	"github.com/podcopy/podcopy/pkg/ship"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -114,7 +116,10 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Gzip:     opts.Compression == "gzip",
 			Agent:    manifest.Agent{Version: version, Node: node},
 			Attempts: opts.Retry.Attempts,
+			Source:   request.Source(opts.Source.Mode),
 		},
+		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
+			Client: client, Configured: opts.Source.HelperImage, Namespace: opts.Destination.Namespace}).Image},
 	}
 	ctrl, err := watch.New(client, handler, watch.Options{
 		NodeName: opts.NodeName, Namespaces: opts.Namespaces, Workers: opts.Concurrency, Grace: opts.ShutdownGrace,

@@ -2,6 +2,7 @@
 # Builds OCI images without a Docker engine (buildah, daemonless) as docker-archive files.
 #   images.sh base    busybox (also the pause/sandbox image) and gnutar test images -> $CACHE/images/base
 #   images.sh agent   the podcopy agent image from the repo's Dockerfile -> $CACHE/images/agent.tar
+#   images.sh testapp the distroless test image (hack/testapp) -> $CACHE/images/testapp.tar
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -73,8 +74,22 @@ agent() {
   build podcopy.local/podcopy-agent:dev "$REPO_ROOT" "$REPO_ROOT/Dockerfile" "$OUT/agent.tar"
 }
 
+# testapp: the e2e suite's distroless image: one static binary (hack/testapp), no shell, no tar.
+testapp() {
+  mkdir -p "$OUT"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  mkdir -p "$work/rootfs/etc" "$work/rootfs/tmp" "$work/rootfs/var/log"
+  chmod 1777 "$work/rootfs/tmp" "$work/rootfs/var/log" # writable by the non-root user the suite runs it as
+  echo "root:x:0:0:secret of the image:/root:/sbin/nologin" > "$work/rootfs/etc/passwd"
+  (cd "$REPO_ROOT" && CGO_ENABLED=0 GOOS=linux go build -trimpath -o "$work/rootfs/app" ./hack/testapp)
+  printf 'FROM scratch\nCOPY rootfs/ /\nENTRYPOINT ["/app"]\n' > "$work/Containerfile"
+  build podcopy.local/distroless:1 "$work" "$work/Containerfile" "$OUT/testapp.tar"
+}
+
 case "${1:-}" in
   base) base ;;
   agent) agent ;;
-  *) echo "usage: $0 base|agent" >&2; exit 2 ;;
+  testapp) testapp ;;
+  *) echo "usage: $0 base|agent|testapp" >&2; exit 2 ;;
 esac

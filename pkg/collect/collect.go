@@ -60,6 +60,9 @@ type Settings struct {
 	Agent  manifest.Agent
 	// Attempts bounds the attempts of a once collection (SPEC §5 retry.attempts; 0 means 1).
 	Attempts int
+	// Source is SPEC §5 source.mode: how files are read when a pod has no podcopy/source
+	// ("" means auto).
+	Source request.Source
 }
 
 func (s Settings) attempts() int { return max(s.Attempts, 1) }
@@ -77,6 +80,9 @@ type Handler struct {
 	Exec exec.Executor
 	// RetryBase is the first backoff between attempts (2s when zero).
 	RetryBase time.Duration
+	// Helpers starts the podcopy helper for containers read with podcopy/source=helper
+	// (or auto, when the container has no tar or sh).
+	Helpers Helpers
 
 	mu       sync.Mutex
 	done     map[types.UID]string // request ids finished by this process (the cache may lag)
@@ -320,7 +326,7 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	runCtx, cancel := context.WithCancelCause(ctx)
 	h.track(pod.UID, cancel)
 	h.Metrics.Inflight.Inc()
-	res, err := h.Runner.Run(runCtx, job)
+	res, err := h.runJob(runCtx, log, pod, req, job)
 	h.Metrics.Inflight.Dec()
 	h.untrack(pod.UID)
 	cause := context.Cause(runCtx)

@@ -15,7 +15,6 @@ import (
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/follow"
-	"github.com/podcopy/podcopy/pkg/helper"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -163,7 +162,8 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 		MaxSegment: h.Settings.Limits().MaxBytes, // a large backlog ships over several ticks
 	}
 	t := &followTick{h: h, log: log, pod: pod, req: req, set: set, dir: dir,
-		last: status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339)}}
+		viaHelper: h.sourceMode(req) == request.SourceHelper,
+		last:      status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339)}}
 	h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonStarted,
 		fmt.Sprintf("following %v in container %s every %s", req.Paths, req.Container, req.IntervalDuration()))
 	ticker := time.NewTicker(req.IntervalDuration())
@@ -194,6 +194,9 @@ type followTick struct {
 	set  *follow.Set
 	dir  string        // the follow directory in the analysis pod
 	last status.Status // as last written
+	// viaHelper: the files are read through the podcopy helper (asked for, or auto fell back
+	// to it); helperReady: set.Source points at a helper that last worked.
+	viaHelper, helperReady bool
 }
 
 func (t *followTick) run(ctx context.Context) {
@@ -205,6 +208,15 @@ func (t *followTick) run(ctx context.Context) {
 		t.write(ctx, st, "")
 		return
 	}
+	if t.viaHelper && !t.helperReady {
+		src, err := h.helperSource(ctx, t.pod, t.req.Container)
+		if err != nil {
+			st.Message = "starting the podcopy helper: " + err.Error()
+			t.write(ctx, st, st.Message)
+			return
+		}
+		t.set.Source, t.helperReady = src, true
+	}
 	var problems []string
 	var total int64
 	withData := 0
@@ -213,6 +225,17 @@ func (t *followTick) run(ctx context.Context) {
 	tctx, cancel := context.WithTimeout(ctx, followTickTimeout)
 	reports, err := t.set.Tick(tctx, dst)
 	cancel()
+	if cmd, missing := tickMissingTools(err, reports); missing && !t.viaHelper && h.sourceMode(t.req) == request.SourceAuto {
+		t.viaHelper = true
+		h.Recorder.Event(t.pod, corev1.EventTypeNormal, ReasonHelperFallback,
+			fmt.Sprintf("container %s has no %s; following through the podcopy helper (podcopy/source=auto)", t.req.Container, cmd))
+		t.log.Info("the container lacks a tool; following through the podcopy helper", "missing", cmd)
+		t.run(ctx) // once more, through the helper (nothing was shipped: nothing could be read)
+		return
+	}
+	if t.viaHelper && tickFailed(err, reports) {
+		t.helperReady = false // find (or start) the helper again next tick
+	}
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -311,12 +334,33 @@ func (t *followTick) cleanup() {
 	}
 }
 
-// followSource reads the request's files: with the container's shell, or with the podcopy
-// binary in it (podcopy/source=helper: the podcopy sidecar, which has no shell).
+// followSource reads the request's files with the container's shell (the first tick
+// switches to the helper when it is asked for, or when auto finds no shell).
 func (h *Handler) followSource(pod *corev1.Pod, req request.Request) follow.ExecSource {
-	src := follow.ExecSource{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}}
-	if req.Source == request.SourceHelper {
-		src.Helper = helper.Command(0)
+	return follow.ExecSource{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}}
+}
+
+// tickMissingTools reports the command the container lacks, if a tick failed for that.
+func tickMissingTools(err error, reports []follow.FileReport) (string, bool) {
+	if cmd, ok := missingTools(err); ok {
+		return cmd, true
 	}
-	return src
+	for _, r := range reports {
+		if cmd, ok := missingTools(r.Err); ok {
+			return cmd, true
+		}
+	}
+	return "", false
+}
+
+func tickFailed(err error, reports []follow.FileReport) bool {
+	if err != nil {
+		return true
+	}
+	for _, r := range reports {
+		if r.Err != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -60,6 +60,11 @@ type Options struct {
 		// Attempts bounds how often a once collection runs after transient failures.
 		Attempts int `mapstructure:"attempts"`
 	} `mapstructure:"retry"`
+	// Source is SPEC §5 source.mode and source.helperImage.
+	Source struct {
+		Mode        string `mapstructure:"mode"`
+		HelperImage string `mapstructure:"helperImage"`
+	} `mapstructure:"source"`
 	Listen string `mapstructure:"listen"`
 	Log    struct {
 		Format string `mapstructure:"format"`
@@ -101,6 +106,8 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("exec.stallTimeout", 60*time.Second)
 	v.SetDefault("retry.attempts", 3)
 	v.SetDefault("destination.staleAfter", time.Hour)
+	v.SetDefault("source.mode", "auto")
+	v.SetDefault("source.helperImage", "")
 	v.SetDefault("listen", ":9090")
 	v.SetDefault("log.format", "json")
 	v.SetDefault("log.level", "info")
@@ -199,6 +206,11 @@ func (o Options) Validate() error {
 	}
 	if _, err := exec.ParseTransport(o.Exec.Transport); err != nil {
 		errs = append(errs, err)
+	}
+	switch o.Source.Mode {
+	case "auto", "tar", "helper":
+	default:
+		errs = append(errs, fmt.Errorf("source.mode %q is unknown; use auto, tar or helper", o.Source.Mode))
 	}
 	if o.Log.Format != "json" && o.Log.Format != "console" {
 		errs = append(errs, fmt.Errorf("log.format %q is unknown; use json or console", o.Log.Format))

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -176,8 +177,28 @@ func Stream(ctx context.Context, ex remotecommand.Executor, req Request) error {
 	if errors.As(err, &code) {
 		return &ExitError{Code: code.Code, Stderr: strings.TrimSpace(tail.String())}
 	}
+	if m := missingCommand.FindStringSubmatch(err.Error()); m != nil {
+		return &MissingCommandError{Command: m[1], Err: fmt.Errorf("exec in %s: %w", req.Target, err)}
+	}
 	return fmt.Errorf("exec in %s: %w", req.Target, err)
 }
+
+// missingCommand is how the runtime reports an executable that is not in the container
+// (runc and crun through containerd or CRI-O): it arrives as an API error, not an exit code.
+var missingCommand = regexp.MustCompile(`exec: "([^"]+)": (?:executable file not found|stat [^:]*: no such file or directory)`)
+
+// MissingCommandError is a command the container does not have (a distroless image has no
+// tar and no sh).
+type MissingCommandError struct {
+	Command string
+	Err     error
+}
+
+func (e *MissingCommandError) Error() string {
+	return fmt.Sprintf("the container has no %s: %v", e.Command, e.Err)
+}
+
+func (e *MissingCommandError) Unwrap() error { return e.Err }
 
 // tailBuffer keeps the last max bytes written to it.
 type tailBuffer struct {

@@ -66,6 +66,8 @@ func (c container) ExecInContainer(ctx context.Context, name, uid, ctr string, c
 			}
 		}
 		return nil
+	case "tar": // what containerd and runc answer for a distroless image
+		return errors.New(`failed to exec in container: failed to start exec "c82e": OCI runtime exec failed: exec failed: unable to start container process: exec: "tar": executable file not found in $PATH`)
 	case "block":
 		select {
 		case <-ctx.Done():
@@ -152,6 +154,24 @@ func TestExecExitError(t *testing.T) {
 			}
 			if stderr.Len() != 10000+len("tar: /var/log/nope: Cannot stat") {
 				t.Fatalf("caller's stderr got %d bytes", stderr.Len())
+			}
+		})
+	}
+}
+
+// TestExecMissingCommand: a command the container lacks arrives as an API error, not an
+// exit code, and is recognised as such (podcopy/source=auto falls back to the helper on it).
+func TestExecMissingCommand(t *testing.T) {
+	for _, tr := range []Transport{TransportSPDY, TransportWebSocket} {
+		t.Run(string(tr), func(t *testing.T) {
+			err := remote(t, tr).Exec(t.Context(), Request{Target: target, Command: []string{"tar", "-c"}, Stdout: io.Discard})
+			var missing *MissingCommandError
+			if !errors.As(err, &missing) || missing.Command != "tar" {
+				t.Fatalf("err = %v, want MissingCommandError for tar", err)
+			}
+			var exit *ExitError
+			if errors.As(err, &exit) {
+				t.Fatalf("err = %v is also an exit", err)
 			}
 		})
 	}

@@ -121,6 +121,7 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 			f = &File{Source: s.Source, Sink: s.Sink, Path: p, UID: s.UID, Dest: dest, State: state, MaxSegment: s.MaxSegment}
 			s.files[p] = f
 		}
+		f.Source = s.Source // the caller may switch sources between ticks (to the helper)
 		rep, err := f.Tick(ctx, dst)
 		fr := FileReport{Path: p, Report: rep, Err: err}
 		if !current[p] && err == nil {

@@ -70,6 +70,12 @@ const (
 // first argument may choose the root: --pid=N (that process's root, read as its user) or
 // --root=DIR (a directory; "/" by default).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && args[0] == "wait" {
+		// The ephemeral helper container's own process: idle until the pod stops. It holds
+		// no credentials and opens nothing; the agent execs the other verbs next to it.
+		<-ctx.Done()
+		return 0
+	}
 	pid, dir := 0, "/"
 	switch {
 	case len(args) > 0 && strings.HasPrefix(args[0], "--pid="):
@@ -140,7 +146,7 @@ func serve(ctx context.Context, root *rootfs.Root, args []string, out io.Writer,
 	return exitError, errors.New(usage)
 }
 
-const usage = "usage: podcopy-agent source [--pid=N | --root=DIR] follow PATH INODE OFFSET PREFIX | glob PATTERN | list PATTERN | ancestors DIR... | tar [--gzip] PATH..."
+const usage = "usage: podcopy-agent source wait | source [--pid=N | --root=DIR] follow PATH INODE OFFSET PREFIX | glob PATTERN | list PATTERN | ancestors DIR... | tar [--gzip] PATH..."
 
 func codeOf(err error) int {
 	if err != nil {

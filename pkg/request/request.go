@@ -55,7 +55,8 @@ type Request struct {
 	Mode        Mode     `json:"mode"`
 	Interval    string   `json:"interval"`
 	Destination string   `json:"destination"`
-	// Source is how files are read (SPEC §1 podcopy/source); not part of the identity.
+	// Source is how files are read (SPEC §1 podcopy/source; "" when the annotation is absent:
+	// the agent's source.mode); not part of the identity.
 	Source Source `json:"-"`
 }
 
@@ -64,11 +65,12 @@ type Source string
 
 // Sources of SPEC §1.
 const (
-	// SourceAuto reads with the container's own tools (tar, and sh for globs and follow).
+	// SourceAuto reads with the container's own tools when it has them, else the helper.
 	SourceAuto Source = "auto"
-	// SourceTar is the same, asked for explicitly.
+	// SourceTar reads with the container's own tar (and sh for globs and follow).
 	SourceTar Source = "tar"
-	// SourceHelper reads with the podcopy binary in the container (the podcopy sidecar).
+	// SourceHelper reads with the podcopy binary: in an ephemeral container aimed at the
+	// container, or in the container itself when it is the podcopy sidecar.
 	SourceHelper Source = "helper"
 )
 
@@ -145,15 +147,9 @@ func Parse(pod *corev1.Pod, pol policy.Policy) (Request, error) {
 		return r, invalid("%s %q is unknown; use %q or %q", AnnotationMode, m, ModeOnce, ModeFollow)
 	}
 	switch src := Source(strings.TrimSpace(a[AnnotationSource])); src {
-	case "", SourceAuto:
-		r.Source = SourceAuto
-	case SourceTar:
-		r.Source = SourceTar
-	case SourceHelper:
-		if r.Mode != ModeFollow {
-			return r, invalid("%s %q works with %s=%s (through the podcopy sidecar) in this version; once collections need tar in the container", AnnotationSource, src, AnnotationMode, ModeFollow)
-		}
-		r.Source = SourceHelper
+	case "": // the agent's source.mode
+	case SourceAuto, SourceTar, SourceHelper:
+		r.Source = src
 	default:
 		return r, invalid("%s %q is unknown; use %q, %q or %q", AnnotationSource, src, SourceAuto, SourceTar, SourceHelper)
 	}

@@ -124,8 +124,12 @@ func TestNativeSidecarAndSource(t *testing.T) {
 	}
 	pod.Annotations[AnnotationContainer] = "podcopy"
 	pod.Annotations[AnnotationMode] = "once"
-	if _, err := Parse(pod, policy.Default()); err == nil || !strings.Contains(err.Error(), "podcopy/source") {
-		t.Fatalf("once with helper: %v", err)
+	if r, err := Parse(pod, policy.Default()); err != nil || r.Source != SourceHelper {
+		t.Fatalf("once with helper: %+v %v", r, err)
+	}
+	delete(pod.Annotations, AnnotationSource)
+	if r, err := Parse(pod, policy.Default()); err != nil || r.Source != "" {
+		t.Fatalf("no source annotation: %+v %v (want the agent's source.mode)", r, err)
 	}
 	pod.Annotations[AnnotationSource] = "magic"
 	if _, err := Parse(pod, policy.Default()); err == nil || !strings.Contains(err.Error(), "unknown") {

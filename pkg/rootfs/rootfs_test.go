@@ -38,9 +38,9 @@ func tree(t *testing.T) (root *Root, dir string) {
 	}
 	for link, target := range map[string]string{
 		"var/log/abs":      filepath.Join(base, "secret"), // absolute, out of the root
-		"var/log/up":       "../../../secret",              // relative, out of the root
-		"var/log/etc":      "/etc",                         // absolute, meant for the container's /etc
-		"var/log/file":     "app.log",                      // a link to a file next to it
+		"var/log/up":       "../../../secret",             // relative, out of the root
+		"var/log/etc":      "/etc",                        // absolute, meant for the container's /etc
+		"var/log/file":     "app.log",                     // a link to a file next to it
 		"var/log/dir/loop": "loop",
 	} {
 		must(t, os.Symlink(target, filepath.Join(dir, link)))

@@ -290,17 +290,18 @@ func permanent(format string, args ...any) error {
 // Transient reports whether a failed collection may succeed when run again (SPEC §5
 // retry.attempts): the API server, kubelet or runtime was unavailable, the stream was cut,
 // or nothing moved. A command that ran and exited non-zero (a full disk, a read-only
-// filesystem, tar's own errors), a limit, a refused or missing path, or the agent shutting
-// down is permanent.
+// filesystem, tar's own errors), a limit, a refused or missing path, a command the
+// container does not have, or the agent shutting down is permanent.
 func Transient(err error) bool {
 	var exit *exec.ExitError
 	var limit *LimitError
 	var perm *PermanentError
+	var missing *exec.MissingCommandError
 	switch {
 	case errors.As(err, &exit) && exit.Code > 128:
 		return true // killed by a signal from outside (its pod was deleted): run again
 	case err == nil, errors.As(err, &exit), errors.As(err, &limit), errors.As(err, &perm),
-		errors.Is(err, context.Canceled):
+		errors.As(err, &missing), errors.Is(err, context.Canceled):
 		return false
 	}
 	return true

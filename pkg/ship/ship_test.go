@@ -20,8 +20,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/podcopy/podcopy/pkg/exec"
-	"github.com/podcopy/podcopy/pkg/helper"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/helper"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
