@@ -136,10 +136,15 @@ func TestChartSchema(t *testing.T) {
 			t.Errorf("--set %s: err = %v, output %s", set, err, out)
 		}
 	}
-	// Deployment mode renders a single replica serving all nodes.
+	// Deployment mode renders a single replica serving all nodes (no NODE_NAME).
 	docs := render(t, "bash", helmBin(), "template", "podcopy", "charts/podcopy", "-n", "podcopy", "--set", "mode=deployment")
 	d := decode[appsv1.Deployment](t, docs["Deployment/podcopy-agent"])
-	if *d.Spec.Replicas != 1 || len(d.Spec.Template.Spec.Containers[0].Env) != 0 {
-		t.Errorf("deployment mode: %+v", d.Spec)
+	if *d.Spec.Replicas != 1 {
+		t.Errorf("deployment mode: %d replicas", *d.Spec.Replicas)
+	}
+	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "NODE_NAME" {
+			t.Errorf("deployment mode sets NODE_NAME: %+v", e)
+		}
 	}
 }

@@ -151,7 +151,8 @@ func annotate(t *testing.T, ns, pod string, ann map[string]string) {
 
 func getStatus(t *testing.T, ns, pod string) (status.Status, bool) {
 	t.Helper()
-	p, err := client.CoreV1().Pods(ns).Get(t.Context(), pod, metav1.GetOptions{})
+	// Not t.Context(): cleanups that report a failure call this after it is cancelled.
+	p, err := client.CoreV1().Pods(ns).Get(context.WithoutCancel(t.Context()), pod, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func sha256In(t *testing.T, target exec.Target, path string) string {
 // events returns "Type Reason: message" for each Event on the pod.
 func events(t *testing.T, ns, pod string) []string {
 	t.Helper()
-	list, err := client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
+	list, err := client.CoreV1().Events(ns).List(context.WithoutCancel(t.Context()), metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
 	if err != nil {
 		t.Fatal(err)
 	}

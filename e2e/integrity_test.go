@@ -51,7 +51,7 @@ echo planted > /collect/pwned/x`)
 			s, _ := getStatus(t, ns, "victim")
 			t.Logf("follow status: %s", s.Message)
 			a := analysis(t)
-			out, _ := run(t, a, "sh", "-c", fmt.Sprintf("find /collect -path '*pwned*' | grep -v '^/collect/%s/victim/' || true", ns))
+			out, _ := run(t, a, "sh", "-c", fmt.Sprintf("find /collect -path '*/pwned/x' | grep -v '^/collect/%s/victim/' || true", ns))
 			if strings.TrimSpace(out) != "" {
 				t.Fatalf("written outside the pod's directory: %s", out)
 			}

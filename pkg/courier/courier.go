@@ -62,26 +62,34 @@ func (e *Error) Error() string { return e.Reason }
 // it is the podcopy sidecar, else the pod's podcopy ephemeral container aimed at it, added
 // if it is not there yet.
 func (c *Courier) Ensure(ctx context.Context, pod *corev1.Pod, container string) (Helper, error) {
-	for _, ct := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
+	// The whole pod, read now: informers keep a trimmed copy (no security contexts, no args).
+	fresh, err := c.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		return Helper{}, fmt.Errorf("reading pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	if fresh.UID != pod.UID {
+		return Helper{}, &Error{Reason: "the pod was replaced"}
+	}
+	for _, ct := range append(slices.Clone(fresh.Spec.InitContainers), fresh.Spec.Containers...) {
 		if ct.Name == container && isSidecar(ct) {
-			return Helper{Target: target(pod, container), Command: helper.Command(0)}, nil
+			return Helper{Target: target(fresh, container), Command: helper.Command(0)}, nil
 		}
 	}
-	if pod.Spec.ShareProcessNamespace != nil && *pod.Spec.ShareProcessNamespace {
+	if fresh.Spec.ShareProcessNamespace != nil && *fresh.Spec.ShareProcessNamespace {
 		return Helper{}, &Error{Reason: "podcopy/source=helper cannot tell the target container's processes apart in a pod with shareProcessNamespace: true; add the podcopy sidecar (README: Sidecar mode) or read with tar"}
 	}
 	image, err := c.Image(ctx)
 	if err != nil {
 		return Helper{}, err
 	}
-	name, err := c.add(ctx, pod, container, image)
+	name, err := c.add(ctx, fresh, container, image)
 	if err != nil {
 		return Helper{}, err
 	}
-	if err := c.waitRunning(ctx, pod, name); err != nil {
+	if err := c.waitRunning(ctx, fresh, name); err != nil {
 		return Helper{}, err
 	}
-	return Helper{Target: target(pod, name), Command: helper.Command(1)}, nil
+	return Helper{Target: target(fresh, name), Command: helper.Command(1)}, nil
 }
 
 func target(pod *corev1.Pod, container string) exec.Target {
@@ -94,13 +102,16 @@ func isSidecar(c corev1.Container) bool {
 
 // add finds a usable helper aimed at container or adds one, and returns its name.
 func (c *Courier) add(ctx context.Context, pod *corev1.Pod, container, image string) (string, error) {
-	for range 5 { // conflicts: someone else changed the pod in between
-		fresh, err := c.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return "", fmt.Errorf("reading pod %s/%s: %w", pod.Namespace, pod.Name, err)
-		}
-		if fresh.UID != pod.UID {
-			return "", &Error{Reason: "the pod was replaced"}
+	fresh := pod
+	for i := range 5 { // conflicts: someone else changed the pod in between
+		if i > 0 {
+			var err error
+			if fresh, err = c.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{}); err != nil {
+				return "", fmt.Errorf("reading pod %s/%s: %w", pod.Namespace, pod.Name, err)
+			}
+			if fresh.UID != pod.UID {
+				return "", &Error{Reason: "the pod was replaced"}
+			}
 		}
 		if name := reusable(fresh, container, image); name != "" {
 			return name, nil
