@@ -138,6 +138,18 @@ func TestDistroless(t *testing.T) {
 		t.Fatalf("ephemeral containers %v, want one helper reused by both collections", ecs)
 	}
 	t.Logf("event: %s", waitEvent(t, ns, "app", collect.ReasonHelperFallback))
+
+	// Throughput through the helper, for the README (logged, not asserted).
+	mustRun(t, src, "/app", "fill", "/tmp/big.bin", "200")
+	annotate(t, ns, "app", map[string]string{"podcopy/collect": "/tmp/big.bin", "podcopy/source": "helper"})
+	start := time.Now()
+	st := waitFinal(t, ns, "app", prev)
+	if st.Phase != status.Succeeded {
+		t.Fatalf("200 MiB through the helper: %+v", st)
+	}
+	t.Logf("200 MiB through the helper: annotation to Succeeded %.2fs (%.0f MB/s); agent: %s",
+		time.Since(start).Seconds(), 200*1.048576/time.Since(start).Seconds(), st.Message)
+	checkCompleteOrAbsent(t, ns, "app", st)
 }
 
 // TestDistrolessFollow follows a log through a rename rotation in a container with no shell

@@ -1,17 +1,19 @@
 // Command testapp is the one binary of the e2e suite's distroless image (no shell, no tar):
 // it lays out files to collect, then writes /var/log/app/app.log the way the suite's shell
 // writer does (20 lines a second; touch /tmp/rotate renames it away, touch /tmp/stop ends
-// it). As "testapp touch|test|cat ARGS" it stands in for the tools the suite would
+// it). As "testapp touch|test|cat|fill ARGS" it stands in for the tools the suite would
 // otherwise exec in the container.
 package main
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 )
 
@@ -47,6 +49,26 @@ func tool(name string, args []string) error {
 			os.Exit(1)
 		}
 		return nil
+	case "fill": // fill PATH MiB: pseudo-random bytes, for throughput measurements
+		mib, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		f, err := os.Create(args[0])
+		if err != nil {
+			return err
+		}
+		rng := rand.New(rand.NewPCG(3, 4))
+		buf := make([]byte, 1<<20)
+		for range mib {
+			for i := 0; i < len(buf); i += 8 {
+				binary.LittleEndian.PutUint64(buf[i:], rng.Uint64())
+			}
+			if _, err := f.Write(buf); err != nil {
+				return err
+			}
+		}
+		return f.Close()
 	case "cat":
 		for _, a := range args {
 			f, err := os.Open(a)

@@ -114,7 +114,7 @@ func openRoot(pid int, dir string) (*rootfs.Root, error) {
 
 func serve(ctx context.Context, root *rootfs.Root, args []string, out io.Writer, stderr io.Writer) (int, error) {
 	if len(args) == 0 {
-		return exitError, errors.New(usage)
+		return exitError, errUsage
 	}
 	switch args[0] {
 	case "follow", "glob":
@@ -130,7 +130,7 @@ func serve(ctx context.Context, root *rootfs.Root, args []string, out io.Writer,
 		return codeOf(err), err
 	case "list":
 		if len(args) != 2 {
-			return exitError, errors.New(usage)
+			return exitError, errUsage
 		}
 		return codeOf(list(root, args[1], out)), nil
 	case "ancestors":
@@ -143,10 +143,11 @@ func serve(ctx context.Context, root *rootfs.Root, args []string, out io.Writer,
 	case "tar":
 		return archive(ctx, root, args[1:], out, stderr)
 	}
-	return exitError, errors.New(usage)
+	return exitError, errUsage
 }
 
-const usage = "usage: podcopy-agent source wait | source [--pid=N | --root=DIR] follow PATH INODE OFFSET PREFIX | glob PATTERN | list PATTERN | ancestors DIR... | tar [--gzip] PATH..."
+// errUsage lists the verbs.
+var errUsage = errors.New("usage: podcopy-agent source wait | source [--pid=N | --root=DIR] follow PATH INODE OFFSET PREFIX | glob PATTERN | list PATTERN | ancestors DIRS | tar [--gzip] PATHS")
 
 func codeOf(err error) int {
 	if err != nil {

@@ -1,0 +1,146 @@
+package courier
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+const image = "podcopy/podcopy-agent:test"
+
+func imageFn(context.Context) (string, error) { return image, nil }
+
+func pod(mutate func(*corev1.Pod)) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "uid-1"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "distroless"}}},
+	}
+	if mutate != nil {
+		mutate(p)
+	}
+	return p
+}
+
+func TestSpecRunsAsTheTargetsUser(t *testing.T) {
+	t.Parallel()
+	uid := int64(65532)
+	for _, tc := range []struct {
+		name       string
+		pod        *corev1.Pod
+		wantUser   int64
+		restricted bool
+	}{
+		{"root or unknown user: root, to become the target's user", pod(nil), 0, false},
+		{"container runAsUser", pod(func(p *corev1.Pod) {
+			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: &uid}
+		}), uid, true},
+		{"pod runAsUser", pod(func(p *corev1.Pod) { p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: &uid} }), uid, true},
+		{"pod runAsNonRoot without a user: the image's user", pod(func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: new(true)}
+		}), -1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ec, err := Spec(tc.pod, "app", image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc := ec.SecurityContext
+			if ec.TargetContainerName != "app" || ec.Name != Name || ec.Image != image || !*sc.ReadOnlyRootFilesystem {
+				t.Fatalf("spec %+v", ec)
+			}
+			switch {
+			case tc.wantUser < 0 && sc.RunAsUser != nil, tc.wantUser >= 0 && (sc.RunAsUser == nil || *sc.RunAsUser != tc.wantUser):
+				t.Fatalf("runAsUser %v, want %d", sc.RunAsUser, tc.wantUser)
+			}
+			restricted := sc.RunAsNonRoot != nil && *sc.RunAsNonRoot && sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation &&
+				sc.Capabilities != nil && len(sc.Capabilities.Drop) == 1 && sc.Capabilities.Drop[0] == "ALL" &&
+				sc.SeccompProfile != nil && sc.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault
+			if restricted != tc.restricted {
+				t.Fatalf("restricted-compliant = %v, want %v: %+v", restricted, tc.restricted, sc)
+			}
+		})
+	}
+	if _, err := Spec(pod(nil), "sidecar", image); err == nil {
+		t.Fatal("aimed at a container that is not there")
+	}
+}
+
+func TestEnsure(t *testing.T) {
+	t.Parallel()
+	running := corev1.ContainerStatus{Name: Name, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}
+	stopped := corev1.ContainerStatus{Name: Name, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137}}}
+	helperOf := func(target string) corev1.EphemeralContainer {
+		ec, _ := Spec(pod(nil), target, image)
+		return ec
+	}
+	for _, tc := range []struct {
+		name       string
+		pod        *corev1.Pod
+		patchErr   error
+		wantTarget string // container exec'd into; "" = an error
+		wantErr    string
+		wantPatch  bool
+		container  string // "" = app
+	}{
+		{name: "the podcopy sidecar is read directly", pod: pod(func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "podcopy", Args: []string{SidecarArg}}}
+		}), container: "podcopy", wantTarget: "podcopy"},
+		{name: "a running helper is reused", pod: pod(func(p *corev1.Pod) {
+			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{helperOf("app")}
+			p.Status.EphemeralContainerStatuses = []corev1.ContainerStatus{running}
+		}), wantTarget: Name},
+		{name: "a stopped helper is not reused", pod: pod(func(p *corev1.Pod) {
+			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{helperOf("app")}
+			p.Status.EphemeralContainerStatuses = []corev1.ContainerStatus{stopped}
+		}), wantPatch: true, wantErr: "did not start"},
+		{name: "refused by Pod Security: its reason, at once", pod: pod(nil),
+			patchErr:  apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "p", errors.New(`violates PodSecurity "restricted:latest": runAsNonRoot != true`)),
+			wantPatch: true, wantErr: `refused: Forbidden: pods "p" is forbidden: violates PodSecurity "restricted:latest"`},
+		{name: "shared process namespace", pod: pod(func(p *corev1.Pod) { p.Spec.ShareProcessNamespace = new(true) }), wantErr: "shareProcessNamespace"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cs := fake.NewClientset(tc.pod)
+			patched := false
+			cs.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				if a.GetSubresource() != "ephemeralcontainers" {
+					return false, nil, nil
+				}
+				patched = true
+				if tc.patchErr != nil {
+					return true, nil, tc.patchErr
+				}
+				return true, tc.pod, nil // accepted; the container never starts (the kubelet is not here)
+			})
+			c := &Courier{Client: cs, Image: imageFn, Wait: 200 * time.Millisecond, Poll: 10 * time.Millisecond}
+			container := tc.container
+			if container == "" {
+				container = "app"
+			}
+			h, err := c.Ensure(t.Context(), tc.pod, container)
+			if patched != tc.wantPatch {
+				t.Fatalf("patched = %v, want %v", patched, tc.wantPatch)
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || h.Target.Container != tc.wantTarget {
+				t.Fatalf("helper %+v, err %v", h, err)
+			}
+		})
+	}
+}
