@@ -131,6 +131,23 @@ func TestAdmissionPolicy(t *testing.T) {
 	if st.Phase != status.Succeeded {
 		t.Fatalf("the agent's status write: %+v", st)
 	}
+	// Issue 14: who asked is on record, set by admission (the MutatingAdmissionPolicy), in the
+	// status and the manifest; nobody can write another name.
+	if m := readManifest(t, st); st.RequestedBy != "bob-"+ns || m.RequestedBy != "bob-"+ns {
+		t.Fatalf("requestedBy: status %q, manifest %q, want bob-%s", st.RequestedBy, m.RequestedBy, ns)
+	}
+	err = patchAs(t, bob, ns, "target", map[string]string{"podcopy/requested-by": "mallory"})
+	if err == nil || !strings.Contains(err.Error(), "podcopy/requested-by is written by admission") {
+		t.Fatalf("bob forging podcopy/requested-by: err = %v", err)
+	}
+	if err := patchAs(t, bob, ns, "target", map[string]string{"podcopy/collect": "/var/log/app.log", "podcopy/trigger": "again", "podcopy/requested-by": "mallory"}); err != nil {
+		t.Fatalf("bob re-running with a forged requested-by alongside: %v", err)
+	}
+	if p, err := client.CoreV1().Pods(ns).Get(t.Context(), "target", metav1.GetOptions{}); err != nil || p.Annotations["podcopy/requested-by"] != "bob-"+ns {
+		t.Fatalf("requested-by after a forged value: %v %v", p.Annotations["podcopy/requested-by"], err)
+	}
+	t.Logf("requested-by: %s (a forged value is replaced or refused)", st.RequestedBy)
+	st = waitFinal(t, ns, "target", st.Request)
 	forged, _ := json.Marshal(status.Status{Request: "forged", Phase: status.Succeeded})
 	err = patchAs(t, bob, ns, "target", map[string]string{status.Annotation: string(forged)})
 	if err == nil || !strings.Contains(err.Error(), "only the podcopy agent") {

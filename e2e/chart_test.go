@@ -123,6 +123,11 @@ func TestChartMatchesManifests(t *testing.T) {
 	if flat(pa.Spec) != flat(pb.Spec) {
 		t.Errorf("admission policies differ:\nchart %s\nmanifests %s", flat(pa.Spec), flat(pb.Spec))
 	}
+	ma := decode[admissionv1.MutatingAdmissionPolicy](t, chart["MutatingAdmissionPolicy/podcopy-requested-by"])
+	mb := decode[admissionv1.MutatingAdmissionPolicy](t, kust["MutatingAdmissionPolicy/podcopy-requested-by"])
+	if flat(ma.Spec) != flat(mb.Spec) || len(ma.Spec.Mutations) != 1 {
+		t.Errorf("requested-by policies differ:\nchart %s\nmanifests %s", flat(ma.Spec), flat(mb.Spec))
+	}
 }
 
 // TestChartSchema: a typo in values fails the install instead of being ignored.

@@ -80,6 +80,8 @@ type Handler struct {
 	Exec exec.Executor
 	// RetryBase is the first backoff between attempts (2s when zero).
 	RetryBase time.Duration
+	// ProgressInterval is how often a Running status shows progress (2s when zero).
+	ProgressInterval time.Duration
 	// Helpers starts the podcopy helper for containers read with podcopy/source=helper
 	// (or auto, when the container has no tar or sh).
 	Helpers Helpers
@@ -314,7 +316,7 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		return status.Status{Request: id, Phase: status.Rejected, Message: err.Error(), CompletionTime: start.Format(time.RFC3339)}, err
 	}
 	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String(), "attempt", attempt)
-	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection,
+	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection, RequestedBy: req.RequestedBy,
 		Destination: fmt.Sprintf("%s:%s", dst, job.CollectionDir()), StartTime: start.Format(time.RFC3339), Attempt: attempt}
 	if err := h.Status.Write(ctx, pod, st); err != nil {
 		return st, fmt.Errorf("%w: %w", errStatusNotWritten, err)
@@ -326,7 +328,10 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	runCtx, cancel := context.WithCancelCause(ctx)
 	h.track(pod.UID, cancel)
 	h.Metrics.Inflight.Inc()
+	job.Progress = &ship.Progress{}
+	stopProgress := h.reportProgress(runCtx, pod, st, job.Progress)
 	res, err := h.runJob(runCtx, log, pod, req, job)
+	stopProgress() // no Running write may land after the terminal status
 	h.Metrics.Inflight.Dec()
 	h.untrack(pod.UID)
 	cause := context.Cause(runCtx)
@@ -482,6 +487,7 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 			Destination: manifest.Destination{Namespace: dst.Namespace, Pod: dst.Pod, Container: dst.Container},
 			Agent:       h.Settings.Agent,
 			StartTime:   start.Format(time.RFC3339),
+			RequestedBy: req.RequestedBy,
 		},
 		Paths:       req.Paths,
 		Source:      exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container},

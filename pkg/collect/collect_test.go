@@ -11,7 +11,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -263,3 +265,63 @@ func TestSyncShutdownRecordsReason(t *testing.T) {
 }
 
 var errShutdownForTest = errors.New("agent shutting down: the collection was interrupted after the shutdown grace period")
+
+// progressRunner moves a collection forward in steps, as ship does while streaming.
+type progressRunner struct{ steps int }
+
+func (r progressRunner) Run(ctx context.Context, job ship.Job) (ship.Result, error) {
+	job.Progress.Expected.Store(int64(r.steps) * 100)
+	for range r.steps {
+		job.Progress.Files.Add(1)
+		job.Progress.Bytes.Add(100)
+		time.Sleep(30 * time.Millisecond)
+	}
+	return ship.Result{Totals: manifest.Totals{Files: r.steps, Bytes: int64(r.steps) * 100}}, nil
+}
+
+// TestRunningStatusShowsProgress: while Running, files and bytes grow (and expectedBytes is
+// there for a client's progress bar); the terminal status is the last write.
+func TestRunningStatusShowsProgress(t *testing.T) {
+	t.Parallel()
+	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/big.log", request.AnnotationRequestedBy: "alice"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Runner = progressRunner{steps: 20}
+	e.h.ProgressInterval = 50 * time.Millisecond
+	var mu sync.Mutex
+	var seen []status.Status
+	e.client.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		var patch struct {
+			Metadata struct {
+				Annotations map[string]string `json:"annotations"`
+			} `json:"metadata"`
+		}
+		_ = json.Unmarshal(a.(k8stesting.PatchAction).GetPatch(), &patch)
+		var s status.Status
+		if json.Unmarshal([]byte(patch.Metadata.Annotations[status.Annotation]), &s) == nil {
+			mu.Lock()
+			seen = append(seen, s)
+			mu.Unlock()
+		}
+		return false, nil, nil
+	})
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var progress int
+	for i, s := range seen {
+		if s.RequestedBy != "alice" {
+			t.Fatalf("write %d: requestedBy %q", i, s.RequestedBy)
+		}
+		if s.Phase == status.Running && s.Bytes > 0 {
+			progress++
+			if s.ExpectedBytes != 2000 || s.Bytes > s.ExpectedBytes {
+				t.Fatalf("write %d: %+v", i, s)
+			}
+		}
+	}
+	if progress < 2 || seen[len(seen)-1].Phase != status.Succeeded || seen[len(seen)-1].Bytes != 2000 {
+		t.Fatalf("%d progress writes; writes %+v", progress, seen)
+	}
+}

@@ -53,6 +53,8 @@ type Header struct {
 	Agent          Agent       `json:"agent"`
 	StartTime      string      `json:"startTime"`
 	CompletionTime string      `json:"completionTime"`
+	// RequestedBy is who set the request (podcopy/requested-by, written by admission).
+	RequestedBy string `json:"requestedBy,omitempty"`
 }
 
 // File is one regular file written to the destination.

@@ -28,6 +28,9 @@ const (
 	AnnotationInterval    = "podcopy/interval"
 	AnnotationDestination = "podcopy/destination"
 	AnnotationSource      = "podcopy/source"
+	// AnnotationRequestedBy is written by admission (the install's MutatingAdmissionPolicy),
+	// never by users: who last set a request annotation.
+	AnnotationRequestedBy = "podcopy/requested-by"
 	// DefaultContainerAnnotation is kubectl's choice of default container.
 	DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
 )
@@ -58,6 +61,8 @@ type Request struct {
 	// Source is how files are read (SPEC §1 podcopy/source; "" when the annotation is absent:
 	// the agent's source.mode); not part of the identity.
 	Source Source `json:"-"`
+	// RequestedBy is SPEC §1 podcopy/requested-by (set by admission); not part of the identity.
+	RequestedBy string `json:"-"`
 }
 
 // Source is how a request's files are read.
@@ -113,7 +118,7 @@ func invalid(format string, args ...any) error {
 // Parse reads and validates the request on pod against pol. Every failure is an *InvalidError.
 func Parse(pod *corev1.Pod, pol policy.Policy) (Request, error) {
 	a := pod.Annotations
-	var r Request
+	r := Request{RequestedBy: a[AnnotationRequestedBy]}
 	paths, err := parsePaths(a[AnnotationCollect])
 	if err != nil {
 		return r, err

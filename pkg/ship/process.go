@@ -299,6 +299,10 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 	}
 	f.Path = v.Path
 	w.written[v.Rel] = f
+	if p := w.job.Progress; p != nil {
+		p.Files.Add(1)
+		p.Bytes.Add(f.Size)
+	}
 	return true, w.mb.AddFile(f)
 }
 
@@ -326,7 +330,15 @@ func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader) error {
 		return err
 	}
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(w.tw, h), tr, *w.buf)
+	dst := io.MultiWriter(w.tw, h)
+	if p := w.job.Progress; p != nil {
+		if len(w.job.Paths) == 1 && w.job.Paths[0] == v.Path {
+			p.Expected.Store(hdr.Size) // the one requested file: its size is the collection's
+		}
+		dst = io.MultiWriter(w.tw, h, progressCounter{p})
+		defer p.Files.Add(1)
+	}
+	n, err := io.CopyBuffer(dst, tr, *w.buf)
 	if err != nil {
 		return readError(err)
 	}

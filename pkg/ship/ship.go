@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/podcopy/podcopy/pkg/exec"
@@ -48,6 +49,22 @@ type Job struct {
 	// Reader runs the reads in the source container: its own tar when nil (TarReader), or
 	// the podcopy helper (package helper) for containers with no tar.
 	Reader Reader
+	// Progress, when set, is updated as files are written (read it from another goroutine).
+	Progress *Progress
+}
+
+// Progress is how far a running collection is. Expected is the collection's size when it
+// is known early (one requested file: its size once its header arrives), else 0.
+type Progress struct {
+	Files, Bytes, Expected atomic.Int64
+}
+
+// progressCounter counts bytes into a Progress.
+type progressCounter struct{ p *Progress }
+
+func (w progressCounter) Write(b []byte) (int, error) {
+	w.p.Bytes.Add(int64(len(b)))
+	return len(b), nil
 }
 
 // CollectionDir is <dir>/<namespace>/<pod>/<collection id>, or "" when the id is malformed

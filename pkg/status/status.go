@@ -42,6 +42,11 @@ type Status struct {
 	CompletionTime string `json:"completionTime,omitempty"`
 	// Attempt is the attempt of a once collection (1 for the first; SPEC §5 retry.attempts).
 	Attempt int `json:"attempt,omitempty"`
+	// ExpectedBytes is the size of the collection when it is known early (one file), so a
+	// client can draw progress while Running.
+	ExpectedBytes int64 `json:"expectedBytes,omitempty"`
+	// RequestedBy is who set the request (podcopy/requested-by, written by admission).
+	RequestedBy string `json:"requestedBy,omitempty"`
 }
 
 // Get returns the pod's status, or false when it has none (or an unreadable one).
