@@ -1,0 +1,240 @@
+package cli
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"go.uber.org/goleak"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestRequestAnnotations(t *testing.T) {
+	t.Parallel()
+	ann, err := requestAnnotations([]string{"/var/log/a", "/var/log/b"}, collectFlags{follow: true, interval: "10s", container: "app"}, metav1.Now().Time)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ann[request.AnnotationCollect] != "/var/log/a,/var/log/b" || ann[request.AnnotationMode] != "follow" || ann[request.AnnotationInterval] != "10s" ||
+		ann[request.AnnotationContainer] != "app" || ann[request.AnnotationSource] != nil || ann[request.AnnotationTrigger] == "" {
+		t.Fatalf("annotations %v", ann)
+	}
+	if _, ok := ann[request.AnnotationSource]; !ok {
+		t.Fatal("an unset key must be removed (null in the merge patch), not left as it was")
+	}
+	if _, err := requestAnnotations([]string{"/x"}, collectFlags{interval: "10s"}, metav1.Now().Time); err == nil {
+		t.Fatal("--interval without --follow was accepted")
+	}
+}
+
+// analysisFake plays the analysis pod: cat of the manifest, tar of the collection, sha256sum.
+type analysisFake struct {
+	manifest []byte
+	archive  []byte
+	sums     string // sha256sum -c output
+}
+
+func (a analysisFake) Exec(ctx context.Context, req exec.Request) error {
+	switch req.Command[0] {
+	case "cat":
+		_, err := req.Stdout.Write(a.manifest)
+		return err
+	case "tar":
+		_, err := req.Stdout.Write(a.archive)
+		return err
+	case "sha256sum":
+		_, _ = io.Copy(io.Discard, req.Stdin)
+		_, err := io.WriteString(req.Stdout, a.sums)
+		if strings.Contains(a.sums, "FAILED") {
+			return &exec.ExitError{Code: 1}
+		}
+		return err
+	}
+	return fmt.Errorf("unexpected command %v", req.Command)
+}
+
+const id = "20261123T101500Z-1a2b3c4d"
+
+// collection builds a manifest and the tar stream the analysis pod's tar would print; edit
+// changes the archive's entries before they are written.
+func collection(t *testing.T, edit func(name string, data []byte) (string, []byte)) analysisFake {
+	t.Helper()
+	files := map[string]string{"/var/log/a.log": "alpha\n", "/var/log/dir/b.log": strings.Repeat("b", 70000)}
+	m := manifest.Manifest{Header: manifest.Header{Collection: id, Source: manifest.Source{Container: "app"}}}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	must(t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "./", Mode: 0o755}))
+	for _, p := range []string{"/var/log/a.log", "/var/log/dir/b.log"} {
+		data := []byte(files[p])
+		sum := sha256.Sum256(data)
+		m.Files = append(m.Files, manifest.File{Path: p, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])})
+		name := "./app" + p
+		if edit != nil {
+			name, data = edit(name, data)
+		}
+		if name == "" {
+			continue
+		}
+		must(t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o644}))
+		_, err := tw.Write(data)
+		must(t, err)
+	}
+	body, err := json.Marshal(m)
+	must(t, err)
+	must(t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "./manifest.json", Size: int64(len(body)), Mode: 0o644}))
+	_, err = tw.Write(body)
+	must(t, err)
+	must(t, tw.Close())
+	return analysisFake{manifest: body, archive: buf.Bytes()}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var ref = collectionRef{namespace: "ns", pod: "p", id: id, analysis: exec.Target{Namespace: "podcopy", Pod: "analysis-0", Container: "store"}, dir: "/collect/ns/p/" + id}
+
+func TestFetchVerifiesEveryFile(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		edit func(string, []byte) (string, []byte)
+		want string // in the error; "" = success
+	}{
+		{name: "intact"},
+		{name: "a byte changed", edit: func(n string, d []byte) (string, []byte) {
+			if strings.HasSuffix(n, "b.log") {
+				d = slices.Clone(d)
+				d[123] ^= 1
+			}
+			return n, d
+		}, want: "MISMATCH /var/log/dir/b.log"},
+		{name: "a file missing", edit: func(n string, d []byte) (string, []byte) {
+			if strings.HasSuffix(n, "a.log") {
+				return "", nil
+			}
+			return n, d
+		}, want: "MISSING  /var/log/a.log"},
+		{name: "a name climbing out", edit: func(n string, d []byte) (string, []byte) {
+			if strings.HasSuffix(n, "a.log") {
+				return "../../escape", d
+			}
+			return n, d
+		}, want: "EXTRA    ../../escape"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			out, dir := &bytes.Buffer{}, t.TempDir()
+			o := NewOptions(out, io.Discard).With(fake.NewClientset(), collection(t, tc.edit), "ns")
+			err := o.fetch(t.Context(), ref, dir)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, rerr := os.ReadFile(filepath.Join(dir, id, "app/var/log/dir/b.log"))
+				if rerr != nil || len(got) != 70000 || !strings.Contains(out.String(), "every SHA-256 matches") {
+					t.Fatalf("fetched %d bytes (%v); output %q", len(got), rerr, out.String())
+				}
+				if _, err := os.Stat(filepath.Join(dir, id, "manifest.json")); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "escape")); err == nil {
+				t.Fatal("written outside the output directory")
+			}
+		})
+	}
+}
+
+func TestVerifyNamesTheFile(t *testing.T) {
+	t.Parallel()
+	a := collection(t, nil)
+	a.sums = ref.dir + "/app/var/log/a.log: OK\n" + ref.dir + "/app/var/log/dir/b.log: FAILED\n"
+	o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), a, "ns")
+	err := o.verify(t.Context(), ref)
+	if err == nil || !strings.Contains(err.Error(), "MISMATCH /var/log/dir/b.log") || strings.Contains(err.Error(), "a.log") {
+		t.Fatalf("err = %v", err)
+	}
+	a.sums = ref.dir + "/app/var/log/a.log: OK\n" + ref.dir + "/app/var/log/dir/b.log: OK\n"
+	out := &bytes.Buffer{}
+	if err := NewOptions(out, io.Discard).With(fake.NewClientset(), a, "ns").verify(t.Context(), ref); err != nil || !strings.Contains(out.String(), "verified 2 files") {
+		t.Fatalf("err = %v, output %q", err, out.String())
+	}
+}
+
+// TestCollectWaitsForItsOwnRequest: collect sets the annotations, then reports the outcome
+// of that request (not an older one), non-zero on Failed with the agent's message.
+func TestCollectWaitsForItsOwnRequest(t *testing.T) {
+	t.Parallel()
+	for _, phase := range []status.Phase{status.Succeeded, status.Failed} {
+		t.Run(string(phase), func(t *testing.T) {
+			t.Parallel()
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Annotations: map[string]string{
+				status.Annotation: `{"request":"older","phase":"Succeeded"}`}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
+			cs := fake.NewClientset(pod)
+			// The agent: answer the request once it is there.
+			agent := exectest.Func(func(context.Context, exec.Request) error { return nil })
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for ctx.Err() == nil {
+					p, err := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
+					if err != nil {
+						return
+					}
+					if req, err := request.Parse(p, testPolicy()); err == nil && !strings.Contains(p.Annotations[status.Annotation], req.ID()) {
+						b, _ := json.Marshal(status.Status{Request: req.ID(), Phase: phase, Files: 1, Bytes: 6, Message: "the agent's words"})
+						p.Annotations[status.Annotation] = string(b)
+						_, _ = cs.CoreV1().Pods("ns").Update(ctx, p, metav1.UpdateOptions{})
+						return
+					}
+				}
+			}()
+			out := &bytes.Buffer{}
+			o := NewOptions(out, io.Discard).With(cs, agent, "ns")
+			err := o.collect(t.Context(), "p", []string{"/var/log/a.log"}, collectFlags{}, true)
+			cancel()
+			<-done
+			if phase == status.Succeeded && (err != nil || !strings.Contains(out.String(), "Succeeded: the agent's words")) {
+				t.Fatalf("err = %v, output %q", err, out.String())
+			}
+			if phase == status.Failed && (err == nil || !strings.Contains(err.Error(), "the agent's words")) {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+}
+
+func testPolicy() policy.Policy { return policy.Policy{AllowPaths: []string{"/**"}} }

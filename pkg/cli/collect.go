@@ -1,0 +1,193 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// collectFlags are collect's own flags.
+type collectFlags struct {
+	container, interval, source string
+	follow, wait, noWait       bool
+}
+
+func (o *Options) collectCommand() *cobra.Command {
+	f := &collectFlags{}
+	cmd := &cobra.Command{
+		Use:   "collect POD PATH...",
+		Short: "Ask the agent to collect PATHs from POD (a fresh trigger, so it always runs) and show its progress",
+		Example: `  kubectl podcopy collect mysql-0 /var/log/mysql/slow.log
+  kubectl podcopy collect -n shop web-7d9 /var/log/nginx --wait=false
+  kubectl podcopy collect app-0 /var/log/app/app.log --follow --interval 10s`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.complete(); err != nil {
+				return err
+			}
+			wait := o.Terminal // the default on a terminal
+			if cmd.Flags().Changed("wait") {
+				wait = f.wait
+			}
+			return o.collect(cmd.Context(), args[0], args[1:], *f, wait)
+		},
+	}
+	cmd.Flags().StringVarP(&f.container, "container", "c", "", "container to read (default: the pod's default container)")
+	cmd.Flags().BoolVar(&f.follow, "follow", false, "harvest continuously: ship what is appended every interval")
+	cmd.Flags().StringVar(&f.interval, "interval", "", "with --follow: how often to ship (Go duration, at least 5s; default 30s)")
+	cmd.Flags().StringVar(&f.source, "source", "", "auto, tar or helper (default: the agent's source.mode)")
+	cmd.Flags().BoolVar(&f.wait, "wait", false, "wait for the outcome and draw progress (default: true on a terminal)")
+	return cmd
+}
+
+// requestAnnotations is the merge patch of a request: every request key is set or removed,
+// and the trigger is fresh so the same paths run again.
+func requestAnnotations(paths []string, f collectFlags, now time.Time) (map[string]any, error) {
+	if f.interval != "" && !f.follow {
+		return nil, errors.New("--interval needs --follow")
+	}
+	mode := string(request.ModeOnce)
+	if f.follow {
+		mode = string(request.ModeFollow)
+	}
+	ann := map[string]any{
+		request.AnnotationCollect:   strings.Join(paths, ","),
+		request.AnnotationTrigger:   now.UTC().Format(time.RFC3339Nano),
+		request.AnnotationMode:      mode,
+		request.AnnotationContainer: nil,
+		request.AnnotationInterval:  nil,
+		request.AnnotationSource:    nil,
+	}
+	for key, v := range map[string]string{request.AnnotationContainer: f.container, request.AnnotationInterval: f.interval, request.AnnotationSource: f.source} {
+		if v != "" {
+			ann[key] = v
+		}
+	}
+	return ann, nil
+}
+
+func (o *Options) patchAnnotations(ctx context.Context, pod string, ann map[string]any) (*corev1.Pod, error) {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	if err != nil {
+		return nil, err
+	}
+	return o.client.CoreV1().Pods(o.namespace).Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "kubectl-podcopy"})
+}
+
+func (o *Options) collect(ctx context.Context, pod string, paths []string, f collectFlags, wait bool) error {
+	ann, err := requestAnnotations(paths, f, time.Now())
+	if err != nil {
+		return err
+	}
+	p, err := o.patchAnnotations(ctx, pod, ann)
+	if err != nil {
+		return err // a refusal by the admission policy says what is missing
+	}
+	// The request's identity, as the agent computes it (SPEC §1); the agent's own policy
+	// decides what is allowed, so none is applied here.
+	req, err := request.Parse(p, policy.Policy{AllowPaths: []string{"/**"}})
+	if err != nil {
+		return err
+	}
+	id := req.ID()
+	if !wait {
+		if o.Output == "json" {
+			return o.printJSON(map[string]string{"namespace": p.Namespace, "pod": p.Name, "request": id})
+		}
+		fmt.Fprintf(o.Out, "requested %s from %s/%s (request %s); watch it with: kubectl podcopy status %s\n",
+			strings.Join(paths, ","), p.Namespace, p.Name, id[:8], p.Name)
+		return nil
+	}
+	st, err := o.waitFor(ctx, pod, id, f.follow)
+	if err != nil {
+		return err
+	}
+	return o.outcome(st)
+}
+
+// waitFor follows the pod's status for request id, drawing progress, until it ends (a
+// follow: until its first shipment is recorded).
+func (o *Options) waitFor(ctx context.Context, pod, id string, follow bool) (status.Status, error) {
+	prog := newProgress(o, pod)
+	defer prog.close()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		p, err := o.client.CoreV1().Pods(o.namespace).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			return status.Status{}, err
+		}
+		if st, ok := status.Get(p); ok && st.Request == id {
+			prog.update(st)
+			if st.Done(id) || (follow && st.Phase == status.Running && st.Collection == "follow" && st.Message != "") {
+				prog.done(st)
+				return st, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return status.Status{}, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// outcome prints the final status and turns Failed and Rejected into an error (exit 1).
+func (o *Options) outcome(st status.Status) error {
+	if o.Output == "json" {
+		if err := o.printJSON(st); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(o.Out, "%s: %s\n", st.Phase, st.Message)
+		if st.Destination != "" {
+			fmt.Fprintf(o.Out, "in %s\n", st.Destination)
+		}
+	}
+	switch st.Phase {
+	case status.Failed, status.Rejected:
+		return fmt.Errorf("collection %s: %s", strings.ToLower(string(st.Phase)), st.Message)
+	}
+	return nil
+}
+
+func (o *Options) printJSON(v any) error {
+	enc := json.NewEncoder(o.Out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (o *Options) stopCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop POD",
+		Short: "End a follow (remove the request from POD)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.complete(); err != nil {
+				return err
+			}
+			ann := map[string]any{}
+			for _, k := range []string{request.AnnotationCollect, request.AnnotationMode, request.AnnotationInterval,
+				request.AnnotationTrigger, request.AnnotationContainer, request.AnnotationSource} {
+				ann[k] = nil
+			}
+			if _, err := o.patchAnnotations(cmd.Context(), args[0], ann); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Out, "stopped: the agent ships what is left and ends following %s/%s\n", o.namespace, args[0])
+			return nil
+		},
+	}
+}

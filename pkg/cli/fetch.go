@@ -1,0 +1,374 @@
+package cli
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podcopy/podcopy/pkg/destination"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/layout"
+	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/pathname"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// collectionRef is one collection in an analysis pod.
+type collectionRef struct {
+	namespace, pod, id string
+	analysis           exec.Target
+	dir                string // the collection's directory in the analysis pod
+}
+
+// analysis is the analysis pod the agent would choose (its configuration given by flags).
+func (o *Options) analysis(ctx context.Context) (exec.Target, error) {
+	return destination.Chooser{Client: o.client, Config: destination.Config{
+		Namespace: o.AnalysisNamespace, Selector: o.AnalysisSelector, Dir: o.Dir}}.Choose(ctx, "")
+}
+
+// resolve reads COLLECTION: POD (its latest collection, from its status), POD/ID or
+// NS/POD/ID.
+func (o *Options) resolve(ctx context.Context, arg string) (collectionRef, error) {
+	ref := collectionRef{namespace: o.namespace}
+	parts := strings.Split(arg, "/")
+	switch len(parts) {
+	case 1:
+		ref.pod = parts[0]
+	case 2:
+		ref.pod, ref.id = parts[0], parts[1]
+	case 3:
+		ref.namespace, ref.pod, ref.id = parts[0], parts[1], parts[2]
+	default:
+		return ref, fmt.Errorf("collection %q: use POD, POD/COLLECTION-ID or NAMESPACE/POD/COLLECTION-ID", arg)
+	}
+	if p, err := o.client.CoreV1().Pods(ref.namespace).Get(ctx, ref.pod, metav1.GetOptions{}); err == nil {
+		if st, ok := status.Get(p); ok && (ref.id == "" || ref.id == st.Collection) && st.Collection != "follow" && st.Destination != "" {
+			if st.Phase != status.Succeeded {
+				return ref, fmt.Errorf("collection %s of %s/%s is %s: %s", st.Collection, ref.namespace, ref.pod, st.Phase, st.Message)
+			}
+			target, dir, err := parseDestination(st.Destination)
+			if err != nil {
+				return ref, err
+			}
+			ref.id, ref.analysis, ref.dir = st.Collection, target, dir
+			return ref, nil
+		}
+	} else if ref.id == "" {
+		return ref, err
+	}
+	if ref.id == "" {
+		return ref, fmt.Errorf("pod %s/%s has no collection; name one as POD/COLLECTION-ID (kubectl podcopy ls %s)", ref.namespace, ref.pod, ref.pod)
+	}
+	l, err := layout.New(o.Dir, ref.namespace, ref.pod)
+	if err != nil {
+		return ref, err
+	}
+	if ref.dir, err = l.Collection(ref.id); err != nil {
+		return ref, err
+	}
+	ref.analysis, err = o.analysis(ctx)
+	return ref, err
+}
+
+// parseDestination reads a status destination "<ns>/<pod>/<container>:<dir>".
+func parseDestination(s string) (exec.Target, string, error) {
+	target, dir, ok := strings.Cut(s, ":")
+	parts := strings.Split(target, "/")
+	if !ok || len(parts) != 3 || pathname.Canonical(dir) != nil {
+		return exec.Target{}, "", fmt.Errorf("status destination %q is not <namespace>/<pod>/<container>:<dir>", s)
+	}
+	return exec.Target{Namespace: parts[0], Pod: parts[1], Container: parts[2]}, dir, nil
+}
+
+func (o *Options) fetchCommand() *cobra.Command {
+	var out string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "fetch COLLECTION -o DIR",
+		Short: "Download a collection from the analysis pod, verifying every file's SHA-256 against its manifest while writing",
+		Example: `  kubectl podcopy fetch mysql-0 -o ./evidence          # the pod's latest collection
+  kubectl podcopy fetch mysql-0/20261123T101500Z-1a2b3c4d -o ./evidence`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if asJSON {
+				o.Output = "json"
+			}
+			if err := o.complete(); err != nil {
+				return err
+			}
+			ref, err := o.resolve(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return o.fetch(cmd.Context(), ref, out)
+		},
+	}
+	// SPEC §8: -o names the directory here; --json gives the machine-readable result.
+	cmd.Flags().StringVarP(&out, "output", "o", ".", "directory to write <collection id>/ into (that subdirectory must not exist yet)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+// fetchResult is what fetch found.
+type fetchResult struct {
+	Collection string   `json:"collection"`
+	Dir        string   `json:"dir"`
+	Files      int      `json:"files"`
+	Bytes      int64    `json:"bytes"`
+	Mismatched []string `json:"mismatched,omitempty"`
+	Missing    []string `json:"missing,omitempty"`
+	Unexpected []string `json:"unexpected,omitempty"`
+}
+
+func (r fetchResult) ok() bool {
+	return len(r.Mismatched)+len(r.Missing)+len(r.Unexpected) == 0
+}
+
+// fetch streams the collection as tar from the analysis pod into <out>/<id>, hashing each
+// file as it is written, and compares every hash with the manifest read first.
+func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) error {
+	m, err := o.readManifest(ctx, ref)
+	if err != nil {
+		return err
+	}
+	want := map[string]manifest.File{}
+	for _, f := range m.Files {
+		want[f.Path] = f
+	}
+	dest := filepath.Join(out, ref.id)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dest, 0o755); err != nil {
+		return fmt.Errorf("%w (fetch writes into a new directory)", err)
+	}
+	root, err := os.OpenRoot(dest) // every write below stays inside dest (no .., no symlinks out)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = root.Close() }()
+	res := fetchResult{Collection: ref.id, Dir: dest}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"tar", "-c", "-f", "-", "-C", ref.dir, "."}, Stdout: pw})
+		pw.CloseWithError(orEOF(err))
+		done <- err
+	}()
+	werr := o.untar(root, tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), m, want, &res)
+	if werr != nil {
+		pr.CloseWithError(werr)
+	} else {
+		_, _ = io.Copy(io.Discard, pr)
+	}
+	if err := <-done; err != nil && werr == nil {
+		werr = fmt.Errorf("reading the collection from %s: %w", ref.analysis, err)
+	}
+	if werr != nil {
+		return werr
+	}
+	for p := range want {
+		res.Missing = append(res.Missing, p)
+	}
+	sort.Strings(res.Missing)
+	return o.report(res, "fetched", fmt.Sprintf("%d files (%s) to %s", res.Files, size(res.Bytes), dest))
+}
+
+// untar writes regular files and directories of the stream below root, checking names and
+// hashes. A file is found in want by its source path, which is then removed from want.
+func (o *Options) untar(root *os.Root, tr *tar.Reader, m manifest.Manifest, want map[string]manifest.File, res *fetchResult) error {
+	prefix := m.Source.Container + "/"
+	buf := make([]byte, 256<<10)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading the collection stream: %w", err)
+		}
+		name := strings.TrimPrefix(path.Clean(hdr.Name), "./")
+		if name == "." || name == "manifest.json" {
+			if name == "manifest.json" {
+				if err := writeFile(root, name, tr, buf, nil); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if pathname.Canonical("/"+name) != nil {
+			res.Unexpected = append(res.Unexpected, hdr.Name+" (not a clean name)")
+			continue
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := root.MkdirAll(name, 0o755); err != nil {
+				return err
+			}
+			continue
+		case tar.TypeReg, tar.TypeLink:
+		default:
+			res.Unexpected = append(res.Unexpected, name+" (not a regular file)")
+			continue
+		}
+		src := "/" + strings.TrimPrefix(name, prefix)
+		f, known := want[src]
+		if !strings.HasPrefix(name, prefix) || !known {
+			res.Unexpected = append(res.Unexpected, name+" (not in the manifest)")
+			continue
+		}
+		delete(want, src)
+		h := sha256.New()
+		var r io.Reader = tr
+		var lf *os.File
+		if hdr.Typeflag == tar.TypeLink { // a hard link of a file written before: copy and hash it
+			if lf, err = root.Open(strings.TrimPrefix(path.Clean(hdr.Linkname), "./")); err != nil {
+				res.Mismatched = append(res.Mismatched, src+" (its hard link target is missing)")
+				continue
+			}
+			r = lf
+		}
+		err = writeFile(root, name, r, buf, h)
+		if lf != nil {
+			_ = lf.Close()
+		}
+		if err != nil {
+			return err
+		}
+		got := hex.EncodeToString(h.Sum(nil))
+		if got != f.SHA256 {
+			res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, manifest %s", src, got, f.SHA256))
+		}
+		res.Files++
+		res.Bytes += f.Size
+	}
+}
+
+func writeFile(root *os.Root, name string, r io.Reader, buf []byte, h io.Writer) error {
+	if dir := path.Dir(name); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	var w io.Writer = f
+	if h != nil {
+		w = io.MultiWriter(f, h)
+	}
+	_, err = io.CopyBuffer(w, r, buf)
+	return errors.Join(err, f.Close())
+}
+
+// report prints a fetch or verify result; anything wrong is an error naming the files.
+func (o *Options) report(res fetchResult, verb, summary string) error {
+	if o.Output == "json" {
+		if err := o.printJSON(res); err != nil {
+			return err
+		}
+	}
+	if res.ok() {
+		if o.Output != "json" {
+			fmt.Fprintf(o.Out, "%s %s; every SHA-256 matches manifest.json\n", verb, summary)
+		}
+		return nil
+	}
+	var lines []string
+	for _, l := range res.Mismatched {
+		lines = append(lines, "  MISMATCH "+l)
+	}
+	for _, l := range res.Missing {
+		lines = append(lines, "  MISSING  "+l)
+	}
+	for _, l := range res.Unexpected {
+		lines = append(lines, "  EXTRA    "+l)
+	}
+	return fmt.Errorf("verification FAILED for collection %s (%d mismatched, %d missing, %d unexpected):\n%s",
+		res.Collection, len(res.Mismatched), len(res.Missing), len(res.Unexpected), strings.Join(lines, "\n"))
+}
+
+func (o *Options) verifyCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify COLLECTION",
+		Short: "Re-hash a collection in place in the analysis pod and compare with its manifest",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.complete(); err != nil {
+				return err
+			}
+			ref, err := o.resolve(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return o.verify(cmd.Context(), ref)
+		},
+	}
+}
+
+// verify runs sha256sum -c in the analysis pod over the manifest's files.
+func (o *Options) verify(ctx context.Context, ref collectionRef) error {
+	m, err := o.readManifest(ctx, ref)
+	if err != nil {
+		return err
+	}
+	var list bytes.Buffer
+	byLocal := map[string]string{}
+	for _, f := range m.Files {
+		local := ref.dir + "/" + m.Source.Container + f.Path
+		byLocal[local] = f.Path
+		fmt.Fprintf(&list, "%s  %s\n", f.SHA256, local)
+	}
+	var out bytes.Buffer
+	err = o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"sha256sum", "-c", "-"}, Stdin: &list, Stdout: &out, Stderr: io.Discard})
+	if exit := (*exec.ExitError)(nil); err != nil && !errors.As(err, &exit) {
+		return fmt.Errorf("hashing in %s: %w", ref.analysis, err)
+	}
+	res := fetchResult{Collection: ref.id, Dir: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
+	for _, line := range strings.Split(out.String(), "\n") {
+		local, verdict, ok := strings.Cut(line, ": ")
+		src, known := byLocal[local]
+		if !ok || !known {
+			continue
+		}
+		delete(byLocal, local)
+		switch {
+		case verdict == "OK":
+			res.Files++
+		case strings.Contains(verdict, "open or read"):
+			res.Missing = append(res.Missing, src)
+		default:
+			res.Mismatched = append(res.Mismatched, src+": content differs from the manifest's sha256")
+		}
+	}
+	for _, src := range byLocal { // no verdict at all: not hashed (unreadable or missing)
+		res.Missing = append(res.Missing, src)
+	}
+	sort.Strings(res.Missing)
+	for _, f := range m.Files {
+		res.Bytes += f.Size
+	}
+	return o.report(res, "verified", fmt.Sprintf("%d files (%s) in %s", res.Files, size(res.Bytes), res.Dir))
+}
+
+func orEOF(err error) error {
+	if err == nil {
+		return io.EOF
+	}
+	return err
+}
