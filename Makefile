@@ -17,6 +17,16 @@ build: ## Build bin/podcopy-agent for this machine.
 build-linux: ## Build the static linux/amd64 binary the image copies.
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux/podcopy-agent ./cmd/agent
 
+PLUGIN_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+
+.PHONY: plugin
+plugin: ## Build kubectl-podcopy for linux and darwin (amd64, arm64) into dist/, with krew archives and sha256 sums.
+	bash hack/plugin.sh $(VERSION) $(PLUGIN_PLATFORMS)
+
+.PHONY: plugin-local
+plugin-local: ## Build kubectl-podcopy for this machine into bin/ (put bin/ on PATH: kubectl podcopy ...).
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kubectl-podcopy ./cmd/kubectl-podcopy
+
 .PHONY: deps
 deps: ## Install the Debian packages tests and the local cluster use (apt).
 	bash hack/cluster/build.sh --deps-only

@@ -32,6 +32,12 @@ import (
 // the cluster CA: a real user, not impersonation.
 func userClient(t *testing.T, user string) kubernetes.Interface {
 	t.Helper()
+	return kubernetes.NewForConfigOrDie(userConfig(t, user))
+}
+
+// userConfig is a client-certificate identity, user, signed by the cluster's CA.
+func userConfig(t *testing.T, user string) *rest.Config {
+	t.Helper()
 	caPEM, err := os.ReadFile(filepath.Join(state, "pki", "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -70,12 +76,11 @@ func userClient(t *testing.T, user string) kubernetes.Interface {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &rest.Config{Host: cfg.Host, TLSClientConfig: rest.TLSClientConfig{
+	return &rest.Config{Host: cfg.Host, TLSClientConfig: rest.TLSClientConfig{
 		CAData:   caPEM,
 		CertData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		KeyData:  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
 	}}
-	return kubernetes.NewForConfigOrDie(c)
 }
 
 func grant(t *testing.T, ns, user string, rules ...rbacv1.PolicyRule) {

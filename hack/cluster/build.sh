@@ -18,6 +18,7 @@ install_debs() {
     command -v iptables >/dev/null || missing+=(iptables)
     command -v openssl >/dev/null || missing+=(openssl)
     [ -x /usr/bin/chromium ] || missing+=(chromium) # the web shell's browser test
+    command -v tmux >/dev/null || missing+=(tmux) # the plugin's progress bar, seen in a terminal
     command -v mount >/dev/null || missing+=(mount)
   fi
   if [ ${#missing[@]} -gt 0 ]; then

@@ -21,7 +21,7 @@ import (
 // collectFlags are collect's own flags.
 type collectFlags struct {
 	container, interval, source string
-	follow, wait, noWait       bool
+	follow, wait                bool
 }
 
 func (o *Options) collectCommand() *cobra.Command {

@@ -50,11 +50,11 @@ func (pr *progress) update(st status.Status) {
 }
 
 func (pr *progress) draw(st status.Status) {
-	if st.Phase != status.Running {
-		return
+	if st.Phase != status.Running || (pr.bar == nil && st.Bytes == 0 && st.ExpectedBytes == 0) {
+		return // nothing moved yet: the first progress write says whether the size is known
 	}
 	if pr.bar == nil {
-		files := decor.Any(func(decor.Statistics) string { return fmt.Sprintf("%d files", pr.files) }, decor.WCSyncSpaceR)
+		files := decor.Any(func(decor.Statistics) string { return fmt.Sprintf("  %d files", pr.files) }, decor.WCSyncSpaceR)
 		if st.ExpectedBytes > 0 {
 			pr.bar = pr.p.New(st.ExpectedBytes, mpb.BarStyle(),
 				mpb.PrependDecorators(decor.Name(pr.pod+" ", decor.WCSyncSpaceR), decor.Counters(decor.SizeB1024(0), "% .1f / % .1f")),
@@ -76,6 +76,7 @@ func (pr *progress) done(st status.Status) {
 	pr.files = st.Files
 	if pr.bar != nil {
 		if st.Phase == status.Succeeded {
+			pr.bar.SetCurrent(st.Bytes)
 			pr.bar.SetTotal(st.Bytes, true)
 		} else {
 			pr.bar.Abort(false)

@@ -1,0 +1,221 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+var (
+	pluginOnce sync.Once
+	pluginPath string
+	pluginErr  error
+)
+
+// plugin builds kubectl-podcopy once for the suite.
+func plugin(t *testing.T) string {
+	t.Helper()
+	pluginOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "podcopy-plugin")
+		if err != nil {
+			pluginErr = err
+			return
+		}
+		pluginPath = filepath.Join(dir, "kubectl-podcopy")
+		out, err := osexec.Command("go", "build", "-o", pluginPath, "../cmd/kubectl-podcopy").CombinedOutput()
+		if err != nil {
+			pluginErr = fmt.Errorf("building the plugin: %v\n%s", err, out)
+		}
+	})
+	if pluginErr != nil {
+		t.Fatal(pluginErr)
+	}
+	return pluginPath
+}
+
+// userKubeconfig writes a kubeconfig for a client-certificate user, namespace ns.
+func userKubeconfig(t *testing.T, user, ns string) string {
+	t.Helper()
+	c := userConfig(t, user)
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["local"] = &clientcmdapi.Cluster{Server: c.Host, CertificateAuthorityData: c.CAData}
+	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: c.CertData, ClientKeyData: c.KeyData}
+	kc.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: user, Namespace: ns}
+	kc.CurrentContext = "local"
+	path := filepath.Join(t.TempDir(), user+".kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// kubectlPodcopy runs the plugin as the user of kubeconfig; it returns stdout, stderr and
+// the exit code.
+func kubectlPodcopy(t *testing.T, kubeconfig string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := osexec.CommandContext(t.Context(), plugin(t), append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if exit, ok := err.(*osexec.ExitError); ok {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// TestPlugin runs kubectl-podcopy as client-certificate users (issue 14): erin may exec in
+// her namespace (and read the analysis pod), frank may not. erin's collect --wait succeeds
+// with progress and is on record as hers; frank is refused with the policy's message; fetch
+// verifies every file; a byte changed in the analysis pod makes fetch and verify fail and
+// name the file.
+func TestPlugin(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	sourcePod(t, ns, "app", imageBusybox, `mkdir -p /var/log/data/sub && head -c 157286400 /dev/urandom > /var/log/data/big.bin &&
+for i in 1 2 3; do echo "line $i" > /var/log/data/sub/f$i.log; done`)
+	pods := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "patch"}}
+	execPods := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create"}}
+	erin, frank := "erin-"+ns, "frank-"+ns
+	grant(t, ns, erin, pods, execPods)
+	grant(t, ns, frank, pods)
+	// erin reads collections in the analysis pod too (fetch, verify); the Role lives in the
+	// podcopy namespace and is removed with the test.
+	grantCleanup(t, "podcopy", erin, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}}, execPods)
+	erinKC, frankKC := userKubeconfig(t, erin, ns), userKubeconfig(t, frank, ns)
+	waitFor(t, 30*time.Second, "erin's RBAC", func(ctx context.Context) (bool, error) {
+		_, _, code := kubectlPodcopy(t, erinKC, "ls")
+		return code == 0, nil
+	})
+
+	_, errOut, code := kubectlPodcopy(t, frankKC, "collect", "app", "/var/log/data", "--wait")
+	if code == 0 || !strings.Contains(errOut, "requires permission to create pods/exec") {
+		t.Fatalf("frank (no exec): exit %d, stderr %s", code, errOut)
+	}
+	t.Logf("frank refused: %s", strings.TrimSpace(errOut))
+
+	out, errOut, code := kubectlPodcopy(t, erinKC, "collect", "app", "/var/log/data", "--wait")
+	if code != 0 || !strings.Contains(out, "Succeeded: collected 4 files") || !strings.Contains(errOut, "Running: ") {
+		t.Fatalf("erin collect: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	t.Logf("erin collect --wait (not a terminal: plain progress lines):\n%s%s", errOut, out)
+
+	out, _, code = kubectlPodcopy(t, erinKC, "status", "app", "-o", "json")
+	var st status.Status
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.RequestedBy != erin || st.Phase != status.Succeeded {
+		t.Fatalf("status: exit %d, %v, %+v", code, err, st)
+	}
+
+	dir := t.TempDir()
+	out, errOut, code = kubectlPodcopy(t, erinKC, "fetch", "app", "-o", dir)
+	if code != 0 || !strings.Contains(out, "fetched 4 files") || !strings.Contains(out, "every SHA-256 matches") {
+		t.Fatalf("fetch: exit %d\n%s%s", code, out, errOut)
+	}
+	t.Logf("fetch: %s", strings.TrimSpace(out))
+	if got, err := os.ReadFile(filepath.Join(dir, st.Collection, "app/var/log/data/sub/f2.log")); err != nil || string(got) != "line 2\n" {
+		t.Fatalf("fetched file: %q %v", got, err)
+	}
+	out, errOut, code = kubectlPodcopy(t, erinKC, "verify", "app")
+	if code != 0 || !strings.Contains(out, "verified 4 files") {
+		t.Fatalf("verify: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// Tamper with the evidence: one byte of one file, in place, in the analysis pod.
+	colDir := st.Destination[strings.Index(st.Destination, ":")+1:]
+	mustRun(t, analysis(t), "sh", "-c", `printf X | dd of="$1" bs=1 seek=1000 conv=notrunc 2>/dev/null`, "sh", colDir+"/app/var/log/data/big.bin")
+	_, errOut, code = kubectlPodcopy(t, erinKC, "verify", "app")
+	if code == 0 || !strings.Contains(errOut, "MISMATCH /var/log/data/big.bin") {
+		t.Fatalf("verify after tampering: exit %d, stderr %s", code, errOut)
+	}
+	t.Logf("verify after tampering: %s", strings.TrimSpace(errOut))
+	_, errOut, code = kubectlPodcopy(t, erinKC, "fetch", "app", "-o", t.TempDir())
+	if code == 0 || !strings.Contains(errOut, "MISMATCH /var/log/data/big.bin: sha256 ") || strings.Contains(errOut, "f2.log") {
+		t.Fatalf("fetch after tampering: exit %d, stderr %s", code, errOut)
+	}
+
+	out, _, code = kubectlPodcopy(t, erinKC, "ls", "app")
+	if code != 0 || !strings.Contains(out, st.Collection) || !strings.Contains(out, erin) {
+		t.Fatalf("ls app: exit %d\n%s", code, out)
+	}
+}
+
+// TestPluginProgressBar runs collect --wait in a real terminal (tmux) on a large file and
+// captures the screen while it runs: the bar is seen to move.
+func TestPluginProgressBar(t *testing.T) {
+	t.Parallel()
+	if _, err := osexec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux is not installed (make deps installs it)")
+	}
+	ns := namespace(t)
+	sourcePod(t, ns, "big", imageBusybox, "mkdir -p /var/log && head -c 524288000 /dev/urandom > /var/log/big.bin")
+	kc := filepath.Join(state, "admin.kubeconfig")
+	session := "podcopy-" + ns
+	cmd := fmt.Sprintf("%s --kubeconfig %s -n %s collect big /var/log/big.bin; echo EXIT=$?; sleep 60", plugin(t), kc, ns)
+	if out, err := osexec.Command("tmux", "new-session", "-d", "-s", session, "-x", "110", "-y", "8", cmd).CombinedOutput(); err != nil {
+		t.Fatalf("tmux: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = osexec.Command("tmux", "kill-session", "-t", session).Run() })
+	percent := regexp.MustCompile(`(\d+) %`)
+	seen := map[string]bool{}
+	var last string
+	waitFor(t, 3*time.Minute, "the collection to end in the terminal", func(ctx context.Context) (bool, error) {
+		out, err := osexec.Command("tmux", "capture-pane", "-p", "-t", session).Output()
+		if err != nil {
+			return false, nil
+		}
+		last = string(out)
+		for _, m := range percent.FindAllStringSubmatch(last, -1) {
+			seen[m[1]] = true
+		}
+		time.Sleep(200 * time.Millisecond)
+		return strings.Contains(last, "EXIT="), nil
+	})
+	t.Logf("terminal at the end:\n%s", strings.TrimRight(last, "\n"))
+	if !strings.Contains(last, "EXIT=0") || !strings.Contains(last, "Succeeded") {
+		t.Fatal("collect did not succeed in the terminal")
+	}
+	if len(seen) < 3 || !seen["100"] {
+		t.Fatalf("progress values seen: %v (want the bar to move: several values, ending at 100)", seen)
+	}
+	t.Logf("progress values seen on screen: %d distinct (%v)", len(seen), keys(seen))
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// grantCleanup is grant in a namespace that outlives the test (the analysis pods'): the Role
+// and its binding are removed when the test ends.
+func grantCleanup(t *testing.T, ns, user string, rules ...rbacv1.PolicyRule) {
+	t.Helper()
+	grant(t, ns, user, rules...)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = client.RbacV1().RoleBindings(ns).Delete(ctx, "e2e-"+user, metav1.DeleteOptions{})
+		_ = client.RbacV1().Roles(ns).Delete(ctx, "e2e-"+user, metav1.DeleteOptions{})
+	})
+}
