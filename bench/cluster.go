@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -21,7 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/podcopy/podcopy/pkg/destination"
+	"github.com/podcopy/podcopy/pkg/clustertest"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/request"
@@ -87,34 +85,15 @@ func (e *env) run(ctx context.Context, t exec.Target, argv ...string) (string, e
 }
 
 func (e *env) analysis(ctx context.Context) (exec.Target, error) {
-	return destination.Chooser{Client: e.client, Config: destination.Config{Namespace: "podcopy",
-		Selector: "app.kubernetes.io/component=analysis", Dir: "/collect"}}.Choose(ctx, "")
+	return clustertest.Analysis(ctx, e.client)
 }
 
 // pod creates a busybox pod running script, and waits until it is Ready.
 func (e *env) pod(ctx context.Context, ns, name, script string) error {
-	zero := int64(0)
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.PodSpec{
-		TerminationGracePeriodSeconds: &zero,
-		Containers: []corev1.Container{{Name: "app", Image: "podcopy.local/busybox:1", ImagePullPolicy: corev1.PullNever,
-			Command:        []string{"/bin/sh", "-c", "set -e\n" + script + "\ntouch /tmp/ready\nexec sleep 2147483647"},
-			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/tmp/ready"}}}, PeriodSeconds: 1},
-		}}}}
-	if _, err := e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+	if _, err := e.client.CoreV1().Pods(ns).Create(ctx, clustertest.SourcePod(ns, name, "podcopy.local/busybox:1", script), metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	return wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
-		p, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	return clustertest.WaitReady(ctx, e.client, ns, name, 10*time.Minute)
 }
 
 func (e *env) namespace(ctx context.Context, name string) error {
@@ -170,25 +149,7 @@ func (e *env) collect(ctx context.Context, ns, pod, paths, trigger string) (star
 
 // scrape reads the agent's metrics.
 func (e *env) scrape(ctx context.Context) (map[string]float64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+e.agentPort+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || line == "" {
-			continue
-		}
-		i := strings.LastIndex(line, " ")
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			out[line[:i]] = v
-		}
-	}
-	return out, sc.Err()
+	return clustertest.Scrape(ctx, "127.0.0.1:"+e.agentPort)
 }
 
 // agentPID finds the agent process on this host (it runs in the host network, so its process

@@ -6,17 +6,14 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/podcopy/podcopy/pkg/destination"
+	"github.com/podcopy/podcopy/pkg/clustertest"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -104,36 +101,12 @@ func namespace(t *testing.T) string {
 // sourcePod runs script in image and waits until it has touched /tmp/ready.
 func sourcePod(t *testing.T, ns, name, image, script string) *corev1.Pod {
 	t.Helper()
-	zero := int64(0)
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.PodSpec{
-			TerminationGracePeriodSeconds: &zero,
-			Containers: []corev1.Container{{
-				Name: "app", Image: image, ImagePullPolicy: corev1.PullNever,
-				Command: []string{"/bin/sh", "-c", "set -e\n" + script + "\ntouch /tmp/ready\nexec sleep 2147483647"},
-				ReadinessProbe: &corev1.Probe{
-					ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/tmp/ready"}}},
-					PeriodSeconds: 1,
-				},
-			}},
-		},
-	}
-	if _, err := client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+	if _, err := client.CoreV1().Pods(ns).Create(t.Context(), clustertest.SourcePod(ns, name, image, script), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 120*time.Second, "pod "+name+" Ready", func(ctx context.Context) (bool, error) {
-		p, err := client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	if err := clustertest.WaitReady(t.Context(), client, ns, name, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	p, err := client.CoreV1().Pods(ns).Get(t.Context(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -206,8 +179,7 @@ func analysis(t *testing.T) exec.Target {
 }
 
 func chooseAnalysis(ctx context.Context) (exec.Target, error) {
-	return destination.Chooser{Client: client, Config: destination.Config{
-		Namespace: "podcopy", Selector: "app.kubernetes.io/component=analysis", Dir: "/collect"}}.Choose(ctx, "")
+	return clustertest.Analysis(ctx, client)
 }
 
 // readManifest reads manifest.json of a collection from the analysis pod.
@@ -275,23 +247,9 @@ func scrape(t *testing.T) map[string]float64 {
 // scrapeAt returns the metric samples served at addr.
 func scrapeAt(t *testing.T, addr string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	out, err := clustertest.Scrape(t.Context(), addr)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || line == "" {
-			continue
-		}
-		i := strings.LastIndex(line, " ")
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			out[line[:i]] = v
-		}
 	}
 	return out
 }

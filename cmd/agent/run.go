@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -121,12 +122,23 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
 			Client: client, Configured: opts.Source.HelperImage, Namespace: opts.Destination.Namespace}).Image},
 	}
-	ctrl, err := watch.New(client, handler, watch.Options{
-		NodeName: opts.NodeName, Namespaces: opts.Namespaces, Workers: opts.Concurrency, Grace: opts.ShutdownGrace,
+	// The source pods: informers built here and passed in (sample-controller's pattern),
+	// started once the controller's handlers are registered.
+	srcFactories := watch.PodInformers(client, opts.Namespaces, opts.NodeName)
+	var srcPods []coreinformers.PodInformer
+	for _, f := range srcFactories {
+		srcPods = append(srcPods, f.Core().V1().Pods())
+	}
+	ctrl, err := watch.New(handler, srcPods, watch.Options{
+		Workers: opts.Concurrency, Grace: opts.ShutdownGrace,
 		Drain: handler.StopFollowing, // follow loops end after their current tick, within the grace
 	})
 	if err != nil {
 		return err
+	}
+	for _, f := range srcFactories {
+		f.Start(ctx.Done())
+		defer f.Shutdown()
 	}
 	log.Info("starting", "version", version, "node", opts.NodeName, "namespaces", opts.Namespaces,
 		"destination", opts.Destination, "transport", transport, "concurrency", opts.Concurrency)

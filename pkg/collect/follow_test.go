@@ -1,12 +1,13 @@
 package collect
 
 import (
-	"github.com/podcopy/podcopy/pkg/layout"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podcopy/podcopy/pkg/layout"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"

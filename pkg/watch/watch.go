@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -39,10 +40,6 @@ type Syncer interface {
 
 // Options configure the Controller.
 type Options struct {
-	// NodeName limits the informer to pods on one node; empty watches all pods.
-	NodeName string
-	// Namespaces limits the informer; empty watches all.
-	Namespaces []string
 	// Workers is the number of collections in flight at once.
 	Workers int
 	// Grace is how long in-flight collections may run after shutdown begins.
@@ -52,19 +49,40 @@ type Options struct {
 	Drain func()
 }
 
-// Controller runs the informers, queue and workers.
+// Controller runs the queue and workers over pod informers it is given (built and started
+// by the caller, as in sample-controller).
 type Controller struct {
 	opts    Options
 	syncer  Syncer
 	queue   workqueue.TypedRateLimitingInterface[string]
-	listers map[string]listersv1.PodLister // by namespace ("" for all)
+	listers []listersv1.PodLister
 	synced  []cache.InformerSynced
-	start   []func(<-chan struct{})
 	ready   atomic.Bool
 }
 
-// New builds a Controller over client.
-func New(client kubernetes.Interface, syncer Syncer, opts Options) (*Controller, error) {
+// PodInformers builds the source pods' informer factories: one per namespace (one for all
+// namespaces when none is given), limited to nodeName when set, with Transform. The caller
+// passes their pod informers to New and starts them.
+func PodInformers(client kubernetes.Interface, namespaces []string, nodeName string) []informers.SharedInformerFactory {
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	var out []informers.SharedInformerFactory
+	for _, ns := range namespaces {
+		out = append(out, informers.NewSharedInformerFactoryWithOptions(client, 0,
+			informers.WithNamespace(ns),
+			informers.WithTransform(Transform),
+			informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+				if nodeName != "" {
+					lo.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
+				}
+			})))
+	}
+	return out
+}
+
+// New builds a Controller that syncs the pods of the given informers.
+func New(syncer Syncer, pods []coreinformers.PodInformer, opts Options) (*Controller, error) {
 	if opts.Workers < 1 {
 		return nil, fmt.Errorf("workers must be at least 1, got %d", opts.Workers)
 	}
@@ -73,28 +91,13 @@ func New(client kubernetes.Interface, syncer Syncer, opts Options) (*Controller,
 		syncer: syncer,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "podcopy"}),
-		listers: map[string]listersv1.PodLister{},
 	}
-	namespaces := opts.Namespaces
-	if len(namespaces) == 0 {
-		namespaces = []string{metav1.NamespaceAll}
-	}
-	for _, ns := range namespaces {
-		factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
-			informers.WithNamespace(ns),
-			informers.WithTransform(Transform),
-			informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-				if opts.NodeName != "" {
-					lo.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
-				}
-			}))
-		inf := factory.Core().V1().Pods()
+	for _, inf := range pods {
 		if _, err := inf.Informer().AddEventHandler(c.handlers()); err != nil {
 			return nil, err
 		}
-		c.listers[ns] = inf.Lister()
+		c.listers = append(c.listers, inf.Lister())
 		c.synced = append(c.synced, inf.Informer().HasSynced)
-		c.start = append(c.start, factory.Start)
 	}
 	return c, nil
 }
@@ -211,24 +214,17 @@ func containersSame(a, b *corev1.Pod) bool {
 // Ready reports whether the informers have synced.
 func (c *Controller) Ready() bool { return c.ready.Load() }
 
-// Run starts informers and workers and blocks until ctx is done and the workers have
+// Run waits for the informers' caches, starts the workers and blocks until ctx is done and the workers have
 // drained: in-flight collections get opts.Grace to finish, then are cancelled with
 // ErrShutdown. Queued requests that did not start are left for the next agent.
 func (c *Controller) Run(ctx context.Context) error {
 	log := logr.FromContextOrDiscard(ctx)
-	stop := make(chan struct{})
-	var informers sync.WaitGroup
-	for _, start := range c.start {
-		informers.Go(func() { start(stop) })
-	}
-	defer informers.Wait()
-	defer close(stop)
 	defer c.queue.ShutDown()
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return errors.Join(errors.New("informers did not sync"), ctx.Err())
 	}
 	c.ready.Store(true)
-	log.Info("informers synced", "node", c.opts.NodeName, "namespaces", c.opts.Namespaces, "workers", c.opts.Workers)
+	log.Info("informers synced", "workers", c.opts.Workers)
 
 	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelWork(nil)
@@ -296,16 +292,10 @@ func (c *Controller) get(key string) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, ok := c.listers[ns]
-	if !ok {
-		l = c.listers[metav1.NamespaceAll]
+	for _, l := range c.listers { // the one whose namespace holds it (or the all-namespaces one)
+		if pod, err := l.Pods(ns).Get(name); err == nil {
+			return pod, nil
+		}
 	}
-	if l == nil {
-		return nil, nil
-	}
-	pod, err := l.Pods(ns).Get(name)
-	if err != nil {
-		return nil, nil //nolint:nilerr // deleted since it was queued
-	}
-	return pod, nil
+	return nil, nil // deleted since it was queued
 }

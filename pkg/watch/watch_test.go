@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/podcopy/podcopy/pkg/status"
@@ -64,6 +66,20 @@ func pod(name string, ann map[string]string) *corev1.Pod {
 		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
 }
 
+// startedInformers builds the pod informers as the agent's main does, and starts them.
+func startedInformers(t *testing.T, client kubernetes.Interface) []coreinformers.PodInformer {
+	t.Helper()
+	var out []coreinformers.PodInformer
+	for _, f := range PodInformers(client, nil, "") {
+		pods := f.Core().V1().Pods()
+		pods.Informer() // a factory starts only the informers asked for before Start
+		out = append(out, pods)
+		f.Start(t.Context().Done())
+		t.Cleanup(f.Shutdown)
+	}
+	return out
+}
+
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
@@ -77,7 +93,7 @@ func TestControllerSyncsAnnotatedPods(t *testing.T) {
 	client := fake.NewClientset(pod("plain", nil), pod("asked", map[string]string{"podcopy/collect": "/var/log/x"}))
 	s := &recordingSyncer{}
 	var drained atomic.Bool
-	c, err := New(client, s, Options{Workers: 2, Grace: time.Second, Drain: func() { drained.Store(true) }})
+	c, err := New(s, startedInformers(t, client), Options{Workers: 2, Grace: time.Second, Drain: func() { drained.Store(true) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +149,7 @@ func TestControllerSyncsAnnotatedPods(t *testing.T) {
 func TestControllerShutdownGrace(t *testing.T) {
 	client := fake.NewClientset(pod("slow", map[string]string{"podcopy/collect": "/var/log/x"}))
 	s := &recordingSyncer{block: make(chan struct{}), started: make(chan string, 1)}
-	c, err := New(client, s, Options{Workers: 1, Grace: 50 * time.Millisecond})
+	c, err := New(s, startedInformers(t, client), Options{Workers: 1, Grace: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
