@@ -167,7 +167,7 @@ func TestDistrolessFollow(t *testing.T) {
 	})
 	followScenario{
 		src: src, interval: 5 * time.Second, tool: []string{"/app"},
-		dest:    fmt.Sprintf("/collect/%s/writer/follow/app/var/log/app/app.log", ns),
+		dest:    followDest(t, ns, "writer", "app", "/var/log/app/app.log"),
 		disrupt: func(t *testing.T) {},
 	}.run(t)
 	if ecs := ephemeralContainers(t, ns, "writer"); len(ecs) != 1 {

@@ -90,7 +90,7 @@ func TestFollowFaults(t *testing.T) {
 			annotate(t, ns, "writer", map[string]string{"podcopy/collect": "/var/log/app/app.log", "podcopy/mode": "follow", "podcopy/interval": "5s"})
 			followScenario{
 				src: exec.Target{Namespace: ns, Pod: "writer", Container: "app"}, interval: 5 * time.Second,
-				dest: fmt.Sprintf("/collect/%s/writer/follow/app/var/log/app/app.log", ns),
+				dest: followDest(t, ns, "writer", "app", "/var/log/app/app.log"),
 				disrupt: func(t *testing.T) {
 					restart(component)(t)
 					waitClusterReady(t)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 
@@ -41,6 +42,21 @@ const writerScript = `mkdir -p /var/log/app
   done
   touch /tmp/stopped
 ) &`
+
+// followDest is where the agent appends a followed file (the layout's own answer; TestFollow
+// spells SPEC §4's path out once).
+func followDest(t *testing.T, ns, pod, container, path string) string {
+	t.Helper()
+	l, err := layout.New("/collect", ns, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, _, err := l.FollowFile(container, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
 
 // followScenario drives the writer through a rotation and a disruption, then checks that the
 // destination holds every line of every generation, in order, exactly once.
@@ -129,7 +145,7 @@ func TestFollow(t *testing.T) {
 	lagKey := fmt.Sprintf(`podcopy_follow_lag_bytes{container="app",namespace="%s",path="/var/log/app/app.log",pod="writer"}`, ns)
 	followScenario{
 		src: src, interval: 5 * time.Second,
-		dest: fmt.Sprintf("/collect/%s/writer/follow/app/var/log/app/app.log", ns),
+		dest: fmt.Sprintf("/collect/%s/writer/follow/app/var/log/app/app.log", ns), // SPEC §4, spelled out once
 		disrupt: func(t *testing.T) {
 			waitEvent(t, ns, "writer", "FollowRotated")
 			maxLag = max(maxLag, scrape(t)[lagKey])

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -77,7 +76,7 @@ func TestFollowSidecar(t *testing.T) {
 	}
 	followScenario{
 		src: src, interval: 5 * time.Second,
-		dest: fmt.Sprintf("/collect/%s/writer/follow/podcopy/var/log/app/app.log", ns),
+		dest: followDest(t, ns, "writer", "podcopy", "/var/log/app/app.log"),
 		disrupt: func(t *testing.T) {
 			before := restarts()
 			mustRun(t, src, "sh", "-c", "kill -9 $(pidof podcopy-agent)")

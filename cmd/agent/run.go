@@ -77,7 +77,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	m := metrics.New()
 
 	var current atomic.Pointer[settings]
-	current.Store(mustSettings(opts))
+	current.Store(reloadable(opts))
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	defer broadcaster.Shutdown()
@@ -167,7 +167,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		if _, err := os.Stat(opts.ConfigFile); err == nil {
 			g.Go(func() error {
 				return loader.Watch(gctx, opts.ConfigFile, func(o config.Options) {
-					current.Store(mustSettings(o))
+					current.Store(reloadable(o))
 					log.Info("policy reloaded", "allowPaths", o.Policy.AllowPaths, "denyPaths", o.Policy.DenyPaths,
 						"maxBytes", o.Policy.MaxBytes, "maxFiles", o.Policy.MaxFiles)
 				})
@@ -179,8 +179,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	return err
 }
 
-// mustSettings extracts the reloadable settings from validated options.
-func mustSettings(o config.Options) *settings {
+// reloadable extracts the settings a config reload may change, from options that passed
+// Validate (so their policy and limits parse).
+func reloadable(o config.Options) *settings {
 	p, _ := o.PolicyValue()
 	l, _ := o.LimitsValue()
 	return &settings{policy: p, limits: l}
