@@ -166,7 +166,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	if opts.ConfigFile != "" {
 		if _, err := os.Stat(opts.ConfigFile); err == nil {
 			g.Go(func() error {
-				return loader.Watch(gctx, opts.ConfigFile, func(o config.Options) {
+				return loader.Reload(gctx, opts.ConfigFile, func(o config.Options) {
 					current.Store(reloadable(o))
 					log.Info("policy reloaded", "allowPaths", o.Policy.AllowPaths, "denyPaths", o.Policy.DenyPaths,
 						"maxBytes", o.Policy.MaxBytes, "maxFiles", o.Policy.MaxFiles)

@@ -96,7 +96,7 @@ func TestWatchAppliesValidChanges(t *testing.T) {
 	got := make(chan []string, 10)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
-	go func() { done <- l.Watch(ctx, file, func(o Options) { got <- o.Policy.AllowPaths }) }()
+	go func() { done <- l.Reload(ctx, file, func(o Options) { got <- o.Policy.AllowPaths }) }()
 	// An invalid file is ignored; the next valid one applies. Write until the watcher reacts
 	// (it may not be watching yet when the first write lands).
 	replace := func(content string) {

@@ -8,10 +8,10 @@ import (
 	"github.com/go-logr/logr"
 )
 
-// Watch calls apply with freshly loaded Options whenever the config file changes, until ctx
-// ends. It watches the file's directory, because a mounted ConfigMap changes by swapping a
+// Reload calls apply with freshly loaded Options whenever the config file changes, until ctx
+// ends (the hot reload of the policy). It observes the file's directory, because a mounted ConfigMap changes by swapping a
 // symlink, not by writing the file. Invalid new contents are logged and ignored.
-func (l *Loader) Watch(ctx context.Context, file string, apply func(Options)) error {
+func (l *Loader) Reload(ctx context.Context, file string, apply func(Options)) error {
 	log := logr.FromContextOrDiscard(ctx)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
