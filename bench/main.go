@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -21,6 +22,17 @@ type options struct {
 	state   string
 	repo    string
 	kubectl string
+	only    string // workloads whose name contains this ("" = all)
+	spdy    bool   // SPDY only (skip the WebSocket block)
+}
+
+func (o options) selected(name string) bool { return o.only == "" || strings.Contains(name, o.only) }
+
+func (o options) transports() []string {
+	if o.spdy {
+		return []string{"spdy"}
+	}
+	return []string{"spdy", "websocket"}
 }
 
 func main() {
@@ -30,6 +42,8 @@ func main() {
 	flag.BoolVar(&o.scale, "scale", true, "run the scale tests (100 pods at once; RSS with 0/1,000/5,000 pods)")
 	flag.BoolVar(&o.copies, "copies", true, "run the copy comparisons (false: scale tests only, written to scale.md)")
 	flag.StringVar(&o.out, "out", "results", "directory for results")
+	flag.StringVar(&o.only, "only", "", "run only the workloads whose name contains this (e.g. \"files\")")
+	flag.BoolVar(&o.spdy, "spdy-only", false, "measure podcopy over SPDY only")
 	flag.Parse()
 	cache := os.Getenv("PODCOPY_CACHE_DIR")
 	if cache == "" {

@@ -31,6 +31,9 @@ func drawPlot(results []*result, file string) error {
 		}
 		byMethod[r.Method] = append(byMethod[r.Method], plotter.XY{X: float64(r.Bytes) / (1 << 20), Y: float64(r.Bytes) / 1e6 / m})
 	}
+	if len(order) == 0 {
+		return nil // no random-data workload in this run (-only): nothing to draw
+	}
 	for i, name := range order {
 		line, points, err := plotter.NewLinePoints(byMethod[name])
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,9 +75,36 @@ func (r *result) fail(err error) {
 }
 
 const (
-	methodPipe = "kubectl exec | kubectl exec"
-	methodCp   = "kubectl cp ×2 (via disk)"
+	methodPipe  = "kubectl exec | kubectl exec"
+	methodCp    = "kubectl cp ×2 (via disk)"
+	methodFloor = "floor: tar relayed in-process (no validation, no hashing)"
 )
+
+// floorDir is where the floor method extracts, in the analysis pod.
+const floorDir = "/collect/.bench-floor"
+
+// floor moves the same bytes through the same two exec legs as podcopy (the source's tar,
+// the analysis pod's tar -x into /collect), relayed in this process with io.Copy: no tar parsing, no name
+// checks, no hashing, no manifest. podcopy / floor is what podcopy's own work costs.
+func (e *env) floor(ctx context.Context, src, sink exec.Target, path string) (time.Duration, error) {
+	t0 := time.Now()
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		err := e.exec.Exec(ctx, exec.Request{Target: src, Command: []string{"tar", "-c", "-f", "-", "-C", "/var/log/bench", path}, Stdout: pw})
+		if err == nil {
+			err = io.EOF
+		}
+		pw.CloseWithError(err)
+		errc <- err
+	}()
+	err := e.exec.Exec(ctx, exec.Request{Target: sink, Command: []string{"tar", "-x", "-f", "-", "-C", floorDir}, Stdin: pr})
+	pr.CloseWithError(io.ErrClosedPipe)
+	if serr := <-errc; serr != io.EOF && err == nil {
+		err = serr
+	}
+	return time.Since(t0), err
+}
 
 func run(ctx context.Context, o options) error {
 	e, err := newEnv(o)
@@ -106,7 +134,7 @@ func run(ctx context.Context, o options) error {
 	src := exec.Target{Namespace: ns, Pod: "src", Container: "app"}
 	ws := workloads(o.quick)
 	for _, w := range ws {
-		if w.Prepare != "" {
+		if w.Prepare != "" && o.selected(w.Name) {
 			if _, err := e.run(ctx, src, "sh", "-c", w.Prepare); err != nil {
 				return err
 			}
@@ -134,7 +162,7 @@ func run(ctx context.Context, o options) error {
 		return r
 	}
 	trigger := 0
-	for _, transport := range []string{"spdy", "websocket"} {
+	for _, transport := range o.transports() {
 		for _, gz := range []bool{false, true} {
 			fmt.Printf("agent: exec.transport=%s compression=%v\n", transport, map[bool]string{false: "none", true: "gzip"}[gz])
 			if err := e.helm(ctx, "config.exec.transport="+transport, "config.compression="+map[bool]string{false: "none", true: "gzip"}[gz],
@@ -142,7 +170,7 @@ func run(ctx context.Context, o options) error {
 				return err
 			}
 			for _, w := range ws {
-				if w.Gzip != gz {
+				if w.Gzip != gz || !o.selected(w.Name) {
 					continue
 				}
 				for round := range o.rounds {
@@ -166,6 +194,18 @@ func run(ctx context.Context, o options) error {
 						}
 						_ = os.RemoveAll(filepath.Join(local, w.Path))
 						if _, err := e.run(ctx, exec.Target{Namespace: ns, Pod: "sink", Container: "app"}, "rm", "-rf", "/tmp/out/"+w.Path); err != nil {
+							return err
+						}
+						// The floor writes where podcopy writes: the analysis pod's /collect.
+						if _, err := e.run(ctx, dst, "mkdir", "-p", floorDir); err != nil {
+							return err
+						}
+						if d, err := e.floor(ctx, src, dst, w.Path); err != nil {
+							get(w, methodFloor).fail(err)
+						} else {
+							get(w, methodFloor).Samples = append(get(w, methodFloor).Samples, sample{Seconds: d.Seconds()})
+						}
+						if _, err := e.run(ctx, dst, "rm", "-rf", floorDir); err != nil {
 							return err
 						}
 					}
@@ -248,11 +288,14 @@ func report(o options, results []*result, scale []string) error {
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# podcopy benchmark, %s\n\nLocal single-node cluster (hack/cluster), 2 cores, host %s; %d rounds per cell, alternating methods; median and min–max of wall time.\n\n",
 		time.Now().UTC().Format(time.RFC3339), host, o.rounds)
-	b.WriteString("| workload | method | median s | min–max s | MB/s | × pipe | pipeline s (agent) | first byte s | agent peak RSS MiB | agent CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|\n")
-	pipe := map[string]float64{}
+	b.WriteString("| workload | method | median s | min–max s | MB/s | × pipe | × floor | pipeline s (agent) | first byte s | agent peak RSS MiB | agent CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	pipe, floor := map[string]float64{}, map[string]float64{}
 	for _, r := range results {
-		if r.Method == methodPipe {
+		switch r.Method {
+		case methodPipe:
 			pipe[r.Workload] = median(field(r, func(s sample) float64 { return s.Seconds }))
+		case methodFloor:
+			floor[r.Workload] = median(field(r, func(s sample) float64 { return s.Seconds }))
 		}
 	}
 	var failures []string
@@ -270,6 +313,11 @@ func report(o options, results []*result, scale []string) error {
 		base := pipe[strings.TrimSuffix(r.Workload, ", gzip")]
 		if base > 0 {
 			ratio = fmt.Sprintf("%.2f", base/m)
+		}
+		if f := floor[strings.TrimSuffix(r.Workload, ", gzip")]; f > 0 {
+			ratio += fmt.Sprintf(" | %.2f", f/m)
+		} else {
+			ratio += " | –"
 		}
 		extra := "| – | – | – | –"
 		if strings.HasPrefix(r.Method, "podcopy") {
