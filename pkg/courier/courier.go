@@ -44,7 +44,7 @@ type Helper struct {
 type Courier struct {
 	Client kubernetes.Interface
 	// Image is the helper's image: source.helperImage, by default the agent's own image.
-	Image func(ctx context.Context) (string, error)
+	Image func(ctx context.Context, node string) (string, error)
 	// Wait bounds how long a new helper may take to run (2 minutes when zero): an image that
 	// cannot be pulled or a container the runtime refuses fails within it, with its reason.
 	Wait time.Duration
@@ -78,7 +78,7 @@ func (c *Courier) Ensure(ctx context.Context, pod *corev1.Pod, container string)
 	if fresh.Spec.ShareProcessNamespace != nil && *fresh.Spec.ShareProcessNamespace {
 		return Helper{}, &Error{Reason: "podcopy/source=helper cannot tell the target container's processes apart in a pod with shareProcessNamespace: true; add the podcopy sidecar (README: Sidecar mode) or read with tar"}
 	}
-	image, err := c.Image(ctx)
+	image, err := c.Image(ctx, fresh.Spec.NodeName)
 	if err != nil {
 		return Helper{}, err
 	}

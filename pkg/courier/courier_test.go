@@ -18,7 +18,7 @@ import (
 
 const image = "podcopy/podcopy-agent:test"
 
-func imageFn(context.Context) (string, error) { return image, nil }
+func imageFn(context.Context, string) (string, error) { return image, nil }
 
 func pod(mutate func(*corev1.Pod)) *corev1.Pod {
 	p := &corev1.Pod{
@@ -140,6 +140,43 @@ func TestEnsure(t *testing.T) {
 			}
 			if err != nil || h.Target.Container != tc.wantTarget {
 				t.Fatalf("helper %+v, err %v", h, err)
+			}
+		})
+	}
+}
+
+func TestAgentImage(t *testing.T) {
+	t.Parallel()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Images: []corev1.ContainerImage{
+		{Names: []string{"registry.local/other:1"}},
+		{Names: []string{"podcopy.local/podcopy-agent@sha256:abc", "podcopy.local/podcopy-agent:dev"}},
+	}}}
+	agent := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "podcopy", Name: "agent-x", Labels: map[string]string{"app.kubernetes.io/component": "agent"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "agent", Image: "podcopy/podcopy-agent:0.1.0"}}}}
+	for _, tc := range []struct {
+		name       string
+		configured string
+		objects    []runtime.Object
+		want       string
+	}{
+		{"configured", "mirror.local/podcopy:1", nil, "mirror.local/podcopy:1"},
+		{"an agent pod's image", "", []runtime.Object{agent, node}, "podcopy/podcopy-agent:0.1.0"},
+		{"an image on the node", "", []runtime.Object{node}, "podcopy.local/podcopy-agent:dev"},
+		{"unknown: a clear reason", "", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a := &AgentImage{Client: fake.NewClientset(tc.objects...), Configured: tc.configured, Namespace: "podcopy"}
+			got, err := a.Image(t.Context(), "n1")
+			if tc.want == "" {
+				var cerr *Error
+				if !errors.As(err, &cerr) || !strings.Contains(err.Error(), "set source.helperImage") {
+					t.Fatalf("err = %v", err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("image %q, err %v; want %q", got, err, tc.want)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,10 +13,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// AgentImage finds the helper's image once (SPEC §5 source.helperImage, by default the
-// agent's own image): the configured one; else the image of the agent's own pod (POD_NAME
-// and POD_NAMESPACE from the downward API); else, for an agent run outside the cluster, the
-// image of an agent pod in namespace (label app.kubernetes.io/component=agent).
+// AgentImage finds the helper's image (SPEC §5 source.helperImage, by default the agent's
+// own image): the configured one; else the image of the agent's own pod (POD_NAME and
+// POD_NAMESPACE from the downward API); else, for an agent run outside the cluster, the image
+// of an agent pod in namespace (label app.kubernetes.io/component=agent); else an image named
+// podcopy-agent that the target pod's node already holds (its status lists them).
 type AgentImage struct {
 	Client     kubernetes.Interface
 	Configured string
@@ -25,8 +27,8 @@ type AgentImage struct {
 	found string
 }
 
-// Image implements Courier.Image.
-func (a *AgentImage) Image(ctx context.Context) (string, error) {
+// Image implements Courier.Image for a pod on node.
+func (a *AgentImage) Image(ctx context.Context, node string) (string, error) {
 	if a.Configured != "" {
 		return a.Configured, nil
 	}
@@ -47,11 +49,33 @@ func (a *AgentImage) Image(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("finding the agent image for the helper in namespace %s: %w", a.Namespace, err)
 	}
-	if len(pods.Items) == 0 {
-		return "", &Error{Reason: errors.New("source.helperImage is not set and the agent's image is unknown (this agent runs outside a pod and no agent pod runs in namespace " + a.Namespace + "): set source.helperImage").Error()}
+	if len(pods.Items) > 0 {
+		a.found = agentContainerImage(&pods.Items[0])
+		return a.found, nil
 	}
-	a.found = agentContainerImage(&pods.Items[0])
-	return a.found, nil
+	if img := a.onNode(ctx, node); img != "" {
+		return img, nil // not remembered: another node may hold another one
+	}
+	return "", &Error{Reason: errors.New("source.helperImage is not set and the agent's image is unknown (this agent runs outside a pod, no agent pod runs in namespace " + a.Namespace + ", and node " + node + " holds no podcopy-agent image): set source.helperImage").Error()}
+}
+
+// onNode is an image named podcopy-agent on node ("" if none, or the node cannot be read).
+func (a *AgentImage) onNode(ctx context.Context, node string) string {
+	if node == "" {
+		return ""
+	}
+	n, err := a.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return ""
+	}
+	for _, img := range n.Status.Images {
+		for _, name := range img.Names {
+			if strings.Contains(name, "/podcopy-agent:") && !strings.Contains(name, "@") {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 func agentContainerImage(p *corev1.Pod) string {
