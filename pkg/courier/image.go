@@ -2,7 +2,6 @@ package courier
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -53,29 +52,31 @@ func (a *AgentImage) Image(ctx context.Context, node string) (string, error) {
 		a.found = agentContainerImage(&pods.Items[0])
 		return a.found, nil
 	}
-	if img := a.onNode(ctx, node); img != "" {
+	img, why := a.onNode(ctx, node)
+	if img != "" {
 		return img, nil // not remembered: another node may hold another one
 	}
-	return "", &Error{Reason: errors.New("source.helperImage is not set and the agent's image is unknown (this agent runs outside a pod, no agent pod runs in namespace " + a.Namespace + ", and node " + node + " holds no podcopy-agent image): set source.helperImage").Error()}
+	return "", &Error{Reason: "source.helperImage is not set and the agent's own image is unknown: this agent runs outside a pod, no agent pod runs in namespace " +
+		a.Namespace + ", and " + why + "; set source.helperImage in the agent's configuration"}
 }
 
-// onNode is an image named podcopy-agent on node ("" if none, or the node cannot be read).
-func (a *AgentImage) onNode(ctx context.Context, node string) string {
+// onNode is an image named podcopy-agent that node holds, or why there is none.
+func (a *AgentImage) onNode(ctx context.Context, node string) (string, string) {
 	if node == "" {
-		return ""
+		return "", "the pod has no node"
 	}
 	n, err := a.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
-		return ""
+		return "", fmt.Sprintf("node %s's images cannot be read (%v)", node, err)
 	}
 	for _, img := range n.Status.Images {
 		for _, name := range img.Names {
 			if strings.Contains(name, "/podcopy-agent:") && !strings.Contains(name, "@") {
-				return name
+				return name, ""
 			}
 		}
 	}
-	return ""
+	return "", fmt.Sprintf("node %s holds no podcopy-agent image", node)
 }
 
 func agentContainerImage(p *corev1.Pod) string {
