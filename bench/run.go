@@ -223,6 +223,10 @@ func run(ctx context.Context, o options) error {
 			}
 		}
 	}
+	// Leave the agent as it was configured before the benchmark (SPDY first, no compression).
+	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=none"); err != nil {
+		return err
+	}
 	var scale []string
 	if o.scale && !o.quick {
 		if scale, err = e.scaleTests(ctx); err != nil {
