@@ -238,3 +238,32 @@ func TestCollectWaitsForItsOwnRequest(t *testing.T) {
 }
 
 func testPolicy() policy.Policy { return policy.Policy{AllowPaths: []string{"/**"}} }
+
+// TestStopRemovesTheRequest: stop ends a follow by removing the request annotations (the
+// agent then ships what is left and stops); others stay.
+func TestStopRemovesTheRequest(t *testing.T) {
+	t.Parallel()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Annotations: map[string]string{
+		request.AnnotationCollect: "/var/log/app.log", request.AnnotationMode: "follow", request.AnnotationInterval: "10s",
+		status.Annotation: `{"request":"x","phase":"Running"}`, "team": "payments"}}}
+	cs := fake.NewClientset(pod)
+	out := &bytes.Buffer{}
+	o := NewOptions(out, io.Discard).With(cs, nil, "ns")
+	cmd := NewCommand(o)
+	cmd.SetArgs([]string{"stop", "p"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	p, err := cs.CoreV1().Pods("ns").Get(t.Context(), "p", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{request.AnnotationCollect, request.AnnotationMode, request.AnnotationInterval} {
+		if _, ok := p.Annotations[k]; ok {
+			t.Errorf("%s is still set", k)
+		}
+	}
+	if p.Annotations["team"] != "payments" || p.Annotations[status.Annotation] == "" || !strings.Contains(out.String(), "stopped") {
+		t.Fatalf("annotations %v, output %q", p.Annotations, out.String())
+	}
+}
