@@ -91,6 +91,9 @@ type Handler struct {
 	inflight map[types.UID]context.CancelCauseFunc
 	follows  map[types.UID]*following
 	finals   map[types.UID]string // request ids whose terminal status is still being written
+	// toolless holds, per pod, the containers found without tar or sh: auto reads them
+	// through the helper at once on later collections.
+	toolless map[types.UID]map[string]bool
 	loops    sync.WaitGroup       // follow loops
 }
 
@@ -203,6 +206,7 @@ func (h *Handler) markFinished(uid types.UID, id string) {
 func (h *Handler) Forget(uid types.UID) {
 	h.mu.Lock()
 	delete(h.done, uid)
+	delete(h.toolless, uid)
 	if cancel, ok := h.inflight[uid]; ok {
 		cancel(errPodDeleted)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/podcopy/podcopy/pkg/courier"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/manifest"
@@ -323,5 +325,63 @@ func TestRunningStatusShowsProgress(t *testing.T) {
 	}
 	if progress < 2 || seen[len(seen)-1].Phase != status.Succeeded || seen[len(seen)-1].Bytes != 2000 {
 		t.Fatalf("%d progress writes; writes %+v", progress, seen)
+	}
+}
+
+// toolRunner fails like a distroless container when asked to use the container's tar.
+type toolRunner struct {
+	mu    sync.Mutex
+	tools []bool // per run: read with the container's own tools
+}
+
+func (r *toolRunner) Run(ctx context.Context, job ship.Job) (ship.Result, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tools = append(r.tools, job.Reader == nil)
+	if job.Reader == nil {
+		return ship.Result{}, &exec.MissingCommandError{Command: "tar", Err: errors.New(`exec: "tar": executable file not found in $PATH`)}
+	}
+	return ship.Result{Totals: manifest.Totals{Files: 1, Bytes: 3}}, nil
+}
+
+type fakeHelpers struct{}
+
+func (fakeHelpers) Ensure(ctx context.Context, pod *corev1.Pod, container string) (courier.Helper, error) {
+	return courier.Helper{Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: "podcopy"}, Command: []string{"/podcopy-agent", "source", "--pid=1"}}, nil
+}
+
+// TestAutoFallsBackToTheHelperOnce: auto reads a container without tar through the helper,
+// says so in an Event, and reads it through the helper at once afterwards; tar fails with
+// the fix in its message.
+func TestAutoFallsBackToTheHelperOnce(t *testing.T) {
+	t.Parallel()
+	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/a.log"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	r := &toolRunner{}
+	e.h.Runner, e.h.Helpers = r, fakeHelpers{}
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(t); st.Phase != status.Succeeded {
+		t.Fatalf("status %+v", st)
+	}
+	if evs := strings.Join(e.events(), "\n"); !strings.Contains(evs, ReasonHelperFallback+" container db has no tar") {
+		t.Fatalf("events %s", evs)
+	}
+	p := e.refresh(t)
+	p.Annotations[request.AnnotationTrigger] = "again"
+	if err := e.h.Sync(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, false, false}; !slices.Equal(r.tools, want) {
+		t.Fatalf("runs with the container's tools %v, want %v", r.tools, want)
+	}
+	p = e.refresh(t)
+	p.Annotations[request.AnnotationTrigger], p.Annotations[request.AnnotationSource] = "tar", "tar"
+	if err := e.h.Sync(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(t); st.Phase != status.Failed || !strings.Contains(st.Message, "use podcopy/source=helper") {
+		t.Fatalf("tar on a container without it: %+v", st)
 	}
 }
