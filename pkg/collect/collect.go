@@ -94,7 +94,7 @@ type Handler struct {
 	// toolless holds, per pod, the containers found without tar or sh: auto reads them
 	// through the helper at once on later collections.
 	toolless map[types.UID]map[string]bool
-	loops    sync.WaitGroup       // follow loops
+	loops    sync.WaitGroup // follow loops
 }
 
 // RetryError asks the caller to sync the pod again later.
