@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/podcopy/podcopy/pkg/exec"
 )
@@ -37,6 +38,11 @@ func (l *Local) Exec(ctx context.Context, req exec.Request) error {
 			cmd.Err = nil
 		}
 	}
+	// A cancelled command is killed with its children (the tar of a shell pipeline), as the
+	// container runtime kills an exec session's processes: an orphan still writing would
+	// race the test's cleanup of its directories.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.Stdin, cmd.Stdout = req.Stdin, req.Stdout
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
