@@ -1,6 +1,8 @@
 package collect
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +16,10 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/podcopy/podcopy/pkg/courier"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/helper"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -122,7 +127,61 @@ func TestAgentShutdownLeavesFollowRunningForTheNextAgent(t *testing.T) {
 	}
 }
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain doubles as the podcopy helper ("podcopy-source ..."), so a follow through the
+// helper runs the real helper as a separate process.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "podcopy-source" {
+		os.Exit(helper.Main(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// shellless runs commands locally, except that the source container ("db") has no sh: its
+// runtime's answer is an API error, as for a distroless image.
+type shellless struct{ local *exectest.Local }
+
+func (s shellless) Exec(ctx context.Context, req exec.Request) error {
+	if req.Target.Container == "db" && req.Command[0] == "sh" {
+		return &exec.MissingCommandError{Command: "sh", Err: errors.New(`exec: "sh": executable file not found in $PATH`)}
+	}
+	return s.local.Exec(ctx, req)
+}
+
+// localHelpers starts no container: the helper is this test binary, reading this machine.
+type localHelpers struct{}
+
+func (localHelpers) Ensure(ctx context.Context, pod *corev1.Pod, container string) (courier.Helper, error) {
+	return courier.Helper{Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: "podcopy"},
+		Command: []string{os.Args[0], "podcopy-source", "--root=/"}}, nil
+}
+
+// TestFollowFallsBackToTheHelper: with podcopy/source auto, a container without sh is
+// followed through the helper from the first tick, and an Event says so.
+func TestFollowFallsBackToTheHelper(t *testing.T) {
+	t.Parallel()
+	src, dst := t.TempDir(), t.TempDir()
+	log := filepath.Join(src, "app.log")
+	if err := os.WriteFile(log, []byte("line 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Exec = shellless{local: &exectest.Local{}}
+	e.h.Helpers = localHelpers{}
+	e.h.Settings.Dir = dst
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	dest, _ := followPaths(dst, "ns", "mysql", "db", log)
+	eventually(t, "first tick shipped through the helper", func() bool {
+		b, _ := os.ReadFile(dest)
+		return string(b) == "line 1\n"
+	})
+	e.h.StopFollowing()
+	if evs := strings.Join(e.events(), "\n"); !strings.Contains(evs, ReasonHelperFallback+" container db has no sh; following through the podcopy helper") {
+		t.Fatalf("events %s", evs)
+	}
+}
 
 func TestTerminatingPodGetsALastShipment(t *testing.T) {
 	t.Parallel()
