@@ -141,7 +141,7 @@ func TestMain(m *testing.M) {
 type shellless struct{ local *exectest.Local }
 
 func (s shellless) Exec(ctx context.Context, req exec.Request) error {
-	if req.Target.Container == "db" && req.Command[0] == "sh" {
+	if req.Container == "db" && req.Command[0] == "sh" {
 		return &exec.MissingCommandError{Command: "sh", Err: errors.New(`exec: "sh": executable file not found in $PATH`)}
 	}
 	return s.local.Exec(ctx, req)
