@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -17,6 +18,9 @@ import (
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/ship"
 )
+
+// helperStartTimeout bounds finding or starting the helper container.
+const helperStartTimeout = 3 * time.Minute
 
 // ReasonHelperFallback is the Event of a request read through the podcopy helper because
 // the container lacks tar or sh (podcopy/source=auto).
@@ -45,6 +49,10 @@ func (h *Handler) helper(ctx context.Context, pod *corev1.Pod, container string)
 	if h.Helpers == nil {
 		return courier.Helper{}, &ship.PermanentError{Err: errors.New("the podcopy helper is not available in this agent")}
 	}
+	// A deadline over the API calls and the wait for the container (which has its own, 2
+	// minutes): a stalled API connection fails this attempt instead of holding it.
+	ctx, cancel := context.WithTimeout(ctx, helperStartTimeout)
+	defer cancel()
 	hp, err := h.Helpers.Ensure(ctx, pod, container)
 	var cerr *courier.Error
 	if errors.As(err, &cerr) {
