@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -164,7 +165,7 @@ func deleteAnalysisPod(t *testing.T) {
 	}
 	waitFor(t, 2*time.Minute, "a new analysis pod", func(ctx context.Context) (bool, error) {
 		p, err := client.CoreV1().Pods(a.Namespace).Get(ctx, a.Pod, metav1.GetOptions{})
-		return err == nil && p.DeletionTimestamp == nil && podReady(p), nil
+		return err == nil && p.DeletionTimestamp == nil && destination.Ready(p), nil
 	})
 }
 
@@ -260,15 +261,6 @@ func restarts(p corev1.Pod) int32 {
 	return n
 }
 
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // tinyAnalysisPod starts an analysis pod whose /collect is an 8 MiB tmpfs. Its name sorts
 // after the real one, so only requests that name it use it.
 func tinyAnalysisPod(t *testing.T) string {
@@ -292,7 +284,7 @@ func tinyAnalysisPod(t *testing.T) string {
 	t.Cleanup(func() { _ = client.CoreV1().Pods("podcopy").Delete(context.Background(), name, metav1.DeleteOptions{}) })
 	waitFor(t, 2*time.Minute, name+" Ready", func(ctx context.Context) (bool, error) {
 		p, err := client.CoreV1().Pods("podcopy").Get(ctx, name, metav1.GetOptions{})
-		return err == nil && podReady(p), nil
+		return err == nil && destination.Ready(p), nil
 	})
 	return name
 }

@@ -166,7 +166,7 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 	done := make(chan error, 1)
 	go func() {
 		err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"tar", "-c", "-f", "-", "-C", ref.dir, "."}, Stdout: pw})
-		pw.CloseWithError(orEOF(err))
+		pw.CloseWithError(err) // nil: the reader sees io.EOF
 		done <- err
 	}()
 	werr := o.untar(root, tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), m, want, &res)
@@ -364,11 +364,4 @@ func (o *Options) verify(ctx context.Context, ref collectionRef) error {
 		res.Bytes += f.Size
 	}
 	return o.report(res, "verified", fmt.Sprintf("%d files (%s) in %s", res.Files, size(res.Bytes), res.Dir))
-}
-
-func orEOF(err error) error {
-	if err == nil {
-		return io.EOF
-	}
-	return err
 }

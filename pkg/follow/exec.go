@@ -49,7 +49,7 @@ func (s ExecSource) Read(ctx context.Context, path string, cp Checkpoint, fn fun
 	done := make(chan error, 1)
 	go func() {
 		err := s.Exec.Exec(ctx, exec.Request{Target: s.Target, Command: s.readCommand(path, cp), Stdout: pw})
-		pw.CloseWithError(orEOF(err))
+		pw.CloseWithError(err) // nil: the reader sees io.EOF
 		done <- err
 	}()
 	ferr := s.consume(pr, fn)
@@ -89,13 +89,6 @@ func (s ExecSource) consume(r io.Reader, fn func(Segment, io.Reader) error) erro
 		return err
 	}
 	_, err = io.Copy(io.Discard, br) // nothing normally: fn read to the end
-	return err
-}
-
-func orEOF(err error) error {
-	if err == nil {
-		return io.EOF
-	}
 	return err
 }
 

@@ -124,7 +124,7 @@ func (s *Shipper) symlinkedDirs(ctx context.Context, job Job, paths []string) (m
 	done := make(chan error, 1)
 	go func() {
 		err := s.Exec.Exec(ctx, exec.Request{Target: src, Command: s.reader(job).AncestorsCommand(dirs), Stdout: pw})
-		pw.CloseWithError(orEOF(err))
+		pw.CloseWithError(err) // nil: the reader sees io.EOF
 		done <- err
 	}()
 	tr := tar.NewReader(pr)
@@ -163,13 +163,6 @@ func (s *Shipper) symlinkedDirs(ctx context.Context, job Job, paths []string) (m
 }
 
 var errStopped = errors.New("reader stopped")
-
-func orEOF(err error) error {
-	if err == nil {
-		return io.EOF
-	}
-	return err
-}
 
 // limitedWriter keeps at most n bytes and fails past them.
 type limitedWriter struct {
