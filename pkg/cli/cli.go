@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -31,6 +32,9 @@ type Options struct {
 	Out, Err io.Writer
 	// Terminal reports whether progress may be drawn (stderr is a terminal).
 	Terminal bool
+	// Stall is how long fetch and verify wait for the analysis pod's next output (5 minutes
+	// when zero).
+	Stall time.Duration
 
 	// set by complete()
 	client    kubernetes.Interface

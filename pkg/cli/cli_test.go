@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -265,5 +266,25 @@ func TestStopRemovesTheRequest(t *testing.T) {
 	}
 	if p.Annotations["team"] != "payments" || p.Annotations[status.Annotation] == "" || !strings.Contains(out.String(), "stopped") {
 		t.Fatalf("annotations %v, output %q", p.Annotations, out.String())
+	}
+}
+
+// TestFetchGivesUpOnAStalledStream: an analysis pod that sends nothing more fails the fetch
+// with the reason, instead of holding it.
+func TestFetchGivesUpOnAStalledStream(t *testing.T) {
+	t.Parallel()
+	a := collection(t, nil)
+	stalled := exectest.Func(func(ctx context.Context, req exec.Request) error {
+		if req.Command[0] == "tar" {
+			<-ctx.Done() // the stream never moves
+			return ctx.Err()
+		}
+		return a.Exec(ctx, req)
+	})
+	o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), stalled, "ns")
+	o.Stall = 100 * time.Millisecond
+	err := o.fetch(t.Context(), ref, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "nothing arrived for 100ms") {
+		t.Fatalf("err = %v", err)
 	}
 }

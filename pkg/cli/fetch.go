@@ -164,8 +164,13 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 	res := fetchResult{Collection: ref.id, Dir: dest}
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
+	wctx, stdout, stop := watched(ctx, o.Stall, pw, "fetching from "+ref.analysis.String())
+	defer stop()
 	go func() {
-		err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"tar", "-c", "-f", "-", "-C", ref.dir, "."}, Stdout: pw})
+		err := o.exec.Exec(wctx, exec.Request{Target: ref.analysis, Command: []string{"tar", "-c", "-f", "-", "-C", ref.dir, "."}, Stdout: stdout})
+		if cause := context.Cause(wctx); err != nil && cause != nil && ctx.Err() == nil {
+			err = cause // the stall, not the cancelled stream
+		}
 		pw.CloseWithError(err) // nil: the reader sees io.EOF
 		done <- err
 	}()
@@ -335,7 +340,12 @@ func (o *Options) verify(ctx context.Context, ref collectionRef) error {
 		fmt.Fprintf(&list, "%s  %s\n", f.SHA256, local)
 	}
 	var out bytes.Buffer
-	err = o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"sha256sum", "-c", "-"}, Stdin: &list, Stdout: &out, Stderr: io.Discard})
+	wctx, w, stop := watched(ctx, o.Stall, &out, "hashing in "+ref.analysis.String())
+	err = o.exec.Exec(wctx, exec.Request{Target: ref.analysis, Command: []string{"sha256sum", "-c", "-"}, Stdin: &list, Stdout: w, Stderr: io.Discard})
+	if cause := context.Cause(wctx); err != nil && cause != nil && ctx.Err() == nil {
+		err = cause
+	}
+	stop()
 	if exit := (*exec.ExitError)(nil); err != nil && !errors.As(err, &exit) {
 		return fmt.Errorf("hashing in %s: %w", ref.analysis, err)
 	}

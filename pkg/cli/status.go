@@ -141,7 +141,9 @@ func (o *Options) podCollections(ctx context.Context, pod string) ([]row, error)
 	var out bytes.Buffer
 	// ls of the pod's directory: collection ids are directory names (staging and follow are
 	// skipped below); a missing directory is an empty list.
-	if err := o.exec.Exec(ctx, exec.Request{Target: a, Command: []string{"ls", "-1", "--", l.Root()}, Stdout: &out}); err != nil {
+	lctx, cancel := context.WithTimeout(ctx, metadataTimeout)
+	defer cancel()
+	if err := o.exec.Exec(lctx, exec.Request{Target: a, Command: []string{"ls", "-1", "--", l.Root()}, Stdout: &out}); err != nil {
 		if exit := (*exec.ExitError)(nil); !errors.As(err, &exit) {
 			return nil, err
 		}
@@ -168,6 +170,8 @@ func (o *Options) podCollections(ctx context.Context, pod string) ([]row, error)
 // agent's policy.maxFiles entries).
 func (o *Options) readManifest(ctx context.Context, ref collectionRef) (manifest.Manifest, error) {
 	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
+	defer cancel()
 	if err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"cat", "--", ref.dir + "/manifest.json"}, Stdout: &out}); err != nil {
 		return manifest.Manifest{}, fmt.Errorf("reading %s/manifest.json in %s: %w", ref.dir, ref.analysis, err)
 	}
