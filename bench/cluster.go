@@ -113,8 +113,12 @@ func (e *env) namespace(ctx context.Context, name string) error {
 
 // collect annotates a pod with a new trigger and waits for the outcome. It returns the time to
 // the Running status (first byte) and to Succeeded.
-func (e *env) collect(ctx context.Context, ns, pod, paths, trigger string) (start, done time.Duration, st status.Status, err error) {
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"podcopy/collect": paths, "podcopy/trigger": trigger}}})
+func (e *env) collect(ctx context.Context, ns, pod, paths, source, trigger string) (start, done time.Duration, st status.Status, err error) {
+	ann := map[string]any{"podcopy/collect": paths, "podcopy/trigger": trigger, "podcopy/source": nil}
+	if source != "" {
+		ann["podcopy/source"] = source
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	t0 := time.Now()
 	patched, err := e.client.CoreV1().Pods(ns).Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{})
 	if err != nil {

@@ -16,30 +16,45 @@ import (
 
 // workload is one thing to copy, prepared in the source pod under /var/log/bench.
 type workload struct {
-	Name    string
+	Name    string // "base, variant": rows compare with the pipe and floor of the base
 	Bytes   int64
 	Path    string // below /var/log/bench
 	Prepare string // shell run in the source pod (a fixed benchmark script, not user input)
 	Gzip    bool   // podcopy with compression: gzip
+	Source  string // podcopy/source for podcopy's collection ("" = the agent's default)
+	Rounds  int    // rounds for this workload (0 = the -rounds flag)
+	NoCp    bool   // skip kubectl cp (it dies on this workload)
+}
+
+// base is the workload without its variant: the row whose pipe and floor it is compared with.
+func (w workload) base() string { return baseName(w.Name) }
+
+func baseName(name string) string {
+	b, _, _ := strings.Cut(name, ", ")
+	return b
 }
 
 func workloads(quick bool) []workload {
 	text := `yes "2026-11-22T10:00:00.000Z INFO http request handled method=GET path=/api/v1/orders status=200 duration_ms=12 user=42" | head -c 209715200 > /var/log/bench/app.log`
-	small := func(n int) string {
-		return fmt.Sprintf(`mkdir -p /var/log/bench/many && cd /var/log/bench/many && i=0; while [ $i -lt %d ]; do head -c 1024 /dev/urandom > f$i; i=$((i+1)); done`, n)
+	// n files of 1 KiB of random data, written by one split (a shell loop would take minutes).
+	small := func(dir string, n int) string {
+		return fmt.Sprintf(`mkdir -p /var/log/bench/%[1]s && cd /var/log/bench/%[1]s && head -c %[2]d /dev/urandom | split -b 1024 -a 6 - f`, dir, n*1024)
 	}
 	w := []workload{
 		{Name: "1 MiB random", Bytes: 1 << 20, Path: "r1M.bin", Prepare: "head -c 1048576 /dev/urandom > /var/log/bench/r1M.bin"},
 		{Name: "100 MiB random", Bytes: 100 << 20, Path: "r100M.bin", Prepare: "head -c 104857600 /dev/urandom > /var/log/bench/r100M.bin"},
 	}
 	if quick {
-		return append(w, workload{Name: "1,000 files of 1 KiB", Bytes: 1000 << 10, Path: "many", Prepare: small(1000)})
+		return append(w, workload{Name: "1,000 files of 1 KiB", Bytes: 1000 << 10, Path: "many", Prepare: small("many", 1000)})
 	}
 	return append(w,
-		workload{Name: "1 GiB random", Bytes: 1 << 30, Path: "r1G.bin", Prepare: "head -c 1073741824 /dev/urandom > /var/log/bench/r1G.bin"},
-		workload{Name: "10,000 files of 1 KiB", Bytes: 10000 << 10, Path: "many", Prepare: small(10000)},
+		workload{Name: "1 GiB random", Bytes: 1 << 30, Path: "r1G.bin", Prepare: "head -c 1073741824 /dev/urandom > /var/log/bench/r1G.bin", Rounds: 3},
+		workload{Name: "10,000 files of 1 KiB", Bytes: 10000 << 10, Path: "many", Prepare: small("many", 10000)},
+		workload{Name: "100,000 files of 1 KiB", Bytes: 100000 << 10, Path: "many100k", Prepare: small("many100k", 100000), Rounds: 3, NoCp: true},
 		workload{Name: "200 MiB text log", Bytes: 200 << 20, Path: "app.log", Prepare: text},
 		workload{Name: "200 MiB text log, gzip", Bytes: 200 << 20, Path: "app.log", Gzip: true},
+		workload{Name: "200 MiB text log, through the helper", Bytes: 200 << 20, Path: "app.log", Source: "helper"},
+		workload{Name: "200 MiB text log, gzip, through the helper", Bytes: 200 << 20, Path: "app.log", Gzip: true, Source: "helper"},
 	)
 }
 
@@ -166,16 +181,20 @@ func run(ctx context.Context, o options) error {
 		for _, gz := range []bool{false, true} {
 			fmt.Printf("agent: exec.transport=%s compression=%v\n", transport, map[bool]string{false: "none", true: "gzip"}[gz])
 			if err := e.helm(ctx, "config.exec.transport="+transport, "config.compression="+map[bool]string{false: "none", true: "gzip"}[gz],
-				"config.policy.maxBytes=4Gi", "config.policy.maxFiles=20000"); err != nil {
+				"config.policy.maxBytes=4Gi", "config.policy.maxFiles=200000"); err != nil {
 				return err
 			}
 			for _, w := range ws {
 				if w.Gzip != gz || !o.selected(w.Name) {
 					continue
 				}
-				for round := range o.rounds {
+				rounds := o.rounds
+				if w.Rounds > 0 {
+					rounds = min(w.Rounds, o.rounds)
+				}
+				for round := range rounds {
 					// Alternate: the baselines once per round, in the first transport block only.
-					if transport == "spdy" && !w.Gzip {
+					if transport == "spdy" && w.base() == w.Name {
 						d, err := e.sh(ctx, fmt.Sprintf(`"$K" exec -n %s src -- tar cf - -C /var/log/bench %s | "$K" exec -i -n %s sink -- tar xf - -C /tmp/out`, ns, w.Path, ns))
 						if err != nil {
 							get(w, methodPipe).fail(err)
@@ -185,16 +204,18 @@ func run(ctx context.Context, o options) error {
 						if _, err := e.run(ctx, exec.Target{Namespace: ns, Pod: "sink", Container: "app"}, "rm", "-rf", "/tmp/out/"+w.Path); err != nil {
 							return err
 						}
-						d, err = e.sh(ctx, fmt.Sprintf(`"$K" cp %s/src:/var/log/bench/%s %s/%s >/dev/null && "$K" cp %s/%s %s/sink:/tmp/out/%s >/dev/null`,
-							ns, w.Path, local, w.Path, local, w.Path, ns, w.Path))
-						if err != nil {
-							get(w, methodCp).fail(err)
-						} else {
-							get(w, methodCp).Samples = append(get(w, methodCp).Samples, sample{Seconds: d.Seconds()})
-						}
-						_ = os.RemoveAll(filepath.Join(local, w.Path))
-						if _, err := e.run(ctx, exec.Target{Namespace: ns, Pod: "sink", Container: "app"}, "rm", "-rf", "/tmp/out/"+w.Path); err != nil {
-							return err
+						if !w.NoCp {
+							d, err = e.sh(ctx, fmt.Sprintf(`"$K" cp %s/src:/var/log/bench/%s %s/%s >/dev/null && "$K" cp %s/%s %s/sink:/tmp/out/%s >/dev/null`,
+								ns, w.Path, local, w.Path, local, w.Path, ns, w.Path))
+							if err != nil {
+								get(w, methodCp).fail(err)
+							} else {
+								get(w, methodCp).Samples = append(get(w, methodCp).Samples, sample{Seconds: d.Seconds()})
+							}
+							_ = os.RemoveAll(filepath.Join(local, w.Path))
+							if _, err := e.run(ctx, exec.Target{Namespace: ns, Pod: "sink", Container: "app"}, "rm", "-rf", "/tmp/out/"+w.Path); err != nil {
+								return err
+							}
 						}
 						// The floor writes where podcopy writes: the analysis pod's /collect.
 						if _, err := e.run(ctx, dst, "mkdir", "-p", floorDir); err != nil {
@@ -210,7 +231,7 @@ func run(ctx context.Context, o options) error {
 						}
 					}
 					// A failed collection is reported with the failed rounds, never hidden in a median.
-					if s, err := e.podcopyOnce(ctx, ns, "/var/log/bench/"+w.Path, &trigger); err != nil {
+					if s, err := e.podcopyOnce(ctx, ns, "/var/log/bench/"+w.Path, w.Source, &trigger); err != nil {
 						get(w, "podcopy ("+transport+")").fail(err)
 					} else {
 						get(w, "podcopy ("+transport+")").Samples = append(get(w, "podcopy ("+transport+")").Samples, s)
@@ -223,8 +244,8 @@ func run(ctx context.Context, o options) error {
 			}
 		}
 	}
-	// Leave the agent as it was configured before the benchmark (SPDY first, no compression).
-	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=none"); err != nil {
+	// Leave the agent as charts/podcopy/ci/local-values.yaml configures it.
+	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=auto"); err != nil {
 		return err
 	}
 	var scale []string
@@ -237,7 +258,7 @@ func run(ctx context.Context, o options) error {
 }
 
 // podcopyOnce runs one collection and measures it and the agent.
-func (e *env) podcopyOnce(ctx context.Context, ns, path string, trigger *int) (sample, error) {
+func (e *env) podcopyOnce(ctx context.Context, ns, path, source string, trigger *int) (sample, error) {
 	pid, err := agentPID()
 	if err != nil {
 		return sample{}, err
@@ -250,7 +271,7 @@ func (e *env) podcopyOnce(ctx context.Context, ns, path string, trigger *int) (s
 		return sample{}, err
 	}
 	*trigger++
-	start, done, _, err := e.collect(ctx, ns, "src", path, fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), *trigger))
+	start, done, _, err := e.collect(ctx, ns, "src", path, source, fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), *trigger))
 	if err != nil {
 		return sample{}, err
 	}
@@ -314,11 +335,11 @@ func report(o options, results []*result, scale []string) error {
 		m := median(secs)
 		mbps := float64(r.Bytes) / 1e6 / m
 		ratio := "–"
-		base := pipe[strings.TrimSuffix(r.Workload, ", gzip")]
+		base := pipe[baseName(r.Workload)]
 		if base > 0 {
 			ratio = fmt.Sprintf("%.2f", base/m)
 		}
-		if f := floor[strings.TrimSuffix(r.Workload, ", gzip")]; f > 0 {
+		if f := floor[baseName(r.Workload)]; f > 0 {
 			ratio += fmt.Sprintf(" | %.2f", f/m)
 		} else {
 			ratio += " | –"

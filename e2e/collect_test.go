@@ -48,7 +48,8 @@ func TestCollect(t *testing.T) {
 			}
 			m := readManifest(t, st)
 			if len(m.Files) != len(workloadFiles) || m.Totals.Files != st.Files || m.Source.Pod != "mysql" || m.Source.Image != image ||
-				m.Source.ImageID == "" || m.Source.Node != "localhost" || m.Destination.Pod != analysis(t).Pod {
+				m.Source.ImageID == "" || m.Source.Node != "localhost" || m.Destination.Pod != analysis(t).Pod ||
+				m.Totals.Compression != "none" || m.Totals.SourceBytes != m.Totals.ArchiveBytes || m.Totals.ArchiveBytes < st.Bytes {
 				t.Fatalf("manifest %+v", m)
 			}
 			for i, f := range m.Files {

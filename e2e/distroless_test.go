@@ -121,6 +121,10 @@ func TestDistroless(t *testing.T) {
 		if len(m.Files) != len(want) {
 			t.Fatalf("manifest files %+v, want %d", m.Files, len(want))
 		}
+		// compression: auto (charts/podcopy/ci/local-values.yaml) compresses helper reads.
+		if tot := m.Totals; tot.Compression != "gzip" || tot.SourceBytes <= 0 || tot.SourceBytes >= tot.ArchiveBytes || tot.CompressionRatio < 1 {
+			t.Errorf("manifest totals %+v, want gzip through the helper", tot)
+		}
 		for _, f := range m.Files {
 			if want[f.Path] != f.SHA256 {
 				t.Errorf("%s: manifest sha256 %s, source %s", f.Path, f.SHA256, want[f.Path])

@@ -56,8 +56,11 @@ type Settings struct {
 	Policy func() policy.Policy
 	Limits func() ship.Limits
 	Dir    string
-	Gzip   bool
-	Agent  manifest.Agent
+	// Compression is SPEC §5 compression: "none", "gzip" (both legs), or "auto" (gzip when
+	// the source is read through the podcopy helper, whose codec is fast; none with the
+	// container's own tar, whose gzip is slower than the link: bench/results).
+	Compression string
+	Agent       manifest.Agent
 	// Attempts bounds the attempts of a once collection (SPEC §5 retry.attempts; 0 means 1).
 	Attempts int
 	// Source is SPEC §5 source.mode: how files are read when a pod has no podcopy/source
@@ -499,7 +502,7 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 		Layout:      dest,
 		Policy:      h.Settings.Policy(),
 		Limits:      h.Settings.Limits(),
-		Gzip:        h.Settings.Gzip,
+		Gzip:        h.Settings.Compression == "gzip",
 	}
 	job.Header.Destination.Dir = job.CollectionDir()
 	return job, nil

@@ -332,12 +332,14 @@ func TestRunningStatusShowsProgress(t *testing.T) {
 type toolRunner struct {
 	mu    sync.Mutex
 	tools []bool // per run: read with the container's own tools
+	gzip  []bool // per run: compressed
 }
 
 func (r *toolRunner) Run(ctx context.Context, job ship.Job) (ship.Result, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.tools = append(r.tools, job.Reader == nil)
+	r.gzip = append(r.gzip, job.Gzip)
 	if job.Reader == nil {
 		return ship.Result{}, &exec.MissingCommandError{Command: "tar", Err: errors.New(`exec: "tar": executable file not found in $PATH`)}
 	}
@@ -383,5 +385,40 @@ func TestAutoFallsBackToTheHelperOnce(t *testing.T) {
 	}
 	if st := e.status(t); st.Phase != status.Failed || !strings.Contains(st.Message, "use podcopy/source=helper") {
 		t.Fatalf("tar on a container without it: %+v", st)
+	}
+}
+
+// TestCompressionPerSource: compression gzip compresses every collection, none none, and
+// auto only those read through the helper (its codec is fast, busybox gzip is not).
+func TestCompressionPerSource(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		compression string
+		want        []bool // the fallen-back run (container's tar), then the helper's two
+	}{
+		{"none", []bool{false, false, false}},
+		{"gzip", []bool{true, true, true}},
+		{"auto", []bool{false, true, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.compression, func(t *testing.T) {
+			t.Parallel()
+			pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/a.log"}, corev1.PodRunning)
+			e := newEnv(pod, nil)
+			r := &toolRunner{}
+			e.h.Runner, e.h.Helpers = r, fakeHelpers{}
+			e.h.Settings.Compression = tt.compression
+			if err := e.h.Sync(t.Context(), pod); err != nil {
+				t.Fatal(err)
+			}
+			p := e.refresh(t)
+			p.Annotations[request.AnnotationTrigger] = "again"
+			if err := e.h.Sync(t.Context(), p); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(r.gzip, tt.want) {
+				t.Fatalf("compressed runs %v, want %v", r.gzip, tt.want)
+			}
+		})
 	}
 }

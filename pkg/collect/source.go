@@ -106,6 +106,7 @@ func (h *Handler) withHelper(ctx context.Context, pod *corev1.Pod, req request.R
 	}
 	job.Source = hp.Target
 	job.Reader = helper.Reader{Command: hp.Command}
+	job.Gzip = job.Gzip || h.Settings.Compression == "auto"
 	return nil
 }
 

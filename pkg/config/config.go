@@ -201,8 +201,8 @@ func (o Options) Validate() error {
 	if o.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("concurrency must be at least 1, got %d", o.Concurrency))
 	}
-	if o.Compression != "none" && o.Compression != "gzip" {
-		errs = append(errs, fmt.Errorf("compression %q is unknown; use none or gzip", o.Compression))
+	if o.Compression != "none" && o.Compression != "gzip" && o.Compression != "auto" {
+		errs = append(errs, fmt.Errorf("compression %q is unknown; use none, gzip or auto", o.Compression))
 	}
 	if _, err := exec.ParseTransport(o.Exec.Transport); err != nil {
 		errs = append(errs, err)

@@ -74,6 +74,15 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%q: err = %v, want %q", tt.yaml, err, tt.want)
 		}
 	}
+	for _, c := range []string{"none", "gzip", "auto"} {
+		file := filepath.Join(dir, c+".yaml")
+		if err := os.WriteFile(file, []byte("compression: "+c+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if o, err := load(t, file); err != nil || o.Compression != c {
+			t.Errorf("compression %s: %v, %+v", c, err, o.Compression)
+		}
+	}
 	if _, err := load(t, filepath.Join(dir, "missing.yaml")); err == nil {
 		t.Error("a missing explicit config file was accepted")
 	}

@@ -8,13 +8,14 @@ package helper
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/podcopy/podcopy/pkg/follow"
 	"github.com/podcopy/podcopy/pkg/rootfs"

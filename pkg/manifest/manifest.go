@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 )
 
@@ -78,6 +79,14 @@ type Totals struct {
 	Files   int   `json:"files"`
 	Bytes   int64 `json:"bytes"`
 	Skipped int   `json:"skipped"`
+	// Transfer: how the source's archive travelled (SPEC §3 lists the three above; these are
+	// podcopy's additions). ArchiveBytes is the tar stream's size, SourceBytes what the agent
+	// received for it (smaller when compressed), Compression the codec ("none" or "gzip"),
+	// CompressionRatio ArchiveBytes / SourceBytes.
+	Compression      string  `json:"compression,omitempty"`
+	ArchiveBytes     int64   `json:"archiveBytes,omitempty"`
+	SourceBytes      int64   `json:"sourceBytes,omitempty"`
+	CompressionRatio float64 `json:"compressionRatio,omitempty"`
 }
 
 // Manifest is the whole document, as read back by tests and tools.
@@ -156,6 +165,16 @@ func (b *Builder) AddSkipped(s Skipped) error {
 
 // Totals returns the running totals.
 func (b *Builder) Totals() Totals { return b.totals }
+
+// SetTransfer records how the source's archive travelled: its codec, its size as a tar
+// stream and as received.
+func (b *Builder) SetTransfer(compression string, archiveBytes, sourceBytes int64) {
+	b.totals.Compression, b.totals.ArchiveBytes, b.totals.SourceBytes = compression, archiveBytes, sourceBytes
+	b.totals.CompressionRatio = 0
+	if sourceBytes > 0 {
+		b.totals.CompressionRatio = math.Round(float64(archiveBytes)/float64(sourceBytes)*100) / 100
+	}
+}
 
 // Finish returns the complete manifest JSON as a stream of known size. The Builder must not
 // be added to afterwards.

@@ -77,10 +77,15 @@ func SourceCommand(root string, paths []string, gzip bool) []string {
 	return cmd
 }
 
-// PublishCommand extracts a collection from stdin into stagingRoot and renames
-// stagingRoot/id to final once complete, printing CompleteMarker(id) last.
-func PublishCommand(stagingRoot, id, final string) []string {
-	return []string{"sh", "-c", publishScript, "podcopy-publish", stagingRoot, id, final}
+// PublishCommand extracts a collection from stdin (gzip-compressed when gzip) into
+// stagingRoot and renames stagingRoot/id to final once complete, printing
+// CompleteMarker(id) last.
+func PublishCommand(stagingRoot, id, final string, gzip bool) []string {
+	codec := "none"
+	if gzip {
+		codec = "gzip"
+	}
+	return []string{"sh", "-c", publishScript, "podcopy-publish", stagingRoot, id, final, codec}
 }
 
 // CompleteMarker is the line PublishCommand prints after the rename.

@@ -49,7 +49,7 @@ func FuzzProcess(f *testing.F) {
 		}
 		var out bytes.Buffer
 		s := &Shipper{SpoolDir: t.TempDir()}
-		if _, err := s.process(t.Context(), job, plan{}, bytes.NewReader(src), &out); err != nil {
+		if _, err := s.process(t.Context(), job, plan{}, bytes.NewReader(src), &out, make(chan bool, 1)); err != nil {
 			return
 		}
 		if out.Len()%RecordSize != 0 {

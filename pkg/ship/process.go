@@ -3,7 +3,6 @@ package ship
 import (
 	"archive/tar"
 	"bufio"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,31 +11,43 @@ import (
 	"io"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/request"
 )
 
 // process reads the source tar from src and writes the destination tar to dst: entry names
 // relative to the staging root, the manifest last.
-func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, dst io.Writer) (Result, error) {
+// The analysis pod's codec is sent on codec once chosen (see destinationCodec).
+func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, dst io.Writer, codec chan<- bool) (Result, error) {
 	res := Result{SkippedByType: map[string]int{}}
 	mb, err := manifest.NewBuilder(s.SpoolDir)
 	if err != nil {
 		return res, err
 	}
 	defer mb.Close()
-	in := src
+	wire := &countingReader{r: src} // as received: compressed when job.Gzip
+	archive := wire                 // the tar stream
 	var gz *gzip.Reader
 	if job.Gzip {
-		if gz, err = gzip.NewReader(src); err != nil {
+		if gz, err = gzip.NewReader(wire); err != nil {
 			return res, readError(err)
 		}
-		in = gz
+		archive = &countingReader{r: gz}
 	}
 	// Headers and small files are coalesced into large writes: each write to the exec stream
 	// is a frame through the API server, kubelet and runtime (issue 16: 10,000 small files).
 	bw := bufio.NewWriterSize(dst, destinationBuffer)
-	out := &countingWriter{w: bw}
+	sink := &destinationCodec{dst: bw, chosen: func(gz bool) { codec <- gz }}
+	// A compressed source leg compresses the analysis pod's leg too when the archive does.
+	decide := func() error { return sink.choose(job.Gzip && archive.n >= minRatio*wire.n) }
+	if !job.Gzip {
+		if err := decide(); err != nil {
+			return res, err
+		}
+	}
+	out := &countingWriter{w: sink}
 	tw := tar.NewWriter(out)
 	w := &writer{tw: tw, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: map[string]manifest.File{}}
 	defer bufPool.Put(w.buf)
@@ -51,18 +62,18 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	for lit := range p.linked {
 		w.seen[lit] = true
 	}
-	ender := &endTracker{r: in}
+	ender := &endTracker{r: &probe{r: archive, decide: decide}}
 	if err := w.copyEntries(ctx, tar.NewReader(ender), ender); err != nil {
 		return res, err
 	}
 	// The archive has ended; what follows (padding, gzip trailer) is drained so the source
 	// can exit, and its exit status arrives through the pipe.
 	if gz != nil {
-		if _, err := io.Copy(io.Discard, gz); err != nil {
+		if _, err := io.Copy(io.Discard, archive); err != nil {
 			return res, readError(err)
 		}
 	}
-	if _, err := io.Copy(io.Discard, src); err != nil {
+	if _, err := io.Copy(io.Discard, wire); err != nil {
 		var se *sourceExit
 		if !errors.As(err, &se) || se.Code != 1 {
 			return res, readError(err)
@@ -74,6 +85,14 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 			return res, permanent("%s: no such file or directory in container %s", lit, job.Header.Source.Container)
 		}
 	}
+	if err := decide(); err != nil { // an archive shorter than the probe
+		return res, err
+	}
+	codecName := "none"
+	if job.Gzip {
+		codecName = "gzip"
+	}
+	mb.SetTransfer(codecName, archive.n, wire.n)
 	res.Completion = s.now()
 	job.Header.CompletionTime = res.Completion.UTC().Format(time.RFC3339)
 	size, body, err := mb.Finish(job.Header)
@@ -97,6 +116,9 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 		if _, err := out.Write(make([]byte, pad)); err != nil {
 			return res, err
 		}
+	}
+	if err := sink.close(); err != nil {
+		return res, err
 	}
 	if err := bw.Flush(); err != nil {
 		return res, err
@@ -363,6 +385,18 @@ type countingWriter struct {
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// countingReader counts what is read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
 }

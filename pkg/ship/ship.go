@@ -172,6 +172,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	dstR, dstW := io.Pipe()
 	var wg sync.WaitGroup
 	var dstErr error
+	codec := make(chan bool, 1) // the analysis pod's codec, chosen by process
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -185,6 +186,13 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	}()
 	go func() {
 		defer wg.Done()
+		var gz bool
+		select {
+		case gz = <-codec:
+		case <-ctx.Done(): // process failed before choosing
+			dstR.CloseWithError(context.Cause(ctx))
+			return
+		}
 		// A failure in the analysis pod is reported on stdout the moment it happens (see
 		// scripts/publish.sh): its exit status arrives only once stdin is closed.
 		out := &lineWatcher{max: 4096, onLine: func(line string) {
@@ -193,7 +201,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 			}
 		}}
 		dstErr = s.Exec.Exec(ctx, exec.Request{Target: job.Destination,
-			Command: PublishCommand(job.Layout.StagingRoot(), job.Header.Collection, final),
+			Command: PublishCommand(job.Layout.StagingRoot(), job.Header.Collection, final, gz),
 			Stdin:   dstR, Stdout: out})
 		if dstErr == nil && !strings.HasSuffix(out.String(), CompleteMarker(job.Header.Collection)) {
 			dstErr = fmt.Errorf("the analysis pod's extraction ended without confirming the collection (output %q)", out.String())
@@ -204,7 +212,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 		}
 		dstR.CloseWithError(errOr(dstErr, errDestinationStopped))
 	}()
-	res, procErr := s.process(ctx, job, p, srcR, wd.writer(dstW))
+	res, procErr := s.process(ctx, job, p, srcR, wd.writer(dstW), codec)
 	if procErr != nil {
 		cancel(procErr)
 		srcR.CloseWithError(procErr)

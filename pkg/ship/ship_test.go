@@ -9,10 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -149,6 +152,9 @@ func TestRunRealTar(t *testing.T) {
 					t.Fatal(err)
 				}
 				sums["/var/log/dir/secret.txt"] = f.write(t, "var/log/dir/secret.txt", []byte("x"))
+				sums["/var/log/app/text.log"] = f.write(t, "var/log/app/text.log", bytes.Repeat([]byte("GET /api/v1/orders 200 12ms\n"), 1<<15))
+				sent := &publishedBytes{Executor: f.shipper.Exec}
+				f.shipper.Exec = sent
 				// a.log is named twice (glob and literal) and must be written once.
 				j := f.job("/var/log/app/*.log", "/var/log/app/a.log", "/var/log/app/x;touch pwned $(id)", "/var/log/dir", "/var/log/mysql/slow.log")
 				j.Gzip = gz
@@ -162,6 +168,18 @@ func TestRunRealTar(t *testing.T) {
 				m := f.manifest(t, j)
 				if m.Totals != res.Totals || len(m.Files) != len(sums) {
 					t.Fatalf("manifest totals %+v files %d", m.Totals, len(m.Files))
+				}
+				// Both legs carry the archive compressed with gzip (900 KiB of text among 4 MiB),
+				// and the manifest says by how much; without it, as it is.
+				tot := m.Totals
+				if tot.ArchiveBytes%512 != 0 || tot.ArchiveBytes < tot.Bytes || tot.CompressionRatio != math.Round(float64(tot.ArchiveBytes)/float64(tot.SourceBytes)*100)/100 {
+					t.Fatalf("transfer totals %+v", tot)
+				}
+				switch {
+				case !gz && (tot.Compression != "none" || tot.SourceBytes != tot.ArchiveBytes || sent.n.Load() < tot.Bytes):
+					t.Fatalf("uncompressed: totals %+v, %d bytes to the analysis pod", tot, sent.n.Load())
+				case gz && (tot.Compression != "gzip" || tot.SourceBytes > tot.ArchiveBytes-800<<10 || sent.n.Load() > tot.Bytes-800<<10):
+					t.Fatalf("gzip: totals %+v, %d bytes to the analysis pod", tot, sent.n.Load())
 				}
 				for _, file := range m.Files {
 					if sums[file.Path] != file.SHA256 {
@@ -463,4 +481,58 @@ func testLayout(t testing.TB) layout.Layout {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// publishedBytes counts the bytes the agent sends to the analysis pod's extraction.
+type publishedBytes struct {
+	exec.Executor
+	n atomic.Int64
+}
+
+func (p *publishedBytes) Exec(ctx context.Context, req exec.Request) error {
+	if slices.Contains(req.Command, "podcopy-publish") {
+		req.Stdin = io.TeeReader(req.Stdin, writerFunc(func(b []byte) (int, error) { p.n.Add(int64(len(b))); return len(b), nil }))
+	}
+	return p.Executor.Exec(ctx, req)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestDestinationCodec: with compression, the analysis pod's leg is gzip only when the
+// archive compresses (its busybox gunzip is slower than the link on incompressible data);
+// either way the bytes arrive intact.
+func TestDestinationCodec(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		data       []byte
+		gzip, want bool // compression on; the analysis pod's leg compressed
+	}{
+		{"text", bytes.Repeat([]byte("GET /api/v1/orders 200 12ms\n"), 1<<16), true, true},
+		{"random", random(3 << 20), true, false},
+		{"text without compression", bytes.Repeat([]byte("GET /api/v1/orders 200 12ms\n"), 1<<16), false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, "busybox")
+			sum := f.write(t, "var/log/app.log", tt.data)
+			sent := &publishedBytes{Executor: f.shipper.Exec}
+			f.shipper.Exec = sent
+			j := f.job("/var/log/app.log")
+			j.Gzip = tt.gzip
+			res, err := f.shipper.Run(t.Context(), j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := f.manifest(t, j); len(m.Files) != 1 || m.Files[0].SHA256 != sum {
+				t.Fatalf("manifest %+v", m)
+			}
+			if compressed := sent.n.Load() < res.Totals.Bytes/2; compressed != tt.want {
+				t.Fatalf("%d bytes of %d sent to the analysis pod; compressed %v, want %v", sent.n.Load(), res.Totals.Bytes, compressed, tt.want)
+			}
+		})
+	}
 }

@@ -4,12 +4,16 @@
 # complete only when it reads the last line, "podcopy-complete ID". Every failure is one
 # line "podcopy-failed REASON" on stdout, printed at once: the exit status alone can arrive
 # late, since the runtime reports it only after the agent closes stdin.
-# Usage: sh -c "$(cat publish.sh)" podcopy-publish STAGING_ROOT ID FINAL
-stage=$1 id=$2 final=$3
+# Usage: sh -c "$(cat publish.sh)" podcopy-publish STAGING_ROOT ID FINAL [gzip]
+# With "gzip" the archive on stdin is gzip-compressed (compression: gzip).
+stage=$1 id=$2 final=$3 codec=${4:-none}
 fail() { printf 'podcopy-failed %s\n' "$*"; exit 2; }
 err=$(mkdir -p -- "$stage" 2>&1) || fail "$err"
 # tar's stderr (its reason when it fails) is kept, at most its last 2 KiB, with its status.
-out=$({ tar -x -f - -C "$stage" 2>&1 >/dev/null; echo "podcopy-tar-exit $?"; } | tail -c 2048)
+extract() {
+  if [ "$codec" = gzip ]; then tar -x -z -f - -C "$stage"; else tar -x -f - -C "$stage"; fi
+}
+out=$({ extract 2>&1 >/dev/null; echo "podcopy-tar-exit $?"; } | tail -c 2048)
 rc=${out##*podcopy-tar-exit }
 if [ "$rc" != 0 ]; then
   fail "tar exited $rc: $(printf '%s' "${out%podcopy-tar-exit*}" | tr '\n' ' ')"
