@@ -8,6 +8,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -157,13 +158,19 @@ func (e *env) scrape(ctx context.Context) (map[string]float64, error) {
 }
 
 // agentPID finds the agent process on this host (it runs in the host network, so its process
-// is visible here).
+// is visible here); helper containers run the same binary as "podcopy-agent source".
 func agentPID() (int, error) {
-	out, err := osexec.Command("pgrep", "-xo", "podcopy-agent").Output()
+	out, err := osexec.Command("pgrep", "-x", "podcopy-agent").Output()
 	if err != nil {
 		return 0, fmt.Errorf("agent process not found: %w", err)
 	}
-	return strconv.Atoi(strings.TrimSpace(string(out)))
+	for _, pid := range strings.Fields(string(out)) {
+		cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline")
+		if err == nil && !slices.Contains(strings.Split(string(cmdline), "\x00"), "source") {
+			return strconv.Atoi(pid)
+		}
+	}
+	return 0, fmt.Errorf("no agent among podcopy-agent processes %q", out)
 }
 
 // resetPeak clears the kernel's peak-RSS mark of pid; peakRSS reads it (VmHWM, bytes).

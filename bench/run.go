@@ -65,6 +65,24 @@ type sample struct {
 	Pipeline   float64 // podcopy: its own duration metric
 	PeakRSS    int64
 	CPUSeconds float64
+	// CPU seconds of the API server, and of the kubelet, containerd and shims, during the run.
+	APIServerCPU, NodeCPU float64
+}
+
+// measured runs f and adds the relays' CPU to its sample.
+func measured(f func() (sample, error)) (sample, error) {
+	before := relaysCPU()
+	s, err := f()
+	s.APIServerCPU, s.NodeCPU = relaysCPU().since(before)
+	return s, err
+}
+
+// wall is a sample of a method timed by wall clock only.
+func wall(f func() (time.Duration, error)) func() (sample, error) {
+	return func() (sample, error) {
+		d, err := f()
+		return sample{Seconds: d.Seconds()}, err
+	}
 }
 
 // result is a workload x method, over rounds.
@@ -195,22 +213,26 @@ func run(ctx context.Context, o options) error {
 				for round := range rounds {
 					// Alternate: the baselines once per round, in the first transport block only.
 					if transport == "spdy" && w.base() == w.Name {
-						d, err := e.sh(ctx, fmt.Sprintf(`"$K" exec -n %s src -- tar cf - -C /var/log/bench %s | "$K" exec -i -n %s sink -- tar xf - -C /tmp/out`, ns, w.Path, ns))
+						s, err := measured(wall(func() (time.Duration, error) {
+							return e.sh(ctx, fmt.Sprintf(`"$K" exec -n %s src -- tar cf - -C /var/log/bench %s | "$K" exec -i -n %s sink -- tar xf - -C /tmp/out`, ns, w.Path, ns))
+						}))
 						if err != nil {
 							get(w, methodPipe).fail(err)
 						} else {
-							get(w, methodPipe).Samples = append(get(w, methodPipe).Samples, sample{Seconds: d.Seconds()})
+							get(w, methodPipe).Samples = append(get(w, methodPipe).Samples, s)
 						}
 						if _, err := e.run(ctx, exec.Target{Namespace: ns, Pod: "sink", Container: "app"}, "rm", "-rf", "/tmp/out/"+w.Path); err != nil {
 							return err
 						}
 						if !w.NoCp {
-							d, err = e.sh(ctx, fmt.Sprintf(`"$K" cp %s/src:/var/log/bench/%s %s/%s >/dev/null && "$K" cp %s/%s %s/sink:/tmp/out/%s >/dev/null`,
-								ns, w.Path, local, w.Path, local, w.Path, ns, w.Path))
+							s, err := measured(wall(func() (time.Duration, error) {
+								return e.sh(ctx, fmt.Sprintf(`"$K" cp %s/src:/var/log/bench/%s %s/%s >/dev/null && "$K" cp %s/%s %s/sink:/tmp/out/%s >/dev/null`,
+									ns, w.Path, local, w.Path, local, w.Path, ns, w.Path))
+							}))
 							if err != nil {
 								get(w, methodCp).fail(err)
 							} else {
-								get(w, methodCp).Samples = append(get(w, methodCp).Samples, sample{Seconds: d.Seconds()})
+								get(w, methodCp).Samples = append(get(w, methodCp).Samples, s)
 							}
 							_ = os.RemoveAll(filepath.Join(local, w.Path))
 							if _, err := e.run(ctx, exec.Target{Namespace: ns, Pod: "sink", Container: "app"}, "rm", "-rf", "/tmp/out/"+w.Path); err != nil {
@@ -221,17 +243,17 @@ func run(ctx context.Context, o options) error {
 						if _, err := e.run(ctx, dst, "mkdir", "-p", floorDir); err != nil {
 							return err
 						}
-						if d, err := e.floor(ctx, src, dst, w.Path); err != nil {
+						if s, err := measured(wall(func() (time.Duration, error) { return e.floor(ctx, src, dst, w.Path) })); err != nil {
 							get(w, methodFloor).fail(err)
 						} else {
-							get(w, methodFloor).Samples = append(get(w, methodFloor).Samples, sample{Seconds: d.Seconds()})
+							get(w, methodFloor).Samples = append(get(w, methodFloor).Samples, s)
 						}
 						if _, err := e.run(ctx, dst, "rm", "-rf", floorDir); err != nil {
 							return err
 						}
 					}
 					// A failed collection is reported with the failed rounds, never hidden in a median.
-					if s, err := e.podcopyOnce(ctx, ns, "/var/log/bench/"+w.Path, w.Source, &trigger); err != nil {
+					if s, err := measured(func() (sample, error) { return e.podcopyOnce(ctx, ns, "/var/log/bench/"+w.Path, w.Source, &trigger) }); err != nil {
 						get(w, "podcopy ("+transport+")").fail(err)
 					} else {
 						get(w, "podcopy ("+transport+")").Samples = append(get(w, "podcopy ("+transport+")").Samples, s)
@@ -313,7 +335,7 @@ func report(o options, results []*result, scale []string) error {
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# podcopy benchmark, %s\n\nLocal single-node cluster (hack/cluster), 2 cores, host %s; %d rounds per cell, alternating methods; median and min–max of wall time.\n\n",
 		time.Now().UTC().Format(time.RFC3339), host, o.rounds)
-	b.WriteString("| workload | method | median s | min–max s | MB/s | × pipe | × floor | pipeline s (agent) | first byte s | agent peak RSS MiB | agent CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| workload | method | median s | min–max s | MB/s | × pipe | × floor | pipeline s (agent) | first byte s | agent peak RSS MiB | agent CPU s/GB | API server CPU s/GB | kubelet+containerd CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	pipe, floor := map[string]float64{}, map[string]float64{}
 	for _, r := range results {
 		switch r.Method {
@@ -351,7 +373,9 @@ func report(o options, results []*result, scale []string) error {
 			extra = fmt.Sprintf("| %.2f | %.2f | %.1f | %.1f", median(field(r, func(s sample) float64 { return s.Pipeline })),
 				median(field(r, func(s sample) float64 { return s.StartSecs })), peak/(1<<20), cpu/(float64(r.Bytes)/1e9))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f–%.2f | %.0f | %s %s |\n", r.Workload, strings.ReplaceAll(r.Method, "|", "\\|"), m, slices.Min(secs), slices.Max(secs), mbps, ratio, extra)
+		gb := float64(r.Bytes) / 1e9
+		relays := fmt.Sprintf("| %.1f | %.1f", median(field(r, func(s sample) float64 { return s.APIServerCPU }))/gb, median(field(r, func(s sample) float64 { return s.NodeCPU }))/gb)
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f–%.2f | %.0f | %s %s %s |\n", r.Workload, strings.ReplaceAll(r.Method, "|", "\\|"), m, slices.Min(secs), slices.Max(secs), mbps, ratio, extra, relays)
 	}
 	if len(failures) > 0 {
 		b.WriteString("\nFailed rounds (not in the medians):\n\n")

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,24 +18,31 @@ import (
 	"github.com/podcopy/podcopy/pkg/status"
 )
 
-// scaleTests: 100 pods annotated at once on the node; then agent memory in single-replica
-// mode with 0, 1,000 and 5,000 pods in the cluster (pods no node can take, so they never run
-// but are in the informer's cache).
+// scalePods is how many pods are annotated at once on the node.
+const scalePods = 1000
+
+// scaleTests: scalePods pods annotated at once on the node; then agent memory in
+// single-replica mode with 0, 1,000 and 5,000 pods in the cluster (pods no node can take, so
+// they never run but are in the informer's cache).
 func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	var out []string
 	const ns = "bench-scale"
-	fmt.Println("scale: 100 pods annotated at once ...")
-	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=none"); err != nil {
+	fmt.Printf("scale: %d pods annotated at once ...\n", scalePods)
+	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=auto"); err != nil {
 		return nil, err
 	}
 	if err := e.namespace(ctx, ns); err != nil {
 		return nil, err
 	}
 	var wg sync.WaitGroup
-	errs := make(chan error, 100)
-	for i := range 100 {
+	errs := make(chan error, scalePods)
+	sem := make(chan struct{}, 20)
+	t0 := time.Now()
+	for i := range scalePods {
+		sem <- struct{}{}
 		wg.Go(func() {
-			if err := e.plainPod(ctx, ns, fmt.Sprintf("p%03d", i)); err != nil {
+			defer func() { <-sem }()
+			if err := e.plainPod(ctx, ns, fmt.Sprintf("p%04d", i)); err != nil {
 				errs <- err
 			}
 		})
@@ -42,6 +52,10 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	for err := range errs {
 		return nil, err
 	}
+	if err := e.allRunning(ctx, ns, scalePods); err != nil {
+		return nil, err
+	}
+	fmt.Printf("  %d pods running after %.0fs\n", scalePods, time.Since(t0).Seconds())
 	pid, err := agentPID()
 	if err != nil {
 		return nil, err
@@ -64,15 +78,19 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 			}
 		}
 	})
+	before, err := e.scrapeRequests(ctx)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"podcopy/collect": "/var/log/app.log"}}})
-	for i := range 100 {
-		if _, err := e.client.CoreV1().Pods(ns).Patch(ctx, fmt.Sprintf("p%03d", i), types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"podcopy/collect": "/tmp/app.log"}}})
+	for i := range scalePods {
+		if _, err := e.client.CoreV1().Pods(ns).Patch(ctx, fmt.Sprintf("p%04d", i), types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 			return nil, err
 		}
 	}
 	succeeded := 0
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 15*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 30*time.Minute, true, func(ctx context.Context) (bool, error) {
 		list, err := e.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
@@ -85,7 +103,7 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 				return false, fmt.Errorf("pod %s: %s %s", list.Items[i].Name, s.Phase, s.Message)
 			}
 		}
-		return succeeded == 100, nil
+		return succeeded == scalePods, nil
 	})
 	total := time.Since(start)
 	close(stop)
@@ -93,9 +111,13 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	after, err := e.scrapeRequests(ctx)
+	if err != nil {
+		return nil, err
+	}
 	peak, _ := peakRSS(pid)
-	out = append(out, fmt.Sprintf("100 pods annotated at once (1 MiB each): %d/100 succeeded in %.1fs; in-flight gauge max %.0f (concurrency 4); agent peak RSS %.1f MiB",
-		succeeded, total.Seconds(), maxInflight, float64(peak)/(1<<20)))
+	out = append(out, fmt.Sprintf("%d pods annotated at once (1 MiB each): %d/%d succeeded in %.1fs (%.2fs per collection); in-flight gauge max %.0f (concurrency 4); agent peak RSS %.1f MiB; API requests per collection: %s",
+		scalePods, succeeded, scalePods, total.Seconds(), total.Seconds()/scalePods, maxInflight, float64(peak)/(1<<20), perCollection(before, after, scalePods)))
 	fmt.Println("  ", out[len(out)-1])
 	_ = e.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 
@@ -138,24 +160,62 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// plainPod is a pod whose file is written by an init container into a shared emptyDir, so it
-// needs no readiness probe: 100 exec probes a second would measure the kubelet, not podcopy.
+// plainPod is a pod in the host network (the pod subnet is a /24) whose container writes its
+// file before it sleeps; it needs no probe: 1,000 exec probes would measure the kubelet.
 func (e *env) plainPod(ctx context.Context, ns, name string) error {
 	zero := int64(0)
-	vol := []corev1.VolumeMount{{Name: "logs", MountPath: "/var/log"}}
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.PodSpec{
 		TerminationGracePeriodSeconds: &zero,
-		Volumes:                       []corev1.Volume{{Name: "logs", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
-		InitContainers: []corev1.Container{{Name: "init", Image: "podcopy.local/busybox:1", ImagePullPolicy: corev1.PullNever, VolumeMounts: vol,
-			Command: []string{"/bin/sh", "-c", "head -c 1048576 /dev/urandom > /var/log/app.log"}}},
-		Containers: []corev1.Container{{Name: "app", Image: "podcopy.local/busybox:1", ImagePullPolicy: corev1.PullNever, VolumeMounts: vol,
-			Command: []string{"/bin/sleep", "2147483647"}}},
+		HostNetwork:                   true,
+		Containers: []corev1.Container{{Name: "app", Image: "podcopy.local/busybox:1", ImagePullPolicy: corev1.PullNever,
+			Command: []string{"/bin/sh", "-c", "head -c 1048576 /dev/urandom > /tmp/app.log && exec sleep 2147483647"}}},
 	}}
-	if _, err := e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	return wait.PollUntilContextTimeout(ctx, time.Second, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
-		p, err := e.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		return err == nil && p.Status.Phase == corev1.PodRunning, err
+	_, err := e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+	return err
+}
+
+// allRunning waits until n pods in ns run (and a moment more, for the last files).
+func (e *env) allRunning(ctx context.Context, ns string, n int) error {
+	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 30*time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := e.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		running := 0
+		for _, p := range list.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == n, nil
 	})
+	time.Sleep(2 * time.Second)
+	return err
+}
+
+// scrapeRequests reads podcopy_api_requests_total by method.
+func (e *env) scrapeRequests(ctx context.Context) (map[string]float64, error) {
+	m, err := e.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for k, v := range m {
+		if method, ok := strings.CutPrefix(k, `podcopy_api_requests_total{method="`); ok {
+			out[strings.TrimSuffix(method, `"}`)] = v
+		}
+	}
+	return out, nil
+}
+
+// perCollection formats the requests made between two scrapes, per collection, by method.
+func perCollection(before, after map[string]float64, n int) string {
+	var parts []string
+	total := 0.0
+	for _, method := range slices.Sorted(maps.Keys(after)) {
+		d := after[method] - before[method]
+		total += d
+		parts = append(parts, fmt.Sprintf("%s %.1f", method, d/float64(n)))
+	}
+	return fmt.Sprintf("%.1f (%s)", total/float64(n), strings.Join(parts, ", "))
 }

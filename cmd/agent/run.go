@@ -69,12 +69,15 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	// client-go's default (5 QPS) throttles a busy node: each collection makes about seven
 	// API calls (status twice, two Events, the destination list, two execs).
 	restConfig.QPS, restConfig.Burst = opts.KubeQPS, int(2*opts.KubeQPS)
-	client, err := kubernetes.NewForConfig(restConfig)
+	m := metrics.New()
+	// REST calls are counted (podcopy_api_requests_total); exec streams use restConfig as is.
+	apiConfig := rest.CopyConfig(restConfig)
+	apiConfig.Wrap(m.CountRequests)
+	client, err := kubernetes.NewForConfig(apiConfig)
 	if err != nil {
 		return err
 	}
 	transport, _ := exec.ParseTransport(opts.Exec.Transport)
-	m := metrics.New()
 
 	var current atomic.Pointer[settings]
 	current.Store(reloadable(opts))
@@ -102,7 +105,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		}
 	}
 	chooser := destination.Chooser{Client: client, Config: opts.Destination, Lister: dstLister}
-	executor := exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport)
+	executor := m.CountExecs(exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport))
 	handler := &collect.Handler{
 		Runner:   &ship.Shipper{Exec: executor, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout},
 		Exec:     executor,

@@ -144,6 +144,7 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available:
 localStorageCapacityIsolation: false
 clusterDomain: cluster.local
 rotateCertificates: false
+maxPods: 1100  # bench/: 1,000 pods annotated at once (host-network pods: the pod subnet is a /24)
 YAML
 }
 

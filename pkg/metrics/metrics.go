@@ -2,6 +2,11 @@
 package metrics
 
 import (
+	"context"
+	"net/http"
+	"strings"
+
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -31,6 +36,9 @@ type Metrics struct {
 	StalePartialsRemoved prometheus.Counter
 	// StatusWriteRetries counts final status writes that had to be retried.
 	StatusWriteRetries prometheus.Counter
+	// APIRequests counts the agent's requests to the API server: REST calls by HTTP method
+	// (watches included, as one request each), exec sessions as "exec".
+	APIRequests *prometheus.CounterVec
 }
 
 // Kinds of follow rotations.
@@ -80,13 +88,43 @@ func New() *Metrics {
 		StatusWriteRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "podcopy_status_write_retries_total", Help: "Retries of a final podcopy/status write that failed (it is retried until it lands).",
 		}),
+		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podcopy_api_requests_total", Help: "Requests to the API server: REST calls by HTTP method, exec sessions as exec.",
+		}, []string{"method"}),
 	}
 	for _, r := range []string{ResultSucceeded, ResultFailed, ResultRejected} {
 		m.Collections.WithLabelValues(r)
 	}
 	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
 		m.SkippedEntries, m.Inflight, m.FollowLag, m.FollowLostBytes, m.FollowRotations,
-		m.CollectionRetries, m.StalePartialsRemoved, m.StatusWriteRetries,
+		m.CollectionRetries, m.StalePartialsRemoved, m.StatusWriteRetries, m.APIRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// CountRequests wraps a client's transport (rest.Config.Wrap) to count its requests.
+func (m *Metrics) CountRequests(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		m.APIRequests.WithLabelValues(strings.ToLower(req.Method)).Inc()
+		return rt.RoundTrip(req)
+	})
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// CountExecs wraps an executor to count its exec sessions.
+func (m *Metrics) CountExecs(e exec.Executor) exec.Executor {
+	return countedExecutor{Executor: e, n: m.APIRequests.WithLabelValues("exec")}
+}
+
+type countedExecutor struct {
+	exec.Executor
+	n prometheus.Counter
+}
+
+func (c countedExecutor) Exec(ctx context.Context, req exec.Request) error {
+	c.n.Inc()
+	return c.Executor.Exec(ctx, req)
 }

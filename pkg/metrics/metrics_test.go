@@ -1,9 +1,13 @@
 package metrics
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -35,3 +39,32 @@ func TestNames(t *testing.T) {
 		t.Fatalf("succeeded = %v", got)
 	}
 }
+
+func TestCountRequests(t *testing.T) {
+	t.Parallel()
+	m := New()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	c := &http.Client{Transport: m.CountRequests(http.DefaultTransport)}
+	for _, method := range []string{http.MethodGet, http.MethodGet, http.MethodPatch} {
+		req, _ := http.NewRequestWithContext(t.Context(), method, srv.URL, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	e := m.CountExecs(execFunc(func(context.Context, exec.Request) error { return nil }))
+	for range 4 {
+		_ = e.Exec(t.Context(), exec.Request{})
+	}
+	for method, want := range map[string]float64{"get": 2, "patch": 1, "exec": 4} {
+		if got := testutil.ToFloat64(m.APIRequests.WithLabelValues(method)); got != want {
+			t.Errorf("%s: %v, want %v", method, got, want)
+		}
+	}
+}
+
+type execFunc func(context.Context, exec.Request) error
+
+func (f execFunc) Exec(ctx context.Context, req exec.Request) error { return f(ctx, req) }
