@@ -60,7 +60,7 @@ func (r *pipeReader) Read(b []byte) (int, error) {
 }
 
 // CloseWithError makes writes fail with err (io.ErrClosedPipe when nil).
-func (r *pipeReader) CloseWithError(err error) error {
+func (r *pipeReader) CloseWithError(err error) {
 	p := r.p
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -71,11 +71,10 @@ func (r *pipeReader) CloseWithError(err error) error {
 		p.rerr, p.chunks = err, nil
 		p.cond.Broadcast()
 	}
-	return nil
 }
 
 // Close is CloseWithError(nil).
-func (r *pipeReader) Close() error { return r.CloseWithError(nil) }
+func (r *pipeReader) Close() error { r.CloseWithError(nil); return nil }
 
 func (w *pipeWriter) Write(b []byte) (int, error) {
 	if len(b) == 0 {
@@ -102,7 +101,7 @@ func (w *pipeWriter) Write(b []byte) (int, error) {
 
 // CloseWithError makes the reader, once it has read what was written, get err (io.EOF when
 // nil). Only the first close counts.
-func (w *pipeWriter) CloseWithError(err error) error {
+func (w *pipeWriter) CloseWithError(err error) {
 	p := w.p
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -110,8 +109,7 @@ func (w *pipeWriter) CloseWithError(err error) error {
 		p.wdone, p.werr = true, err
 		p.cond.Broadcast()
 	}
-	return nil
 }
 
 // Close is CloseWithError(nil).
-func (w *pipeWriter) Close() error { return w.CloseWithError(nil) }
+func (w *pipeWriter) Close() error { w.CloseWithError(nil); return nil }

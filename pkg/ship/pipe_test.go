@@ -33,7 +33,7 @@ func TestPipeDeliversThenEnds(t *testing.T) {
 						t.Error(err)
 					}
 				}
-				_ = w.CloseWithError(tt.closeBy)
+				w.CloseWithError(tt.closeBy)
 			}()
 			var got bytes.Buffer
 			buf := make([]byte, 777)
@@ -69,7 +69,7 @@ func TestPipeBounded(t *testing.T) {
 		}()
 		synctest.Wait() // the writer is blocked
 		stop := errors.New("analysis pod stopped reading")
-		_ = r.CloseWithError(stop)
+		r.CloseWithError(stop)
 		if n := <-written; n != pipeChunks {
 			t.Fatalf("%d writes before blocking, want %d", n, pipeChunks)
 		}
@@ -94,7 +94,7 @@ func TestPipeConcurrentClose(t *testing.T) {
 			}
 		})
 		wg.Go(func() { _, _ = io.Copy(io.Discard, r) })
-		wg.Go(func() { _ = w.CloseWithError(errors.New("cancelled")) })
+		wg.Go(func() { w.CloseWithError(errors.New("cancelled")) })
 		wg.Go(func() { _ = r.Close() })
 		wg.Wait()
 	}
