@@ -24,6 +24,9 @@ type options struct {
 	kubectl string
 	only    string // workloads whose name contains this ("" = all)
 	spdy    bool   // SPDY only (skip the WebSocket block)
+
+	scaleConcurrency int  // the agent's concurrency for the scale test
+	keepScalePods    bool // leave the scale test's pods for the next run
 }
 
 func (o options) selected(name string) bool { return o.only == "" || strings.Contains(name, o.only) }
@@ -44,6 +47,8 @@ func main() {
 	flag.StringVar(&o.out, "out", "results", "directory for results")
 	flag.StringVar(&o.only, "only", "", "run only the workloads whose name contains this (e.g. \"files\")")
 	flag.BoolVar(&o.spdy, "spdy-only", false, "measure podcopy over SPDY only")
+	flag.IntVar(&o.scaleConcurrency, "scale-concurrency", 4, "the agent's concurrency (config.concurrency) in the scale test")
+	flag.BoolVar(&o.keepScalePods, "keep-scale-pods", false, "keep the scale test's 1,000 pods (namespace bench-scale) for the next run")
 	flag.Parse()
 	cache := os.Getenv("PODCOPY_CACHE_DIR")
 	if cache == "" {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -27,8 +28,8 @@ const scalePods = 1000
 func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	var out []string
 	const ns = "bench-scale"
-	fmt.Printf("scale: %d pods annotated at once ...\n", scalePods)
-	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=auto"); err != nil {
+	fmt.Printf("scale: %d pods annotated at once, concurrency %d ...\n", scalePods, e.o.scaleConcurrency)
+	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=auto", fmt.Sprintf("config.concurrency=%d", e.o.scaleConcurrency)); err != nil {
 		return nil, err
 	}
 	if err := e.namespace(ctx, ns); err != nil {
@@ -55,7 +56,8 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	if err := e.allRunning(ctx, ns, scalePods); err != nil {
 		return nil, err
 	}
-	fmt.Printf("  %d pods running after %.0fs\n", scalePods, time.Since(t0).Seconds())
+	started := time.Since(t0)
+	fmt.Printf("  %d pods running after %.0fs\n", scalePods, started.Seconds())
 	pid, err := agentPID()
 	if err != nil {
 		return nil, err
@@ -83,7 +85,9 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	start := time.Now()
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"podcopy/collect": "/tmp/app.log"}}})
+	// A fresh trigger: pods kept from an earlier run are collected again.
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		"podcopy/collect": "/tmp/app.log", "podcopy/trigger": fmt.Sprint(time.Now().UnixNano())}}})
 	for i := range scalePods {
 		if _, err := e.client.CoreV1().Pods(ns).Patch(ctx, fmt.Sprintf("p%04d", i), types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 			return nil, err
@@ -116,10 +120,12 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	peak, _ := peakRSS(pid)
-	out = append(out, fmt.Sprintf("%d pods annotated at once (1 MiB each): %d/%d succeeded in %.1fs (%.2fs per collection); in-flight gauge max %.0f (concurrency 4); agent peak RSS %.1f MiB; API requests per collection: %s",
-		scalePods, succeeded, scalePods, total.Seconds(), total.Seconds()/scalePods, maxInflight, float64(peak)/(1<<20), perCollection(before, after, scalePods)))
+	out = append(out, fmt.Sprintf("%d pods annotated at once (1 MiB each): %d/%d succeeded in %.1fs (%.2fs per collection); in-flight gauge max %.0f (concurrency %d); agent peak RSS %.1f MiB; API requests per collection: %s; the node took %.0fs to start the pods",
+		scalePods, succeeded, scalePods, total.Seconds(), total.Seconds()/scalePods, maxInflight, e.o.scaleConcurrency, float64(peak)/(1<<20), perCollection(before, after, scalePods), started.Seconds()))
 	fmt.Println("  ", out[len(out)-1])
-	_ = e.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	if !e.o.keepScalePods {
+		_ = e.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	}
 
 	fmt.Println("scale: single-replica mode with 0, 1,000, 5,000 pods ...")
 	if err := e.helm(ctx, "mode=deployment"); err != nil {
@@ -171,6 +177,9 @@ func (e *env) plainPod(ctx context.Context, ns, name string) error {
 			Command: []string{"/bin/sh", "-c", "head -c 1048576 /dev/urandom > /tmp/app.log && exec sleep 2147483647"}}},
 	}}
 	_, err := e.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil // kept from an earlier run (-keep-scale-pods): starting 1,000 takes the node ~20 minutes
+	}
 	return err
 }
 

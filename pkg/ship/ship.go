@@ -168,8 +168,8 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	if len(p.paths) == 0 {
 		return Result{}, permanent("nothing left to read: %s", describeSkipped(p.skipped))
 	}
-	srcR, srcW := newPipe() // buffered: each leg runs while the other waits on its network
-	dstR, dstW := newPipe()
+	srcR, srcW := io.Pipe()
+	dstR, dstW := io.Pipe()
 	var wg sync.WaitGroup
 	var dstErr error
 	codec := make(chan bool, 1) // the analysis pod's codec, chosen by process
