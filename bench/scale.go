@@ -19,45 +19,43 @@ import (
 	"github.com/podcopy/podcopy/pkg/status"
 )
 
-// scalePods is how many pods are annotated at once on the node.
-const scalePods = 1000
-
-// scaleTests: scalePods pods annotated at once on the node; then agent memory in
+// scaleTests: -scale-pods pods annotated at once on the node; then agent memory in
 // single-replica mode with 0, 1,000 and 5,000 pods in the cluster (pods no node can take, so
 // they never run but are in the informer's cache).
 func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	var out []string
 	const ns = "bench-scale"
-	fmt.Printf("scale: %d pods annotated at once, concurrency %d ...\n", scalePods, e.o.scaleConcurrency)
+	fmt.Printf("scale: %d pods annotated at once, concurrency %d ...\n", e.o.scalePods, e.o.scaleConcurrency)
 	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=auto", fmt.Sprintf("config.concurrency=%d", e.o.scaleConcurrency)); err != nil {
 		return nil, err
 	}
 	if err := e.namespace(ctx, ns); err != nil {
 		return nil, err
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, scalePods)
-	sem := make(chan struct{}, 20)
+	// In waves of 50: all at once, the runtime times out creating containers (seen with
+	// 1,000: "context deadline exceeded", retried with back-off) and starting takes longer.
 	t0 := time.Now()
-	for i := range scalePods {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := e.plainPod(ctx, ns, fmt.Sprintf("p%04d", i)); err != nil {
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		return nil, err
-	}
-	if err := e.allRunning(ctx, ns, scalePods); err != nil {
-		return nil, err
+	for wave := 0; wave < e.o.scalePods; wave += 50 {
+		var wg sync.WaitGroup
+		errs := make(chan error, 50)
+		for i := wave; i < min(wave+50, e.o.scalePods); i++ {
+			wg.Go(func() {
+				if err := e.plainPod(ctx, ns, fmt.Sprintf("p%04d", i)); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			return nil, err
+		}
+		if err := e.allRunning(ctx, ns, min(wave+50, e.o.scalePods)); err != nil {
+			return nil, err
+		}
 	}
 	started := time.Since(t0)
-	fmt.Printf("  %d pods running after %.0fs\n", scalePods, started.Seconds())
+	fmt.Printf("  %d pods running after %.0fs\n", e.o.scalePods, started.Seconds())
 	pid, err := agentPID()
 	if err != nil {
 		return nil, err
@@ -88,7 +86,7 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	// A fresh trigger: pods kept from an earlier run are collected again.
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
 		"podcopy/collect": "/tmp/app.log", "podcopy/trigger": fmt.Sprint(time.Now().UnixNano())}}})
-	for i := range scalePods {
+	for i := range e.o.scalePods {
 		if _, err := e.client.CoreV1().Pods(ns).Patch(ctx, fmt.Sprintf("p%04d", i), types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 			return nil, err
 		}
@@ -107,7 +105,7 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 				return false, fmt.Errorf("pod %s: %s %s", list.Items[i].Name, s.Phase, s.Message)
 			}
 		}
-		return succeeded == scalePods, nil
+		return succeeded == e.o.scalePods, nil
 	})
 	total := time.Since(start)
 	close(stop)
@@ -121,7 +119,7 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	}
 	peak, _ := peakRSS(pid)
 	out = append(out, fmt.Sprintf("%d pods annotated at once (1 MiB each): %d/%d succeeded in %.1fs (%.2fs per collection); in-flight gauge max %.0f (concurrency %d); agent peak RSS %.1f MiB; API requests per collection: %s; the node took %.0fs to start the pods",
-		scalePods, succeeded, scalePods, total.Seconds(), total.Seconds()/scalePods, maxInflight, e.o.scaleConcurrency, float64(peak)/(1<<20), perCollection(before, after, scalePods), started.Seconds()))
+		e.o.scalePods, succeeded, e.o.scalePods, total.Seconds(), total.Seconds()/float64(e.o.scalePods), maxInflight, e.o.scaleConcurrency, float64(peak)/(1<<20), perCollection(before, after, e.o.scalePods), started.Seconds()))
 	fmt.Println("  ", out[len(out)-1])
 	if !e.o.keepScalePods {
 		_ = e.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
@@ -131,7 +129,7 @@ func (e *env) scaleTests(ctx context.Context) ([]string, error) {
 	if err := e.helm(ctx, "mode=deployment"); err != nil {
 		return nil, err
 	}
-	defer func() { _ = e.helm(context.WithoutCancel(ctx), "mode=daemonset") }()
+	defer func() { _ = e.helm(context.WithoutCancel(ctx), "mode=daemonset", "config.concurrency=4") }()
 	idle := fmt.Sprintf("bench-idle-%d", time.Now().Unix())
 	if err := e.namespace(ctx, idle); err != nil {
 		return nil, err
