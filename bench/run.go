@@ -1,7 +1,9 @@
 package main
 
 import (
+	"archive/tar"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,6 +26,7 @@ type workload struct {
 	Source  string // podcopy/source for podcopy's collection ("" = the agent's default)
 	Rounds  int    // rounds for this workload (0 = the -rounds flag)
 	NoCp    bool   // skip kubectl cp (it dies on this workload)
+	Files   int    // Path is a directory of this many 1 KiB random files, sent from here as a tar
 }
 
 // base is the workload without its variant: the row whose pipe and floor it is compared with.
@@ -36,21 +39,17 @@ func baseName(name string) string {
 
 func workloads(quick bool) []workload {
 	text := `yes "2026-11-22T10:00:00.000Z INFO http request handled method=GET path=/api/v1/orders status=200 duration_ms=12 user=42" | head -c 209715200 > /var/log/bench/app.log`
-	// n files of 1 KiB of random data, written by one split (a shell loop would take minutes).
-	small := func(dir string, n int) string {
-		return fmt.Sprintf(`mkdir -p /var/log/bench/%[1]s && cd /var/log/bench/%[1]s && head -c %[2]d /dev/urandom | split -b 1024 -a 6 - f`, dir, n*1024)
-	}
 	w := []workload{
 		{Name: "1 MiB random", Bytes: 1 << 20, Path: "r1M.bin", Prepare: "head -c 1048576 /dev/urandom > /var/log/bench/r1M.bin"},
 		{Name: "100 MiB random", Bytes: 100 << 20, Path: "r100M.bin", Prepare: "head -c 104857600 /dev/urandom > /var/log/bench/r100M.bin"},
 	}
 	if quick {
-		return append(w, workload{Name: "1,000 files of 1 KiB", Bytes: 1000 << 10, Path: "many", Prepare: small("many", 1000)})
+		return append(w, workload{Name: "1,000 files of 1 KiB", Bytes: 1000 << 10, Path: "many", Files: 1000})
 	}
 	return append(w,
 		workload{Name: "1 GiB random", Bytes: 1 << 30, Path: "r1G.bin", Prepare: "head -c 1073741824 /dev/urandom > /var/log/bench/r1G.bin", Rounds: 3},
-		workload{Name: "10,000 files of 1 KiB", Bytes: 10000 << 10, Path: "many", Prepare: small("many", 10000)},
-		workload{Name: "100,000 files of 1 KiB", Bytes: 100000 << 10, Path: "many100k", Prepare: small("many100k", 100000), Rounds: 3, NoCp: true},
+		workload{Name: "10,000 files of 1 KiB", Bytes: 10000 << 10, Path: "many", Files: 10000},
+		workload{Name: "100,000 files of 1 KiB", Bytes: 100000 << 10, Path: "many100k", Files: 100000, Rounds: 3, NoCp: true},
 		workload{Name: "200 MiB text log", Bytes: 200 << 20, Path: "app.log", Prepare: text},
 		workload{Name: "200 MiB text log, gzip", Bytes: 200 << 20, Path: "app.log", Gzip: true},
 		workload{Name: "200 MiB text log, through the helper", Bytes: 200 << 20, Path: "app.log", Source: "helper"},
@@ -169,6 +168,11 @@ func run(ctx context.Context, o options) error {
 	for _, w := range ws {
 		if w.Prepare != "" && o.selected(w.Name) {
 			if _, err := e.run(ctx, src, "sh", "-c", w.Prepare); err != nil {
+				return err
+			}
+		}
+		if w.Files > 0 && o.selected(w.Name) {
+			if err := e.sendFiles(ctx, src, w.Path, w.Files); err != nil {
 				return err
 			}
 		}
@@ -402,4 +406,29 @@ func report(o options, results []*result, scale []string) error {
 		return err
 	}
 	return drawPlot(results, filepath.Join(o.out, "throughput.png"))
+}
+
+// sendFiles writes n files of 1 KiB of random data under /var/log/bench/dir in the source
+// pod, as one tar stream made here (busybox has no split, and a shell loop of 100,000 head
+// processes takes minutes).
+func (e *env) sendFiles(ctx context.Context, src exec.Target, dir string, n int) error {
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		data := make([]byte, 1024)
+		var err error
+		for i := 0; i < n && err == nil; i++ {
+			_, _ = rand.Read(data)
+			if err = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("%s/f%06d", dir, i), Mode: 0o644, Size: 1024, ModTime: time.Now()}); err == nil {
+				_, err = tw.Write(data)
+			}
+		}
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	err := e.exec.Exec(ctx, exec.Request{Target: src, Command: []string{"tar", "-x", "-f", "-", "-C", "/var/log/bench"}, Stdin: pr})
+	pr.CloseWithError(io.ErrClosedPipe)
+	return err
 }
