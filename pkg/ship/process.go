@@ -49,7 +49,7 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	}
 	out := &countingWriter{w: sink}
 	tw := tar.NewWriter(out)
-	w := &writer{tw: tw, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: map[string]manifest.File{}}
+	w := &writer{tw: tw, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: writtenFiles{}}
 	defer bufPool.Put(w.buf)
 	if err := w.prefixDirs(); err != nil {
 		return res, err
@@ -190,10 +190,8 @@ type writer struct {
 	// entries counts every entry of the source archive (files, directories, skipped), so
 	// the manifest and the destination tree stay bounded even when few are files.
 	entries int
-	// written holds each file written (its manifest entry), so that a name seen twice is
-	// written once and a hard link to it is written as a link with the same hash. It is
-	// bounded by policy.maxFiles.
-	written map[string]manifest.File
+	// written holds each file written (see writtenFiles). It is bounded by policy.maxFiles.
+	written writtenFiles
 }
 
 func (w *writer) prefixDirs() error {
@@ -272,7 +270,7 @@ func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader, ender *endTrac
 				return err
 			}
 		case KindFile:
-			if _, dup := w.written[v.Rel]; dup {
+			if w.written.has(v.Rel) {
 				continue // named twice by overlapping paths: the first copy is in the archive
 			}
 			if err := w.copyFile(hdr, v, tr); err != nil {
@@ -298,7 +296,7 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	f, ok := w.written[targetRel]
+	f, ok := w.written.entry(targetRel, v.Path)
 	if !ok || v.Rel == targetRel {
 		return false, nil
 	}
@@ -319,8 +317,7 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: linkname, ModTime: hdr.ModTime}); err != nil {
 		return true, err
 	}
-	f.Path = v.Path
-	w.written[v.Rel] = f
+	w.written[keyOf(v.Rel)] = w.written[keyOf(targetRel)]
 	if p := w.job.Progress; p != nil {
 		p.Files.Add(1)
 		p.Bytes.Add(f.Size)
@@ -367,15 +364,15 @@ func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader) error {
 	if n != hdr.Size {
 		return fmt.Errorf("source tar stream: %s: read %d of %d bytes", v.Path, n, hdr.Size)
 	}
-	f := manifest.File{
+	sum := h.Sum(nil)
+	w.written.add(v.Rel, n, hdr.Mode, hdr.ModTime, sum)
+	return w.mb.AddFile(manifest.File{
 		Path:    v.Path,
 		Size:    n,
 		Mode:    fmt.Sprintf("%04o", hdr.Mode&0o7777),
 		ModTime: hdr.ModTime.UTC().Format(time.RFC3339),
-		SHA256:  hex.EncodeToString(h.Sum(nil)),
-	}
-	w.written[v.Rel] = f
-	return w.mb.AddFile(f)
+		SHA256:  hex.EncodeToString(sum),
+	})
 }
 
 type countingWriter struct {
