@@ -23,9 +23,13 @@ spec:
   - name: app
     image: podcopy.local/busybox:1
     imagePullPolicy: Never
-    command: [/bin/sh, -c, "mkdir -p /var/log/many && cd /var/log/many && head -c $((files * 1024)) /dev/urandom | split -b 1024 -a 6 - f && exec sleep 2147483647"]
+    # busybox has no split: one head per file (10,000 take ~30 s), then ready.
+    command: [/bin/sh, -c, "mkdir -p /var/log/many && cd /var/log/many && i=0 && while [ \$i -lt $files ]; do head -c 1024 /dev/urandom > f\$i; i=\$((i+1)); done && touch /tmp/ready && exec sleep 2147483647"]
+    readinessProbe:
+      exec: {command: [test, -e, /tmp/ready]}
+      periodSeconds: 2
 YAML
-kubectl -n "$ns" wait pod/src --for=condition=Ready --timeout=5m >/dev/null
+kubectl -n "$ns" wait pod/src --for=condition=Ready --timeout=15m >/dev/null
 sleep 2
 out=bench/results/profile-small-files
 mkdir -p "$out"
