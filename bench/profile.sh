@@ -40,9 +40,11 @@ while [ $SECONDS -lt $end ]; do
   prev=$(kubectl -n "$ns" get pod src -o jsonpath='{.metadata.annotations.podcopy/status}')
   t0=$(date +%s.%N)
   kubectl -n "$ns" annotate --overwrite pod src podcopy/collect=/var/log/many "podcopy/trigger=p$n-$RANDOM" >/dev/null
+  deadline=$((SECONDS + 600))
   while :; do
     st=$(kubectl -n "$ns" get pod src -o jsonpath='{.metadata.annotations.podcopy/status}')
     if [ "$st" != "$prev" ] && printf '%s' "$st" | grep -Eq '"phase":"(Succeeded|Failed|Rejected)"'; then break; fi
+    [ $SECONDS -lt $deadline ] || { echo "no final status within 10 minutes: $st" >&2; exit 1; }
     sleep 0.1
   done
   printf '%s' "$st" | grep -q Succeeded || { echo "collection failed: $st" >&2; exit 1; }

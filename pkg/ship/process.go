@@ -270,10 +270,11 @@ func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader, ender *endTrac
 				return err
 			}
 		case KindFile:
-			if w.written.has(v.Rel) {
+			k := keyOf(v.Rel)
+			if _, dup := w.written[k]; dup {
 				continue // named twice by overlapping paths: the first copy is in the archive
 			}
-			if err := w.copyFile(hdr, v, tr); err != nil {
+			if err := w.copyFile(hdr, v, tr, k); err != nil {
 				return err
 			}
 		}
@@ -296,7 +297,8 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	f, ok := w.written.entry(targetRel, v.Path)
+	target := keyOf(targetRel)
+	f, ok := w.written.entry(target, v.Path)
 	if !ok || v.Rel == targetRel {
 		return false, nil
 	}
@@ -317,7 +319,7 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: linkname, ModTime: hdr.ModTime}); err != nil {
 		return true, err
 	}
-	w.written[keyOf(v.Rel)] = w.written[keyOf(targetRel)]
+	w.written[keyOf(v.Rel)] = w.written[target]
 	if p := w.job.Progress; p != nil {
 		p.Files.Add(1)
 		p.Bytes.Add(f.Size)
@@ -336,7 +338,8 @@ func (w *writer) countFile(v Verdict, size int64) error {
 	return nil
 }
 
-func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader) error {
+// copyFile writes a regular file; k is the key of its name in w.written.
+func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader, k nameKey) error {
 	if err := w.countFile(v, hdr.Size); err != nil {
 		return err
 	}
@@ -365,7 +368,7 @@ func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader) error {
 		return fmt.Errorf("source tar stream: %s: read %d of %d bytes", v.Path, n, hdr.Size)
 	}
 	sum := h.Sum(nil)
-	w.written.add(v.Rel, n, hdr.Mode, hdr.ModTime, sum)
+	w.written.add(k, n, hdr.Mode, hdr.ModTime, sum)
 	return w.mb.AddFile(manifest.File{
 		Path:    v.Path,
 		Size:    n,

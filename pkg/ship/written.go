@@ -31,21 +31,17 @@ func keyOf(rel string) nameKey {
 	return nameKey(sum[:16])
 }
 
-func (w writtenFiles) has(rel string) bool {
-	_, ok := w[keyOf(rel)]
-	return ok
-}
-
-// add records rel's manifest entry.
-func (w writtenFiles) add(rel string, size int64, mode int64, modTime time.Time, sum []byte) {
+// add records the manifest entry of the file whose name's key is k.
+func (w writtenFiles) add(k nameKey, size int64, mode int64, modTime time.Time, sum []byte) {
 	f := writtenFile{size: size, modTime: modTime.Unix(), mode: uint32(mode & 0o7777)}
 	copy(f.sha256[:], sum)
-	w[keyOf(rel)] = f
+	w[k] = f
 }
 
-// entry is rel's manifest entry under path (a hard link's own path), if rel was written.
-func (w writtenFiles) entry(rel, path string) (manifest.File, bool) {
-	f, ok := w[keyOf(rel)]
+// entry is the manifest entry of the file whose name's key is k, under path (a hard link's
+// own path), if that file was written.
+func (w writtenFiles) entry(k nameKey, path string) (manifest.File, bool) {
+	f, ok := w[k]
 	if !ok {
 		return manifest.File{}, false
 	}
