@@ -11,6 +11,9 @@ import (
 	"io"
 	"math"
 	"os"
+	"unicode/utf8"
+
+	"github.com/podcopy/podcopy/pkg/failure"
 )
 
 // Request is the request part of the manifest.
@@ -101,6 +104,46 @@ type Manifest struct {
 type Builder struct {
 	files, skipped spool
 	totals         Totals
+	// Max bounds the manifest's file and skipped lists together, in bytes (0: no bound):
+	// AddFile and AddSkipped fail with a *TooLargeError past it.
+	Max int64
+}
+
+// TooLargeError is a manifest that would pass Builder.Max.
+type TooLargeError struct{ Max int64 }
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("the manifest would be larger than policy.maxManifestBytes=%d bytes (too many entries, or entries with long names); narrow the paths or raise the limit", e.Max)
+}
+
+// FailureReason implements failure.Reasoned.
+func (e *TooLargeError) FailureReason() string { return failure.ManifestTooLarge }
+
+// Bounds of what a skipped entry records: names and reasons come from a hostile archive
+// (a PAX name may be 1 MiB), so they are cut, marked as cut, and escaped once (by JSON).
+const (
+	MaxSkippedPath   = 1024
+	MaxSkippedReason = 512
+)
+
+// Truncate returns s cut to at most max bytes on a UTF-8 boundary, with a note of how many
+// bytes were left out; s itself when it fits.
+func Truncate(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(+%d bytes)", s[:cut], len(s)-cut)
+}
+
+func (b *Builder) check() error {
+	if b.Max > 0 && b.files.n+b.skipped.n > b.Max {
+		return &TooLargeError{Max: b.Max}
+	}
+	return nil
 }
 
 type spool struct {
@@ -154,13 +197,21 @@ func NewBuilder(dir string) (*Builder, error) {
 func (b *Builder) AddFile(f File) error {
 	b.totals.Files++
 	b.totals.Bytes += f.Size
-	return b.files.add(f)
+	if err := b.files.add(f); err != nil {
+		return err
+	}
+	return b.check()
 }
 
-// AddSkipped records an entry that was not written.
+// AddSkipped records an entry that was not written; its path and reason are cut to
+// MaxSkippedPath and MaxSkippedReason bytes.
 func (b *Builder) AddSkipped(s Skipped) error {
 	b.totals.Skipped++
-	return b.skipped.add(s)
+	s.Path, s.Reason = Truncate(s.Path, MaxSkippedPath), Truncate(s.Reason, MaxSkippedReason)
+	if err := b.skipped.add(s); err != nil {
+		return err
+	}
+	return b.check()
 }
 
 // Totals returns the running totals.

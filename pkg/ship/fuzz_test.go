@@ -6,8 +6,10 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/hostile"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
 )
@@ -37,6 +39,13 @@ func FuzzProcess(f *testing.F) {
 	f.Add(seed(tar.Header{Typeflag: tar.TypeSymlink, Name: "./var/log/l", Linkname: "/"}, tar.Header{Typeflag: tar.TypeReg, Name: "/var/log/l/x"}))
 	f.Add(seed(tar.Header{Typeflag: tar.TypeLink, Name: "./var/log/h", Linkname: "/etc/shadow"}, tar.Header{Typeflag: tar.TypeChar, Name: "./var/log/c"}))
 	f.Add([]byte("not a tar stream at all"))
+	for _, kind := range []string{hostile.SparseGNU, hostile.SparsePAX, hostile.Crafted, hostile.LongNames} {
+		var b bytes.Buffer
+		if err := hostile.Write(&b, kind, "/var/log"); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+	}
 	f.Fuzz(func(t *testing.T, src []byte) {
 		job := Job{
 			Header:      manifest.Header{Collection: "20261122T100000Z-abcdef12", Source: manifest.Source{Container: "app"}},
@@ -49,8 +58,20 @@ func FuzzProcess(f *testing.F) {
 		}
 		var out bytes.Buffer
 		s := &Shipper{SpoolDir: t.TempDir()}
-		if _, err := s.process(t.Context(), job, plan{}, bytes.NewReader(src), &out, make(chan bool, 1)); err != nil {
-			return
+		// Each input is bounded in time: an archive that makes the agent spin (a sparse
+		// entry's endless holes) fails here instead of hanging the fuzzer.
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.process(t.Context(), job, plan{}, bytes.NewReader(src), &out, make(chan bool, 1))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				return
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("an input of %d bytes kept the agent busy for 20 s", len(src))
 		}
 		if out.Len()%RecordSize != 0 {
 			t.Fatalf("output %d bytes, not whole records", out.Len())

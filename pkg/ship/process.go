@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/request"
 )
@@ -27,14 +30,18 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 		return res, err
 	}
 	defer mb.Close()
-	wire := &countingReader{r: src} // as received: compressed when job.Gzip
-	archive := wire                 // the tar stream
+	mb.Max = job.Limits.MaxManifestBytes
+	// Every byte read from the source counts against its budget, as received and as a tar
+	// stream (a gzip bomb counts by what it expands to), entries not written included.
+	budget := job.Limits.SourceBudget()
+	wire := &countingReader{r: src, limit: budget, what: "received"} // compressed when job.Gzip
+	archive := wire                                                  // the tar stream
 	var gz *gzip.Reader
 	if job.Gzip {
 		if gz, err = gzip.NewReader(wire); err != nil {
 			return res, readError(err)
 		}
-		archive = &countingReader{r: gz}
+		archive = &countingReader{r: gz, limit: budget, what: "decompressed"}
 	}
 	// Headers and small files are coalesced into large writes: each write to the exec stream
 	// is a frame through the API server, kubelet and runtime (issue 16: 10,000 small files).
@@ -82,7 +89,7 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	}
 	for _, lit := range Prune(job.Paths) {
 		if !w.seen[lit] && !request.IsGlob(lit) {
-			return res, permanent("%s: no such file or directory in container %s", lit, job.Header.Source.Container)
+			return res, notFound("%s: no such file or directory in container %s", lit, job.Header.Source.Container)
 		}
 	}
 	if err := decide(); err != nil { // an archive shorter than the probe
@@ -143,7 +150,7 @@ const destinationBuffer = 256 << 10
 
 // errTruncated is a source stream that stopped at an entry boundary without tar's
 // end-of-archive marker: Go's tar reader reports that as a clean EOF.
-var errTruncated = errors.New("source tar stream ended without the end-of-archive marker (the stream was cut); nothing was published")
+var errTruncated = failure.New(failure.StreamCut, errors.New("source tar stream ended without the end-of-archive marker (the stream was cut); nothing was published"))
 
 // endTracker counts the zero bytes read since mark. Before each header the previous entry's
 // data has been read to its end, so what the tar reader consumes next is that entry's
@@ -258,6 +265,12 @@ func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader, ender *endTrac
 				return err
 			}
 		case KindDir:
+			if why := w.written.conflict(v.Rel, true); why != "" {
+				if err := w.skip(v.Path, SkipOther, why); err != nil {
+					return err
+				}
+				break
+			}
 			name, err := w.target(v)
 			if err != nil {
 				if err := w.skip(v.Path, SkipOther, err.Error()); err != nil {
@@ -269,18 +282,33 @@ func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader, ender *endTrac
 			if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode, ModTime: hdr.ModTime}); err != nil {
 				return err
 			}
+			w.written.addDirs(v.Rel)
 		case KindFile:
 			k := keyOf(v.Rel)
-			if _, dup := w.written[k]; dup {
-				continue // named twice by overlapping paths: the first copy is in the archive
+			if f, dup := w.written[k]; dup && !f.dir {
+				// Named twice (overlapping requested paths, or a hostile tar repeating a name
+				// to overwrite what was hashed): the first copy is in the archive.
+				break
+			}
+			if why := w.written.conflict(v.Rel, false); why != "" {
+				if err := w.skip(v.Path, SkipOther, why); err != nil {
+					return err
+				}
+				break
 			}
 			if err := w.copyFile(hdr, v, tr, k); err != nil {
 				return err
 			}
 		}
-		// Whatever the entry was, its data is read to the end before the next header.
-		if _, err := io.CopyBuffer(io.Discard, tr, *w.buf); err != nil {
-			return readError(err)
+		// Whatever the entry was, its data is read to the end before the next header, so the
+		// end-of-archive check sees only what follows it. A sparse entry is never read as
+		// file data: Go's reader would serve its holes as zeros without reading input (an
+		// endless loop for a 2^62-byte entry); Next skips its stored bytes by header
+		// arithmetic. Every other entry's data is its stored bytes, counted by the budget.
+		if !isSparse(hdr) {
+			if _, err := io.CopyBuffer(io.Discard, tr, *w.buf); err != nil {
+				return readError(err)
+			}
 		}
 	}
 }
@@ -299,7 +327,9 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 	}
 	target := keyOf(targetRel)
 	f, ok := w.written.entry(target, v.Path)
-	if !ok || v.Rel == targetRel {
+	if !ok || v.Rel == targetRel || w.written.conflict(v.Rel, false) != "" {
+		// Not a file of this collection, or a name already taken (a file then a link of the
+		// same name would store the link's bytes under the file's hash).
 		return false, nil
 	}
 	if err := w.san.Allowed(v); err != nil {
@@ -319,6 +349,7 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: linkname, ModTime: hdr.ModTime}); err != nil {
 		return true, err
 	}
+	w.written.addDirs(path.Dir(v.Rel))
 	w.written[keyOf(v.Rel)] = w.written[target]
 	if p := w.job.Progress; p != nil {
 		p.Files.Add(1)
@@ -368,7 +399,7 @@ func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader, k nameKey)
 		return fmt.Errorf("source tar stream: %s: read %d of %d bytes", v.Path, n, hdr.Size)
 	}
 	sum := h.Sum(nil)
-	w.written.add(k, n, hdr.Mode, hdr.ModTime, sum)
+	w.written.addFile(v.Rel, k, n, hdr.Mode, hdr.ModTime, sum)
 	return w.mb.AddFile(manifest.File{
 		Path:    v.Path,
 		Size:    n,
@@ -389,14 +420,38 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// countingReader counts what is read through it.
+// countingReader counts what is read through it and, when limit > 0, fails with a
+// LimitError once more than limit bytes have arrived (the source-bytes budget).
 type countingReader struct {
-	r io.Reader
-	n int64
+	r     io.Reader
+	n     int64
+	limit int64
+	what  string // "received" or "decompressed", for the error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
+	if c.limit > 0 && int64(len(p)) > c.limit-c.n+1 {
+		p = p[:max(c.limit-c.n+1, 1)]
+	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.limit > 0 && c.n > c.limit {
+		return n, &LimitError{Token: ReasonSourceBudget, Reason: fmt.Sprintf(
+			"the source sent more than %d bytes (%s): policy.maxBytes plus %s of headers; entries that are not collected count too. Narrow the paths or raise policy.maxBytes", c.limit, c.what, overheadText)}
+	}
 	return n, err
+}
+
+// isSparse reports a sparse entry of any flavour: old GNU (typeflag S) or GNU's PAX
+// formats 0.0, 0.1 and 1.0 (GNU.sparse.* records).
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }

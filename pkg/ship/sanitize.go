@@ -6,6 +6,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/request"
 )
@@ -67,15 +68,18 @@ func (s *Sanitizer) Check(hdr *tar.Header) Verdict {
 		return Verdict{Path: hdr.Name, SkipType: SkipOther, Reason: "name escapes the collection directory (absolute or contains ..)"}
 	}
 	v := Verdict{Path: "/" + rel, Rel: rel}
+	if isSparse(hdr) {
+		return v.skip(SkipOther, "sparse entry: not collected (its holes are not bytes of the archive)")
+	}
 	switch hdr.Typeflag {
 	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // TypeRegA is what old tars write
 		v.Kind = KindFile
 	case tar.TypeDir:
 		v.Kind = KindDir
 	case tar.TypeSymlink:
-		return v.skip(SkipSymlink, fmt.Sprintf("symbolic link to %q is not followed", hdr.Linkname))
+		return v.skip(SkipSymlink, fmt.Sprintf("symbolic link to %q is not followed", manifest.Truncate(hdr.Linkname, 256)))
 	case tar.TypeLink:
-		return v.skip(SkipHardlink, fmt.Sprintf("hard link to %q is not written", hdr.Linkname))
+		return v.skip(SkipHardlink, fmt.Sprintf("hard link to %q is not written", manifest.Truncate(hdr.Linkname, 256)))
 	case tar.TypeChar, tar.TypeBlock:
 		return v.skip(SkipDevice, "device nodes are not collected")
 	case tar.TypeFifo:

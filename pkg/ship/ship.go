@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
@@ -32,6 +33,53 @@ const DefaultStall = 60 * time.Second
 type Limits struct {
 	MaxBytes int64
 	MaxFiles int
+	// Deadline bounds one attempt from its first exec to its publication (policy.deadline;
+	// DeadlineFor(MaxBytes) when zero).
+	Deadline time.Duration
+	// MaxManifestBytes bounds the manifest (policy.maxManifestBytes; 0: no bound).
+	MaxManifestBytes int64
+}
+
+// Per-entry overhead of the source-bytes budget: a header block, a PAX header of up to two
+// blocks plus a name of PATH_MAX, and the data's padding.
+const (
+	budgetPerEntry = 6 << 10
+	budgetBase     = 16 << 20
+	overheadText   = "16 MiB + 6 KiB per permitted entry (4 × policy.maxFiles)"
+)
+
+// SourceBudget is how many bytes the source may send for one collection (0: no bound when
+// maxBytes is unbounded): policy.maxBytes plus tar's overhead for every entry the archive
+// may hold. Entries that are not collected count too, so a source cannot keep a worker
+// busy with data nobody asked for.
+func (l Limits) SourceBudget() int64 {
+	if l.MaxBytes <= 0 {
+		return 0
+	}
+	return l.MaxBytes + budgetBase + int64(entriesPerFile)*int64(max(l.MaxFiles, 0))*budgetPerEntry
+}
+
+// Floor of the default deadline: a collection of maxBytes may take this long plus
+// maxBytes at FloorThroughput (2 MiB/s, 25–50× below what the local cluster measured).
+const (
+	FloorThroughput = 2 << 20
+	DeadlineBase    = 2 * time.Minute
+)
+
+// DeadlineFor is the default policy.deadline for maxBytes: DeadlineBase plus maxBytes at
+// FloorThroughput (1 GiB: 10m32s).
+func DeadlineFor(maxBytes int64) time.Duration {
+	if maxBytes <= 0 {
+		return time.Hour
+	}
+	return DeadlineBase + time.Duration(maxBytes/FloorThroughput)*time.Second
+}
+
+func (l Limits) deadline() time.Duration {
+	if l.Deadline > 0 {
+		return l.Deadline
+	}
+	return DeadlineFor(l.MaxBytes)
 }
 
 // Job is one collection to run.
@@ -98,16 +146,38 @@ type Shipper struct {
 	Stall time.Duration
 }
 
-// LimitError is a collection that exceeded policy limits.
-type LimitError struct{ Reason string }
+// LimitError is a collection that exceeded policy limits. Token is its reason token
+// (failure.LimitExceeded when empty).
+type LimitError struct {
+	Reason string
+	Token  string
+}
 
 func (e *LimitError) Error() string { return e.Reason }
+
+// FailureReason implements failure.Reasoned.
+func (e *LimitError) FailureReason() string {
+	if e.Token != "" {
+		return e.Token
+	}
+	return failure.LimitExceeded
+}
+
+// Reason tokens of the limits ship enforces.
+const (
+	ReasonSourceBudget = failure.SourceBudgetExceeded
+	ReasonDeadline     = failure.DeadlineExceeded
+	ReasonManifest     = failure.ManifestTooLarge
+)
 
 // DestinationError is a failure of the analysis pod's side (its tar, its disk, the rename).
 type DestinationError struct{ Err error }
 
 func (e *DestinationError) Error() string { return e.Err.Error() }
 func (e *DestinationError) Unwrap() error { return e.Err }
+
+// FailureReason implements failure.Reasoned.
+func (e *DestinationError) FailureReason() string { return failure.DestinationFailed }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
@@ -157,6 +227,11 @@ func (s *Shipper) cleanup(ctx context.Context, dst exec.Target, staging string) 
 }
 
 func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error) {
+	d := job.Limits.deadline()
+	deadline := &LimitError{Token: ReasonDeadline, Reason: fmt.Sprintf(
+		"the collection did not finish within policy.deadline=%s (sized from policy.maxBytes at %d MiB/s when not set); nothing was published", d, FloorThroughput>>20)}
+	ctx, cancelDeadline := context.WithTimeoutCause(ctx, d, deadline)
+	defer cancelDeadline()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	wd := newWatchdog(s.stall(), cancel)
@@ -170,6 +245,15 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	}
 	srcR, srcW := io.Pipe()
 	dstR, dstW := io.Pipe()
+	// Cancelled (the deadline, the watchdog, the caller): every read of the source and write
+	// to the destination fails at once with the cause, whether or not an exec honours its
+	// context, so no copy loop outlives it.
+	stopClosing := context.AfterFunc(ctx, func() {
+		cause := context.Cause(ctx)
+		srcR.CloseWithError(cause)
+		dstW.CloseWithError(cause)
+	})
+	defer stopClosing()
 	var wg sync.WaitGroup
 	var dstErr error
 	codec := make(chan bool, 1) // the analysis pod's codec, chosen by process
@@ -225,7 +309,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 		return res, stalled
 	}
 	var reported *DestinationError
-	if cause := context.Cause(ctx); errors.As(cause, &reported) {
+	if cause := context.Cause(ctx); errors.As(cause, &reported) || cause == deadline {
 		return res, cause
 	}
 	switch {
@@ -301,15 +385,33 @@ type sourceExit struct{ *exec.ExitError }
 
 func (e *sourceExit) Error() string { return "source tar: " + e.ExitError.Error() }
 
+// FailureReason implements failure.Reasoned.
+func (e *sourceExit) FailureReason() string { return failure.SourceFailed }
+
 // PermanentError is a failure that running again cannot fix (a missing file, nothing left
 // to read, a refused name).
-type PermanentError struct{ Err error }
+type PermanentError struct {
+	Err   error
+	Token string // failure.Failed when empty
+}
 
 func (e *PermanentError) Error() string { return e.Err.Error() }
 func (e *PermanentError) Unwrap() error { return e.Err }
 
+// FailureReason implements failure.Reasoned.
+func (e *PermanentError) FailureReason() string {
+	if e.Token != "" {
+		return e.Token
+	}
+	return failure.Reason(e.Err)
+}
+
 func permanent(format string, args ...any) error {
 	return &PermanentError{Err: fmt.Errorf(format, args...)}
+}
+
+func notFound(format string, args ...any) error {
+	return &PermanentError{Err: fmt.Errorf(format, args...), Token: failure.NotFound}
 }
 
 // Transient reports whether a failed collection may succeed when run again (SPEC §5
@@ -325,7 +427,7 @@ func Transient(err error) bool {
 	switch {
 	case errors.As(err, &exit) && exit.Code > 128:
 		return true // killed by a signal from outside (its pod was deleted): run again
-	case err == nil, errors.As(err, &exit), errors.As(err, &limit), errors.As(err, &perm),
+	case err == nil, failure.Permanent(failure.Reason(err)), errors.As(err, &exit), errors.As(err, &limit), errors.As(err, &perm),
 		errors.As(err, &missing), errors.Is(err, context.Canceled):
 		return false
 	}

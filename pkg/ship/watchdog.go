@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/podcopy/podcopy/pkg/failure"
 )
 
 // watchdog fails a collection that makes no progress for a while: a stalled exec (a dead
@@ -26,7 +28,7 @@ func newWatchdog(limit time.Duration, cancel context.CancelCauseFunc) *watchdog 
 }
 
 func (w *watchdog) fire() {
-	err := fmt.Errorf("no progress for %s (neither the source nor the analysis pod moved a byte); the exec was abandoned", w.limit)
+	err := failure.New(failure.Stalled, fmt.Errorf("no progress for %s (neither the source nor the analysis pod moved a byte); the exec was abandoned", w.limit))
 	w.mu.Lock()
 	w.err = err
 	w.mu.Unlock()

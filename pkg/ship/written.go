@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path"
 	"time"
 
 	"github.com/podcopy/podcopy/pkg/manifest"
@@ -23,7 +24,44 @@ type writtenFile struct {
 	size    int64
 	modTime int64 // Unix seconds (the manifest's RFC 3339 has seconds)
 	mode    uint32
+	dir     bool // a directory (written, or made by tar for a file below it)
 	sha256  [sha256.Size]byte
+}
+
+// conflict says why rel cannot be written as a file (dir false) or directory (dir true)
+// without the stored tree disagreeing with the manifest: its name, or one of its parents',
+// is already taken by an entry of another kind. "" when it can be written.
+func (w writtenFiles) conflict(rel string, dir bool) string {
+	if f, ok := w[keyOf(rel)]; ok {
+		switch {
+		case f.dir && !dir:
+			return "a directory of this name was already written in this collection"
+		case !f.dir:
+			return "a file of this name was already written in this collection"
+		}
+	}
+	for p := path.Dir(rel); p != "." && p != "/"; p = path.Dir(p) {
+		f, ok := w[keyOf(p)]
+		if !ok {
+			continue
+		}
+		if !f.dir {
+			return fmt.Sprintf("its parent %s was written as a file in this collection", "/"+p)
+		}
+		break // a directory recorded: so were its parents
+	}
+	return ""
+}
+
+// addDirs records rel (when dir) and its parents as directories.
+func (w writtenFiles) addDirs(rel string) {
+	for p := rel; p != "." && p != "/"; p = path.Dir(p) {
+		k := keyOf(p)
+		if _, ok := w[k]; ok {
+			return
+		}
+		w[k] = writtenFile{dir: true}
+	}
 }
 
 func keyOf(rel string) nameKey {
@@ -38,11 +76,17 @@ func (w writtenFiles) add(k nameKey, size int64, mode int64, modTime time.Time, 
 	w[k] = f
 }
 
+// addFile records the file rel (key k) and its parents as directories.
+func (w writtenFiles) addFile(rel string, k nameKey, size int64, mode int64, modTime time.Time, sum []byte) {
+	w.addDirs(path.Dir(rel))
+	w.add(k, size, mode, modTime, sum)
+}
+
 // entry is the manifest entry of the file whose name's key is k, under path (a hard link's
 // own path), if that file was written.
 func (w writtenFiles) entry(k nameKey, path string) (manifest.File, bool) {
 	f, ok := w[k]
-	if !ok {
+	if !ok || f.dir {
 		return manifest.File{}, false
 	}
 	return manifest.File{Path: path, Size: f.size, Mode: fmt.Sprintf("%04o", f.mode),
