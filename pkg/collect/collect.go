@@ -20,6 +20,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/metrics"
@@ -163,7 +164,7 @@ func (h *Handler) pending(ctx context.Context, pod *corev1.Pod, st status.Status
 	if st.Request == id && st.Phase == status.Pending && st.Message == why {
 		return nil
 	}
-	return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Message: why})
+	return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Reason: failure.Waiting, Message: why})
 }
 
 // notReady says why the pod's container cannot be read from yet ("" when it can).
@@ -217,12 +218,18 @@ func (h *Handler) Forget(uid types.UID) {
 	h.abandonFollow(uid) // from the informer: do not wait for a tick
 }
 
+// event records an Event on pod; its message quotes what containers and annotations said,
+// so control characters are escaped.
+func (h *Handler) event(pod *corev1.Pod, typ, reason, msg string) {
+	h.Recorder.Event(pod, typ, reason, status.Printable(msg))
+}
+
 func (h *Handler) reject(ctx context.Context, pod *corev1.Pod, id, msg string) error {
 	now := h.now().UTC().Format(time.RFC3339)
-	h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonRejected, msg)
+	h.event(pod, corev1.EventTypeWarning, ReasonRejected, msg)
 	h.Metrics.Collections.WithLabelValues(metrics.ResultRejected).Inc()
 	h.markFinished(pod.UID, id)
-	return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Rejected, Message: msg, CompletionTime: now})
+	return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Rejected, Reason: failure.InvalidRequest, Message: msg, CompletionTime: now})
 }
 
 func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, prev status.Status) error {
@@ -237,7 +244,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		if attempt > h.Settings.attempts() {
 			return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Collection: prev.Collection,
 				Destination: prev.Destination, StartTime: prev.StartTime, Attempt: prev.Attempt,
-				CompletionTime: h.now().UTC().Format(time.RFC3339),
+				CompletionTime: h.now().UTC().Format(time.RFC3339), Reason: failure.Interrupted,
 				Message:        fmt.Sprintf("collection %s was interrupted (its agent stopped) and retry.attempts=%d is used up; change podcopy/trigger to run it again", prev.Collection, h.Settings.attempts())})
 		}
 	}
@@ -264,7 +271,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 			select {
 			case <-ctx.Done():
 				return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Attempt: attempt,
-					CompletionTime: h.now().UTC().Format(time.RFC3339), Message: context.Cause(ctx).Error()})
+					CompletionTime: h.now().UTC().Format(time.RFC3339), Reason: failure.Interrupted, Message: context.Cause(ctx).Error()})
 			case <-time.After(wait):
 			}
 			if landed || h.Status.Write(ctx, pod, st) == nil {
@@ -320,7 +327,7 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	id := req.ID()
 	job, err := h.job(pod, req, dst, start)
 	if err != nil {
-		return status.Status{Request: id, Phase: status.Rejected, Message: err.Error(), CompletionTime: start.Format(time.RFC3339)}, err
+		return status.Status{Request: id, Phase: status.Rejected, Reason: failure.InvalidRequest, Message: err.Error(), CompletionTime: start.Format(time.RFC3339)}, err
 	}
 	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String(), "attempt", attempt)
 	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection, RequestedBy: req.RequestedBy,
@@ -328,7 +335,7 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	if err := h.Status.Write(ctx, pod, st); err != nil {
 		return st, fmt.Errorf("%w: %w", errStatusNotWritten, err)
 	}
-	h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonStarted,
+	h.event(pod, corev1.EventTypeNormal, ReasonStarted,
 		fmt.Sprintf("collecting %v from container %s into %s (attempt %d)", req.Paths, req.Container, st.Destination, attempt))
 	log.Info("collection started", "paths", req.Paths)
 
@@ -356,8 +363,8 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		if cause != nil { // cancelled from above (the controller's shutdown): its cause says why
 			msg, err = cause.Error(), cause
 		}
-		st.Phase, st.Message = status.Failed, msg
-		h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonFailed, fmt.Sprintf("collection %s (attempt %d) failed: %s", job.Header.Collection, attempt, msg))
+		st.Phase, st.Message, st.Reason = status.Failed, msg, failure.Reason(err)
+		h.event(pod, corev1.EventTypeWarning, ReasonFailed, fmt.Sprintf("collection %s (attempt %d) failed: %s", job.Header.Collection, attempt, msg))
 		log.Error(err, "collection failed")
 		return st, err
 	}
@@ -368,14 +375,14 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	for typ, n := range res.SkippedByType {
 		h.Metrics.SkippedEntries.WithLabelValues(typ).Add(float64(n))
 	}
-	st.Phase = status.Succeeded
+	st.Phase, st.Reason, st.ManifestSHA256 = status.Succeeded, failure.Succeeded, res.ManifestSHA256
 	st.Message = fmt.Sprintf("collected %d files (%d bytes), skipped %d, in %s", res.Totals.Files, res.Totals.Bytes, res.Totals.Skipped, elapsed.Round(time.Millisecond))
 	evType := corev1.EventTypeNormal
 	if res.Warning != "" {
 		st.Message += "; warning: " + res.Warning
 		evType = corev1.EventTypeWarning
 	}
-	h.Recorder.Event(pod, evType, ReasonSucceeded, fmt.Sprintf("collection %s: %s; manifest at %s/manifest.json", job.Header.Collection, st.Message, st.Destination))
+	h.event(pod, evType, ReasonSucceeded, fmt.Sprintf("collection %s: %s; manifest at %s/manifest.json, sha256 %s", job.Header.Collection, st.Message, st.Destination, res.ManifestSHA256))
 	log.Info("collection succeeded", "files", res.Totals.Files, "bytes", res.Totals.Bytes, "skipped", res.Totals.Skipped, "seconds", elapsed.Seconds())
 	return st, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/courier"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/metrics"
 	"github.com/podcopy/podcopy/pkg/policy"
@@ -117,7 +118,7 @@ func TestSyncSucceedsOnceThenTriggerReruns(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := e.status(t)
-	if st.Phase != status.Succeeded || st.Files != 2 || st.Bytes != 30 || st.Skipped != 1 ||
+	if st.Phase != status.Succeeded || st.Reason != failure.Succeeded || st.Files != 2 || st.Bytes != 30 || st.Skipped != 1 ||
 		st.Collection != "20260101T000000Z-"+st.Request[:8] || st.Destination != "podcopy/analysis-0/store:/collect/ns/mysql/"+st.Collection {
 		t.Fatalf("status %+v", st)
 	}
@@ -229,7 +230,7 @@ func TestSyncFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := e.status(t)
-	if st.Phase != status.Failed || !strings.Contains(st.Message, "/var/log/missing") {
+	if st.Phase != status.Failed || !strings.Contains(st.Message, "/var/log/missing") || st.Reason != failure.Failed {
 		t.Fatalf("status %+v", st)
 	}
 	evs := e.events()

@@ -164,7 +164,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	t := &followTick{h: h, log: log, pod: pod, req: req, set: set, dir: dir,
 		viaHelper: h.sourceMode(req) == request.SourceHelper,
 		last:      status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339), RequestedBy: req.RequestedBy}}
-	h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonStarted,
+	h.event(pod, corev1.EventTypeNormal, ReasonStarted,
 		fmt.Sprintf("following %v in container %s every %s", req.Paths, req.Container, req.IntervalDuration()))
 	ticker := time.NewTicker(req.IntervalDuration())
 	defer ticker.Stop()
@@ -227,7 +227,7 @@ func (t *followTick) run(ctx context.Context) {
 	cancel()
 	if cmd, missing := tickMissingTools(err, reports); missing && !t.viaHelper && h.sourceMode(t.req) == request.SourceAuto {
 		t.viaHelper = true
-		h.Recorder.Event(t.pod, corev1.EventTypeNormal, ReasonHelperFallback,
+		h.event(t.pod, corev1.EventTypeNormal, ReasonHelperFallback,
 			fmt.Sprintf("container %s has no %s; following through the podcopy helper (podcopy/source=auto)", t.req.Container, cmd))
 		t.log.Info("the container lacks a tool; following through the podcopy helper", "missing", cmd)
 		t.run(ctx) // once more, through the helper (nothing was shipped: nothing could be read)
@@ -277,10 +277,10 @@ func (t *followTick) record(fr follow.FileReport) string {
 	}
 	normal, warning := fr.Events(fr.Path)
 	if normal != "" {
-		h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonFollowRotated, normal)
+		h.event(pod, corev1.EventTypeNormal, ReasonFollowRotated, normal)
 	}
 	if warning != "" {
-		h.Recorder.Event(pod, corev1.EventTypeWarning, ReasonFollowDataLost, warning)
+		h.event(pod, corev1.EventTypeWarning, ReasonFollowDataLost, warning)
 	}
 	if normal != "" || warning != "" {
 		t.log.Info("followed file changed", "path", fr.Path, "rotations", fr.Rotations, "truncations", fr.Truncations, "lostBytes", fr.Lost)
@@ -301,7 +301,7 @@ func (t *followTick) write(ctx context.Context, st status.Status, problem string
 		return
 	}
 	if problem != "" && !strings.Contains(t.last.Message, problem) {
-		t.h.Recorder.Event(t.pod, corev1.EventTypeWarning, ReasonFailed, "follow: "+problem)
+		t.h.event(t.pod, corev1.EventTypeWarning, ReasonFailed, "follow: "+problem)
 	}
 	if err := t.h.Status.Write(ctx, t.pod, st); err != nil {
 		t.log.Error(err, "writing follow status")
@@ -321,7 +321,7 @@ func (t *followTick) stopped(ctx context.Context, why string) {
 	st.Phase = status.Succeeded
 	st.CompletionTime = t.h.now().UTC().Format(time.RFC3339)
 	st.Message = fmt.Sprintf("follow stopped: %s; %d bytes in the destination", why, st.Bytes)
-	t.h.Recorder.Event(t.pod, corev1.EventTypeNormal, ReasonFollowStopped, st.Message)
+	t.h.event(t.pod, corev1.EventTypeNormal, ReasonFollowStopped, st.Message)
 	if err := t.h.Status.Write(wctx, t.pod, st); err != nil {
 		t.log.Error(err, "writing follow status")
 	}

@@ -89,7 +89,7 @@ func (h *Handler) runJob(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 		return res, &ship.PermanentError{Err: fmt.Errorf("%w; podcopy/source=%s reads with the container's own %s: use podcopy/source=helper (or auto) for a container without it", err, mode, cmd)}
 	}
 	h.markToolless(pod.UID, req.Container)
-	h.Recorder.Event(pod, corev1.EventTypeNormal, ReasonHelperFallback,
+	h.event(pod, corev1.EventTypeNormal, ReasonHelperFallback,
 		fmt.Sprintf("container %s has no %s; reading through the podcopy helper (podcopy/source=auto)", req.Container, cmd))
 	log.Info("the container lacks a tool; reading through the podcopy helper", "missing", cmd)
 	if err := h.withHelper(ctx, pod, req, &job); err != nil {

@@ -30,6 +30,10 @@ type Policy struct {
 	DenyPaths  []string `mapstructure:"denyPaths"`
 	MaxBytes   string   `mapstructure:"maxBytes"`
 	MaxFiles   int      `mapstructure:"maxFiles"`
+	// Deadline bounds one attempt of a collection (0: 2m + maxBytes at 2 MiB/s).
+	Deadline time.Duration `mapstructure:"deadline"`
+	// MaxManifestBytes bounds a collection's manifest (a quantity, default 8Mi).
+	MaxManifestBytes string `mapstructure:"maxManifestBytes"`
 }
 
 // Modes of the binary.
@@ -100,6 +104,8 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("policy.denyPaths", p.DenyPaths)
 	v.SetDefault("policy.maxBytes", "1Gi")
 	v.SetDefault("policy.maxFiles", 10000)
+	v.SetDefault("policy.deadline", time.Duration(0))
+	v.SetDefault("policy.maxManifestBytes", "8Mi")
 	v.SetDefault("concurrency", 4)
 	v.SetDefault("compression", "none")
 	v.SetDefault("exec.transport", string(exec.TransportAuto))
@@ -264,5 +270,15 @@ func (o Options) LimitsValue() (ship.Limits, error) {
 	if o.Policy.MaxFiles < 1 || q.Value() < 1 {
 		return ship.Limits{}, errors.New("policy.maxBytes and policy.maxFiles must be positive")
 	}
-	return ship.Limits{MaxBytes: q.Value(), MaxFiles: o.Policy.MaxFiles}, nil
+	m, err := resource.ParseQuantity(o.Policy.MaxManifestBytes)
+	if err != nil {
+		return ship.Limits{}, fmt.Errorf("policy.maxManifestBytes %q: %w", o.Policy.MaxManifestBytes, err)
+	}
+	if m.Value() < 64<<10 {
+		return ship.Limits{}, fmt.Errorf("policy.maxManifestBytes %q: at least 64Ki", o.Policy.MaxManifestBytes)
+	}
+	if o.Policy.Deadline < 0 {
+		return ship.Limits{}, fmt.Errorf("policy.deadline %s: negative", o.Policy.Deadline)
+	}
+	return ship.Limits{MaxBytes: q.Value(), MaxFiles: o.Policy.MaxFiles, Deadline: o.Policy.Deadline, MaxManifestBytes: m.Value()}, nil
 }

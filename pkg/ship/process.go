@@ -113,9 +113,11 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: res.Completion}); err != nil {
 		return res, err
 	}
-	if _, err := io.CopyBuffer(tw, body, *w.buf); err != nil {
+	mh := sha256.New() // recorded in the status: readers compare the manifest they read
+	if _, err := io.CopyBuffer(tw, io.TeeReader(body, mh), *w.buf); err != nil {
 		return res, err
 	}
+	res.ManifestSHA256 = hex.EncodeToString(mh.Sum(nil))
 	if err := tw.Close(); err != nil {
 		return res, err
 	}

@@ -131,6 +131,8 @@ type Result struct {
 	Warning string
 	// Completion is when the manifest was written.
 	Completion time.Time
+	// ManifestSHA256 is the hex SHA-256 of manifest.json as written.
+	ManifestSHA256 string
 }
 
 // Shipper runs collections through an Executor.

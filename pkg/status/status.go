@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,6 +50,50 @@ type Status struct {
 	ExpectedBytes int64 `json:"expectedBytes,omitempty"`
 	// RequestedBy is who set the request (podcopy/requested-by, written by admission).
 	RequestedBy string `json:"requestedBy,omitempty"`
+	// Reason is a machine-readable token beside Message (package failure; SPEC §9).
+	Reason string `json:"reason,omitempty"`
+	// ManifestSHA256 is the hex SHA-256 of the collection's manifest.json as the agent wrote
+	// it: readers compare the manifest they read against it (SPEC §9).
+	ManifestSHA256 string `json:"manifestSHA256,omitempty"`
+}
+
+// Printable returns s with every control character (C0, DEL, C1), bidirectional override
+// and invalid UTF-8 byte escaped as \xNN or \uNNNN, so text that came from a container or a
+// pod's annotations cannot drive the terminal that prints it. Everything else is kept.
+func Printable(s string) string {
+	clean := true
+	for i, r := range s {
+		if r == utf8.RuneError || unsafeRune(r) {
+			_, n := utf8.DecodeRuneInString(s[i:])
+			if r != utf8.RuneError || n == 1 || unsafeRune(r) {
+				clean = false
+				break
+			}
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r < 0x100 && unsafeRune(r):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case unsafeRune(r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f
 }
 
 // Get returns the pod's status, or false when it has none (or an unreadable one).
@@ -91,6 +138,7 @@ const writeTimeout = 30 * time.Second
 func (w PatchWriter) Write(ctx context.Context, pod *corev1.Pod, s Status) error {
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
+	s.Message = Printable(s.Message) // it quotes what containers and annotations said
 	val, err := json.Marshal(s)
 	if err != nil {
 		return err

@@ -43,3 +43,20 @@ func TestGetGarbage(t *testing.T) {
 		t.Fatal("garbage status accepted")
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ in, want string }{
+		{"plain text: /var/log/a.log", "plain text: /var/log/a.log"},
+		{"ünïcode ✓", "ünïcode ✓"},
+		{"tar: \x1b[2J\x1b]0;pwned\x07 boom", `tar: \x1b[2J\x1b]0;pwned\x07 boom`},
+		{"new\nline\ttab", `new\x0aline\x09tab`},
+		{"c1 \u009b31m", `c1 \x9b31m`},
+		{"bidi \u202eevil", `bidi \u202eevil`},
+		{"bad \xff utf8", `bad \xff utf8`},
+	} {
+		if got := Printable(tt.in); got != tt.want {
+			t.Errorf("Printable(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
