@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/status"
 )
 
 // Options are the flags every verb shares.
@@ -72,7 +74,7 @@ func Main(ctx context.Context, args []string) int {
 	cmd := NewCommand(NewOptions(os.Stdout, os.Stderr))
 	cmd.SetArgs(args)
 	if err := cmd.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
+		fmt.Fprintln(os.Stderr, "error:", printableLines(err.Error()))
 		return 1
 	}
 	return 0
@@ -112,4 +114,14 @@ func (o *Options) complete() error {
 func (o *Options) With(client kubernetes.Interface, ex exec.Executor, namespace string) *Options {
 	o.client, o.exec, o.namespace = client, ex, namespace
 	return o
+}
+
+// printableLines escapes control characters line by line (an error may hold several
+// lines; each may quote what a container or a pod's status said).
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = status.Printable(l)
+	}
+	return strings.Join(lines, "\n")
 }

@@ -288,3 +288,90 @@ func TestFetchGivesUpOnAStalledStream(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestResolveRefusesAForgedStatus: a status set at the pod's creation by whoever created it
+// names a decoy pod, another directory or a collection id that climbs out of -o; resolve
+// refuses each, and accepts the status only where the agent could have written.
+func TestResolveRefusesAForgedStatus(t *testing.T) {
+	t.Parallel()
+	analysis := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "analysis-0", Namespace: "podcopy", Labels: map[string]string{"app.kubernetes.io/component": "analysis"}},
+		Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "store"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	decoy := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "decoy", Namespace: "ns"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}}
+	good := status.Status{Phase: status.Succeeded, Collection: id, Destination: "podcopy/analysis-0/store:/collect/ns/p/" + id, ManifestSHA256: "abc"}
+	for _, tc := range []struct {
+		name string
+		edit func(*status.Status)
+		want string // "" = accepted
+	}{
+		{name: "the agent's own", edit: func(*status.Status) {}},
+		{name: "collection climbing out of -o", edit: func(s *status.Status) { s.Collection = "../escaped" }, want: "refusing the pod's status"},
+		{name: "a decoy pod", edit: func(s *status.Status) { s.Destination = "ns/decoy/c:/collect/ns/p/" + id }, want: "--analysis-namespace"},
+		{name: "a pod outside the selector", edit: func(s *status.Status) { s.Destination = "podcopy/other/store:/collect/ns/p/" + id }, want: "does not match --analysis-selector"},
+		{name: "another directory", edit: func(s *status.Status) { s.Destination = "podcopy/analysis-0/store:/fake" }, want: "is not /collect/ns/p/"},
+		{name: "another pod's directory", edit: func(s *status.Status) { s.Destination = "podcopy/analysis-0/store:/collect/ns/victim/" + id }, want: "is not /collect/ns/p/"},
+		{name: "no such container", edit: func(s *status.Status) { s.Destination = "podcopy/analysis-0/evil:/collect/ns/p/" + id }, want: "no container"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := good
+			tc.edit(&st)
+			raw, err := json.Marshal(st)
+			must(t, err)
+			src := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Annotations: map[string]string{status.Annotation: string(raw)}}}
+			o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(src, analysis, decoy), collection(t, nil), "ns")
+			o.Dir, o.AnalysisNamespace, o.AnalysisSelector = "/collect", "podcopy", "app.kubernetes.io/component=analysis"
+			got, err := o.resolve(t.Context(), "p")
+			if tc.want == "" {
+				if err != nil || got.analysis.Pod != "analysis-0" || got.dir != "/collect/ns/p/"+id || got.manifestSHA256 != "abc" {
+					t.Fatalf("resolve = %+v, %v", got, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestManifestPinnedByTheStatus: a file rewritten together with its manifest passes the
+// per-file hashes, but not the manifest's hash the agent recorded in the status.
+func TestManifestPinnedByTheStatus(t *testing.T) {
+	t.Parallel()
+	a := collection(t, nil)
+	sum := sha256.Sum256(a.manifest)
+	pinned := ref
+	pinned.manifestSHA256 = hex.EncodeToString(sum[:])
+	a.sums = ref.dir + "/app/var/log/a.log: OK\n" + ref.dir + "/app/var/log/dir/b.log: OK\n"
+	if err := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), a, "ns").verify(t.Context(), pinned); err != nil {
+		t.Fatalf("the agent's own manifest: %v", err)
+	}
+	if err := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), a, "ns").fetch(t.Context(), pinned, t.TempDir()); err != nil {
+		t.Fatalf("fetch of the agent's own manifest: %v", err)
+	}
+	tampered := collection(t, func(n string, d []byte) (string, []byte) {
+		if strings.HasSuffix(n, "a.log") {
+			return n, []byte("rewritten\n")
+		}
+		return n, d
+	})
+	// The tamperer rewrote the manifest too: its hashes now match the rewritten file.
+	var m manifest.Manifest
+	must(t, json.Unmarshal(tampered.manifest, &m))
+	s := sha256.Sum256([]byte("rewritten\n"))
+	m.Files[0].SHA256, m.Files[0].Size = hex.EncodeToString(s[:]), 10
+	body, err := json.Marshal(m)
+	must(t, err)
+	tampered.manifest = body
+	tampered.sums = a.sums
+	for name, run := range map[string]func(*Options) error{
+		"verify": func(o *Options) error { return o.verify(t.Context(), pinned) },
+		"fetch":  func(o *Options) error { return o.fetch(t.Context(), pinned, t.TempDir()) },
+	} {
+		err := run(NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), tampered, "ns"))
+		if err == nil || !strings.Contains(err.Error(), "the manifest was changed afterwards") {
+			t.Errorf("%s of a rewritten file and manifest: %v", name, err)
+		}
+	}
+}

@@ -151,9 +151,9 @@ func (o *Options) outcome(st status.Status) error {
 			return err
 		}
 	} else {
-		fmt.Fprintf(o.Out, "%s: %s\n", st.Phase, st.Message)
+		fmt.Fprintf(o.Out, "%s: %s\n", st.Phase, status.Printable(st.Message))
 		if st.Destination != "" {
-			fmt.Fprintf(o.Out, "in %s\n", st.Destination)
+			fmt.Fprintf(o.Out, "in %s\n", status.Printable(st.Destination))
 		}
 	}
 	switch st.Phase {

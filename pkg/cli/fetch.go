@@ -13,10 +13,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podcopy/podcopy/pkg/destination"
@@ -32,6 +34,9 @@ type collectionRef struct {
 	namespace, pod, id string
 	analysis           exec.Target
 	dir                string // the collection's directory in the analysis pod
+	// manifestSHA256 is the manifest's hash the agent recorded in the pod's status ("" when
+	// the status is about another collection).
+	manifestSHA256 string
 }
 
 // analysis is the analysis pod the agent would choose (its configuration given by flags).
@@ -55,16 +60,19 @@ func (o *Options) resolve(ctx context.Context, arg string) (collectionRef, error
 	default:
 		return ref, fmt.Errorf("collection %q: use POD, POD/COLLECTION-ID or NAMESPACE/POD/COLLECTION-ID", arg)
 	}
+	l, err := layout.New(o.Dir, ref.namespace, ref.pod)
+	if err != nil {
+		return ref, err
+	}
 	if p, err := o.client.CoreV1().Pods(ref.namespace).Get(ctx, ref.pod, metav1.GetOptions{}); err == nil {
 		if st, ok := status.Get(p); ok && (ref.id == "" || ref.id == st.Collection) && st.Collection != "follow" && st.Destination != "" {
 			if st.Phase != status.Succeeded {
-				return ref, fmt.Errorf("collection %s of %s/%s is %s: %s", st.Collection, ref.namespace, ref.pod, st.Phase, st.Message)
+				return ref, fmt.Errorf("collection %s of %s/%s is %s: %s", status.Printable(st.Collection), ref.namespace, ref.pod, st.Phase, status.Printable(st.Message))
 			}
-			target, dir, err := parseDestination(st.Destination)
-			if err != nil {
+			if ref.analysis, ref.dir, err = o.trustedDestination(ctx, l, st); err != nil {
 				return ref, err
 			}
-			ref.id, ref.analysis, ref.dir = st.Collection, target, dir
+			ref.id, ref.manifestSHA256 = st.Collection, st.ManifestSHA256
 			return ref, nil
 		}
 	} else if ref.id == "" {
@@ -73,15 +81,53 @@ func (o *Options) resolve(ctx context.Context, arg string) (collectionRef, error
 	if ref.id == "" {
 		return ref, fmt.Errorf("pod %s/%s has no collection; name one as POD/COLLECTION-ID (kubectl podcopy ls %s)", ref.namespace, ref.pod, ref.pod)
 	}
-	l, err := layout.New(o.Dir, ref.namespace, ref.pod)
-	if err != nil {
-		return ref, err
-	}
 	if ref.dir, err = l.Collection(ref.id); err != nil {
 		return ref, err
 	}
 	ref.analysis, err = o.analysis(ctx)
 	return ref, err
+}
+
+// trustedDestination accepts a status's destination only where the agent could have
+// written: an analysis pod in --analysis-namespace matching --analysis-selector, one of its
+// containers, at the directory the layout computes for this pod and a valid collection id.
+// Anyone who can create a pod can preset its status, so nothing else is believed: a forged
+// status must not send the investigator's credentials into another pod or fetch's writes
+// outside -o.
+func (o *Options) trustedDestination(ctx context.Context, l layout.Layout, st status.Status) (exec.Target, string, error) {
+	refuse := func(why string) (exec.Target, string, error) {
+		return exec.Target{}, "", fmt.Errorf("refusing the pod's status (it may be forged: anyone who can create the pod can set it): %s", why)
+	}
+	want, err := l.Collection(st.Collection)
+	if err != nil {
+		return refuse(status.Printable(err.Error()))
+	}
+	target, dir, err := parseDestination(st.Destination)
+	if err != nil {
+		return refuse(status.Printable(err.Error()))
+	}
+	if dir != want {
+		return refuse(fmt.Sprintf("destination directory %q is not %s, where collection %s of this pod is written", status.Printable(dir), want, st.Collection))
+	}
+	if target.Namespace != o.AnalysisNamespace {
+		return refuse(fmt.Sprintf("destination namespace %q is not --analysis-namespace=%s", status.Printable(target.Namespace), o.AnalysisNamespace))
+	}
+	chooser := destination.Chooser{Client: o.client, Config: destination.Config{Namespace: o.AnalysisNamespace, Selector: o.AnalysisSelector, Dir: o.Dir}}
+	if _, err := chooser.Choose(ctx, target.Pod); err != nil {
+		var invalid *destination.InvalidError
+		if errors.As(err, &invalid) {
+			return refuse(fmt.Sprintf("destination pod %q does not match --analysis-selector=%s in %s", status.Printable(target.Pod), o.AnalysisSelector, o.AnalysisNamespace))
+		}
+		return exec.Target{}, "", err
+	}
+	p, err := o.client.CoreV1().Pods(target.Namespace).Get(ctx, target.Pod, metav1.GetOptions{})
+	if err != nil {
+		return exec.Target{}, "", err
+	}
+	if !slices.ContainsFunc(p.Spec.Containers, func(c corev1.Container) bool { return c.Name == target.Container }) {
+		return refuse(fmt.Sprintf("analysis pod %s has no container %q", target.Pod, status.Printable(target.Container)))
+	}
+	return target, dir, nil
 }
 
 // parseDestination reads a status destination "<ns>/<pod>/<container>:<dir>".
@@ -141,10 +187,11 @@ func (r fetchResult) ok() bool {
 // fetch streams the collection as tar from the analysis pod into <out>/<id>, hashing each
 // file as it is written, and compares every hash with the manifest read first.
 func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) error {
-	m, err := o.readManifest(ctx, ref)
+	m, sum, err := o.readManifestSum(ctx, ref)
 	if err != nil {
 		return err
 	}
+	ref.manifestSHA256 = sum // the manifest.json in the stream must be the one just read
 	want := map[string]manifest.File{}
 	for _, f := range m.Files {
 		want[f.Path] = f
@@ -174,7 +221,7 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 		pw.CloseWithError(err) // nil: the reader sees io.EOF
 		done <- err
 	}()
-	werr := o.untar(root, tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), m, want, &res)
+	werr := o.untar(root, tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), m, ref.manifestSHA256, want, &res)
 	if werr != nil {
 		pr.CloseWithError(werr)
 	} else {
@@ -195,7 +242,7 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 
 // untar writes regular files and directories of the stream below root, checking names and
 // hashes. A file is found in want by its source path, which is then removed from want.
-func (o *Options) untar(root *os.Root, tr *tar.Reader, m manifest.Manifest, want map[string]manifest.File, res *fetchResult) error {
+func (o *Options) untar(root *os.Root, tr *tar.Reader, m manifest.Manifest, manifestSum string, want map[string]manifest.File, res *fetchResult) error {
 	prefix := m.Source.Container + "/"
 	buf := make([]byte, 256<<10)
 	for {
@@ -209,8 +256,12 @@ func (o *Options) untar(root *os.Root, tr *tar.Reader, m manifest.Manifest, want
 		name := strings.TrimPrefix(path.Clean(hdr.Name), "./")
 		if name == "." || name == "manifest.json" {
 			if name == "manifest.json" {
-				if err := writeFile(root, name, tr, buf, nil); err != nil {
+				h := sha256.New()
+				if err := writeFile(root, name, tr, buf, h); err != nil {
 					return err
+				}
+				if got := hex.EncodeToString(h.Sum(nil)); got != manifestSum {
+					res.Mismatched = append(res.Mismatched, fmt.Sprintf("manifest.json: sha256 %s, but %s was read and checked", got, manifestSum))
 				}
 			}
 			continue
@@ -296,13 +347,13 @@ func (o *Options) report(res fetchResult, verb, summary string) error {
 	}
 	var lines []string
 	for _, l := range res.Mismatched {
-		lines = append(lines, "  MISMATCH "+l)
+		lines = append(lines, "  MISMATCH "+status.Printable(l))
 	}
 	for _, l := range res.Missing {
-		lines = append(lines, "  MISSING  "+l)
+		lines = append(lines, "  MISSING  "+status.Printable(l))
 	}
 	for _, l := range res.Unexpected {
-		lines = append(lines, "  EXTRA    "+l)
+		lines = append(lines, "  EXTRA    "+status.Printable(l))
 	}
 	return fmt.Errorf("verification FAILED for collection %s (%d mismatched, %d missing, %d unexpected):\n%s",
 		res.Collection, len(res.Mismatched), len(res.Missing), len(res.Unexpected), strings.Join(lines, "\n"))

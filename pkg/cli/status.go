@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,9 +47,9 @@ func (o *Options) statusCommand() *cobra.Command {
 				{"Requested by", st.RequestedBy}, {"Phase", string(st.Phase)}, {"Collection", st.Collection},
 				{"Files", fmt.Sprint(st.Files)}, {"Bytes", size(st.Bytes)}, {"Skipped", fmt.Sprint(st.Skipped)},
 				{"Attempt", fmt.Sprint(st.Attempt)}, {"Started", st.StartTime}, {"Completed", st.CompletionTime},
-				{"Destination", st.Destination}, {"Message", st.Message}} {
+				{"Destination", st.Destination}, {"Reason", st.Reason}, {"Message", st.Message}, {"Manifest SHA-256", st.ManifestSHA256}} {
 				if kv[1] != "" && kv[1] != "0" {
-					fmt.Fprintf(w, "%s:\t%s\n", kv[0], kv[1])
+					fmt.Fprintf(w, "%s:\t%s\n", kv[0], status.Printable(kv[1]))
 				}
 			}
 			return w.Flush()
@@ -94,7 +96,7 @@ func (o *Options) lsCommand() *cobra.Command {
 			w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAMESPACE\tPOD\tCOLLECTION\tPHASE\tFILES\tBYTES\tSTARTED\tREQUESTED BY\tWHERE")
 			for _, r := range rows {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Namespace, r.Pod, r.Collection, r.Phase, r.Files, size(r.Bytes), r.Started, r.RequestedBy, r.Where)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Namespace, r.Pod, status.Printable(r.Collection), status.Printable(r.Phase), r.Files, size(r.Bytes), status.Printable(r.Started), status.Printable(r.RequestedBy), status.Printable(r.Where))
 			}
 			return w.Flush()
 		},
@@ -169,15 +171,45 @@ func (o *Options) podCollections(ctx context.Context, pod string) ([]row, error)
 // readManifest reads a collection's manifest.json from the analysis pod (bounded by the
 // agent's policy.maxFiles entries).
 func (o *Options) readManifest(ctx context.Context, ref collectionRef) (manifest.Manifest, error) {
-	var out bytes.Buffer
+	m, _, err := o.readManifestSum(ctx, ref)
+	return m, err
+}
+
+// maxManifestRead bounds what the plugin reads as a manifest (the agent caps it at
+// policy.maxManifestBytes, 8 MiB by default).
+const maxManifestRead = 64 << 20
+
+// readManifestSum reads the collection's manifest.json (at most maxManifestRead bytes) and
+// its SHA-256, and refuses it when the pod's status recorded another hash for it.
+func (o *Options) readManifestSum(ctx context.Context, ref collectionRef) (manifest.Manifest, string, error) {
+	out := &limitedBuffer{max: maxManifestRead}
 	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
-	if err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"cat", "--", ref.dir + "/manifest.json"}, Stdout: &out}); err != nil {
-		return manifest.Manifest{}, fmt.Errorf("reading %s/manifest.json in %s: %w", ref.dir, ref.analysis, err)
+	if err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"cat", "--", ref.dir + "/manifest.json"}, Stdout: out}); err != nil {
+		return manifest.Manifest{}, "", fmt.Errorf("reading %s/manifest.json in %s: %w", ref.dir, ref.analysis, err)
+	}
+	sum := sha256.Sum256(out.Bytes())
+	got := hex.EncodeToString(sum[:])
+	if ref.manifestSHA256 != "" && got != ref.manifestSHA256 {
+		return manifest.Manifest{}, got, fmt.Errorf("verification FAILED for collection %s: %s/manifest.json has sha256 %s, but the agent recorded %s in the pod's status when it wrote it: the manifest was changed afterwards",
+			ref.id, ref.dir, got, ref.manifestSHA256)
 	}
 	var m manifest.Manifest
 	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
-		return m, fmt.Errorf("%s/manifest.json: %w", ref.dir, err)
+		return m, got, fmt.Errorf("%s/manifest.json: %w", ref.dir, err)
 	}
-	return m, nil
+	return m, got, nil
+}
+
+// limitedBuffer is a bytes.Buffer that refuses to grow past max.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		return 0, fmt.Errorf("manifest.json is larger than %d bytes", b.max)
+	}
+	return b.Buffer.Write(p)
 }
