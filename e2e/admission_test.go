@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/podcopy/podcopy/pkg/clustertest"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 
@@ -200,4 +201,65 @@ func TestAdmissionPolicy(t *testing.T) {
 		}
 		return strings.Contains(err.Error(), "(through pods/binding) requires permission to create pods/exec"), nil
 	})
+}
+
+// TestAdmissionOnCreate (issue 20): a pod created with a preset podcopy/status, or with a
+// podcopy/requested-by or podcopy/request-origin of its own, is refused; a pod created with a
+// request (as a template would) is admitted and recorded honestly: the creating identity and
+// origin "creation", in the status and the manifest. Erin may create pods but not exec.
+func TestAdmissionOnCreate(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	user := "erin-" + ns
+	grant(t, ns, user, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "create"}})
+	erin := userClient(t, user)
+	create := func(name string, ann map[string]string) error {
+		p := clustertest.SourcePod(ns, name, imageBusybox, "mkdir -p /var/log && echo created > /var/log/app.log")
+		p.Annotations = ann
+		_, err := erin.CoreV1().Pods(ns).Create(t.Context(), p, metav1.CreateOptions{})
+		return err
+	}
+	waitFor(t, 30*time.Second, "erin's RBAC", func(ctx context.Context) (bool, error) {
+		return create("plain", nil) == nil, nil
+	})
+	forged, _ := json.Marshal(status.Status{Request: "forged", Phase: status.Succeeded, Collection: "../escaped",
+		Destination: ns + "/plain/app:/fake"})
+	for _, tc := range []struct {
+		name string
+		ann  map[string]string
+		want string
+	}{
+		{name: "forged-status", ann: map[string]string{status.Annotation: string(forged)}, want: "only the podcopy agent"},
+		{name: "forged-status-with-request", ann: map[string]string{"podcopy/collect": "/var/log/app.log", status.Annotation: string(forged)}, want: "only the podcopy agent"},
+		{name: "forged-requested-by", ann: map[string]string{"podcopy/requested-by": "mallory"}, want: "podcopy/requested-by is written by admission"},
+		{name: "forged-origin", ann: map[string]string{"podcopy/request-origin": "update"}, want: "podcopy/request-origin is written by admission"},
+	} {
+		err := create(tc.name, tc.ann)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("creating a pod with %v: err = %v, want %q", tc.ann, err, tc.want)
+		}
+		t.Logf("%s refused: %v", tc.name, err)
+	}
+	// A request that comes with the pod (a template's): admitted, recorded as erin's, at creation,
+	// even when the template carries someone else's name.
+	if err := create("templated", map[string]string{"podcopy/collect": "/var/log/app.log", "podcopy/requested-by": "mallory"}); err != nil {
+		t.Fatalf("creating a pod with a request: %v", err)
+	}
+	p, err := client.CoreV1().Pods(ns).Get(t.Context(), "templated", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Annotations["podcopy/requested-by"] != user || p.Annotations["podcopy/request-origin"] != "creation" {
+		t.Fatalf("annotations after creation: %v", p.Annotations)
+	}
+	if err := clustertest.WaitReady(t.Context(), client, ns, "templated", 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	st := waitFinal(t, ns, "templated", "")
+	if st.Phase != status.Succeeded || st.RequestedBy != user || st.RequestOrigin != "creation" || st.Reason != "Collected" || st.ManifestSHA256 == "" {
+		t.Fatalf("status %+v", st)
+	}
+	if m := readManifest(t, st); m.RequestedBy != user || m.RequestOrigin != "creation" {
+		t.Fatalf("manifest requestedBy %q origin %q", m.RequestedBy, m.RequestOrigin)
+	}
 }

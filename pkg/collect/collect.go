@@ -245,7 +245,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 			return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Collection: prev.Collection,
 				Destination: prev.Destination, StartTime: prev.StartTime, Attempt: prev.Attempt,
 				CompletionTime: h.now().UTC().Format(time.RFC3339), Reason: failure.Interrupted,
-				Message:        fmt.Sprintf("collection %s was interrupted (its agent stopped) and retry.attempts=%d is used up; change podcopy/trigger to run it again", prev.Collection, h.Settings.attempts())})
+				Message: fmt.Sprintf("collection %s was interrupted (its agent stopped) and retry.attempts=%d is used up; change podcopy/trigger to run it again", prev.Collection, h.Settings.attempts())})
 		}
 	}
 	for ; ; attempt++ {
@@ -330,7 +330,7 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		return status.Status{Request: id, Phase: status.Rejected, Reason: failure.InvalidRequest, Message: err.Error(), CompletionTime: start.Format(time.RFC3339)}, err
 	}
 	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String(), "attempt", attempt)
-	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection, RequestedBy: req.RequestedBy,
+	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection, RequestedBy: req.RequestedBy, RequestOrigin: req.Origin,
 		Destination: fmt.Sprintf("%s:%s", dst, job.CollectionDir()), StartTime: start.Format(time.RFC3339), Attempt: attempt}
 	if err := h.Status.Write(ctx, pod, st); err != nil {
 		return st, fmt.Errorf("%w: %w", errStatusNotWritten, err)
@@ -495,13 +495,14 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 	}
 	job := ship.Job{
 		Header: manifest.Header{
-			Collection:  request.CollectionID(start, id),
-			Request:     manifest.Request{ID: id, Paths: req.Paths, Mode: string(req.Mode)},
-			Source:      src,
-			Destination: manifest.Destination{Namespace: dst.Namespace, Pod: dst.Pod, Container: dst.Container},
-			Agent:       h.Settings.Agent,
-			StartTime:   start.Format(time.RFC3339),
-			RequestedBy: req.RequestedBy,
+			Collection:    request.CollectionID(start, id),
+			Request:       manifest.Request{ID: id, Paths: req.Paths, Mode: string(req.Mode)},
+			Source:        src,
+			Destination:   manifest.Destination{Namespace: dst.Namespace, Pod: dst.Pod, Container: dst.Container},
+			Agent:         h.Settings.Agent,
+			StartTime:     start.Format(time.RFC3339),
+			RequestedBy:   req.RequestedBy,
+			RequestOrigin: req.Origin,
 		},
 		Paths:       req.Paths,
 		Source:      exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container},

@@ -163,7 +163,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	}
 	t := &followTick{h: h, log: log, pod: pod, req: req, set: set, dir: dir,
 		viaHelper: h.sourceMode(req) == request.SourceHelper,
-		last:      status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339), RequestedBy: req.RequestedBy}}
+		last:      status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339), RequestedBy: req.RequestedBy, RequestOrigin: req.Origin}}
 	h.event(pod, corev1.EventTypeNormal, ReasonStarted,
 		fmt.Sprintf("following %v in container %s every %s", req.Paths, req.Container, req.IntervalDuration()))
 	ticker := time.NewTicker(req.IntervalDuration())

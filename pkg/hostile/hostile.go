@@ -163,7 +163,7 @@ func checksum(h []byte) []byte {
 func sparseGNU(name string) []byte {
 	h := header(name, tar.TypeGNUSparse, 0)
 	copy(h[257:265], "ustar  \x00") // GNU magic and version
-	h[483] = 0x80                    // realsize, base-256
+	h[483] = 0x80                   // realsize, base-256
 	binary.BigEndian.PutUint64(h[487:495], 1<<62)
 	return checksum(h)
 }

@@ -59,6 +59,9 @@ type Header struct {
 	CompletionTime string      `json:"completionTime"`
 	// RequestedBy is who set the request (podcopy/requested-by, written by admission).
 	RequestedBy string `json:"requestedBy,omitempty"`
+	// RequestOrigin is "creation" when the request came with the pod's creation (RequestedBy
+	// is then whoever created it, a controller for a template), "update" otherwise.
+	RequestOrigin string `json:"requestOrigin,omitempty"`
 }
 
 // File is one regular file written to the destination.

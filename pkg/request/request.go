@@ -31,6 +31,10 @@ const (
 	// AnnotationRequestedBy is written by admission (the install's MutatingAdmissionPolicy),
 	// never by users: who last set a request annotation.
 	AnnotationRequestedBy = "podcopy/requested-by"
+	// AnnotationRequestOrigin is written by admission with requested-by: "creation" when the
+	// request came with the pod's creation (a template: whoever created the pod asked),
+	// "update" when it was set on a running pod.
+	AnnotationRequestOrigin = "podcopy/request-origin"
 	// DefaultContainerAnnotation is kubectl's choice of default container.
 	DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
 )
@@ -63,6 +67,8 @@ type Request struct {
 	Source Source `json:"-"`
 	// RequestedBy is SPEC §1 podcopy/requested-by (set by admission); not part of the identity.
 	RequestedBy string `json:"-"`
+	// Origin is podcopy/request-origin (set by admission); not part of the identity.
+	Origin string `json:"-"`
 }
 
 // Source is how a request's files are read.
@@ -118,7 +124,7 @@ func invalid(format string, args ...any) error {
 // Parse reads and validates the request on pod against pol. Every failure is an *InvalidError.
 func Parse(pod *corev1.Pod, pol policy.Policy) (Request, error) {
 	a := pod.Annotations
-	r := Request{RequestedBy: a[AnnotationRequestedBy]}
+	r := Request{RequestedBy: a[AnnotationRequestedBy], Origin: a[AnnotationRequestOrigin]}
 	paths, err := parsePaths(a[AnnotationCollect])
 	if err != nil {
 		return r, err

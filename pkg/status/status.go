@@ -50,6 +50,9 @@ type Status struct {
 	ExpectedBytes int64 `json:"expectedBytes,omitempty"`
 	// RequestedBy is who set the request (podcopy/requested-by, written by admission).
 	RequestedBy string `json:"requestedBy,omitempty"`
+	// RequestOrigin is podcopy/request-origin: "creation" (the request came with the pod) or
+	// "update".
+	RequestOrigin string `json:"requestOrigin,omitempty"`
 	// Reason is a machine-readable token beside Message (package failure; SPEC §9).
 	Reason string `json:"reason,omitempty"`
 	// ManifestSHA256 is the hex SHA-256 of the collection's manifest.json as the agent wrote
