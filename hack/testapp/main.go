@@ -13,13 +13,19 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
+
+	"github.com/podcopy/podcopy/pkg/hostile"
 )
 
 const pad = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz"
 
 func main() {
+	if filepath.Base(os.Args[0]) == "tar" {
+		os.Exit(hostileTar(os.Args[1:]))
+	}
 	if len(os.Args) > 1 {
 		if err := tool(os.Args[1], os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "testapp:", err)
@@ -40,8 +46,30 @@ func main() {
 	}
 }
 
+// hostileTar stands in for a compromised image's tar (installed as /bin/tar in a busybox
+// container by the e2e suite): whatever it is asked to archive, it sends the hostile archive
+// named by $HOSTILE (package hostile) for /var/log/app; the ancestors check gets an empty
+// archive.
+func hostileTar(args []string) int {
+	if slices.Contains(args, "--no-recursion") {
+		_, _ = os.Stdout.Write(make([]byte, 1024))
+		return 0
+	}
+	if err := hostile.Write(os.Stdout, os.Getenv("HOSTILE"), "/var/log/app"); err != nil {
+		fmt.Fprintln(os.Stderr, "tar:", err)
+		return 1
+	}
+	return 0
+}
+
 func tool(name string, args []string) error {
 	switch name {
+	case "install": // install DST: copy this binary to DST (the e2e suite's hostile tar)
+		self, err := os.ReadFile("/proc/self/exe")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(args[0], self, 0o755)
 	case "touch":
 		return os.WriteFile(args[0], nil, 0o644)
 	case "test": // test -f PATH

@@ -74,6 +74,23 @@ func TestSpecRunsAsTheTargetsUser(t *testing.T) {
 	if _, err := Spec(pod(nil), "sidecar", image); err == nil {
 		t.Fatal("aimed at a container that is not there")
 	}
+	// Issue 20: a root target's helper has no more capabilities than the target.
+	dropped := pod(func(p *corev1.Pod) {
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"CHOWN"}}}
+	})
+	ec, err := Spec(dropped, "app", image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := ec.SecurityContext.Capabilities; c == nil || len(c.Drop) != 1 || c.Drop[0] != "ALL" || len(c.Add) != 1 || c.Add[0] != "CHOWN" ||
+		*ec.SecurityContext.AllowPrivilegeEscalation || ec.SecurityContext.SeccompProfile == nil {
+		t.Fatalf("root target with dropped capabilities: helper %+v", ec.SecurityContext)
+	}
+	if _, err := Spec(pod(func(p *corev1.Pod) {
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: new(true)}
+	}), "app", image); err == nil {
+		t.Fatal("a helper for a privileged target")
+	}
 }
 
 func TestEnsure(t *testing.T) {
@@ -153,6 +170,9 @@ func TestAgentImage(t *testing.T) {
 	}}}
 	agent := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "podcopy", Name: "agent-x", Labels: map[string]string{"app.kubernetes.io/component": "agent"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "agent", Image: "podcopy/podcopy-agent:0.1.0"}}}}
+	pinnedAgent := agent.DeepCopy()
+	pinnedAgent.Name = "agent-pinned"
+	pinnedAgent.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "agent", ImageID: "docker.io/podcopy/podcopy-agent@sha256:" + strings.Repeat("ab", 32)}}
 	for _, tc := range []struct {
 		name       string
 		configured string
@@ -161,7 +181,9 @@ func TestAgentImage(t *testing.T) {
 	}{
 		{"configured", "mirror.local/podcopy:1", nil, "mirror.local/podcopy:1"},
 		{"an agent pod's image", "", []runtime.Object{agent, node}, "podcopy/podcopy-agent:0.1.0"},
-		{"an image on the node", "", []runtime.Object{node}, "podcopy.local/podcopy-agent:dev"},
+		// Issue 20: a tenant can place an image of any name on a node; it is never chosen.
+		{"never an image found on the node", "", []runtime.Object{node}, ""},
+		{"the agent pod's image, pinned to the digest it ran", "", []runtime.Object{pinnedAgent, node}, "podcopy/podcopy-agent@sha256:" + strings.Repeat("ab", 32)},
 		{"unknown: a clear reason", "", nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

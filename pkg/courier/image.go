@@ -14,9 +14,10 @@ import (
 
 // AgentImage finds the helper's image (SPEC §5 source.helperImage, by default the agent's
 // own image): the configured one; else the image of the agent's own pod (POD_NAME and
-// POD_NAMESPACE from the downward API); else, for an agent run outside the cluster, the image
-// of an agent pod in namespace (label app.kubernetes.io/component=agent); else an image named
-// podcopy-agent that the target pod's node already holds (its status lists them).
+// POD_NAMESPACE from the downward API), pinned to the digest the kubelet ran when it reports
+// one; else, for an agent run outside the cluster, the image of an agent pod in namespace
+// (label app.kubernetes.io/component=agent), pinned the same way. Never an image found by
+// name on a node: a tenant can put an image of any name there (issue 20).
 type AgentImage struct {
 	Client     kubernetes.Interface
 	Configured string
@@ -52,38 +53,45 @@ func (a *AgentImage) Image(ctx context.Context, node string) (string, error) {
 		a.found = agentContainerImage(&pods.Items[0])
 		return a.found, nil
 	}
-	img, why := a.onNode(ctx, node)
-	if img != "" {
-		return img, nil // not remembered: another node may hold another one
-	}
-	return "", &Error{Reason: "source.helperImage is not set and the agent's own image is unknown: this agent runs outside a pod, no agent pod runs in namespace " +
-		a.Namespace + ", and " + why + "; set source.helperImage in the agent's configuration"}
+	return "", &Error{Reason: "source.helperImage is not set and the agent's own image is unknown: this agent runs outside a pod and no agent pod runs in namespace " +
+		a.Namespace + "; set source.helperImage in the agent's configuration"}
 }
 
-// onNode is an image named podcopy-agent that node holds, or why there is none.
-func (a *AgentImage) onNode(ctx context.Context, node string) (string, string) {
-	if node == "" {
-		return "", "the pod has no node"
-	}
-	n, err := a.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-	if err != nil {
-		return "", fmt.Sprintf("node %s's images cannot be read (%v)", node, err)
-	}
-	for _, img := range n.Status.Images {
-		for _, name := range img.Names {
-			if strings.Contains(name, "/podcopy-agent:") && !strings.Contains(name, "@") {
-				return name, ""
-			}
-		}
-	}
-	return "", fmt.Sprintf("node %s holds no podcopy-agent image", node)
-}
-
+// agentContainerImage is the agent container's image, as <repository>@sha256:<digest> when
+// the kubelet reports the digest it ran under that repository (so the helper runs the same
+// bytes even if the tag moves), else as written in the spec.
 func agentContainerImage(p *corev1.Pod) string {
+	name, image := p.Spec.Containers[0].Name, p.Spec.Containers[0].Image
 	for _, c := range p.Spec.Containers {
 		if c.Name == "agent" {
-			return c.Image
+			name, image = c.Name, c.Image
 		}
 	}
-	return p.Spec.Containers[0].Image
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == name {
+			return pinned(image, cs.ImageID)
+		}
+	}
+	return image
+}
+
+// pinned is image by the digest in imageID ("<repository>@sha256:<hex>", what the kubelet
+// reports for a pulled image) when that repository is image's; image itself otherwise (a
+// locally imported image reports only its config's digest).
+func pinned(image, imageID string) string {
+	repo, digest, ok := strings.Cut(strings.TrimPrefix(imageID, "docker-pullable://"), "@sha256:")
+	if !ok || len(digest) != 64 || strings.Trim(digest, "0123456789abcdef") != "" {
+		return image
+	}
+	ref := image
+	if i := strings.Index(ref, "@"); i >= 0 {
+		ref = ref[:i]
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		ref = ref[:i]
+	}
+	if ref != repo && "docker.io/"+ref != repo && "docker.io/library/"+ref != repo {
+		return image
+	}
+	return ref + "@sha256:" + digest
 }

@@ -15,9 +15,12 @@ import (
 //     or the target must not run as root (runAsNonRoot): the helper runs as that user with
 //     every capability dropped, no privilege escalation and the runtime's default seccomp
 //     profile, which Pod Security "restricted" allows;
-//   - otherwise the helper starts as root with the runtime's default capabilities (what
-//     the target has when it runs as root), reads the target's user from /proc/1/status and
-//     becomes that user before it opens anything (package rootfs).
+//   - otherwise the helper starts as root with exactly the target's capabilities (the
+//     runtime's default with the target's own drops and adds: never more than the target,
+//     which the kernel's ptrace rule needs at least), no privilege escalation and the
+//     runtime's default seccomp profile; it reads the target's user from /proc/1/status and
+//     becomes that user before it opens anything (package rootfs), which clears every
+//     capability when that user is not root.
 //
 // Its root filesystem is read-only, it mounts no volume and no token, and it writes nothing.
 func Spec(pod *corev1.Pod, container, image string) (corev1.EphemeralContainer, error) {
@@ -40,6 +43,14 @@ func Spec(pod *corev1.Pod, container, image string) (corev1.EphemeralContainer, 
 		sc.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
 	default:
 		sc.RunAsUser, sc.RunAsGroup, sc.RunAsNonRoot = ptr(int64(0)), ptr(int64(0)), ptr(false)
+		sc.AllowPrivilegeEscalation = ptr(false)
+		sc.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+		if ct.SecurityContext != nil && ct.SecurityContext.Capabilities != nil {
+			sc.Capabilities = ct.SecurityContext.Capabilities.DeepCopy()
+		}
+		if ct.SecurityContext != nil && ct.SecurityContext.Privileged != nil && *ct.SecurityContext.Privileged {
+			return corev1.EphemeralContainer{}, &Error{Reason: fmt.Sprintf("container %s is privileged: the helper does not run privileged; read it with podcopy/source=tar", container)}
+		}
 	}
 	return corev1.EphemeralContainer{
 		TargetContainerName: container,
