@@ -158,6 +158,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 		Sink:       follow.ExecSink{Exec: h.Exec},
 		UID:        string(pod.UID),
 		Layout:     func(p string) (string, string, error) { return dest.FollowFile(req.Container, p) },
+		Retired:    func(p, uid string) (string, string, error) { return dest.RetiredFollowFile(req.Container, p, uid) },
 		Allow:      func(p string) error { return h.Settings.Policy().Check(p) },
 		MaxSegment: h.Settings.Limits().MaxBytes, // a large backlog ships over several ticks
 	}

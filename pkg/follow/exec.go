@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/podcopy/podcopy/pkg/exec"
 )
@@ -123,6 +124,17 @@ func (s ExecSink) Probe(ctx context.Context, dst exec.Target, file, state string
 		return Checkpoint{}, 0, false, fmt.Errorf("reading the checkpoint of %s in %s: %w", file, dst, err)
 	}
 	return parseProbe(out.String())
+}
+
+// Retire implements Sink.
+func (s ExecSink) Retire(ctx context.Context, dst exec.Target, file, state, toFile, toState string) error {
+	var errb bytes.Buffer
+	err := s.Exec.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", retireScript, argv0, file, state, toFile, toState},
+		Stderr: &limitedBuffer{b: &errb, n: 4096}})
+	if err != nil {
+		return fmt.Errorf("setting aside the earlier pod's %s in %s: %w (%s)", file, dst, err, strings.TrimSpace(errb.String()))
+	}
+	return nil
 }
 
 // Append implements Sink.

@@ -25,6 +25,10 @@ type File struct {
 	// MaxSegment bounds the bytes one segment ships (0: no bound), so a large backlog is
 	// shipped over several ticks instead of in one unbounded stream (policy.maxBytes).
 	MaxSegment int64
+	// Retired names where an earlier pod's (uid) Dest and State are set aside when this pod
+	// (another UID, the same name) starts following (layout.Layout.Retired). Nil: they are
+	// not set aside (tests of other behaviour).
+	Retired func(uid string) (file, state string, err error)
 
 	cp       Checkpoint
 	dst      exec.Target // where cp was read from; a new destination is probed again
@@ -54,6 +58,18 @@ func (f *File) Tick(ctx context.Context, dst exec.Target) (Report, error) {
 		cp, size, ok, err := f.Sink.Probe(ctx, dst, f.Dest, f.State)
 		if err != nil {
 			return rep, err
+		}
+		if ok && cp.UID != "" && cp.UID != f.UID && f.Retired != nil {
+			// An earlier pod with this name harvested here: its file is set aside under
+			// its UID, and this pod's file starts empty (SPEC §4, §9).
+			toFile, toState, err := f.Retired(cp.UID)
+			if err != nil {
+				return rep, err
+			}
+			if err := f.Sink.Retire(ctx, dst, f.Dest, f.State, toFile, toState); err != nil {
+				return rep, err
+			}
+			size = 0
 		}
 		if !ok || cp.UID != f.UID {
 			cp = Checkpoint{UID: f.UID} // a new destination, or a new pod with this name

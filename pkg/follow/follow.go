@@ -73,6 +73,9 @@ type Sink interface {
 	// Append records that a segment starting at start follows, then appends r to file. It
 	// returns the bytes that landed in file, which can be fewer than it read from r.
 	Append(ctx context.Context, dst exec.Target, file, state string, start Checkpoint, r io.Reader) (int64, error)
+	// Retire renames file and state (an earlier pod's, with the same name) to toFile and
+	// toState, so the new pod's bytes never extend them.
+	Retire(ctx context.Context, dst exec.Target, file, state, toFile, toState string) error
 }
 
 // parseHeader reads "podcopy-follow 1 status inode start size pathInode pathSize prefix".

@@ -613,3 +613,57 @@ func TestFileShipsABacklogInBoundedSegments(t *testing.T) {
 		})
 	}
 }
+
+// TestNewPodWithTheSameNameNeverExtendsTheOld (issue 20): a pod followed, deleted, and a pod
+// with the same name (a new UID) followed: the earlier pod's harvested file and checkpoint
+// are set aside under its UID, and the new pod's file holds only its own bytes.
+func TestNewPodWithTheSameNameNeverExtendsTheOld(t *testing.T) {
+	t.Parallel()
+	const oldUID, newUID = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
+	for _, fl := range flavours() {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, fl)
+			retired := func(uid string) (string, string, error) {
+				l, err := layout.New(f.dst, "ns", "pod")
+				if err != nil {
+					return "", "", err
+				}
+				return l.RetiredFollowFile("app", f.path, uid)
+			}
+			appendTo(t, f.path, "old pod line 1\nold pod line 2\n")
+			old := f.file(nil)
+			old.UID, old.Retired = oldUID, retired
+			tick(t, old)
+			// The pod is replaced: its file starts again, shorter than the old checkpoint.
+			if err := os.WriteFile(f.path, []byte("new\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			next := f.file(nil)
+			next.UID, next.Retired = newUID, retired
+			tick(t, next)
+			if got := f.dest(t); got != "new\n" {
+				t.Fatalf("the new pod's file holds %q", got)
+			}
+			file, state, err := retired(oldUID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(file)
+			if err != nil || string(b) != "old pod line 1\nold pod line 2\n" {
+				t.Fatalf("the old pod's file %s: %q, %v", file, b, err)
+			}
+			if _, err := os.Stat(state); err != nil {
+				t.Fatalf("the old pod's checkpoint: %v", err)
+			}
+			// The same pod again: nothing is set aside.
+			appendTo(t, f.path, "more\n")
+			again := f.file(nil)
+			again.UID, again.Retired = newUID, retired
+			tick(t, again)
+			if got := f.dest(t); got != "new\nmore\n" {
+				t.Fatalf("the new pod's file after a restart holds %q", got)
+			}
+		})
+	}
+}

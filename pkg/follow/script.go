@@ -45,6 +45,12 @@ var probeScript string
 //go:embed scripts/append.sh
 var appendScript string
 
+// retireScript renames an earlier pod's harvested file $1 and checkpoint $2 to $3 and $4
+// (names the layout computed for that pod's UID), refusing to overwrite.
+//
+//go:embed scripts/retire.sh
+var retireScript string
+
 // globScript prints, NUL-terminated, the regular files (not symlinks) glob $1 matches. With
 // IFS empty, the unquoted $1 is expanded as a pattern but never split or run.
 //

@@ -36,6 +36,9 @@ type Set struct {
 	// Layout is where followed files and their checkpoints land (layout.Layout.FollowFile
 	// of the followed pod and container): the one owner of destination paths.
 	Layout func(path string) (dest, state string, err error)
+	// Retired is where an earlier pod's (uid) file and checkpoint of a path are set aside
+	// (layout.Layout.Retired).
+	Retired func(path, uid string) (dest, state string, err error)
 	// MaxSegment bounds each shipped segment (see File.MaxSegment).
 	MaxSegment int64
 	// Allow, when set, vets each file a glob matches (the agent's path policy).
@@ -119,6 +122,10 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 				continue
 			}
 			f = &File{Source: s.Source, Sink: s.Sink, Path: p, UID: s.UID, Dest: dest, State: state, MaxSegment: s.MaxSegment}
+			if s.Retired != nil {
+				p := p
+				f.Retired = func(uid string) (string, string, error) { return s.Retired(p, uid) }
+			}
 			s.files[p] = f
 		}
 		f.Source = s.Source // the caller may switch sources between ticks (to the helper)

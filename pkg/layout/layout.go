@@ -137,6 +137,27 @@ func (l Layout) FollowFile(container, src string) (file, checkpoint string, err 
 	return file, checkpoint, err
 }
 
+// podUID is the form of a Kubernetes UID (RFC 4122 text).
+var podUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// RetiredFollowFile is where an earlier pod's (uid; same name, another UID) harvested file
+// of src and its checkpoint are set aside when a new pod with that name is followed:
+// <file>.pod-<uid> and <checkpoint>.pod-<uid> (SPEC §4).
+func (l Layout) RetiredFollowFile(container, src, uid string) (file, checkpoint string, err error) {
+	if !podUID.MatchString(uid) {
+		return "", "", fmt.Errorf("pod UID %q is not a UID", uid)
+	}
+	f, c, err := l.FollowFile(container, src)
+	if err != nil {
+		return "", "", err
+	}
+	if file, err = l.confine(f + ".pod-" + uid); err != nil {
+		return "", "", err
+	}
+	checkpoint, err = l.confine(c + ".pod-" + uid)
+	return file, checkpoint, err
+}
+
 // confine refuses p unless it is clean and strictly below Root.
 func (l Layout) confine(p string) (string, error) {
 	root := l.Root()

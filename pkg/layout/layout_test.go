@@ -103,3 +103,21 @@ func FuzzLayout(f *testing.F) {
 		}
 	})
 }
+
+func TestRetiredFollowFile(t *testing.T) {
+	t.Parallel()
+	l, err := New("/collect", "ns", "pod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, c, err := l.RetiredFollowFile("app", "/var/log/a.log", "11111111-2222-3333-4444-555555555555")
+	if err != nil || f != "/collect/ns/pod/follow/app/var/log/a.log.pod-11111111-2222-3333-4444-555555555555" ||
+		c != "/collect/ns/pod/follow/.checkpoints/app/var/log/a.log.pod-11111111-2222-3333-4444-555555555555" {
+		t.Fatalf("%q %q %v", f, c, err)
+	}
+	for _, uid := range []string{"", "../../x", "11111111-2222-3333-4444-55555555555/"} {
+		if _, _, err := l.RetiredFollowFile("app", "/var/log/a.log", uid); err == nil {
+			t.Errorf("uid %q accepted", uid)
+		}
+	}
+}
