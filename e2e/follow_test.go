@@ -216,3 +216,41 @@ func deleteAgentPod(t *testing.T) {
 		return false, nil
 	})
 }
+
+// TestFollowAcrossASameNamePod (issue 20): a followed pod is deleted and a pod with the same
+// name (a new UID) is followed: the new pod's harvested file holds only its own lines, the
+// earlier pod's is kept whole under its UID.
+func TestFollowAcrossASameNamePod(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	dst := analysis(t)
+	file := followDest(t, ns, "same", "app", "/var/log/app/pod.log")
+	follow := map[string]string{"podcopy/collect": "/var/log/app/pod.log", "podcopy/mode": "follow", "podcopy/interval": "5s"}
+	first := sourcePod(t, ns, "same", imageBusybox, "mkdir -p /var/log/app && echo 'first pod' > /var/log/app/pod.log")
+	annotate(t, ns, "same", follow)
+	waitFor(t, time.Minute, "the first pod's line harvested", func(ctx context.Context) (bool, error) {
+		out, _ := run(t, dst, "cat", file)
+		return out == "first pod\n", nil
+	})
+	zero := int64(0)
+	if err := client.CoreV1().Pods(ns).Delete(t.Context(), "same", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the first pod gone", func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().Pods(ns).Get(ctx, "same", metav1.GetOptions{})
+		return err != nil, nil
+	})
+	second := sourcePod(t, ns, "same", imageBusybox, "mkdir -p /var/log/app && echo 'second' > /var/log/app/pod.log")
+	if second.UID == first.UID {
+		t.Fatal("the same UID")
+	}
+	annotate(t, ns, "same", follow)
+	waitFor(t, time.Minute, "the second pod's line harvested", func(ctx context.Context) (bool, error) {
+		out, _ := run(t, dst, "cat", file)
+		return out == "second\n", nil
+	})
+	if out := mustRun(t, dst, "cat", file+".pod-"+string(first.UID)); out != "first pod\n" {
+		t.Fatalf("the first pod's harvested file: %q", out)
+	}
+	t.Logf("%s holds the second pod's line; %s.pod-%s the first pod's", file, file, first.UID)
+}

@@ -56,7 +56,10 @@ func TestHostileSources(t *testing.T) {
 		{kind: hostile.Crafted, reason: failure.Succeeded, within: time.Minute},
 		{kind: hostile.Endless, reason: failure.LimitExceeded, within: time.Minute},
 		{kind: hostile.HugeSkipped, reason: failure.SourceBudgetExceeded, within: 2 * time.Minute},
-		{kind: hostile.Drip, reason: failure.DeadlineExceeded, within: 3 * time.Minute},
+		{kind: hostile.Drip, reason: failure.DeadlineExceeded, within: 5 * time.Minute},
+		// A legitimate source that takes 150 s, longer than the e2e agent's staleAfter (1m)
+		// plus a sweep period (1m): its staging directory is kept live by the heartbeat.
+		{kind: hostile.Slow, reason: failure.Succeeded, within: 5 * time.Minute},
 	}
 	for _, tc := range cases {
 		hostilePod(t, ns, tc.kind, tc.kind)
@@ -102,6 +105,9 @@ func TestHostileSources(t *testing.T) {
 				if got := sha256In(t, dst, base+f.Path); got != f.SHA256 {
 					t.Fatalf("%s: stored %s, manifest %s", f.Path, got, f.SHA256)
 				}
+			}
+			if tc.kind == hostile.Slow && (len(m.Files) != 2 || m.Files[1].Size != hostile.SlowBlocks*512) {
+				t.Fatalf("slow: files %+v (the sweep removed live staging?)", m.Files)
 			}
 			if tc.kind == hostile.Crafted && len(m.Skipped) < 8 {
 				t.Fatalf("crafted: skipped %+v", m.Skipped)

@@ -107,7 +107,8 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	chooser := destination.Chooser{Client: client, Config: opts.Destination, Lister: dstLister}
 	executor := m.CountExecs(exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport))
 	handler := &collect.Handler{
-		Runner:   &ship.Shipper{Exec: executor, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout},
+		Runner: &ship.Shipper{Exec: executor, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout,
+			Heartbeat: ship.HeartbeatFor(opts.Destination.StaleAfter)},
 		Exec:     executor,
 		Chooser:  chooser,
 		Status:   status.PatchWriter{Client: client},

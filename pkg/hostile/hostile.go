@@ -32,13 +32,19 @@ const (
 	// nobody asked for, a file then a directory of the same name, and a hard link reusing a
 	// written name; OK is collected among them.
 	Crafted = "crafted"
+	// Slow is not an attack: a legitimate 75-block file sent one 512-byte block per
+	// DripEvery (150 s at the default), to prove a slow collection is never swept as stale.
+	Slow = "slow"
 	// LongNames holds many skipped entries with 64 KiB names (a small archive, a huge
 	// manifest unless names are bounded).
 	LongNames = "long-names"
 )
 
 // Kinds lists every kind.
-var Kinds = []string{SparseGNU, SparsePAX, HugeSkipped, Endless, Drip, Crafted, LongNames}
+var Kinds = []string{SparseGNU, SparsePAX, HugeSkipped, Endless, Drip, Crafted, LongNames, Slow}
+
+// SlowBlocks is the size of Slow's file in 512-byte blocks.
+const SlowBlocks = 75
 
 // DripEvery is the pace of Drip.
 var DripEvery = 2 * time.Second
@@ -96,6 +102,17 @@ func Write(w io.Writer, kind, dir string) error {
 	case Crafted:
 		if _, err := w.Write(crafted(rel)); err != nil {
 			return err
+		}
+	case Slow:
+		if _, err := w.Write(header(rel+"/slow.log", tar.TypeReg, SlowBlocks*512)); err != nil {
+			return err
+		}
+		block := []byte(strings.Repeat("slow but legitimate line\n", 21) + "...........\n")
+		for range SlowBlocks {
+			if _, err := w.Write(block[:512]); err != nil {
+				return err
+			}
+			time.Sleep(DripEvery)
 		}
 	case LongNames:
 		for i := range 64 {

@@ -91,6 +91,13 @@ func PublishCommand(stagingRoot, id, final string, gzip bool) []string {
 // CompleteMarker is the line PublishCommand prints after the rename.
 func CompleteMarker(id string) string { return "podcopy-complete " + id + "\n" }
 
+// HeartbeatCommand refreshes the modification time of a collection's staging directory
+// while it is in flight (never creating it), so the stale sweep, which decides by that time,
+// never removes a live collection however slowly its files arrive.
+func HeartbeatCommand(staging string) []string {
+	return []string{"touch", "-c", "--", staging}
+}
+
 // CleanupCommand removes a staging directory that did not complete.
 func CleanupCommand(staging string) []string {
 	return []string{"rm", "-rf", "--", staging}

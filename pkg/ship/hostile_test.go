@@ -1,6 +1,7 @@
 package ship
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,4 +178,56 @@ func TestSourceBudgetCountsSkippedData(t *testing.T) {
 	}
 	var le *LimitError
 	_ = errors.As(nil, &le)
+}
+
+// countingExec counts the heartbeats sent to the destination.
+type countingExec struct {
+	exec.Executor
+	touches atomic.Int64
+}
+
+func (c *countingExec) Exec(ctx context.Context, req exec.Request) error {
+	if len(req.Command) > 0 && req.Command[0] == "touch" {
+		c.touches.Add(1)
+	}
+	return c.Executor.Exec(ctx, req)
+}
+
+// TestRunHeartbeatKeepsStagingLive (issue 20): while a slow source trickles, the staging
+// directory's modification time is refreshed, so the stale sweep (which decides by it)
+// never removes a collection in flight; the heartbeat stops with the collection.
+func TestRunHeartbeatKeepsStagingLive(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "gnu")
+	ce := &countingExec{Executor: f.local}
+	f.shipper.Exec = exectest.Route{Source: exectest.Func(func(ctx context.Context, req exec.Request) error {
+		if strings.Contains(strings.Join(req.Command, " "), "--no-recursion") {
+			_, err := req.Stdout.Write(make([]byte, 1024))
+			return err
+		}
+		archive := buildTar(t, []entry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./var/log/app/slow", Mode: 0o644}, data: strings.Repeat("x", 2048)}})
+		for i := 0; i < len(archive); i += 512 { // a block every 100 ms
+			if _, err := req.Stdout.Write(archive[i : i+512]); err != nil {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return nil
+	}), Other: ce, SourcePod: "src"}
+	f.shipper.Heartbeat = 100 * time.Millisecond
+	j := f.job("/var/log/app")
+	if _, err := f.shipper.Run(t.Context(), j); err != nil {
+		t.Fatal(err)
+	}
+	n := ce.touches.Load()
+	if n < 3 {
+		t.Fatalf("%d heartbeats over a ~1 s collection, every 100 ms", n)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if after := ce.touches.Load(); after != n {
+		t.Fatalf("heartbeats went on after the collection: %d then %d", n, after)
+	}
+	if HeartbeatFor(time.Hour) != 15*time.Minute || HeartbeatFor(time.Second) != 10*time.Second {
+		t.Fatal("HeartbeatFor")
+	}
 }

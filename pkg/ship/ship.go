@@ -146,6 +146,15 @@ type Shipper struct {
 	Now func() time.Time
 	// Stall is the progress watchdog (DefaultStall when zero).
 	Stall time.Duration
+	// Heartbeat is how often a collection in flight refreshes its staging directory's
+	// modification time (0: never). Set it well below destination.staleAfter.
+	Heartbeat time.Duration
+}
+
+// HeartbeatFor is the heartbeat for a stale sweep of staleAfter: a quarter of it, at least
+// ten seconds.
+func HeartbeatFor(staleAfter time.Duration) time.Duration {
+	return max(staleAfter/4, 10*time.Second)
 }
 
 // LimitError is a collection that exceeded policy limits. Token is its reason token
@@ -298,6 +307,14 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 		}
 		dstR.CloseWithError(errOr(dstErr, errDestinationStopped))
 	}()
+	var beats sync.WaitGroup
+	beatCtx, stopBeats := context.WithCancel(ctx)
+	defer func() { stopBeats(); beats.Wait() }() // also when the legs' wait is cut short
+	if s.Heartbeat > 0 {
+		if staging, err := job.Layout.Staging(job.Header.Collection); err == nil {
+			beats.Go(func() { s.heartbeat(beatCtx, job.Destination, staging) })
+		}
+	}
 	res, procErr := s.process(ctx, job, p, srcR, wd.writer(dstW), codec)
 	if procErr != nil {
 		cancel(procErr)
@@ -321,6 +338,24 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 		return res, procErr
 	}
 	return res, nil
+}
+
+// heartbeat touches the staging directory every s.Heartbeat until ctx ends (run cancels it
+// once both legs are done). A failed touch is not the
+// collection's failure; the watchdog and the legs report what matters.
+func (s *Shipper) heartbeat(ctx context.Context, dst exec.Target, staging string) {
+	t := time.NewTicker(s.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, s.Heartbeat)
+		_ = s.Exec.Exec(hctx, exec.Request{Target: dst, Command: HeartbeatCommand(staging)})
+		cancel()
+	}
 }
 
 // errDestinationStopped is what the source side sees when the analysis pod's exec ended
