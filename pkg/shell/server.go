@@ -24,6 +24,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/podcopy/podcopy/pkg/exec"
@@ -95,6 +96,10 @@ type Server struct {
 	wg      sync.WaitGroup
 	// failures counts failed sign-ins per remote address (rate limit before any upgrade).
 	failures failureLimiter
+	// known holds tokens that signed in; reviews bounds TokenReviews of new ones.
+	known       knownTokens
+	reviews     *rate.Limiter
+	reviewsOnce sync.Once
 }
 
 // Serve runs the server on l until ctx ends, then ends every session and waits for them.
@@ -197,7 +202,7 @@ func (s *Server) defaultTarget(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing bearer token", http.StatusUnauthorized)
 		return
 	}
-	if _, err := s.Authn.Authenticate(r.Context(), token); err != nil {
+	if _, err := s.authenticate(r.Context(), token); err != nil {
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
 	}
@@ -237,7 +242,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	host := remoteHost(r)
-	if s.failures.limited(host, time.Now()) {
+	if _, known := s.known.get(token, time.Now()); !known && s.failures.limited(host, time.Now()) {
 		s.count("limited")
 		http.Error(w, "too many failed sign-ins from this address; wait a minute", http.StatusTooManyRequests)
 		return
@@ -259,6 +264,11 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		user, target, command, err = s.admit(ctx, r.URL.Query(), token)
 		cancel()
+		if errors.Is(err, errReviewsBusy) {
+			s.count("limited")
+			http.Error(w, err.Error(), http.StatusTooManyRequests)
+			return
+		}
 		if errors.As(err, &refused) && refused.Code == CloseUnauthenticated {
 			s.failures.add(host, time.Now())
 			s.count("unauthenticated")
@@ -335,7 +345,7 @@ func (s *Server) admit(ctx context.Context, q url.Values, token string) (User, e
 	if token == "" {
 		return User{}, exec.Target{}, nil, &RefusedError{Code: CloseUnauthenticated, Reason: "no token: sign in with your Kubernetes bearer token"}
 	}
-	user, err := s.Authn.Authenticate(ctx, token)
+	user, err := s.authenticate(ctx, token)
 	if err != nil {
 		var refused *RefusedError
 		if errors.As(err, &refused) {

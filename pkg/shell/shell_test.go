@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 
 	"io"
 	"net"
@@ -395,5 +396,64 @@ func TestFailureLimiter(t *testing.T) {
 	}
 	if f.limited("10.0.0.1", now.Add(failureWindow+time.Second)) {
 		t.Fatal("failures did not age out")
+	}
+}
+
+// TestOneGuesserLocksNoOneOut (issue 20): behind one address (a port-forward, an ingress),
+// a client guessing tokens is limited, but a user whose token already signed in from there
+// still gets in; tokens that signed in are not reviewed again.
+func TestOneGuesserLocksNoOneOut(t *testing.T) {
+	h := newHarness(t, Config{MaxSessions: 100, MaxSessionsPerUser: 100, IdleTimeout: time.Minute})
+	defer h.stop()
+	ws, err := h.dial(t, "token-a", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.Close()
+	for range maxFailures + 5 {
+		h.dialStatus(t, "garbage")
+	}
+	if code := h.dialStatus(t, "garbage"); code != http.StatusTooManyRequests {
+		t.Fatalf("the guesser: HTTP %d, want 429", code)
+	}
+	ws, err = h.dial(t, "token-a", "", "")
+	if err != nil {
+		t.Fatalf("a signed-in user behind the same address was locked out: %v", err)
+	}
+	_ = ws.Close()
+}
+
+// countingAuthn counts TokenReviews.
+type countingAuthn struct{ n atomic.Int64 }
+
+func (c *countingAuthn) Authenticate(ctx context.Context, token string) (User, error) {
+	c.n.Add(1)
+	return fakeAuthn{}.Authenticate(ctx, token)
+}
+
+func TestTokenReviewsAreBounded(t *testing.T) {
+	t.Parallel()
+	a := &countingAuthn{}
+	s := &Server{Authn: a}
+	for range 5 {
+		if _, err := s.authenticate(t.Context(), "token-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.n.Load() != 1 {
+		t.Fatalf("%d TokenReviews for one token signing in 5 times", a.n.Load())
+	}
+	// New tokens beyond the burst wait for the budget; with a cancelled context they are
+	// told to retry instead of reaching the API server.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	busy := 0
+	for i := range reviewBurst + 10 {
+		if _, err := s.authenticate(ctx, fmt.Sprintf("guess-%d", i)); errors.Is(err, errReviewsBusy) {
+			busy++
+		}
+	}
+	if busy == 0 || a.n.Load() > reviewBurst+1 {
+		t.Fatalf("%d reviews, %d told to retry", a.n.Load(), busy)
 	}
 }
