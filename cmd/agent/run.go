@@ -122,6 +122,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Agent:       manifest.Agent{Version: version, Node: node},
 			Attempts:    opts.Retry.Attempts,
 			Source:      request.Source(opts.Source.Mode),
+			Quota:       opts.Destination.Quota,
 		},
 		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
 			Client: client, Configured: opts.Source.HelperImage, Namespace: opts.Destination.Namespace}).Image},
@@ -152,7 +153,8 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	g.Go(func() error { return ctrl.Run(gctx) })
 	serve(g, gctx, srv)
 	sweeper := sweep.Sweeper{Exec: executor, Targets: chooser.All, Dir: opts.Destination.Dir,
-		After: opts.Destination.StaleAfter, Removed: m.StalePartialsRemoved}
+		After: opts.Destination.StaleAfter, Removed: m.StalePartialsRemoved,
+		Retention: opts.Destination.Retention, RetentionRemoved: m.RetentionRemoved}
 	g.Go(func() error { return sweeper.Run(gctx) })
 	if opts.Shell.Enabled {
 		sh := &shell.Server{

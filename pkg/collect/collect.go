@@ -28,6 +28,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/ship"
 	"github.com/podcopy/podcopy/pkg/status"
+	"github.com/podcopy/podcopy/pkg/sweep"
 )
 
 // Event reasons of SPEC §2.
@@ -67,6 +68,8 @@ type Settings struct {
 	// Source is SPEC §5 source.mode: how files are read when a pod has no podcopy/source
 	// ("" means auto).
 	Source request.Source
+	// Quota is destination.quota: checked in the analysis pod before a once collection.
+	Quota destination.Quota
 }
 
 func (s Settings) attempts() int { return max(s.Attempts, 1) }
@@ -248,8 +251,20 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 				Message: fmt.Sprintf("collection %s was interrupted (its agent stopped) and retry.attempts=%d is used up; change podcopy/trigger to run it again", prev.Collection, h.Settings.attempts())})
 		}
 	}
+	quota, err := h.checkQuota(ctx, pod, dst)
+	if err != nil {
+		var qe *sweep.QuotaError
+		if !errors.As(err, &qe) {
+			return err // not measured: the queue retries the sync
+		}
+		now := h.now().UTC().Format(time.RFC3339)
+		h.event(pod, corev1.EventTypeWarning, ReasonFailed, "collection refused: "+qe.Reason)
+		log.Info("collection refused by the namespace's quota", "reason", qe.Reason)
+		return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Reason: failure.QuotaExceeded,
+			Message: qe.Reason, StartTime: now, CompletionTime: now, RequestedBy: req.RequestedBy, RequestOrigin: req.Origin})
+	}
 	for ; ; attempt++ {
-		st, err := h.attempt(ctx, log, pod, req, dst, attempt)
+		st, err := h.attempt(ctx, log, pod, req, dst, attempt, quota)
 		if st.Phase != status.Failed || attempt >= h.Settings.attempts() || !ship.Transient(err) || ctx.Err() != nil {
 			if err != nil && errors.Is(err, errStatusNotWritten) {
 				return err // nothing ran: the queue retries the sync
@@ -284,6 +299,21 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 			dst = d
 		}
 	}
+}
+
+// checkQuota measures the pod's namespace in the analysis pod when destination.quota is set:
+// a *sweep.QuotaError when it is used up, else the bytes the collection may still write (0:
+// no bound).
+func (h *Handler) checkQuota(ctx context.Context, pod *corev1.Pod, dst exec.Target) (int64, error) {
+	q := h.Settings.Quota
+	if !q.Enabled() || h.Exec == nil {
+		return 0, nil
+	}
+	u, err := sweep.Measure(ctx, h.Exec, dst, h.Settings.Dir, pod.Namespace)
+	if err != nil {
+		return 0, err
+	}
+	return sweep.Check(q, pod.Namespace, u)
 }
 
 // discardStaging removes the staging directory a previous agent's interrupted collection id
@@ -322,10 +352,11 @@ func (h *Handler) retryDelay(attempt int) time.Duration {
 
 // attempt runs one attempt and returns the status it ended in (Phase "" when the pod was
 // deleted), reporting through Events, metrics and the log.
-func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, attempt int) (status.Status, error) {
+func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, attempt int, quota int64) (status.Status, error) {
 	start := h.now().UTC()
 	id := req.ID()
 	job, err := h.job(pod, req, dst, start)
+	job.Limits.QuotaBytes = quota
 	if err != nil {
 		return status.Status{Request: id, Phase: status.Rejected, Reason: failure.InvalidRequest, Message: err.Error(), CompletionTime: start.Format(time.RFC3339)}, err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +24,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/courier"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/metrics"
@@ -419,6 +422,54 @@ func TestCompressionPerSource(t *testing.T) {
 			}
 			if !slices.Equal(r.gzip, tt.want) {
 				t.Fatalf("compressed runs %v, want %v", r.gzip, tt.want)
+			}
+		})
+	}
+}
+
+// TestQuotaRefusesBeforeWriting (issue 20): a namespace over destination.quota in the
+// analysis pod gets a Failed status with reason QuotaExceeded and an Event, and nothing
+// runs; under the quota, the collection runs with what is left as its bound.
+func TestQuotaRefusesBeforeWriting(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		usage string // what usage.sh prints
+		want  status.Phase
+	}{
+		{name: "over", usage: "2048 1\n", want: status.Failed},
+		{name: "under", usage: "512 1\n", want: status.Succeeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log"}, corev1.PodRunning)
+			e := newEnv(pod, nil)
+			e.h.Settings.Quota = destination.Quota{Bytes: "1Mi"}
+			e.h.Exec = exectest.Func(func(ctx context.Context, req exec.Request) error {
+				if !strings.Contains(strings.Join(req.Command, " "), "podcopy-usage") {
+					return fmt.Errorf("unexpected %v", req.Command)
+				}
+				_, err := io.WriteString(req.Stdout, tc.usage)
+				return err
+			})
+			if err := e.h.Sync(t.Context(), pod); err != nil {
+				t.Fatal(err)
+			}
+			st := e.status(t)
+			if st.Phase != tc.want {
+				t.Fatalf("status %+v", st)
+			}
+			if tc.want == status.Failed {
+				if st.Reason != failure.QuotaExceeded || !strings.Contains(st.Message, "destination.quota.bytes=1Mi") || len(e.runner.jobs) != 0 {
+					t.Fatalf("status %+v, %d jobs run", st, len(e.runner.jobs))
+				}
+				if evs := e.events(); len(evs) != 1 || !strings.Contains(evs[0], "Warning CollectionFailed collection refused") {
+					t.Fatalf("events %q", evs)
+				}
+				return
+			}
+			if got := e.runner.jobs[0].Limits.QuotaBytes; got != 512<<10 {
+				t.Fatalf("the job's quota bound %d, want %d", got, 512<<10)
 			}
 		})
 	}

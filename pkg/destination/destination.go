@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
@@ -32,7 +33,49 @@ type Config struct {
 	// StaleAfter is the age past which staging directories (<dir>/<ns>/<pod>/.partial/<id>)
 	// are removed: what a collection cut off before it could clean up left behind.
 	StaleAfter time.Duration `json:"staleAfter" mapstructure:"staleAfter"`
+	// Quota bounds what one source namespace may hold in an analysis pod.
+	Quota Quota `json:"quota" mapstructure:"quota"`
+	// Retention removes published collections past a count or an age (the janitor).
+	Retention Retention `json:"retention" mapstructure:"retention"`
 }
+
+// Quota bounds what one source namespace holds in an analysis pod (below <dir>/<ns>/):
+// Bytes (a quantity; "" or "0": no bound) of everything, follow files included, and
+// Collections (0: no bound) published. A collection that would pass either is refused
+// before it writes (reason QuotaExceeded).
+type Quota struct {
+	Bytes       string `json:"bytes,omitempty" mapstructure:"bytes"`
+	Collections int    `json:"collections,omitempty" mapstructure:"collections"`
+}
+
+// BytesValue is Bytes in bytes (0: no bound).
+func (q Quota) BytesValue() (int64, error) {
+	if q.Bytes == "" {
+		return 0, nil
+	}
+	v, err := resource.ParseQuantity(q.Bytes)
+	if err != nil {
+		return 0, fmt.Errorf("destination.quota.bytes %q: %w", q.Bytes, err)
+	}
+	return v.Value(), nil
+}
+
+// Enabled reports whether any quota is set.
+func (q Quota) Enabled() bool {
+	b, _ := q.BytesValue()
+	return b > 0 || q.Collections > 0
+}
+
+// Retention keeps, per source pod, the last KeepLast published collections (0: all) and
+// none older than MaxAge by their start time (0: forever). Staging directories and follow
+// files are never touched by it.
+type Retention struct {
+	KeepLast int           `json:"keepLast,omitempty" mapstructure:"keepLast"`
+	MaxAge   time.Duration `json:"maxAge,omitempty" mapstructure:"maxAge"`
+}
+
+// Enabled reports whether retention removes anything.
+func (r Retention) Enabled() bool { return r.KeepLast > 0 || r.MaxAge > 0 }
 
 // Validate checks the selector and dir.
 func (c Config) Validate() error {
@@ -47,6 +90,12 @@ func (c Config) Validate() error {
 	}
 	if c.StaleAfter != 0 && c.StaleAfter < time.Minute {
 		return fmt.Errorf("destination.staleAfter %s is shorter than a minute", c.StaleAfter)
+	}
+	if b, err := c.Quota.BytesValue(); err != nil || b < 0 || c.Quota.Collections < 0 {
+		return fmt.Errorf("destination.quota: bytes %q and collections %d must be non-negative (%v)", c.Quota.Bytes, c.Quota.Collections, err)
+	}
+	if c.Retention.KeepLast < 0 || c.Retention.MaxAge < 0 {
+		return fmt.Errorf("destination.retention: keepLast %d and maxAge %s must be non-negative", c.Retention.KeepLast, c.Retention.MaxAge)
 	}
 	return nil
 }

@@ -34,6 +34,8 @@ type Metrics struct {
 	CollectionRetries prometheus.Counter
 	// StalePartialsRemoved counts staging directories removed by the stale sweep.
 	StalePartialsRemoved prometheus.Counter
+	// RetentionRemoved counts published collections removed by destination.retention.
+	RetentionRemoved prometheus.Counter
 	// StatusWriteRetries counts final status writes that had to be retried.
 	StatusWriteRetries prometheus.Counter
 	// APIRequests counts the agent's requests to the API server: REST calls by HTTP method
@@ -85,6 +87,9 @@ func New() *Metrics {
 		StalePartialsRemoved: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "podcopy_stale_partials_removed_total", Help: "Staging directories older than destination.staleAfter removed from analysis pods.",
 		}),
+		RetentionRemoved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_retention_removed_collections_total", Help: "Published collections removed from analysis pods by destination.retention (keepLast, maxAge).",
+		}),
 		StatusWriteRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "podcopy_status_write_retries_total", Help: "Retries of a final podcopy/status write that failed (it is retried until it lands).",
 		}),
@@ -97,7 +102,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
 		m.SkippedEntries, m.Inflight, m.FollowLag, m.FollowLostBytes, m.FollowRotations,
-		m.CollectionRetries, m.StalePartialsRemoved, m.StatusWriteRetries, m.APIRequests,
+		m.CollectionRetries, m.StalePartialsRemoved, m.RetentionRemoved, m.StatusWriteRetries, m.APIRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -38,6 +38,9 @@ type Limits struct {
 	Deadline time.Duration
 	// MaxManifestBytes bounds the manifest (policy.maxManifestBytes; 0: no bound).
 	MaxManifestBytes int64
+	// QuotaBytes is what the source namespace may still write in the analysis pod
+	// (destination.quota.bytes less its usage; 0: no bound).
+	QuotaBytes int64
 }
 
 // Per-entry overhead of the source-bytes budget: a header block, a PAX header of up to two

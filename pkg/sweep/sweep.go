@@ -1,6 +1,8 @@
-// Package sweep removes staging directories that collections cut off mid-way left in the
-// analysis pods (SPEC §3 destination.staleAfter): on start and periodically. Complete
-// collections are never touched.
+// Package sweep is the janitor of the analysis pods: it removes staging directories that
+// collections cut off mid-way left (SPEC §3 destination.staleAfter; a collection in flight
+// keeps its own fresh), applies retention to published collections (destination.retention),
+// and measures a namespace's usage for its quota (destination.quota). Staging in flight and
+// follow files are never touched.
 package sweep
 
 import (
@@ -12,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/ship"
 )
@@ -24,6 +27,19 @@ type Sweeper struct {
 	Dir     string
 	After   time.Duration
 	Removed prometheus.Counter
+	// Retention is applied on every sweep when enabled; RetentionRemoved counts what it
+	// removed.
+	Retention        destination.Retention
+	RetentionRemoved prometheus.Counter
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+func (s Sweeper) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
 }
 
 // Run sweeps now and then every After/2 (between one and ten minutes) until ctx ends.
@@ -64,6 +80,9 @@ func (s Sweeper) Once(ctx context.Context) int {
 			n++
 			s.Removed.Inc()
 			log.Info("removed a stale staging directory", "destination", t.String(), "path", sc.Text())
+		}
+		if s.Retention.Enabled() {
+			s.retain(ctx, log, t)
 		}
 	}
 	return n
