@@ -95,6 +95,9 @@ func TestChartMatchesManifests(t *testing.T) {
 	if a, b := decode[rbacv1.ClusterRole](t, chart["ClusterRole/podcopy-agent"]), decode[rbacv1.ClusterRole](t, kust["ClusterRole/podcopy-agent"]); !reflect.DeepEqual(a.Rules, b.Rules) {
 		t.Errorf("ClusterRole rules differ:\nchart %+v\nmanifests %+v", a.Rules, b.Rules)
 	}
+	if a, b := decode[rbacv1.Role](t, chart["Role/podcopy-agent-janitor"]), decode[rbacv1.Role](t, kust["Role/podcopy-agent-janitor"]); !reflect.DeepEqual(a.Rules, b.Rules) {
+		t.Errorf("janitor Role rules differ:\nchart %+v\nmanifests %+v", a.Rules, b.Rules)
+	}
 	ds := func(doc []byte) appsv1.DaemonSet {
 		d := decode[appsv1.DaemonSet](t, doc)
 		c := &d.Spec.Template.Spec.Containers[0]

@@ -102,8 +102,12 @@ func TestQuotaAndRetention(t *testing.T) {
 			}
 		}
 		t.Logf("after retention %s holds: %s", dir, strings.Join(strings.Fields(out), " "))
-		if n := scrape(t)["podcopy_retention_removed_collections_total"]; n < 2 {
+		m := scrape(t)
+		if n := m["podcopy_retention_removed_collections_total"]; n < 2 {
 			t.Fatalf("podcopy_retention_removed_collections_total = %v", n)
+		}
+		if m["podcopy_janitor_leader"] != 1 {
+			t.Fatalf("the only agent does not hold the janitor's Lease: podcopy_janitor_leader = %v", m["podcopy_janitor_leader"])
 		}
 	})
 }

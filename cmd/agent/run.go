@@ -33,6 +33,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/courier"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/lease"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/metrics"
 	"github.com/podcopy/podcopy/pkg/policy"
@@ -155,7 +156,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	sweeper := sweep.Sweeper{Exec: executor, Targets: chooser.All, Dir: opts.Destination.Dir,
 		After: opts.Destination.StaleAfter, Removed: m.StalePartialsRemoved,
 		Retention: opts.Destination.Retention, RetentionRemoved: m.RetentionRemoved}
-	g.Go(func() error { return sweeper.Run(gctx) })
+	// The janitor (sweep and retention) is cluster-wide: one agent at a time runs it.
+	chore := lease.Chore{Client: client, Namespace: agentNamespace(opts), Name: "podcopy-janitor", Identity: identity(node), Holder: m.JanitorLeader}
+	g.Go(func() error { return chore.Run(gctx, sweeper.Run) })
 	if opts.Shell.Enabled {
 		sh := &shell.Server{
 			Config:        opts.Shell.Config,
@@ -256,4 +259,22 @@ func newLogger(opts config.Options) (logr.Logger, error) {
 		return logr.Discard(), err
 	}
 	return zapr.NewLogger(zl), nil
+}
+
+// agentNamespace is where the janitor's Lease lives: the agent's own namespace (downward
+// API), else the destination's (an agent run on a host).
+func agentNamespace(opts config.Options) string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return opts.Destination.Namespace
+}
+
+// identity names this agent in the Lease: its node and process.
+func identity(node string) string {
+	host, _ := os.Hostname()
+	if node == "" {
+		node = host
+	}
+	return fmt.Sprintf("%s/%s-%d", node, host, os.Getpid())
 }

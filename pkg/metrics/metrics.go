@@ -36,6 +36,9 @@ type Metrics struct {
 	StalePartialsRemoved prometheus.Counter
 	// RetentionRemoved counts published collections removed by destination.retention.
 	RetentionRemoved prometheus.Counter
+	// JanitorLeader is 1 while this agent holds the janitor's Lease (runs the sweep and
+	// retention), 0 otherwise.
+	JanitorLeader prometheus.Gauge
 	// StatusWriteRetries counts final status writes that had to be retried.
 	StatusWriteRetries prometheus.Counter
 	// APIRequests counts the agent's requests to the API server: REST calls by HTTP method
@@ -90,6 +93,9 @@ func New() *Metrics {
 		RetentionRemoved: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "podcopy_retention_removed_collections_total", Help: "Published collections removed from analysis pods by destination.retention (keepLast, maxAge).",
 		}),
+		JanitorLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "podcopy_janitor_leader", Help: "1 while this agent holds the janitor's Lease (it runs the staging sweep and retention for every analysis pod).",
+		}),
 		StatusWriteRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "podcopy_status_write_retries_total", Help: "Retries of a final podcopy/status write that failed (it is retried until it lands).",
 		}),
@@ -102,7 +108,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
 		m.SkippedEntries, m.Inflight, m.FollowLag, m.FollowLostBytes, m.FollowRotations,
-		m.CollectionRetries, m.StalePartialsRemoved, m.RetentionRemoved, m.StatusWriteRetries, m.APIRequests,
+		m.CollectionRetries, m.StalePartialsRemoved, m.RetentionRemoved, m.JanitorLeader, m.StatusWriteRetries, m.APIRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
