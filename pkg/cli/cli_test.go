@@ -375,3 +375,45 @@ func TestManifestPinnedByTheStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyANameWithANewline (issue 20): a collected name with a newline cannot be a line of
+// sha256sum -c's input; it is hashed on its own, its name an argument.
+func TestVerifyANameWithANewline(t *testing.T) {
+	t.Parallel()
+	data := []byte("hidden\n")
+	sum := sha256.Sum256(data)
+	m := manifest.Manifest{Header: manifest.Header{Collection: id, Source: manifest.Source{Container: "app"}},
+		Files: []manifest.File{{Path: "/var/log/new\nline.log", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}}}
+	body, err := json.Marshal(m)
+	must(t, err)
+	for _, tc := range []struct {
+		name, printed, want string
+	}{
+		{name: "GNU (escaped line)", printed: "\\" + hex.EncodeToString(sum[:]) + "  " + ref.dir + "/app/var/log/new\\nline.log\n", want: "verified 1 files"},
+		{name: "busybox (raw)", printed: hex.EncodeToString(sum[:]) + "  " + ref.dir + "/app/var/log/new\nline.log\n", want: "verified 1 files"},
+		{name: "changed", printed: strings.Repeat("0", 64) + "  x\n", want: "MISMATCH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			analysisPod := exectest.Func(func(ctx context.Context, req exec.Request) error {
+				switch {
+				case req.Command[0] == "cat":
+					_, err := req.Stdout.Write(body)
+					return err
+				case req.Command[0] == "sha256sum" && req.Command[1] == "-c":
+					_, _ = io.Copy(io.Discard, req.Stdin)
+					return nil
+				case req.Command[0] == "sha256sum" && req.Command[2] == ref.dir+"/app/var/log/new\nline.log":
+					_, err := io.WriteString(req.Stdout, tc.printed)
+					return err
+				}
+				return fmt.Errorf("unexpected %q", req.Command)
+			})
+			out := &bytes.Buffer{}
+			err := NewOptions(out, io.Discard).With(fake.NewClientset(), analysisPod, "ns").verify(t.Context(), ref)
+			if got := out.String() + fmt.Sprint(err); !strings.Contains(got, tc.want) {
+				t.Fatalf("output %q, err %v; want %q", out.String(), err, tc.want)
+			}
+		})
+	}
+}

@@ -332,6 +332,23 @@ func writeFile(root *os.Root, name string, r io.Reader, buf []byte, h io.Writer)
 	return errors.Join(err, f.Close())
 }
 
+// hashOne hashes one file in the analysis pod, its name passed as an argument (a name with a
+// newline cannot be a line of sha256sum -c's input). GNU sha256sum prefixes such a line with
+// a backslash; the hash is the 64 hex digits after it.
+func (o *Options) hashOne(ctx context.Context, ref collectionRef, p string) (string, error) {
+	out := &limitedBuffer{max: 64 << 10}
+	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
+	defer cancel()
+	if err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"sha256sum", "--", p}, Stdout: out, Stderr: io.Discard}); err != nil {
+		return "", err
+	}
+	s := strings.TrimPrefix(out.String(), "\\")
+	if len(s) < 64 {
+		return "", fmt.Errorf("sha256sum printed %q", out.String())
+	}
+	return s[:64], nil
+}
+
 // report prints a fetch or verify result; anything wrong is an error naming the files.
 func (o *Options) report(res fetchResult, verb, summary string) error {
 	if o.Output == "json" {
@@ -385,8 +402,13 @@ func (o *Options) verify(ctx context.Context, ref collectionRef) error {
 	}
 	var list bytes.Buffer
 	byLocal := map[string]string{}
+	var special []manifest.File // names sha256sum -c cannot take on a line (newline, backslash)
 	for _, f := range m.Files {
 		local := ref.dir + "/" + m.Source.Container + f.Path
+		if strings.ContainsAny(local, "\n\r\\") {
+			special = append(special, f)
+			continue
+		}
 		byLocal[local] = f.Path
 		fmt.Fprintf(&list, "%s  %s\n", f.SHA256, local)
 	}
@@ -419,6 +441,16 @@ func (o *Options) verify(ctx context.Context, ref collectionRef) error {
 	}
 	for _, src := range byLocal { // no verdict at all: not hashed (unreadable or missing)
 		res.Missing = append(res.Missing, src)
+	}
+	for _, f := range special {
+		switch got, err := o.hashOne(ctx, ref, ref.dir+"/"+m.Source.Container+f.Path); {
+		case err != nil:
+			res.Missing = append(res.Missing, f.Path)
+		case got == f.SHA256:
+			res.Files++
+		default:
+			res.Mismatched = append(res.Mismatched, f.Path+": content differs from the manifest's sha256")
+		}
 	}
 	sort.Strings(res.Missing)
 	for _, f := range m.Files {

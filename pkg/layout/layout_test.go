@@ -46,7 +46,6 @@ func TestRefused(t *testing.T) {
 		{"dot follow", func() error { _, _, err := l.FollowFile("app", "/tmp/./x"); return err }},
 		{"relative follow", func() error { _, _, err := l.FollowFile("app", "tmp/x"); return err }},
 		{"double slash", func() error { _, _, err := l.FollowFile("app", "/tmp//x"); return err }},
-		{"newline", func() error { _, _, err := l.FollowFile("app", "/tmp/a\nb"); return err }},
 		{"nul", func() error { _, _, err := l.FollowFile("app", "/tmp/a\x00b"); return err }},
 		{"container dots", func() error { _, _, err := l.FollowFile("..", "/tmp/x"); return err }},
 		{"container checkpoints", func() error { _, _, err := l.FollowFile(".checkpoints", "/tmp/x"); return err }},
@@ -81,7 +80,7 @@ func FuzzLayout(f *testing.F) {
 		}
 		root := l.Root() + "/"
 		check := func(p string) {
-			if !strings.HasPrefix(p, root) || path.Clean(p) != p || strings.ContainsAny(p, "\x00\n") {
+			if !strings.HasPrefix(p, root) || path.Clean(p) != p || strings.ContainsRune(p, 0) {
 				t.Fatalf("escaped: %q (container %q src %q id %q)", p, container, src, id)
 			}
 		}

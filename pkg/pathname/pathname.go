@@ -1,7 +1,9 @@
 // Package pathname decides whether a name that crossed a boundary (an annotation, a glob
 // match printed by a container, a tar entry, a follow match) is canonical, before any
 // other code uses it. Canonical means: absolute, equal to its cleaned form, no "." or ".."
-// segment, no empty segment, no NUL or control character.
+// segment, no empty segment, no NUL, valid UTF-8. Other control characters (a newline, an
+// escape) are legal in Linux names and tar carries them: such a file is collected byte-exact
+// (an attacker must not hide a file by naming it so) and escaped only where it is shown.
 package pathname
 
 import (
@@ -9,6 +11,7 @@ import (
 	"path"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // MaxLen bounds a path (Linux PATH_MAX).
@@ -26,8 +29,8 @@ func Canonical(p string) error {
 	case p == "/":
 		return fmt.Errorf("%q is the root directory", p)
 	}
-	if i := strings.IndexFunc(p, isControl); i >= 0 {
-		return fmt.Errorf("%q contains a control character at byte %d", p, i)
+	if err := bytesOK(p); err != nil {
+		return err
 	}
 	for _, seg := range strings.Split(p[1:], "/") {
 		if err := checkSegment(seg); err != nil {
@@ -46,8 +49,8 @@ func Segment(s string) error {
 	if strings.Contains(s, "/") {
 		return fmt.Errorf("%q contains /", s)
 	}
-	if i := strings.IndexFunc(s, isControl); i >= 0 {
-		return fmt.Errorf("%q contains a control character at byte %d", s, i)
+	if err := bytesOK(s); err != nil {
+		return err
 	}
 	return checkSegment(s)
 }
@@ -64,7 +67,22 @@ func checkSegment(s string) error {
 	return nil
 }
 
-func isControl(r rune) bool { return r == 0 || unicode.IsControl(r) || r == unicode.ReplacementChar }
+// bytesOK refuses what cannot be confined or recorded exactly: NUL (it ends a name in every
+// system call and in NUL-delimited listings) and invalid UTF-8 (JSON would replace it, so the
+// manifest could not name the file byte-exact).
+func bytesOK(s string) error {
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return fmt.Errorf("%q contains NUL at byte %d", s, i)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%q is not valid UTF-8", s)
+	}
+	return nil
+}
+
+// HasControl reports whether s holds a control character: legal in a name that is collected,
+// refused in an annotation (request.Parse), where a newline would split a list.
+func HasControl(s string) bool { return strings.IndexFunc(s, unicode.IsControl) >= 0 }
 
 // Matches returns nil when name is canonical and matches pattern segment by segment
 // (path.Match per segment, the same number of segments), the test every glob match

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,5 +230,48 @@ func TestRunHeartbeatKeepsStagingLive(t *testing.T) {
 	}
 	if HeartbeatFor(time.Hour) != 15*time.Minute || HeartbeatFor(time.Second) != 10*time.Second {
 		t.Fatal("HeartbeatFor")
+	}
+}
+
+// TestRunCollectsEveryLegalName (issue 20): a file whose name holds a newline or an escape
+// sequence is collected byte-exact by every reader (GNU tar, busybox tar, the helper), not
+// skipped: an attacker must not hide a dropped file by naming it so.
+func TestRunCollectsEveryLegalName(t *testing.T) {
+	t.Parallel()
+	for _, flavor := range flavors {
+		t.Run(flavor, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, flavor)
+			names := []string{"var/log/n/new\nline.log", "var/log/n/esc\x1b[2J.log", "var/log/n/tab\there.log"}
+			sums := map[string]string{}
+			for i, n := range names {
+				sums["/"+n] = f.write(t, n, []byte(fmt.Sprintf("hidden %d\n", i)))
+			}
+			j := f.job("/var/log/n")
+			res, err := f.shipper.Run(t.Context(), j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Totals.Files != len(names) || res.Totals.Skipped != 0 {
+				t.Fatalf("totals %+v", res.Totals)
+			}
+			m := f.manifest(t, j)
+			for _, file := range m.Files {
+				if sums[file.Path] != file.SHA256 {
+					t.Errorf("%q: manifest %s, want %s", file.Path, file.SHA256, sums[file.Path])
+				}
+				data, err := os.ReadFile(filepath.Join(f.collected(j), "app", file.Path))
+				if err != nil {
+					t.Fatalf("stored %q: %v", file.Path, err)
+				}
+				if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != file.SHA256 {
+					t.Errorf("stored %q differs", file.Path)
+				}
+				delete(sums, file.Path)
+			}
+			if len(sums) != 0 {
+				t.Fatalf("not collected: %q", sums)
+			}
+		})
 	}
 }
