@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -102,8 +103,9 @@ func New(syncer Syncer, pods []coreinformers.PodInformer, opts Options) (*Contro
 	return c, nil
 }
 
-// Transform keeps what podcopy reads of a pod and drops the rest (managedFields, the
-// last-applied annotation, most of the spec), so memory stays small with many pods.
+// Transform keeps what podcopy reads of a pod and drops the rest (managedFields, every
+// annotation but podcopy's own and kubectl's default container, most of the spec), so memory
+// stays small with many pods and a tenant's large annotations are not kept (issue 20).
 func Transform(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -119,7 +121,7 @@ func Transform(obj any) (any, error) {
 		Status: corev1.PodStatus{Phase: pod.Status.Phase},
 	}
 	for k, v := range pod.Annotations {
-		if k == corev1.LastAppliedConfigAnnotation {
+		if !strings.HasPrefix(k, "podcopy/") && k != "kubectl.kubernetes.io/default-container" {
 			continue
 		}
 		if out.Annotations == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,7 +169,8 @@ func TestControllerShutdownGrace(t *testing.T) {
 
 func TestTransform(t *testing.T) {
 	t.Parallel()
-	in := pod("p", map[string]string{"podcopy/collect": "/x", corev1.LastAppliedConfigAnnotation: "{huge}"})
+	in := pod("p", map[string]string{"podcopy/collect": "/x", corev1.LastAppliedConfigAnnotation: "{huge}", "tenant/blob": strings.Repeat("x", 200<<10),
+		"kubectl.kubernetes.io/default-container": "c"})
 	always := corev1.ContainerRestartPolicyAlways
 	in.Spec = corev1.PodSpec{NodeName: "n", Containers: []corev1.Container{{Name: "c", Image: "i", Env: []corev1.EnvVar{{Name: "A"}}}},
 		InitContainers: []corev1.Container{{Name: "init"}, {Name: "podcopy", RestartPolicy: &always}}}
@@ -177,10 +179,10 @@ func TestTransform(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := out.(*corev1.Pod)
-	if p.ManagedFields != nil || p.Annotations[corev1.LastAppliedConfigAnnotation] != "" || p.Spec.Containers[0].Env != nil {
+	if p.ManagedFields != nil || p.Annotations[corev1.LastAppliedConfigAnnotation] != "" || p.Annotations["tenant/blob"] != "" || p.Spec.Containers[0].Env != nil {
 		t.Fatalf("transform kept %+v", p)
 	}
-	if p.Annotations["podcopy/collect"] != "/x" || p.Spec.NodeName != "n" || p.Spec.Containers[0].Image != "i" || p.UID != "uid-p" ||
+	if p.Annotations["podcopy/collect"] != "/x" || p.Annotations["kubectl.kubernetes.io/default-container"] != "c" || p.Spec.NodeName != "n" || p.Spec.Containers[0].Image != "i" || p.UID != "uid-p" ||
 		len(p.Spec.InitContainers) != 1 || p.Spec.InitContainers[0].Name != "podcopy" {
 		t.Fatalf("transform lost %+v", p)
 	}
