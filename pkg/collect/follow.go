@@ -14,6 +14,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/follow"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/request"
@@ -44,8 +45,8 @@ type following struct {
 // the pod that was followed is stopped first.
 func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, st status.Status) error {
 	id := req.ID()
-	if (st.Request == id && st.Phase == status.Rejected) || h.finished(pod.UID, id) {
-		return nil
+	if (st.Request == id && (st.Phase == status.Rejected || (st.Phase == status.Failed && st.Reason == failure.LimitExceeded))) || h.finished(pod.UID, id) {
+		return nil // refused, or ended at its cap (another agent's, or before a restart)
 	}
 	if h.followingID(pod.UID) == id {
 		return nil
@@ -172,6 +173,11 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	defer t.cleanup()
 	for {
 		t.run(ctx)
+		if t.capped != "" {
+			t.failed(ctx, t.capped)
+			h.markFinished(pod.UID, req.ID())
+			return
+		}
 		select {
 		case <-f.stop:
 			if f.final {
@@ -198,6 +204,9 @@ type followTick struct {
 	// viaHelper: the files are read through the podcopy helper (asked for, or auto fell back
 	// to it); helperReady: set.Source points at a helper that last worked.
 	viaHelper, helperReady bool
+	// capped says why following must end: the pod's harvested files reached
+	// policy.maxFollowBytes.
+	capped string
 }
 
 func (t *followTick) run(ctx context.Context) {
@@ -253,6 +262,9 @@ func (t *followTick) run(ctx context.Context) {
 	}
 	st.Destination = fmt.Sprintf("%s:%s", dst, t.dir)
 	st.Files, st.Bytes = withData, total
+	if lim := h.Settings.Limits().MaxFollowBytes; lim > 0 && total >= lim {
+		t.capped = fmt.Sprintf("the pod's harvested files hold %d bytes, policy.maxFollowBytes=%d; following ended (raise the limit and change podcopy/trigger to follow again)", total, lim)
+	}
 	st.Message = fmt.Sprintf("following %d file(s) every %s", len(t.set.Followed()), t.req.IntervalDuration())
 	warning := ""
 	if len(problems) > 0 {
@@ -323,6 +335,21 @@ func (t *followTick) stopped(ctx context.Context, why string) {
 	st.CompletionTime = t.h.now().UTC().Format(time.RFC3339)
 	st.Message = fmt.Sprintf("follow stopped: %s; %d bytes in the destination", why, st.Bytes)
 	t.h.event(t.pod, corev1.EventTypeNormal, ReasonFollowStopped, st.Message)
+	if err := t.h.Status.Write(wctx, t.pod, st); err != nil {
+		t.log.Error(err, "writing follow status")
+	}
+	t.log.Info("follow stopped", "reason", why)
+}
+
+// failed ends following with a Failed status (reason LimitExceeded) and a Warning Event.
+func (t *followTick) failed(ctx context.Context, why string) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	st := t.last
+	st.Phase, st.Reason = status.Failed, failure.LimitExceeded
+	st.CompletionTime = t.h.now().UTC().Format(time.RFC3339)
+	st.Message = "follow stopped: " + why
+	t.h.event(t.pod, corev1.EventTypeWarning, ReasonFailed, st.Message)
 	if err := t.h.Status.Write(wctx, t.pod, st); err != nil {
 		t.log.Error(err, "writing follow status")
 	}

@@ -20,7 +20,9 @@ import (
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/pkg/helper"
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/ship"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 
@@ -238,4 +240,53 @@ func followPaths(dst, ns, pod, container, src string) (string, string) {
 		panic(err)
 	}
 	return file, state
+}
+
+// TestFollowEndsAtItsCap (issue 20): a followed pod's harvested files cannot grow without
+// bound: past policy.maxFollowBytes following ends, Failed with reason LimitExceeded and a
+// Warning Event, and it is not started again.
+func TestFollowEndsAtItsCap(t *testing.T) {
+	t.Parallel()
+	src, dst := t.TempDir(), t.TempDir()
+	log := filepath.Join(src, "app.log")
+	if err := os.WriteFile(log, []byte(strings.Repeat("x", 100)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Exec = &exectest.Local{}
+	e.h.Settings.Dir = dst
+	e.h.Settings.Limits = func() ship.Limits { return ship.Limits{MaxFollowBytes: 50} }
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the follow ends at its cap", func() bool {
+		st, _ := status.Get(e.refresh(t))
+		return st.Phase == status.Failed
+	})
+	st := e.status(t)
+	if st.Reason != failure.LimitExceeded || !strings.Contains(st.Message, "policy.maxFollowBytes=50") {
+		t.Fatalf("status %+v", st)
+	}
+	if evs := strings.Join(e.events(), "\n"); !strings.Contains(evs, "Warning CollectionFailed follow stopped") {
+		t.Fatalf("events %s", evs)
+	}
+	e.h.mu.Lock()
+	f := e.h.follows[pod.UID]
+	e.h.mu.Unlock()
+	select {
+	case <-f.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop went on after its cap")
+	}
+	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.h.mu.Lock()
+	again := e.h.follows[pod.UID]
+	e.h.mu.Unlock()
+	if again != f {
+		t.Fatal("following started again after its cap")
+	}
+	e.h.StopFollowing()
 }

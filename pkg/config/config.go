@@ -34,6 +34,9 @@ type Policy struct {
 	Deadline time.Duration `mapstructure:"deadline"`
 	// MaxManifestBytes bounds a collection's manifest (a quantity, default 8Mi).
 	MaxManifestBytes string `mapstructure:"maxManifestBytes"`
+	// MaxFollowBytes caps one followed pod's harvested files in all (a quantity, default
+	// 10Gi; "0": no cap).
+	MaxFollowBytes string `mapstructure:"maxFollowBytes"`
 }
 
 // Modes of the binary.
@@ -106,6 +109,7 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("policy.maxFiles", 10000)
 	v.SetDefault("policy.deadline", time.Duration(0))
 	v.SetDefault("policy.maxManifestBytes", "8Mi")
+	v.SetDefault("policy.maxFollowBytes", "10Gi")
 	v.SetDefault("concurrency", 4)
 	v.SetDefault("compression", "none")
 	v.SetDefault("exec.transport", string(exec.TransportAuto))
@@ -281,8 +285,12 @@ func (o Options) LimitsValue() (ship.Limits, error) {
 	if m.Value() < 64<<10 {
 		return ship.Limits{}, fmt.Errorf("policy.maxManifestBytes %q: at least 64Ki", o.Policy.MaxManifestBytes)
 	}
+	fb, err := resource.ParseQuantity(o.Policy.MaxFollowBytes)
+	if err != nil || fb.Value() < 0 {
+		return ship.Limits{}, fmt.Errorf("policy.maxFollowBytes %q: a non-negative quantity (%v)", o.Policy.MaxFollowBytes, err)
+	}
 	if o.Policy.Deadline < 0 {
 		return ship.Limits{}, fmt.Errorf("policy.deadline %s: negative", o.Policy.Deadline)
 	}
-	return ship.Limits{MaxBytes: q.Value(), MaxFiles: o.Policy.MaxFiles, Deadline: o.Policy.Deadline, MaxManifestBytes: m.Value()}, nil
+	return ship.Limits{MaxBytes: q.Value(), MaxFiles: o.Policy.MaxFiles, Deadline: o.Policy.Deadline, MaxManifestBytes: m.Value(), MaxFollowBytes: fb.Value()}, nil
 }

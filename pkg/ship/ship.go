@@ -38,6 +38,9 @@ type Limits struct {
 	Deadline time.Duration
 	// MaxManifestBytes bounds the manifest (policy.maxManifestBytes; 0: no bound).
 	MaxManifestBytes int64
+	// MaxFollowBytes caps what one followed pod's harvested files may hold in all
+	// (policy.maxFollowBytes; 0: no cap). Not used by once collections.
+	MaxFollowBytes int64
 	// QuotaBytes is what the source namespace may still write in the analysis pod
 	// (destination.quota.bytes less its usage; 0: no bound).
 	QuotaBytes int64
