@@ -51,7 +51,9 @@ func TestOneHolderRunsTheChore(t *testing.T) {
 		t.Fatalf("gauges a=%v b=%v", testutil.ToFloat64(ga), testutil.ToFloat64(gb))
 	}
 	stopA() // a stops (released on cancel): b takes over
-	<-doneA
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case got := <-started:
 		if got != "b" {
@@ -61,7 +63,9 @@ func TestOneHolderRunsTheChore(t *testing.T) {
 		t.Fatal("b never took over")
 	}
 	stopB()
-	<-doneB
+	if err := <-doneB; err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestNoRightToTheLeaseRunsAnyway(t *testing.T) {
