@@ -219,3 +219,59 @@ func grantCleanup(t *testing.T, ns, user string, rules ...rbacv1.PolicyRule) {
 		_ = client.RbacV1().Roles(ns).Delete(ctx, "e2e-"+user, metav1.DeleteOptions{})
 	})
 }
+
+// TestPluginTrustsNoTenantRecord (issue 20): a status forged by someone allowed to write it
+// here (the admin: Pod creators no longer can, TestAdmissionOnCreate) naming a decoy pod
+// and a collection that climbs out of -o is refused by fetch and verify; a file rewritten
+// together with its manifest in the analysis pod is caught by the manifest's SHA-256 in the
+// status.
+func TestPluginTrustsNoTenantRecord(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	admin := filepath.Join(state, "admin.kubeconfig")
+	sourcePod(t, ns, "app", imageBusybox, "mkdir -p /var/log/data && echo original > /var/log/data/a.log && echo other > /var/log/data/b.log")
+	sourcePod(t, ns, "decoy", imageBusybox, "mkdir -p /fake && echo decoy > /fake/manifest.json")
+	annotate(t, ns, "app", map[string]string{"podcopy/collect": "/var/log/data"})
+	st := waitFinal(t, ns, "app", "")
+	if st.Phase != status.Succeeded || st.ManifestSHA256 == "" {
+		t.Fatalf("status %+v", st)
+	}
+	if out, errOut, code := kubectlPodcopy(t, admin, "-n", ns, "verify", "app"); code != 0 {
+		t.Fatalf("verify of the agent's own: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// Rewrite a.log and its manifest entry together.
+	dst := analysis(t)
+	colDir := st.Destination[strings.Index(st.Destination, ":")+1:]
+	m := readManifest(t, st)
+	var old string
+	for _, f := range m.Files {
+		if f.Path == "/var/log/data/a.log" {
+			old = f.SHA256
+		}
+	}
+	mustRun(t, dst, "sh", "-c", `echo rewritten > "$1/app/var/log/data/a.log" && new=$(sha256sum "$1/app/var/log/data/a.log" | cut -d' ' -f1) && sed -i "s/$2/$new/" "$1/manifest.json"`, "sh", colDir, old)
+	for _, cmd := range [][]string{{"verify", "app"}, {"fetch", "app", "-o", t.TempDir()}} {
+		_, errOut, code := kubectlPodcopy(t, admin, append([]string{"-n", ns}, cmd...)...)
+		if code == 0 || !strings.Contains(errOut, "the manifest was changed afterwards") {
+			t.Fatalf("%s after rewriting a file and its manifest: exit %d, stderr %s", cmd[0], code, errOut)
+		}
+		t.Logf("%s: %s", cmd[0], strings.TrimSpace(errOut))
+	}
+
+	// A forged status (only the agent and system:masters may write one now).
+	forged, _ := json.Marshal(status.Status{Request: st.Request, Phase: status.Succeeded, Collection: "../escaped",
+		Destination: ns + "/decoy/app:/fake"})
+	annotate(t, ns, "decoy", map[string]string{status.Annotation: string(forged)})
+	out := t.TempDir()
+	for _, cmd := range [][]string{{"verify", "decoy"}, {"fetch", "decoy", "-o", filepath.Join(out, "o")}} {
+		_, errOut, code := kubectlPodcopy(t, admin, append([]string{"-n", ns}, cmd...)...)
+		if code == 0 || !strings.Contains(errOut, "refusing the pod's status") {
+			t.Fatalf("%s of a forged status: exit %d, stderr %s", cmd[0], code, errOut)
+		}
+		t.Logf("%s: %s", cmd[0], strings.TrimSpace(errOut))
+	}
+	if _, err := os.Stat(filepath.Join(out, "escaped")); err == nil {
+		t.Fatal("fetch wrote outside -o")
+	}
+}

@@ -106,6 +106,9 @@ func (h *Handler) withHelper(ctx context.Context, pod *corev1.Pod, req request.R
 	}
 	job.Source = hp.Target
 	job.Reader = helper.Reader{Command: hp.Command}
+	if hp.Ephemeral { // the helper applies the deny list itself: a denied file is never opened
+		job.Reader = helper.Reader{Command: hp.Command, Deny: job.Policy.DenyPaths}
+	}
 	job.Gzip = job.Gzip || h.Settings.Compression == "auto"
 	return nil
 }

@@ -38,6 +38,10 @@ const SidecarArg = "--mode=sidecar"
 type Helper struct {
 	Target  exec.Target
 	Command []string
+	// Ephemeral: the helper is the ephemeral container this agent added, running the
+	// configured or the agent's own image, so it speaks this version's flags (a podcopy
+	// sidecar may be older).
+	Ephemeral bool
 }
 
 // Courier starts helpers.
@@ -89,7 +93,7 @@ func (c *Courier) Ensure(ctx context.Context, pod *corev1.Pod, container string)
 	if err := c.waitRunning(ctx, fresh, name); err != nil {
 		return Helper{}, err
 	}
-	return Helper{Target: target(fresh, name), Command: helper.Command(1)}, nil
+	return Helper{Target: target(fresh, name), Command: helper.Command(1), Ephemeral: true}, nil
 }
 
 func target(pod *corev1.Pod, container string) exec.Target {

@@ -18,6 +18,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/podcopy/podcopy/pkg/follow"
+	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/rootfs"
 )
 
@@ -37,8 +38,12 @@ func Command(pid int) []string {
 }
 
 // Reader reads a source container with the helper whose argv prefix is Command (it
-// implements ship.Reader).
-type Reader struct{ Command []string }
+// implements ship.Reader). Deny (policy.denyPaths) is passed to the helper, which then never
+// opens a denied file: the agent refuses them as well, this is the second line.
+type Reader struct {
+	Command []string
+	Deny    []string
+}
 
 func (r Reader) with(args ...string) []string {
 	return append(append([]string{}, r.Command...), args...)
@@ -57,6 +62,9 @@ func (r Reader) ArchiveCommand(paths []string, gz bool) []string {
 	args := []string{"tar"}
 	if gz {
 		args = append(args, "--gzip")
+	}
+	for _, d := range r.Deny {
+		args = append(args, "--deny="+d)
 	}
 	return r.with(append(args, paths...)...)
 }
@@ -148,7 +156,7 @@ func serve(ctx context.Context, root *rootfs.Root, args []string, out io.Writer,
 }
 
 // errUsage lists the verbs.
-var errUsage = errors.New("usage: podcopy-agent source wait | source [--pid=N | --root=DIR] follow PATH INODE OFFSET PREFIX | glob PATTERN | list PATTERN | ancestors DIRS | tar [--gzip] PATHS")
+var errUsage = errors.New("usage: podcopy-agent source wait | source [--pid=N | --root=DIR] follow PATH INODE OFFSET PREFIX | glob PATTERN | list PATTERN | ancestors DIRS | tar [--gzip] [--deny=GLOB]... PATHS")
 
 func codeOf(err error) int {
 	if err != nil {
@@ -178,7 +186,17 @@ func archive(ctx context.Context, root *rootfs.Root, args []string, out io.Write
 		gz, _ = gzip.NewWriterLevel(out, gzip.BestSpeed)
 		out, args = gz, args[1:]
 	}
+	deny := policy.Policy{AllowPaths: []string{"/**"}}
+	for len(args) > 0 && strings.HasPrefix(args[0], "--deny=") {
+		deny.DenyPaths, args = append(deny.DenyPaths, strings.TrimPrefix(args[0], "--deny=")), args[1:]
+	}
+	if err := deny.Validate(); err != nil {
+		return exitError, err
+	}
 	a := &rootfs.Archive{Root: root, Problems: prefixed{stderr}}
+	if len(deny.DenyPaths) > 0 {
+		a.Skip = func(name string) bool { return deny.Check(name) != nil }
+	}
 	err := a.Write(ctx, out, args)
 	if gz != nil {
 		if cerr := gz.Close(); cerr != nil && err == nil {

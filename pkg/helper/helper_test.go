@@ -32,6 +32,10 @@ func TestMainExitCodes(t *testing.T) {
 	}{
 		{args: []string{"--root=" + root, "tar", "/var/log/a.log"}, code: 0, entries: 1},
 		{args: []string{"--root=" + root, "tar", "/var/log/a.log", "/var/log/nope"}, code: 2, entries: 1, stderr: "/var/log/nope: no such file or directory"},
+		// Issue 20: the helper applies the deny list itself; a denied file is never opened.
+		{args: []string{"--root=" + root, "tar", "--deny=/var/log/*.log", "/var/log"}, code: 0, entries: 1},
+		{args: []string{"--root=" + root, "tar", "--deny=/var/log/nomatch", "/var/log"}, code: 0, entries: 2},
+		{args: []string{"--root=" + root, "tar", "--deny=relative", "/var/log"}, code: 2, stderr: "must be an absolute path", entries: -1},
 		{args: []string{"--root=" + root, "tar", "/var/log/../etc"}, code: 2, entries: 0, stderr: "/var/log/../etc"},
 		{args: []string{"--root=" + root, "list", "/var/log/*.log"}, code: 0, stdout: "/var/log/a.log\x00", entries: -1},
 		{args: []string{"--root=" + root, "ancestors", "/var", "/var/log", "/nope"}, code: 0, entries: 2},

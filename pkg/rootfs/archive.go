@@ -30,6 +30,9 @@ type Archive struct {
 	// NoRecursion writes directories without what is below them (tar --no-recursion): the
 	// agent reads from such an archive which directories are symbolic links.
 	NoRecursion bool
+	// Skip, when set, leaves out regular files it reports true for (their absolute name):
+	// they are never opened (the path policy's deny list, applied in the container too).
+	Skip func(name string) bool
 
 	tw      *tar.Writer
 	links   map[fileID]string
@@ -103,6 +106,9 @@ func (a *Archive) entry(ctx context.Context, name string, info fs.FileInfo) erro
 	}
 	switch t := info.Mode().Type(); {
 	case t == 0:
+		if a.Skip != nil && a.Skip(name) {
+			return nil
+		}
 		return a.file(name, hdr)
 	case t == fs.ModeDir:
 		return a.dir(ctx, name, hdr)
