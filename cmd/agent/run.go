@@ -125,6 +125,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Source:      request.Source(opts.Source.Mode),
 			Quota:       opts.Destination.Quota,
 		},
+		Slots: collect.NewSlots(opts.Concurrency),
 		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
 			Client: client, Configured: opts.Source.HelperImage, Namespace: opts.Destination.Namespace}).Image},
 	}

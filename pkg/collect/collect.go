@@ -92,6 +92,9 @@ type Handler struct {
 	// Helpers starts the podcopy helper for containers read with podcopy/source=helper
 	// (or auto, when the container has no tar or sh).
 	Helpers Helpers
+	// Slots bounds the work in flight, once collections and follow ticks together (SPEC §5
+	// concurrency; nil: unbounded). Build it with NewSlots.
+	Slots Slots
 
 	mu       sync.Mutex
 	done     map[types.UID]string // request ids finished by this process (the cache may lag)
@@ -102,6 +105,30 @@ type Handler struct {
 	// through the helper at once on later collections.
 	toolless map[types.UID]map[string]bool
 	loops    sync.WaitGroup // follow loops
+}
+
+// Slots is a counting semaphore over the work in flight.
+type Slots chan struct{}
+
+// NewSlots returns n slots (nil, unbounded, when n < 1).
+func NewSlots(n int) Slots {
+	if n < 1 {
+		return nil
+	}
+	return make(Slots, n)
+}
+
+// acquire takes a slot, or returns ctx's error; release gives it back.
+func (s Slots) acquire(ctx context.Context) (release func(), err error) {
+	if s == nil {
+		return func() {}, nil
+	}
+	select {
+	case s <- struct{}{}:
+		return func() { <-s }, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
 }
 
 // RetryError asks the caller to sync the pod again later.
@@ -375,7 +402,12 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	h.Metrics.Inflight.Inc()
 	job.Progress = &ship.Progress{}
 	stopProgress := h.reportProgress(runCtx, pod, st, job.Progress)
-	res, err := h.runJob(runCtx, log, pod, req, job)
+	var res ship.Result
+	release, err := h.Slots.acquire(runCtx) // follow ticks count within concurrency too
+	if err == nil {
+		res, err = h.runJob(runCtx, log, pod, req, job)
+		release()
+	}
 	stopProgress() // no Running write may land after the terminal status
 	h.Metrics.Inflight.Dec()
 	h.untrack(pod.UID)

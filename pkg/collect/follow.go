@@ -232,9 +232,14 @@ func (t *followTick) run(ctx context.Context) {
 	withData := 0
 	// A tick has a deadline: a stalled exec fails it (the checkpoint in the analysis pod says
 	// what landed) instead of holding the loop and the agent's shutdown.
+	release, err := h.Slots.acquire(ctx) // a tick counts within concurrency, as a collection does
+	if err != nil {
+		return // the agent is stopping
+	}
 	tctx, cancel := context.WithTimeout(ctx, followTickTimeout)
 	reports, err := t.set.Tick(tctx, dst)
 	cancel()
+	release()
 	if cmd, missing := tickMissingTools(err, reports); missing && !t.viaHelper && h.sourceMode(t.req) == request.SourceAuto {
 		t.viaHelper = true
 		h.event(t.pod, corev1.EventTypeNormal, ReasonHelperFallback,

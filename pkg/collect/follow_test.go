@@ -290,3 +290,35 @@ func TestFollowEndsAtItsCap(t *testing.T) {
 	}
 	e.h.StopFollowing()
 }
+
+// TestFollowTicksCountWithinConcurrency (issue 20): a follow tick takes one of the agent's
+// concurrency slots, as a collection does, so follow loops cannot take more than the
+// configured concurrency.
+func TestFollowTicksCountWithinConcurrency(t *testing.T) {
+	t.Parallel()
+	src, dst := t.TempDir(), t.TempDir()
+	log := filepath.Join(src, "app.log")
+	if err := os.WriteFile(log, []byte("line 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Exec = &exectest.Local{}
+	e.h.Settings.Dir = dst
+	e.h.Slots = NewSlots(1)
+	e.h.Slots <- struct{}{} // a collection holds the only slot
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	dest, _ := followPaths(dst, "ns", "mysql", "db", log)
+	time.Sleep(300 * time.Millisecond)
+	if _, err := os.Stat(dest); err == nil {
+		t.Fatal("a follow tick ran while every slot was taken")
+	}
+	<-e.h.Slots // the collection ends
+	eventually(t, "the tick once a slot is free", func() bool {
+		b, _ := os.ReadFile(dest)
+		return string(b) == "line 1\n"
+	})
+	e.h.StopFollowing()
+}
