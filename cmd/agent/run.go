@@ -106,9 +106,10 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		}
 	}
 	chooser := destination.Chooser{Client: client, Config: opts.Destination, Lister: dstLister}
+	spool, _ := opts.SpoolBudget() // checked by Validate
 	executor := m.CountExecs(exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport))
 	handler := &collect.Handler{
-		Runner: &ship.Shipper{Exec: executor, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout,
+		Runner: &ship.Shipper{Exec: executor, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout, Spool: spool,
 			Heartbeat: ship.HeartbeatFor(opts.Destination.StaleAfter)},
 		Exec:     executor,
 		Chooser:  chooser,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/shell"
 	"github.com/podcopy/podcopy/pkg/ship"
@@ -81,7 +82,10 @@ type Options struct {
 	// KubeQPS limits the agent's API requests per second (burst twice that).
 	KubeQPS  float32 `mapstructure:"kubeQPS"`
 	SpoolDir string  `mapstructure:"spoolDir"`
-	Shell    struct {
+	// SpoolMaxBytes bounds what all manifests in flight spool together (a quantity, below
+	// the spool volume's size so it can never get the agent evicted; "0": no bound).
+	SpoolMaxBytes string `mapstructure:"spoolMaxBytes"`
+	Shell         struct {
 		Enabled      bool `mapstructure:"enabled"`
 		shell.Config `mapstructure:",squash"`
 	} `mapstructure:"shell"`
@@ -127,6 +131,7 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("log.level", "info")
 	v.SetDefault("shutdownGrace", 25*time.Second)
 	v.SetDefault("spoolDir", "")
+	v.SetDefault("spoolMaxBytes", "48Mi")
 	v.SetDefault("kubeQPS", 50)
 	v.SetDefault("shell.enabled", false)
 	v.SetDefault("shell.listen", "127.0.0.1:8080")
@@ -215,6 +220,9 @@ func (o Options) Validate() error {
 	if o.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("concurrency must be at least 1, got %d", o.Concurrency))
 	}
+	if _, err := o.SpoolBudget(); err != nil {
+		errs = append(errs, err)
+	}
 	if o.Compression != "none" && o.Compression != "gzip" && o.Compression != "auto" {
 		errs = append(errs, fmt.Errorf("compression %q is unknown; use none, gzip or auto", o.Compression))
 	}
@@ -293,4 +301,19 @@ func (o Options) LimitsValue() (ship.Limits, error) {
 		return ship.Limits{}, fmt.Errorf("policy.deadline %s: negative", o.Policy.Deadline)
 	}
 	return ship.Limits{MaxBytes: q.Value(), MaxFiles: o.Policy.MaxFiles, Deadline: o.Policy.Deadline, MaxManifestBytes: m.Value(), MaxFollowBytes: fb.Value()}, nil
+}
+
+// SpoolBudget is spoolMaxBytes as the budget all manifests in flight share (nil: no bound).
+func (o Options) SpoolBudget() (*manifest.SpoolBudget, error) {
+	if o.SpoolMaxBytes == "" {
+		return nil, nil
+	}
+	q, err := resource.ParseQuantity(o.SpoolMaxBytes)
+	if err != nil || q.Value() < 0 {
+		return nil, fmt.Errorf("spoolMaxBytes %q: a non-negative quantity (%v)", o.SpoolMaxBytes, err)
+	}
+	if q.Value() == 0 {
+		return nil, nil
+	}
+	return &manifest.SpoolBudget{Max: q.Value()}, nil
 }

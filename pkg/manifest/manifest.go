@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/podcopy/podcopy/pkg/failure"
@@ -110,6 +111,39 @@ type Builder struct {
 	// Max bounds the manifest's file and skipped lists together, in bytes (0: no bound):
 	// AddFile and AddSkipped fail with a *TooLargeError past it.
 	Max int64
+	// Spool, when set, is shared by every Builder of the process: the bytes all of them
+	// spool together stay within it (the agent's spool volume), whatever the concurrency.
+	Spool    *SpoolBudget
+	reserved int64
+}
+
+// SpoolBudget bounds the bytes spooled by all manifests of a process at once.
+type SpoolBudget struct {
+	Max  int64
+	used atomic.Int64
+}
+
+// SpoolFullError is a manifest that did not fit in what is left of the process's spool.
+type SpoolFullError struct{ Max int64 }
+
+func (e *SpoolFullError) Error() string {
+	return fmt.Sprintf("the agent's manifest spool is full (spoolMaxBytes=%d bytes shared by the collections in flight); the collection was stopped, run it again later or narrow its paths", e.Max)
+}
+
+// FailureReason implements failure.Reasoned.
+func (e *SpoolFullError) FailureReason() string { return failure.ManifestTooLarge }
+
+// reserve takes n bytes of the shared spool.
+func (b *Builder) reserve(n int64) error {
+	if b.Spool == nil || b.Spool.Max <= 0 {
+		return nil
+	}
+	if b.Spool.used.Add(n) > b.Spool.Max {
+		b.Spool.used.Add(-n)
+		return &SpoolFullError{Max: b.Spool.Max}
+	}
+	b.reserved += n
+	return nil
 }
 
 // TooLargeError is a manifest that would pass Builder.Max.
@@ -146,7 +180,7 @@ func (b *Builder) check() error {
 	if b.Max > 0 && b.files.n+b.skipped.n > b.Max {
 		return &TooLargeError{Max: b.Max}
 	}
-	return nil
+	return b.reserve(b.files.n + b.skipped.n - b.reserved)
 }
 
 type spool struct {
@@ -260,8 +294,12 @@ func (b *Builder) Finish(h Header) (int64, io.Reader, error) {
 	return size, r, nil
 }
 
-// Close releases the spool files.
+// Close releases the spool files (and their share of the spool budget).
 func (b *Builder) Close() error {
+	if b.Spool != nil && b.reserved > 0 {
+		b.Spool.used.Add(-b.reserved)
+		b.reserved = 0
+	}
 	var errs []error
 	for _, s := range []*spool{&b.files, &b.skipped} {
 		if s.f != nil {

@@ -2,8 +2,10 @@ package manifest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -53,5 +55,36 @@ func TestBuilderRoundTrip(t *testing.T) {
 				t.Fatalf("header %+v", m.Header)
 			}
 		})
+	}
+}
+
+// TestSpoolBudgetIsShared (issue 20): the manifests in flight share one spool budget, so a
+// dozen collections with huge manifests cannot fill the agent's spool volume (and get the
+// agent evicted); a finished manifest gives its share back.
+func TestSpoolBudgetIsShared(t *testing.T) {
+	t.Parallel()
+	budget := &SpoolBudget{Max: 64 << 10}
+	var builders []*Builder
+	var err error
+	for i := 0; err == nil && i < 10; i++ {
+		b, nerr := NewBuilder(t.TempDir())
+		if nerr != nil {
+			t.Fatal(nerr)
+		}
+		b.Spool = budget
+		builders = append(builders, b)
+		for j := 0; err == nil && j < 100; j++ {
+			err = b.AddSkipped(Skipped{Path: fmt.Sprintf("/x/%d/%d", i, j), Type: "other", Reason: strings.Repeat("r", 100)})
+		}
+	}
+	var full *SpoolFullError
+	if !errors.As(err, &full) {
+		t.Fatalf("err = %v, want the spool full", err)
+	}
+	for _, b := range builders {
+		_ = b.Close()
+	}
+	if budget.used.Load() != 0 {
+		t.Fatalf("%d bytes still reserved after every builder closed", budget.used.Load())
 	}
 }

@@ -30,7 +30,7 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 		return res, err
 	}
 	defer mb.Close()
-	mb.Max = job.Limits.MaxManifestBytes
+	mb.Max, mb.Spool = job.Limits.MaxManifestBytes, s.Spool
 	// Every byte read from the source counts against its budget, as received and as a tar
 	// stream (a gzip bomb counts by what it expands to), entries not written included.
 	budget := job.Limits.SourceBudget()

@@ -148,6 +148,8 @@ type Shipper struct {
 	SourceRoot string
 	// SpoolDir holds manifest spool files ("" for os.TempDir()).
 	SpoolDir string
+	// Spool bounds what all collections in flight spool together (nil: no bound).
+	Spool *manifest.SpoolBudget
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	// Stall is the progress watchdog (DefaultStall when zero).
