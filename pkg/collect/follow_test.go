@@ -247,15 +247,7 @@ func followPaths(dst, ns, pod, container, src string) (string, string) {
 // Warning Event, and it is not started again.
 func TestFollowEndsAtItsCap(t *testing.T) {
 	t.Parallel()
-	src, dst := t.TempDir(), t.TempDir()
-	log := filepath.Join(src, "app.log")
-	if err := os.WriteFile(log, []byte(strings.Repeat("x", 100)+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, corev1.PodRunning)
-	e := newEnv(pod, nil)
-	e.h.Exec = &exectest.Local{}
-	e.h.Settings.Dir = dst
+	e, pod, _, _ := followedLog(t, strings.Repeat("x", 100)+"\n")
 	e.h.Settings.Limits = func() ship.Limits { return ship.Limits{MaxFollowBytes: 50} }
 	if err := e.h.Sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
@@ -296,15 +288,7 @@ func TestFollowEndsAtItsCap(t *testing.T) {
 // configured concurrency.
 func TestFollowTicksCountWithinConcurrency(t *testing.T) {
 	t.Parallel()
-	src, dst := t.TempDir(), t.TempDir()
-	log := filepath.Join(src, "app.log")
-	if err := os.WriteFile(log, []byte("line 1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, corev1.PodRunning)
-	e := newEnv(pod, nil)
-	e.h.Exec = &exectest.Local{}
-	e.h.Settings.Dir = dst
+	e, pod, log, dst := followedLog(t, "line 1\n")
 	e.h.Slots = NewSlots(1)
 	e.h.Slots <- struct{}{} // a collection holds the only slot
 	if err := e.h.Sync(t.Context(), pod); err != nil {
@@ -321,4 +305,21 @@ func TestFollowTicksCountWithinConcurrency(t *testing.T) {
 		return string(b) == "line 1\n"
 	})
 	e.h.StopFollowing()
+}
+
+// followedLog writes content to a log file and returns a Running pod that asks to follow it
+// every 5s (not synced yet), its env with follow commands run as local processes, the log
+// and the destination directory.
+func followedLog(t *testing.T, content string) (*env, *corev1.Pod, string, string) {
+	t.Helper()
+	src, dst := t.TempDir(), t.TempDir()
+	log := filepath.Join(src, "app.log")
+	if err := os.WriteFile(log, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Exec = &exectest.Local{}
+	e.h.Settings.Dir = dst
+	return e, pod, log, dst
 }

@@ -2,9 +2,9 @@ package follow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/pathname"
@@ -138,7 +138,29 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 		}
 		out = append(out, fr)
 	}
-	return out, errors.Join(errs...)
+	return out, joinErrors(errs)
+}
+
+// joinedErrors is errors.Join on one line ("; "): its message lands in a status message,
+// where a newline would be escaped.
+type joinedErrors []error
+
+func (j joinedErrors) Error() string {
+	msgs := make([]string, len(j))
+	for i, e := range j {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Unwrap lets errors.Is and errors.As see every error.
+func (j joinedErrors) Unwrap() []error { return j }
+
+func joinErrors(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return joinedErrors(errs)
 }
 
 // Followed returns the files followed now (after the last Tick).
