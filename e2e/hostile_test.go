@@ -48,7 +48,7 @@ func TestHostileSources(t *testing.T) {
 	ns := namespace(t)
 	// Bounds from the annotation, generous for a suite that runs its tests in parallel on two
 	// cores (collections queue behind the fault suite's): each attack's hard bound is the e2e
-	// agent's policy.deadline (4m) from the start of its attempt.
+	// agent's policy.deadline (5m) from the start of its attempt.
 	cases := []struct {
 		kind   string
 		reason string        // the status's reason
@@ -60,10 +60,10 @@ func TestHostileSources(t *testing.T) {
 		{kind: hostile.Endless, reason: failure.LimitExceeded, within: 3 * time.Minute},
 		// 1.3 GiB of zeros nobody asked for: read to the budget, well before the deadline.
 		{kind: hostile.HugeSkipped, reason: failure.SourceBudgetExceeded, within: 6 * time.Minute},
-		{kind: hostile.Drip, reason: failure.DeadlineExceeded, within: 7 * time.Minute},
+		{kind: hostile.Drip, reason: failure.DeadlineExceeded, within: 8 * time.Minute},
 		// A legitimate source that takes 150 s, longer than the e2e agent's staleAfter (1m)
 		// plus a sweep period (1m): its staging directory is kept live by the heartbeat.
-		{kind: hostile.Slow, reason: failure.Succeeded, within: 7 * time.Minute},
+		{kind: hostile.Slow, reason: failure.Succeeded, within: 8 * time.Minute},
 	}
 	for _, tc := range cases {
 		hostilePod(t, ns, tc.kind, tc.kind)
