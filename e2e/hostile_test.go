@@ -58,7 +58,7 @@ func TestHostileSources(t *testing.T) {
 		{kind: hostile.SparsePAX, reason: failure.Succeeded, within: 3 * time.Minute},
 		{kind: hostile.Crafted, reason: failure.Succeeded, within: 3 * time.Minute},
 		{kind: hostile.Endless, reason: failure.LimitExceeded, within: 3 * time.Minute},
-		// 1.3 GiB of zeros nobody asked for: read to the budget, well before the deadline.
+		// ~730 MiB of zeros nobody asked for: read to the budget, well before the deadline.
 		{kind: hostile.HugeSkipped, reason: failure.SourceBudgetExceeded, within: 6 * time.Minute},
 		{kind: hostile.Drip, reason: failure.DeadlineExceeded, within: 8 * time.Minute},
 		// A legitimate source that takes 150 s, longer than the e2e agent's staleAfter (1m)
