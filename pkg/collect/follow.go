@@ -339,10 +339,11 @@ func (t *followTick) stopped(ctx context.Context, why string) {
 	st.Phase = status.Succeeded
 	st.CompletionTime = t.h.now().UTC().Format(time.RFC3339)
 	st.Message = fmt.Sprintf("follow stopped: %s; %d bytes in the destination", why, st.Bytes)
-	t.h.event(t.pod, corev1.EventTypeNormal, ReasonFollowStopped, st.Message)
+	// The status first: whoever sees the Event must find the final status already written.
 	if err := t.h.Status.Write(wctx, t.pod, st); err != nil {
 		t.log.Error(err, "writing follow status")
 	}
+	t.h.event(t.pod, corev1.EventTypeNormal, ReasonFollowStopped, st.Message)
 	t.log.Info("follow stopped", "reason", why)
 }
 
@@ -354,10 +355,10 @@ func (t *followTick) failed(ctx context.Context, why string) {
 	st.Phase, st.Reason = status.Failed, failure.LimitExceeded
 	st.CompletionTime = t.h.now().UTC().Format(time.RFC3339)
 	st.Message = "follow stopped: " + why
-	t.h.event(t.pod, corev1.EventTypeWarning, ReasonFailed, st.Message)
-	if err := t.h.Status.Write(wctx, t.pod, st); err != nil {
+	if err := t.h.Status.Write(wctx, t.pod, st); err != nil { // before the Event (see stopped)
 		t.log.Error(err, "writing follow status")
 	}
+	t.h.event(t.pod, corev1.EventTypeWarning, ReasonFailed, st.Message)
 	t.log.Info("follow stopped", "reason", why)
 }
 
