@@ -128,6 +128,9 @@ func Write(w io.Writer, kind, dir string) error {
 	return err
 }
 
+// zeros writes n zero bytes, one byte per every when every > 0. The sleeps here (and in
+// Slow) are the simulated source's pace, which is the attack itself; they stand in for no
+// signal: the writer ends when a write fails, i.e. when the agent closes the stream.
 func zeros(w io.Writer, n int64, every time.Duration) error {
 	chunk := make([]byte, 256<<10)
 	if every > 0 {
