@@ -17,7 +17,9 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -31,6 +33,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/collect"
 	"github.com/podcopy/podcopy/pkg/config"
 	"github.com/podcopy/podcopy/pkg/courier"
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/lease"
@@ -106,6 +109,10 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		}
 	}
 	chooser := destination.Chooser{Client: client, Config: opts.Destination, Lister: dstLister}
+	key, err := signingKey(log, opts)
+	if err != nil {
+		return err
+	}
 	spool, _ := opts.SpoolBudget() // checked by Validate
 	executor := m.CountExecs(exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport))
 	handler := &collect.Handler{
@@ -125,6 +132,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Attempts:    opts.Retry.Attempts,
 			Source:      request.Source(opts.Source.Mode),
 			Quota:       opts.Destination.Quota,
+			Custody:     key,
 		},
 		Slots: collect.NewSlots(opts.Concurrency),
 		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
@@ -161,6 +169,12 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	// The janitor (sweep and retention) is cluster-wide: one agent at a time runs it.
 	chore := lease.Chore{Client: client, Namespace: agentNamespace(opts), Name: "podcopy-janitor", Identity: identity(node), Holder: m.JanitorLeader}
 	g.Go(func() error { return chore.Run(gctx, sweeper.Run) })
+	if opts.Signing.PublicKeys != "" {
+		g.Go(func() error {
+			publishKey(gctx, log, client, agentNamespace(opts), opts.Signing.PublicKeys, key.Public())
+			return nil
+		})
+	}
 	if opts.Shell.Enabled {
 		sh := &shell.Server{
 			Config:        opts.Shell.Config,
@@ -261,6 +275,44 @@ func newLogger(opts config.Options) (logr.Logger, error) {
 		return logr.Discard(), err
 	}
 	return zapr.NewLogger(zl), nil
+}
+
+// signingKey is the custody key: signing.keyFile, or a key made now when none is configured.
+func signingKey(log logr.Logger, opts config.Options) (*custody.PrivateKey, error) {
+	if opts.Signing.KeyFile != "" {
+		key, err := custody.LoadPrivateKey(opts.Signing.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("signing.keyFile: %w", err)
+		}
+		log.Info("custody records are signed", "keyID", key.Public().ID(), "keyFile", opts.Signing.KeyFile)
+		return key, nil
+	}
+	key, _, err := custody.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	log.Info("no signing.keyFile: custody records are signed with a key made for this run only (configure a key from a Secret to keep one across restarts)", "keyID", key.Public().ID())
+	return key, nil
+}
+
+// publishKey adds the agent's public key to the published ConfigMap, retrying until it
+// lands or the agent stops; without the right to (Forbidden) it says so once and gives up.
+func publishKey(ctx context.Context, log logr.Logger, client kubernetes.Interface, namespace, name string, pub *custody.PublicKey) {
+	_ = wait.PollUntilContextCancel(ctx, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := custody.Publish(pctx, client, namespace, name, pub)
+		switch {
+		case err == nil:
+			log.Info("custody public key published", "configMap", namespace+"/"+name, "keyID", pub.ID())
+			return true, nil
+		case apierrors.IsForbidden(err):
+			log.Error(err, "cannot publish the custody public key; give its PEM to verifiers yourself", "configMap", namespace+"/"+name, "keyID", pub.ID())
+			return true, nil
+		}
+		log.Error(err, "publishing the custody public key; retrying", "configMap", namespace+"/"+name)
+		return false, nil
+	})
 }
 
 // agentNamespace is where the janitor's Lease lives: the agent's own namespace (downward

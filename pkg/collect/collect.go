@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
@@ -70,6 +71,8 @@ type Settings struct {
 	Source request.Source
 	// Quota is destination.quota: checked in the analysis pod before a once collection.
 	Quota destination.Quota
+	// Custody signs every once collection's custody record (nil: unsigned).
+	Custody *custody.PrivateKey
 }
 
 func (s Settings) attempts() int { return max(s.Attempts, 1) }
@@ -438,14 +441,18 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	for typ, n := range res.SkippedByType {
 		h.Metrics.SkippedEntries.WithLabelValues(typ).Add(float64(n))
 	}
-	st.Phase, st.Reason, st.ManifestSHA256 = status.Succeeded, failure.Succeeded, res.ManifestSHA256
+	st.Phase, st.Reason, st.ManifestSHA256, st.CustodyKeyID = status.Succeeded, failure.Succeeded, res.ManifestSHA256, res.CustodyKeyID
 	st.Message = fmt.Sprintf("collected %d files (%d bytes), skipped %d, in %s", res.Totals.Files, res.Totals.Bytes, res.Totals.Skipped, elapsed.Round(time.Millisecond))
 	evType := corev1.EventTypeNormal
 	if res.Warning != "" {
 		st.Message += "; warning: " + res.Warning
 		evType = corev1.EventTypeWarning
 	}
-	h.event(pod, evType, ReasonSucceeded, fmt.Sprintf("collection %s: %s; manifest at %s/manifest.json, sha256 %s", job.Header.Collection, st.Message, st.Destination, res.ManifestSHA256))
+	signed := "unsigned"
+	if res.CustodyKeyID != "" {
+		signed = "custody record signed by key " + res.CustodyKeyID
+	}
+	h.event(pod, evType, ReasonSucceeded, fmt.Sprintf("collection %s: %s; manifest at %s/manifest.json, sha256 %s; %s", job.Header.Collection, st.Message, st.Destination, res.ManifestSHA256, signed))
 	log.Info("collection succeeded", "files", res.Totals.Files, "bytes", res.Totals.Bytes, "skipped", res.Totals.Skipped, "seconds", elapsed.Seconds())
 	return st, nil
 }
@@ -553,7 +560,7 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name == req.Container {
-			src.ImageID = cs.ImageID
+			src.ImageID, src.ContainerID = cs.ImageID, cs.ContainerID
 		}
 	}
 	job := ship.Job{
@@ -574,6 +581,7 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 		Policy:      h.Settings.Policy(),
 		Limits:      h.Settings.Limits(),
 		Gzip:        h.Settings.Compression == "gzip",
+		Custody:     h.Settings.Custody,
 	}
 	job.Header.Destination.Dir = job.CollectionDir()
 	return job, nil

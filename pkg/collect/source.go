@@ -110,6 +110,7 @@ func (h *Handler) withHelper(ctx context.Context, pod *corev1.Pod, req request.R
 		job.Reader = helper.Reader{Command: hp.Command, Deny: job.Policy.DenyPaths}
 	}
 	job.Gzip = job.Gzip || h.Settings.Compression == "auto"
+	job.SourceKind = "helper"
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/viper"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/manifest"
@@ -89,6 +90,17 @@ type Options struct {
 		Enabled      bool `mapstructure:"enabled"`
 		shell.Config `mapstructure:",squash"`
 	} `mapstructure:"shell"`
+	// Signing is the custody record's key (SPEC §9).
+	Signing struct {
+		// KeyFile is the agent's private key (PEM: PKCS#8 ed25519 or ECDSA P-256, or SEC 1
+		// EC), mounted from a Secret. Empty: the agent makes a key of its own at start
+		// (published like the other; it signs only until the agent restarts).
+		KeyFile string `mapstructure:"keyFile"`
+		// PublicKeys is the ConfigMap, in the agent's namespace, where the agent publishes
+		// its public key (one "<key id>.pem" entry per key; entries are added, never
+		// removed, so collections signed before a rotation still verify). "": not published.
+		PublicKeys string `mapstructure:"publicKeys"`
+	} `mapstructure:"signing"`
 	Debug struct {
 		// Pprof serves net/http/pprof on the metrics listener.
 		Pprof bool `mapstructure:"pprof"`
@@ -143,7 +155,12 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("shell.maxSessionsPerUser", 3)
 	v.SetDefault("shell.idleTimeout", 30*time.Minute)
 	v.SetDefault("debug.pprof", false)
+	v.SetDefault("signing.keyFile", "")
+	v.SetDefault("signing.publicKeys", DefaultPublicKeys)
 }
+
+// DefaultPublicKeys is the ConfigMap of the published custody keys.
+const DefaultPublicKeys = "podcopy-signing-keys"
 
 // Loader reads Options; keep it to reload the policy later.
 type Loader struct {
@@ -222,6 +239,11 @@ func (o Options) Validate() error {
 	}
 	if _, err := o.SpoolBudget(); err != nil {
 		errs = append(errs, err)
+	}
+	if o.Signing.KeyFile != "" {
+		if _, err := custody.LoadPrivateKey(o.Signing.KeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("signing.keyFile: %w", err))
+		}
 	}
 	if o.Compression != "none" && o.Compression != "gzip" && o.Compression != "auto" {
 		errs = append(errs, fmt.Errorf("compression %q is unknown; use none, gzip or auto", o.Compression))

@@ -22,6 +22,8 @@ const (
 	FollowName     = "follow"
 	CheckpointName = ".checkpoints"
 	ManifestName   = "manifest.json"
+	// CustodyName is the signed custody record beside the manifest (package custody).
+	CustodyName = "custody.intoto.json"
 )
 
 // collectionID is SPEC §3's <UTC start>-<first 8 hex of the request id>.
@@ -109,6 +111,14 @@ func (l Layout) ManifestEntry(id string) (string, error) {
 		return "", err
 	}
 	return path.Join(id, ManifestName), nil
+}
+
+// CustodyEntry is the custody record's tar entry name, relative to StagingRoot.
+func (l Layout) CustodyEntry(id string) (string, error) {
+	if _, err := l.Collection(id); err != nil {
+		return "", err
+	}
+	return path.Join(id, CustodyName), nil
 }
 
 // FollowDir is <root>/follow/<container>.

@@ -30,9 +30,11 @@ type Source struct {
 	Pod       string `json:"pod"`
 	UID       string `json:"uid"`
 	Container string `json:"container"`
-	Node      string `json:"node"`
-	Image     string `json:"image"`
-	ImageID   string `json:"imageID"`
+	// ContainerID is the runtime's id of the container read ("containerd://...").
+	ContainerID string `json:"containerID,omitempty"`
+	Node        string `json:"node"`
+	Image       string `json:"image"`
+	ImageID     string `json:"imageID"`
 }
 
 // Destination describes where the files were written.

@@ -80,12 +80,17 @@ func SourceCommand(root string, paths []string, gzip bool) []string {
 // PublishCommand extracts a collection from stdin (gzip-compressed when gzip) into
 // stagingRoot and renames stagingRoot/id to final once complete, printing
 // CompleteMarker(id) last.
-func PublishCommand(stagingRoot, id, final string, gzip bool) []string {
+// With signed, the collection is published only with its custody record.
+func PublishCommand(stagingRoot, id, final string, gzip, signed bool) []string {
 	codec := "none"
 	if gzip {
 		codec = "gzip"
 	}
-	return []string{"sh", "-c", publishScript, "podcopy-publish", stagingRoot, id, final, codec}
+	cmd := []string{"sh", "-c", publishScript, "podcopy-publish", stagingRoot, id, final, codec}
+	if signed {
+		cmd = append(cmd, layout.CustodyName)
+	}
+	return cmd
 }
 
 // CompleteMarker is the line PublishCommand prints after the rename.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/request"
@@ -118,6 +119,9 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 		return res, err
 	}
 	res.ManifestSHA256 = hex.EncodeToString(mh.Sum(nil))
+	if err := w.seal(ctx, res.Completion); err != nil {
+		return res, err
+	}
 	if err := tw.Close(); err != nil {
 		return res, err
 	}
@@ -201,6 +205,49 @@ type writer struct {
 	entries int
 	// written holds each file written (see writtenFiles). It is bounded by policy.maxFiles.
 	written writtenFiles
+	// subjects are the files written, for the custody record (only when it is signed);
+	// bounded by policy.maxFiles, and in bytes by what the manifest holds for the same files.
+	subjects []custody.Subject
+}
+
+// addFile records a written file in the manifest and, when the collection is signed, as a
+// subject of its custody record.
+func (w *writer) addFile(f manifest.File) error {
+	if w.job.Custody != nil {
+		w.subjects = append(w.subjects, custody.Subject{Name: custody.FileSubject(w.job.Header.Source.Container, f.Path), SHA256: f.SHA256})
+	}
+	return w.mb.AddFile(f)
+}
+
+// seal writes the custody record, signed, after the manifest: its subjects are every file
+// and the manifest itself.
+func (w *writer) seal(ctx context.Context, at time.Time) error {
+	if w.job.Custody == nil {
+		return nil
+	}
+	kind := w.job.SourceKind
+	if kind == "" {
+		kind = "tar"
+	}
+	h := w.job.Header
+	h.CompletionTime = at.UTC().Format(time.RFC3339)
+	subjects := append(w.subjects, custody.Subject{Name: custody.ManifestSubject, SHA256: w.res.ManifestSHA256})
+	rec, err := custody.Seal(ctx, w.job.Custody, subjects, custody.PredicateFor(h, w.mb.Totals(), kind))
+	if err != nil {
+		return err
+	}
+	name, err := w.job.Layout.CustodyEntry(h.Collection)
+	if err != nil {
+		return err
+	}
+	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(rec)), Mode: 0o644, ModTime: at}); err != nil {
+		return err
+	}
+	if _, err := w.tw.Write(rec); err != nil {
+		return err
+	}
+	w.res.CustodyKeyID = w.job.Custody.Public().ID()
+	return nil
 }
 
 func (w *writer) prefixDirs() error {
@@ -357,7 +404,7 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 		p.Files.Add(1)
 		p.Bytes.Add(f.Size)
 	}
-	return true, w.mb.AddFile(f)
+	return true, w.addFile(f)
 }
 
 func (w *writer) countFile(v Verdict, size int64) error {
@@ -406,7 +453,7 @@ func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader, k nameKey)
 	}
 	sum := h.Sum(nil)
 	w.written.addFile(v.Rel, k, n, hdr.Mode, hdr.ModTime, sum)
-	return w.mb.AddFile(manifest.File{
+	return w.addFile(manifest.File{
 		Path:    v.Path,
 		Size:    n,
 		Mode:    fmt.Sprintf("%04o", hdr.Mode&0o7777),

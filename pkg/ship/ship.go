@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/layout"
@@ -105,6 +106,12 @@ type Job struct {
 	Reader Reader
 	// Progress, when set, is updated as files are written (read it from another goroutine).
 	Progress *Progress
+	// Custody, when set, signs the collection's custody record (package custody), written
+	// beside the manifest and published with it.
+	Custody *custody.PrivateKey
+	// SourceKind is how the files are read, for the custody record: "tar" (the container's
+	// own, when empty) or "helper".
+	SourceKind string
 }
 
 // Progress is how far a running collection is. Expected is the collection's size when it
@@ -139,6 +146,8 @@ type Result struct {
 	Completion time.Time
 	// ManifestSHA256 is the hex SHA-256 of manifest.json as written.
 	ManifestSHA256 string
+	// CustodyKeyID is the id of the key that signed the custody record ("": unsigned).
+	CustodyKeyID string
 }
 
 // Shipper runs collections through an Executor.
@@ -304,7 +313,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 			}
 		}}
 		dstErr = s.Exec.Exec(ctx, exec.Request{Target: job.Destination,
-			Command: PublishCommand(job.Layout.StagingRoot(), job.Header.Collection, final, gz),
+			Command: PublishCommand(job.Layout.StagingRoot(), job.Header.Collection, final, gz, job.Custody != nil),
 			Stdin:   dstR, Stdout: out})
 		if dstErr == nil && !strings.HasSuffix(out.String(), CompleteMarker(job.Header.Collection)) {
 			dstErr = fmt.Errorf("the analysis pod's extraction ended without confirming the collection (output %q)", out.String())

@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/pkg/helper"
@@ -158,6 +159,11 @@ func TestRunRealTar(t *testing.T) {
 				// a.log is named twice (glob and literal) and must be written once.
 				j := f.job("/var/log/app/*.log", "/var/log/app/a.log", "/var/log/app/x;touch pwned $(id)", "/var/log/dir", "/var/log/mysql/slow.log")
 				j.Gzip = gz
+				key, _, err := custody.GenerateKey()
+				if err != nil {
+					t.Fatal(err)
+				}
+				j.Custody = key
 				res, err := f.shipper.Run(t.Context(), j)
 				if err != nil {
 					t.Fatal(err)
@@ -204,6 +210,26 @@ func TestRunRealTar(t *testing.T) {
 				}
 				if m.Collection != j.Header.Collection || m.CompletionTime != "2026-11-22T10:00:00Z" {
 					t.Errorf("manifest header %+v", m.Header)
+				}
+				// The custody record beside the manifest signs every file and the manifest.
+				env, err := os.ReadFile(filepath.Join(f.collected(j), custody.FileName))
+				if err != nil {
+					t.Fatal(err)
+				}
+				rec, err := custody.Verify(t.Context(), env, []*custody.PublicKey{key.Public()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(rec.Subjects) != len(sums)+1 || rec.Subjects[custody.ManifestSubject] != res.ManifestSHA256 || res.CustodyKeyID != key.Public().ID() {
+					t.Fatalf("custody subjects %v, manifest %s, key %s", rec.Names(), res.ManifestSHA256, res.CustodyKeyID)
+				}
+				for p, sum := range sums {
+					if rec.Subjects[custody.FileSubject("app", p)] != sum {
+						t.Errorf("custody subject %s: %s, want %s", p, rec.Subjects[custody.FileSubject("app", p)], sum)
+					}
+				}
+				if rec.Predicate.EndTime != m.CompletionTime || rec.Predicate.Totals != m.Totals || rec.Predicate.SourceKind != "tar" {
+					t.Errorf("custody predicate %+v", rec.Predicate)
 				}
 			})
 		}

@@ -58,6 +58,9 @@ type Status struct {
 	// ManifestSHA256 is the hex SHA-256 of the collection's manifest.json as the agent wrote
 	// it: readers compare the manifest they read against it (SPEC §9).
 	ManifestSHA256 string `json:"manifestSHA256,omitempty"`
+	// CustodyKeyID is the id of the key that signed the collection's custody record
+	// (custody.intoto.json beside the manifest); empty when it is unsigned.
+	CustodyKeyID string `json:"custodyKeyID,omitempty"`
 }
 
 // Printable returns s with every control character (C0, DEL, C1), bidirectional override

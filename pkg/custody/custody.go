@@ -1,0 +1,243 @@
+// Package custody is a collection's signed custody record (SPEC §9): an in-toto Statement
+// whose subjects are every file of the collection with its SHA-256 (and manifest.json),
+// whose predicate says where the files came from, who asked and when, in a DSSE envelope
+// signed by the agent's key. Anyone with the published public keys verifies it offline.
+//
+// The envelope (DSSE) and the statement (in-toto attestation v1) come from their reference
+// libraries, go-securesystemslib/dsse and in-toto/attestation/go/v1; this package only
+// supplies the keys and the predicate.
+package custody
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	ita1 "github.com/in-toto/attestation/go/v1"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/podcopy/podcopy/pkg/layout"
+	"github.com/podcopy/podcopy/pkg/manifest"
+)
+
+const (
+	// FileName is the custody record's name, beside manifest.json in a collection.
+	FileName = layout.CustodyName
+	// PayloadType is the DSSE payload type of an in-toto Statement.
+	PayloadType = "application/vnd.in-toto+json"
+	// PredicateType names podcopy's predicate.
+	PredicateType = "https://podcopy.dev/custody/v1"
+	// ManifestSubject is the subject name of the collection's manifest.json.
+	ManifestSubject = layout.ManifestName
+	// MaxRecordBytes bounds what a reader accepts as a custody record.
+	MaxRecordBytes = 64 << 20
+)
+
+// Subject is one signed file: its name relative to the collection directory
+// ("<container>/<path>", or "manifest.json") and its hex SHA-256.
+type Subject struct {
+	Name   string
+	SHA256 string
+}
+
+// FileSubject is the subject name of a collected file: the file's source path below its
+// container's directory, as the layout writes it.
+func FileSubject(container, sourcePath string) string {
+	return container + "/" + strings.TrimPrefix(sourcePath, "/")
+}
+
+// Pod identifies the source pod.
+type Pod struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	UID       string `json:"uid"`
+}
+
+// Container identifies the source container and what it ran.
+type Container struct {
+	Name        string `json:"name"`
+	ID          string `json:"id,omitempty"`
+	Image       string `json:"image,omitempty"`
+	ImageDigest string `json:"imageDigest,omitempty"`
+}
+
+// Retention is how long the destination keeps the objects locked (object storage with
+// Object Lock; absent for an analysis pod, which holds no lock).
+type Retention struct {
+	Mode        string `json:"mode,omitempty"`
+	RetainUntil string `json:"retainUntil,omitempty"`
+	LegalHold   bool   `json:"legalHold,omitempty"`
+}
+
+// Predicate is podcopy's custody predicate.
+type Predicate struct {
+	Collection    string           `json:"collection"`
+	Pod           Pod              `json:"pod"`
+	Node          string           `json:"node"`
+	Container     Container        `json:"container"`
+	Request       manifest.Request `json:"request"`
+	RequestedBy   string           `json:"requestedBy,omitempty"`
+	RequestOrigin string           `json:"requestOrigin,omitempty"`
+	// SourceKind is how the files were read: "tar" (the container's own tar) or "helper"
+	// (podcopy's helper beside the container).
+	SourceKind  string          `json:"sourceKind"`
+	Agent       manifest.Agent  `json:"agent"`
+	Destination string          `json:"destination"`
+	StartTime   string          `json:"startTime"`
+	EndTime     string          `json:"endTime"`
+	Totals      manifest.Totals `json:"totals"`
+	Retention   *Retention      `json:"retention,omitempty"`
+}
+
+// PredicateFor is the predicate of a collection described by a manifest header, its
+// totals and its source kind.
+func PredicateFor(h manifest.Header, totals manifest.Totals, sourceKind string) Predicate {
+	return Predicate{
+		Collection: h.Collection,
+		Pod:        Pod{Namespace: h.Source.Namespace, Name: h.Source.Pod, UID: h.Source.UID},
+		Node:       h.Source.Node,
+		Container: Container{Name: h.Source.Container, ID: h.Source.ContainerID, Image: h.Source.Image,
+			ImageDigest: ImageDigest(h.Source.ImageID)},
+		Request: h.Request, RequestedBy: h.RequestedBy, RequestOrigin: h.RequestOrigin,
+		SourceKind:  sourceKind,
+		Agent:       h.Agent,
+		Destination: fmt.Sprintf("%s/%s/%s:%s", h.Destination.Namespace, h.Destination.Pod, h.Destination.Container, h.Destination.Dir),
+		StartTime:   h.StartTime, EndTime: h.CompletionTime,
+		Totals: totals,
+	}
+}
+
+// ImageDigest is the digest part ("sha256:...") of a container status's imageID, which
+// runtimes write as "repo@sha256:..." or "sha256:..."; "" when it has none.
+func ImageDigest(imageID string) string {
+	if i := strings.LastIndex(imageID, "sha256:"); i >= 0 {
+		return imageID[i:]
+	}
+	return ""
+}
+
+// Statement is the in-toto Statement of subjects and p, as JSON.
+func Statement(subjects []Subject, p Predicate) ([]byte, error) {
+	pj, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	var pm map[string]any
+	if err := json.Unmarshal(pj, &pm); err != nil {
+		return nil, err
+	}
+	pred, err := structpb.NewStruct(pm)
+	if err != nil {
+		return nil, fmt.Errorf("custody predicate: %w", err)
+	}
+	st := &ita1.Statement{Type: ita1.StatementTypeUri, PredicateType: PredicateType, Predicate: pred}
+	for _, s := range subjects {
+		st.Subject = append(st.Subject, &ita1.ResourceDescriptor{Name: s.Name, Digest: map[string]string{"sha256": s.SHA256}})
+	}
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("custody statement: %w", err)
+	}
+	return protojson.Marshal(st)
+}
+
+// Seal signs the statement of subjects and p with key: the DSSE envelope, as JSON.
+func Seal(ctx context.Context, key *PrivateKey, subjects []Subject, p Predicate) ([]byte, error) {
+	body, err := Statement(subjects, p)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := dsse.NewEnvelopeSigner(key)
+	if err != nil {
+		return nil, err
+	}
+	env, err := signer.SignPayload(ctx, PayloadType, body)
+	if err != nil {
+		return nil, fmt.Errorf("signing the custody record: %w", err)
+	}
+	return json.MarshalIndent(env, "", " ")
+}
+
+// Record is a verified custody record.
+type Record struct {
+	// KeyID is the key whose signature verified.
+	KeyID string
+	// Subjects maps each signed name to its hex SHA-256.
+	Subjects  map[string]string
+	Predicate Predicate
+}
+
+// Names are the signed names in order.
+func (r Record) Names() []string { return slices.Sorted(maps.Keys(r.Subjects)) }
+
+// ErrNoKeys is verification without any public key to verify with.
+var ErrNoKeys = errors.New("no public key to verify the custody record with (kubectl podcopy key prints the published ones; pass --key FILE offline)")
+
+// Verify checks envelope's signature against keys (any one of them: keys rotate) and
+// returns the record it signs. Nothing of the record is returned unless a signature
+// verified.
+func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, error) {
+	if len(keys) == 0 {
+		return Record{}, ErrNoKeys
+	}
+	if len(envelope) > MaxRecordBytes {
+		return Record{}, fmt.Errorf("custody record larger than %d bytes", MaxRecordBytes)
+	}
+	var env dsse.Envelope
+	if err := json.Unmarshal(envelope, &env); err != nil {
+		return Record{}, fmt.Errorf("custody record is not a DSSE envelope: %w", err)
+	}
+	if env.PayloadType != PayloadType {
+		return Record{}, fmt.Errorf("custody record's payload type is %q, not %s", env.PayloadType, PayloadType)
+	}
+	vs := make([]dsse.Verifier, len(keys))
+	for i, k := range keys {
+		vs[i] = k
+	}
+	v, err := dsse.NewEnvelopeVerifier(vs...)
+	if err != nil {
+		return Record{}, err
+	}
+	accepted, body, err := v.VerifyAndDecode(ctx, &env)
+	if err != nil || len(accepted) == 0 {
+		ids := make([]string, len(keys))
+		for i, k := range keys {
+			ids[i] = k.ID()
+		}
+		return Record{}, fmt.Errorf("the custody record's signature does not verify with any of the %d public keys (%s): the record was changed, or signed by another key", len(keys), strings.Join(ids, ", "))
+	}
+	var st ita1.Statement
+	if err := protojson.Unmarshal(body, &st); err != nil {
+		return Record{}, fmt.Errorf("custody statement: %w", err)
+	}
+	if err := st.Validate(); err != nil {
+		return Record{}, fmt.Errorf("custody statement: %w", err)
+	}
+	if st.GetPredicateType() != PredicateType {
+		return Record{}, fmt.Errorf("custody statement's predicate type is %q, not %s", st.GetPredicateType(), PredicateType)
+	}
+	rec := Record{KeyID: accepted[0].KeyID, Subjects: map[string]string{}}
+	for _, s := range st.GetSubject() {
+		sum, ok := s.GetDigest()["sha256"]
+		if !ok {
+			return Record{}, fmt.Errorf("custody subject %q has no sha256 digest", s.GetName())
+		}
+		if _, dup := rec.Subjects[s.GetName()]; dup {
+			return Record{}, fmt.Errorf("custody subject %q appears twice", s.GetName())
+		}
+		rec.Subjects[s.GetName()] = sum
+	}
+	pj, err := st.GetPredicate().MarshalJSON()
+	if err != nil {
+		return Record{}, err
+	}
+	if err := json.Unmarshal(pj, &rec.Predicate); err != nil {
+		return Record{}, fmt.Errorf("custody predicate: %w", err)
+	}
+	return rec, nil
+}
