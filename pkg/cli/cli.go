@@ -30,6 +30,10 @@ type Options struct {
 	// AnalysisNamespace, AnalysisSelector and Dir find collections that the pod's status no
 	// longer names (the agent's destination.namespace, .selector and .dir).
 	AnalysisNamespace, AnalysisSelector, Dir string
+	// SigningKeys is the ConfigMap of the published custody keys (NAME in
+	// AnalysisNamespace, or NS/NAME); KeyFiles, when set, are used instead (--key).
+	SigningKeys string
+	KeyFiles    []string
 
 	Out, Err io.Writer
 	// Terminal reports whether progress may be drawn (stderr is a terminal).
@@ -46,7 +50,7 @@ type Options struct {
 
 // NewOptions are the options of a plugin writing to out and errOut.
 func NewOptions(out, errOut io.Writer) *Options {
-	return &Options{config: genericclioptions.NewConfigFlags(true), Out: out, Err: errOut, Terminal: isTerminal(errOut)}
+	return &Options{config: genericclioptions.NewConfigFlags(true), Out: out, Err: errOut, Terminal: isTerminal(errOut), SigningKeys: DefaultSigningKeys}
 }
 
 // NewCommand is the root command (kubectl podcopy) over o.
@@ -61,11 +65,12 @@ func NewCommand(o *Options) *cobra.Command {
 	root.PersistentFlags().StringVar(&o.AnalysisNamespace, "analysis-namespace", "podcopy", "namespace of the analysis pods (the agent's destination.namespace)")
 	root.PersistentFlags().StringVar(&o.AnalysisSelector, "analysis-selector", "app.kubernetes.io/component=analysis", "label selector of the analysis pods")
 	root.PersistentFlags().StringVar(&o.Dir, "dir", "/collect", "base directory in the analysis pod (the agent's destination.dir)")
+	root.PersistentFlags().StringVar(&o.SigningKeys, "signing-keys", DefaultSigningKeys, "ConfigMap of the agents' published custody keys: NAME in --analysis-namespace, or NAMESPACE/NAME (the agent's signing.publicKeys)")
 	for _, c := range []*cobra.Command{o.collectCommand(), o.statusCommand(), o.lsCommand(), o.verifyCommand(), o.stopCommand()} {
 		c.Flags().StringVarP(&o.Output, "output", "o", "", "output format: json for scripts (default: human-readable)")
 		root.AddCommand(c)
 	}
-	root.AddCommand(o.fetchCommand()) // its -o is the directory (SPEC §8)
+	root.AddCommand(o.fetchCommand(), o.keyCommand()) // fetch's -o is the directory (SPEC §8)
 	return root
 }
 

@@ -55,10 +55,19 @@ type analysisFake struct {
 	manifest []byte
 	archive  []byte
 	sums     string // sha256sum -c output
+	record   []byte // the custody record (nil: none)
 }
 
 func (a analysisFake) Exec(ctx context.Context, req exec.Request) error {
 	switch req.Command[0] {
+	case "sh":
+		if slices.Contains(req.Command, "podcopy-read") {
+			if a.record == nil {
+				return &exec.ExitError{Code: 3}
+			}
+			_, err := req.Stdout.Write(a.record)
+			return err
+		}
 	case "cat":
 		_, err := req.Stdout.Write(a.manifest)
 		return err
@@ -397,6 +406,8 @@ func TestVerifyANameWithANewline(t *testing.T) {
 			t.Parallel()
 			analysisPod := exectest.Func(func(ctx context.Context, req exec.Request) error {
 				switch {
+				case slices.Contains(req.Command, "podcopy-read"): // no custody record
+					return &exec.ExitError{Code: 3}
 				case req.Command[0] == "cat":
 					_, err := req.Stdout.Write(body)
 					return err

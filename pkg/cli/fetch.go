@@ -24,7 +24,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/layout"
-	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/pathname"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -178,6 +178,8 @@ type fetchResult struct {
 	Mismatched []string `json:"mismatched,omitempty"`
 	Missing    []string `json:"missing,omitempty"`
 	Unexpected []string `json:"unexpected,omitempty"`
+	// SignedBy is the key id whose signature on the custody record verified ("": unsigned).
+	SignedBy string `json:"signedBy,omitempty"`
 }
 
 func (r fetchResult) ok() bool {
@@ -187,14 +189,25 @@ func (r fetchResult) ok() bool {
 // fetch streams the collection as tar from the analysis pod into <out>/<id>, hashing each
 // file as it is written, and compares every hash with the manifest read first.
 func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) error {
+	raw, err := o.readRecord(ctx, ref)
+	if err != nil {
+		return err
+	}
+	sig, err := o.checkRecord(ctx, raw, fmt.Sprintf("collection %s in %s", ref.id, ref.analysis))
+	if err != nil {
+		return err
+	}
+	if sig != nil {
+		ref.manifestSHA256 = "" // the signed digest decides, and names what differs
+	}
 	m, sum, err := o.readManifestSum(ctx, ref)
 	if err != nil {
 		return err
 	}
 	ref.manifestSHA256 = sum // the manifest.json in the stream must be the one just read
-	want := map[string]manifest.File{}
-	for _, f := range m.Files {
-		want[f.Path] = f
+	want := map[string]expected{}
+	for _, e := range expectations(m, sig) {
+		want[e.rel] = e
 	}
 	dest := filepath.Join(out, ref.id)
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -209,6 +222,7 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 	}
 	defer func() { _ = root.Close() }()
 	res := fetchResult{Collection: ref.id, Dir: dest}
+	sig.checkManifest(sum, &res)
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	wctx, stdout, stop := watched(ctx, o.Stall, pw, "fetching from "+ref.analysis.String())
@@ -221,7 +235,7 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 		pw.CloseWithError(err) // nil: the reader sees io.EOF
 		done <- err
 	}()
-	werr := o.untar(root, tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), m, ref.manifestSHA256, want, &res)
+	werr := o.untar(root, tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), sums{manifest: ref.manifestSHA256, record: sig.recordSum()}, want, &res)
 	if werr != nil {
 		pr.CloseWithError(werr)
 	} else {
@@ -233,17 +247,20 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 	if werr != nil {
 		return werr
 	}
-	for p := range want {
-		res.Missing = append(res.Missing, p)
+	for _, e := range want {
+		res.Missing = append(res.Missing, e.src)
 	}
 	sort.Strings(res.Missing)
 	return o.report(res, "fetched", fmt.Sprintf("%d files (%s) to %s", res.Files, size(res.Bytes), dest))
 }
 
+// sums are the hashes the stream's manifest.json and custody record must have (the copies
+// read and checked before the stream); record is "" for an unsigned collection.
+type sums struct{ manifest, record string }
+
 // untar writes regular files and directories of the stream below root, checking names and
-// hashes. A file is found in want by its source path, which is then removed from want.
-func (o *Options) untar(root *os.Root, tr *tar.Reader, m manifest.Manifest, manifestSum string, want map[string]manifest.File, res *fetchResult) error {
-	prefix := m.Source.Container + "/"
+// hashes. A file is found in want by its name in the collection, then removed from want.
+func (o *Options) untar(root *os.Root, tr *tar.Reader, sums sums, want map[string]expected, res *fetchResult) error {
 	buf := make([]byte, 256<<10)
 	for {
 		hdr, err := tr.Next()
@@ -254,15 +271,20 @@ func (o *Options) untar(root *os.Root, tr *tar.Reader, m manifest.Manifest, mani
 			return fmt.Errorf("reading the collection stream: %w", err)
 		}
 		name := strings.TrimPrefix(path.Clean(hdr.Name), "./")
-		if name == "." || name == "manifest.json" {
-			if name == "manifest.json" {
-				h := sha256.New()
-				if err := writeFile(root, name, tr, buf, h); err != nil {
-					return err
-				}
-				if got := hex.EncodeToString(h.Sum(nil)); got != manifestSum {
-					res.Mismatched = append(res.Mismatched, fmt.Sprintf("manifest.json: sha256 %s, but %s was read and checked", got, manifestSum))
-				}
+		if name == "." {
+			continue
+		}
+		if meta, ok := map[string]string{custody.ManifestSubject: sums.manifest, custody.FileName: sums.record}[name]; ok && hdr.Typeflag == tar.TypeReg {
+			if meta == "" { // a record where none was read: not written, not believed
+				res.Unexpected = append(res.Unexpected, name+" (appeared after the collection was checked)")
+				continue
+			}
+			h := sha256.New()
+			if err := writeFile(root, name, tr, buf, h); err != nil {
+				return err
+			}
+			if got := hex.EncodeToString(h.Sum(nil)); got != meta {
+				res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, but %s was read and checked", name, got, meta))
 			}
 			continue
 		}
@@ -281,24 +303,23 @@ func (o *Options) untar(root *os.Root, tr *tar.Reader, m manifest.Manifest, mani
 			res.Unexpected = append(res.Unexpected, name+" (not a regular file)")
 			continue
 		}
-		src := "/" + strings.TrimPrefix(name, prefix)
-		f, known := want[src]
-		if !strings.HasPrefix(name, prefix) || !known {
-			res.Unexpected = append(res.Unexpected, name+" (not in the manifest)")
+		e, known := want[name]
+		if !known {
+			res.Unexpected = append(res.Unexpected, name+" (not in the "+recordName(sums)+")")
 			continue
 		}
-		delete(want, src)
+		delete(want, name)
 		h := sha256.New()
 		var r io.Reader = tr
 		var lf *os.File
 		if hdr.Typeflag == tar.TypeLink { // a hard link of a file written before: copy and hash it
 			if lf, err = root.Open(strings.TrimPrefix(path.Clean(hdr.Linkname), "./")); err != nil {
-				res.Mismatched = append(res.Mismatched, src+" (its hard link target is missing)")
+				res.Mismatched = append(res.Mismatched, e.src+" (its hard link target is missing)")
 				continue
 			}
 			r = lf
 		}
-		err = writeFile(root, name, r, buf, h)
+		n, err := writeFileN(root, name, r, buf, h)
 		if lf != nil {
 			_ = lf.Close()
 		}
@@ -306,30 +327,44 @@ func (o *Options) untar(root *os.Root, tr *tar.Reader, m manifest.Manifest, mani
 			return err
 		}
 		got := hex.EncodeToString(h.Sum(nil))
-		if got != f.SHA256 {
-			res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, manifest %s", src, got, f.SHA256))
+		if got != e.sha256 {
+			res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, %s %s", e.src, got, recordName(sums), e.sha256))
 		}
 		res.Files++
-		res.Bytes += f.Size
+		res.Bytes += n
 	}
 }
 
+// recordName names where the digests came from.
+func recordName(s sums) string {
+	if s.record != "" {
+		return "signed record"
+	}
+	return "manifest"
+}
+
 func writeFile(root *os.Root, name string, r io.Reader, buf []byte, h io.Writer) error {
+	_, err := writeFileN(root, name, r, buf, h)
+	return err
+}
+
+// writeFileN writes a new file name below root from r, and says how many bytes.
+func writeFileN(root *os.Root, name string, r io.Reader, buf []byte, h io.Writer) (int64, error) {
 	if dir := path.Dir(name); dir != "." {
 		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var w io.Writer = f
 	if h != nil {
 		w = io.MultiWriter(f, h)
 	}
-	_, err = io.CopyBuffer(w, r, buf)
-	return errors.Join(err, f.Close())
+	n, err := io.CopyBuffer(w, r, buf)
+	return n, errors.Join(err, f.Close())
 }
 
 // hashOne hashes one file in the analysis pod, its name passed as an argument (a name with a
@@ -349,6 +384,14 @@ func (o *Options) hashOne(ctx context.Context, ref collectionRef, p string) (str
 	return s[:64], nil
 }
 
+// digestSource says what a file's digest came from.
+func digestSource(s *signed) string {
+	if s != nil {
+		return "sha256 the custody record signed"
+	}
+	return "manifest's sha256"
+}
+
 // report prints a fetch or verify result; anything wrong is an error naming the files.
 func (o *Options) report(res fetchResult, verb, summary string) error {
 	if o.Output == "json" {
@@ -358,7 +401,11 @@ func (o *Options) report(res fetchResult, verb, summary string) error {
 	}
 	if res.ok() {
 		if o.Output != "json" {
-			fmt.Fprintf(o.Out, "%s %s; every SHA-256 matches manifest.json\n", verb, summary)
+			against := "manifest.json (the collection is unsigned: no custody key is published)"
+			if res.SignedBy != "" {
+				against = "the custody record signed by key " + res.SignedBy
+			}
+			fmt.Fprintf(o.Out, "%s %s; every SHA-256 matches %s\n", verb, summary, against)
 		}
 		return nil
 	}
@@ -377,11 +424,23 @@ func (o *Options) report(res fetchResult, verb, summary string) error {
 }
 
 func (o *Options) verifyCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "verify COLLECTION",
-		Short: "Re-hash a collection in place in the analysis pod and compare with its manifest",
-		Args:  cobra.ExactArgs(1),
+	cmd := &cobra.Command{
+		Use:   "verify COLLECTION | DIR",
+		Short: "Check a collection's signed custody record, then re-hash every file in place in the analysis pod (or in DIR, a fetched collection, offline with --key)",
+		Example: `  kubectl podcopy verify mysql-0                                  # in the analysis pod
+  kubectl podcopy verify ./evidence/20261123T101500Z-1a2b3c4d --key keys.pem   # offline`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if isLocalCollection(args[0]) {
+				if len(o.KeyFiles) == 0 { // the published keys, when a cluster is reachable
+					if err := o.complete(); err != nil {
+						return fmt.Errorf("verifying %s offline needs --key FILE (kubectl podcopy key prints the keys): %w", args[0], err)
+					}
+				} else if o.Output != "" && o.Output != "json" {
+					return fmt.Errorf("--output %q is unknown; use json", o.Output)
+				}
+				return o.verifyLocal(cmd.Context(), args[0])
+			}
 			if err := o.complete(); err != nil {
 				return err
 			}
@@ -392,25 +451,41 @@ func (o *Options) verifyCommand() *cobra.Command {
 			return o.verify(cmd.Context(), ref)
 		},
 	}
+	o.keysFlags(cmd)
+	return cmd
 }
 
 // verify runs sha256sum -c in the analysis pod over the manifest's files.
 func (o *Options) verify(ctx context.Context, ref collectionRef) error {
-	m, err := o.readManifest(ctx, ref)
+	raw, err := o.readRecord(ctx, ref)
 	if err != nil {
 		return err
 	}
+	sig, err := o.checkRecord(ctx, raw, fmt.Sprintf("collection %s in %s", ref.id, ref.analysis))
+	if err != nil {
+		return err
+	}
+	if sig != nil {
+		ref.manifestSHA256 = "" // the signed digest decides, and names what differs
+	}
+	m, sum, err := o.readManifestSum(ctx, ref)
+	if err != nil {
+		return err
+	}
+	res := fetchResult{Collection: ref.id, Dir: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
+	sig.checkManifest(sum, &res)
 	var list bytes.Buffer
 	byLocal := map[string]string{}
-	var special []manifest.File // names sha256sum -c cannot take on a line (newline, backslash)
-	for _, f := range m.Files {
-		local := ref.dir + "/" + m.Source.Container + f.Path
+	var special []expected // names sha256sum -c cannot take on a line (newline, backslash)
+	files := expectations(m, sig)
+	for _, f := range files {
+		local := ref.dir + "/" + f.rel
 		if strings.ContainsAny(local, "\n\r\\") {
 			special = append(special, f)
 			continue
 		}
-		byLocal[local] = f.Path
-		fmt.Fprintf(&list, "%s  %s\n", f.SHA256, local)
+		byLocal[local] = f.src
+		fmt.Fprintf(&list, "%s  %s\n", f.sha256, local)
 	}
 	var out bytes.Buffer
 	wctx, w, stop := watched(ctx, o.Stall, &out, "hashing in "+ref.analysis.String())
@@ -422,7 +497,6 @@ func (o *Options) verify(ctx context.Context, ref collectionRef) error {
 	if exit := (*exec.ExitError)(nil); err != nil && !errors.As(err, &exit) {
 		return fmt.Errorf("hashing in %s: %w", ref.analysis, err)
 	}
-	res := fetchResult{Collection: ref.id, Dir: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
 	for _, line := range strings.Split(out.String(), "\n") {
 		local, verdict, ok := strings.Cut(line, ": ")
 		src, known := byLocal[local]
@@ -436,25 +510,25 @@ func (o *Options) verify(ctx context.Context, ref collectionRef) error {
 		case strings.Contains(verdict, "open or read"):
 			res.Missing = append(res.Missing, src)
 		default:
-			res.Mismatched = append(res.Mismatched, src+": content differs from the manifest's sha256")
+			res.Mismatched = append(res.Mismatched, src+": content differs from the "+digestSource(sig))
 		}
 	}
 	for _, src := range byLocal { // no verdict at all: not hashed (unreadable or missing)
 		res.Missing = append(res.Missing, src)
 	}
 	for _, f := range special {
-		switch got, err := o.hashOne(ctx, ref, ref.dir+"/"+m.Source.Container+f.Path); {
+		switch got, err := o.hashOne(ctx, ref, ref.dir+"/"+f.rel); {
 		case err != nil:
-			res.Missing = append(res.Missing, f.Path)
-		case got == f.SHA256:
+			res.Missing = append(res.Missing, f.src)
+		case got == f.sha256:
 			res.Files++
 		default:
-			res.Mismatched = append(res.Mismatched, f.Path+": content differs from the manifest's sha256")
+			res.Mismatched = append(res.Mismatched, f.src+": content differs from the "+digestSource(sig))
 		}
 	}
 	sort.Strings(res.Missing)
-	for _, f := range m.Files {
-		res.Bytes += f.Size
+	for _, f := range files {
+		res.Bytes += f.size
 	}
 	return o.report(res, "verified", fmt.Sprintf("%d files (%s) in %s", res.Files, size(res.Bytes), res.Dir))
 }
