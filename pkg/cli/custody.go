@@ -120,7 +120,7 @@ func (o *Options) readRecord(ctx context.Context, ref collectionRef) ([]byte, er
 // directory, the source path it is reported by, and the digest it must have.
 type expected struct {
 	rel, src, sha256 string
-	size         int64
+	size             int64
 }
 
 // expectations are the files to check: the signed subjects when the collection is signed
