@@ -29,3 +29,8 @@ app.kubernetes.io/component: analysis
 {{- define "podcopy.serviceAccountUser" -}}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "podcopy.fullname" .) -}}
 {{- end -}}
+
+{{/* The Secret holding the custody signing key. */}}
+{{- define "podcopy.signingSecret" -}}
+{{- .Values.signing.existingSecret | default (printf "%s-signing-key" (include "podcopy.fullname" .)) -}}
+{{- end -}}
