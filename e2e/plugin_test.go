@@ -222,9 +222,11 @@ func grantCleanup(t *testing.T, ns, user string, rules ...rbacv1.PolicyRule) {
 
 // TestPluginTrustsNoTenantRecord (issue 20): a status forged by someone allowed to write it
 // here (the admin: Pod creators no longer can, TestAdmissionOnCreate) naming a decoy pod
-// and a collection that climbs out of -o is refused by fetch and verify; a file rewritten
-// together with its manifest in the analysis pod is caught by the manifest's SHA-256 in the
-// status.
+// and a collection that climbs out of -o is refused by fetch and verify. Issue 21: the
+// collection's custody record is signed; fetched untouched, it verifies offline with the
+// published keys (and fails once a file is touched); a file rewritten together with its
+// manifest in the analysis pod fails verify and fetch, naming the file; a removed record is
+// refused.
 func TestPluginTrustsNoTenantRecord(t *testing.T) {
 	t.Parallel()
 	ns := namespace(t)
@@ -236,11 +238,39 @@ func TestPluginTrustsNoTenantRecord(t *testing.T) {
 	if st.Phase != status.Succeeded || st.ManifestSHA256 == "" {
 		t.Fatalf("status %+v", st)
 	}
-	if out, errOut, code := kubectlPodcopy(t, admin, "-n", ns, "verify", "app"); code != 0 {
-		t.Fatalf("verify of the agent's own: exit %d\n%s%s", code, out, errOut)
+	if out, errOut, code := kubectlPodcopy(t, admin, "-n", ns, "verify", "app"); code != 0 || !strings.Contains(out, "custody record signed by key "+st.CustodyKeyID) || st.CustodyKeyID == "" {
+		t.Fatalf("verify of the agent's own (signed by %q): exit %d\n%s%s", st.CustodyKeyID, code, out, errOut)
+	}
+	// Fetched untouched, and the published keys saved: the fetched directory verifies
+	// offline (no cluster: the kubeconfig points nowhere).
+	keys, errOut, code := kubectlPodcopy(t, admin, "key")
+	if code != 0 || !strings.Contains(keys, "# podcopy custody key "+st.CustodyKeyID) {
+		t.Fatalf("key: exit %d\n%s%s", code, keys, errOut)
+	}
+	keyFile := filepath.Join(t.TempDir(), "keys.pem")
+	if err := os.WriteFile(keyFile, []byte(keys), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fetched := t.TempDir()
+	if out, errOut, code := kubectlPodcopy(t, admin, "-n", ns, "fetch", "app", "-o", fetched); code != 0 || !strings.Contains(out, "signed by key") {
+		t.Fatalf("fetch: exit %d\n%s%s", code, out, errOut)
+	}
+	nowhere := filepath.Join(t.TempDir(), "none.kubeconfig")
+	local := filepath.Join(fetched, st.Collection)
+	if out, errOut, code := kubectlPodcopy(t, nowhere, "verify", local, "--key", keyFile); code != 0 || !strings.Contains(out, "verified 2 files") {
+		t.Fatalf("offline verify: exit %d\n%s%s", code, out, errOut)
+	}
+	if err := os.WriteFile(filepath.Join(local, "app/var/log/data/b.log"), []byte("other!\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := kubectlPodcopy(t, nowhere, "verify", local, "--key", keyFile); code == 0 || !strings.Contains(errOut, "MISMATCH /var/log/data/b.log") {
+		t.Fatalf("offline verify of a touched file: exit %d, stderr %s", code, errOut)
+	} else {
+		t.Logf("offline verify of a touched file: %s", strings.TrimSpace(errOut))
 	}
 
-	// Rewrite a.log and its manifest entry together.
+	// Rewrite a.log and its manifest entry together, in the analysis pod: the signed record
+	// names the file.
 	dst := analysis(t)
 	colDir := st.Destination[strings.Index(st.Destination, ":")+1:]
 	m := readManifest(t, st)
@@ -253,10 +283,15 @@ func TestPluginTrustsNoTenantRecord(t *testing.T) {
 	mustRun(t, dst, "sh", "-c", `echo rewritten > "$1/app/var/log/data/a.log" && new=$(sha256sum "$1/app/var/log/data/a.log" | cut -d' ' -f1) && sed -i "s/$2/$new/" "$1/manifest.json"`, "sh", colDir, old)
 	for _, cmd := range [][]string{{"verify", "app"}, {"fetch", "app", "-o", t.TempDir()}} {
 		_, errOut, code := kubectlPodcopy(t, admin, append([]string{"-n", ns}, cmd...)...)
-		if code == 0 || !strings.Contains(errOut, "the manifest was changed afterwards") {
+		if code == 0 || !strings.Contains(errOut, "MISMATCH /var/log/data/a.log") || !strings.Contains(errOut, "MISMATCH manifest.json") || strings.Contains(errOut, "b.log") {
 			t.Fatalf("%s after rewriting a file and its manifest: exit %d, stderr %s", cmd[0], code, errOut)
 		}
 		t.Logf("%s: %s", cmd[0], strings.TrimSpace(errOut))
+	}
+	// The record itself removed: refused while keys are published.
+	mustRun(t, dst, "rm", "--", colDir+"/custody.intoto.json")
+	if _, errOut, code := kubectlPodcopy(t, admin, "-n", ns, "verify", "app"); code == 0 || !strings.Contains(errOut, "has no custody.intoto.json") {
+		t.Fatalf("verify without the record: exit %d, stderr %s", code, errOut)
 	}
 
 	// A forged status (only the agent and system:masters may write one now).

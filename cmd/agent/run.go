@@ -109,7 +109,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		}
 	}
 	chooser := destination.Chooser{Client: client, Config: opts.Destination, Lister: dstLister}
-	key, err := signingKey(log, opts)
+	key, err := signingKey(ctx, log, client, opts)
 	if err != nil {
 		return err
 	}
@@ -277,8 +277,9 @@ func newLogger(opts config.Options) (logr.Logger, error) {
 	return zapr.NewLogger(zl), nil
 }
 
-// signingKey is the custody key: signing.keyFile, or a key made now when none is configured.
-func signingKey(log logr.Logger, opts config.Options) (*custody.PrivateKey, error) {
+// signingKey is the custody key: signing.keyFile; else signing.secret's, creating it when
+// absent; else (no secret configured, or no right to read it) a key made now for this run.
+func signingKey(ctx context.Context, log logr.Logger, client kubernetes.Interface, opts config.Options) (*custody.PrivateKey, error) {
 	if opts.Signing.KeyFile != "" {
 		key, err := custody.LoadPrivateKey(opts.Signing.KeyFile)
 		if err != nil {
@@ -287,11 +288,25 @@ func signingKey(log logr.Logger, opts config.Options) (*custody.PrivateKey, erro
 		log.Info("custody records are signed", "keyID", key.Public().ID(), "keyFile", opts.Signing.KeyFile)
 		return key, nil
 	}
+	why := "no signing.secret"
+	if opts.Signing.Secret != "" {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		key, created, err := custody.FromSecret(sctx, client, agentNamespace(opts), opts.Signing.Secret)
+		cancel()
+		if err == nil {
+			log.Info("custody records are signed", "keyID", key.Public().ID(), "secret", agentNamespace(opts)+"/"+opts.Signing.Secret, "created", created)
+			return key, nil
+		}
+		if !apierrors.IsForbidden(err) && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("signing.secret %s/%s: %w", agentNamespace(opts), opts.Signing.Secret, err)
+		}
+		why = err.Error()
+	}
 	key, _, err := custody.GenerateKey()
 	if err != nil {
 		return nil, err
 	}
-	log.Info("no signing.keyFile: custody records are signed with a key made for this run only (configure a key from a Secret to keep one across restarts)", "keyID", key.Public().ID())
+	log.Info("custody records are signed with a key made for this run only (it is published, but lost when the agent restarts)", "keyID", key.Public().ID(), "why", why)
 	return key, nil
 }
 

@@ -92,10 +92,12 @@ type Options struct {
 	} `mapstructure:"shell"`
 	// Signing is the custody record's key (SPEC §9).
 	Signing struct {
-		// KeyFile is the agent's private key (PEM: PKCS#8 ed25519 or ECDSA P-256, or SEC 1
-		// EC), mounted from a Secret. Empty: the agent makes a key of its own at start
-		// (published like the other; it signs only until the agent restarts).
+		// KeyFile is the agent's private key as a file (PEM: PKCS#8 ed25519 or ECDSA P-256,
+		// or SEC 1 EC); when set, Secret is not read.
 		KeyFile string `mapstructure:"keyFile"`
+		// Secret is the Secret in the agent's namespace whose key.pem signs; the first agent
+		// creates it with a new ed25519 key. "" (or unreadable): a key made for this run.
+		Secret string `mapstructure:"secret"`
 		// PublicKeys is the ConfigMap, in the agent's namespace, where the agent publishes
 		// its public key (one "<key id>.pem" entry per key; entries are added, never
 		// removed, so collections signed before a rotation still verify). "": not published.
@@ -156,11 +158,15 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("shell.idleTimeout", 30*time.Minute)
 	v.SetDefault("debug.pprof", false)
 	v.SetDefault("signing.keyFile", "")
+	v.SetDefault("signing.secret", DefaultSigningSecret)
 	v.SetDefault("signing.publicKeys", DefaultPublicKeys)
 }
 
-// DefaultPublicKeys is the ConfigMap of the published custody keys.
-const DefaultPublicKeys = "podcopy-signing-keys"
+// The signing key's Secret and the ConfigMap of the published custody keys.
+const (
+	DefaultSigningSecret = "podcopy-signing-key"
+	DefaultPublicKeys    = "podcopy-signing-keys"
+)
 
 // Loader reads Options; keep it to reload the policy later.
 type Loader struct {

@@ -72,3 +72,47 @@ func Published(ctx context.Context, client kubernetes.Interface, namespace, name
 	}
 	return keys, nil
 }
+
+// SecretKey is the key the signing key is stored under in its Secret.
+const SecretKey = "key.pem"
+
+// FromSecret reads the signing key from the Secret name in namespace, creating the Secret
+// with a new ed25519 key when it does not exist (the first agent to start makes it; the
+// others, losing the race, read it). created says this call made it.
+func FromSecret(ctx context.Context, client kubernetes.Interface, namespace, name string) (key *PrivateKey, created bool, err error) {
+	secrets := client.CoreV1().Secrets(namespace)
+	for range 3 {
+		s, err := secrets.Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			data, ok := s.Data[SecretKey]
+			if !ok {
+				return nil, false, fmt.Errorf("Secret %s/%s has no %s", namespace, name, SecretKey)
+			}
+			key, err := ParsePrivateKey(data)
+			if err != nil {
+				return nil, false, fmt.Errorf("Secret %s/%s: %w", namespace, name, err)
+			}
+			return key, false, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return nil, false, err
+		}
+		key, pemData, err := GenerateKey()
+		if err != nil {
+			return nil, false, err
+		}
+		_, err = secrets.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace,
+				Labels: map[string]string{"app.kubernetes.io/name": "podcopy", "app.kubernetes.io/component": "signing-key"}},
+			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{SecretKey: pemData},
+		}, metav1.CreateOptions{})
+		if err == nil {
+			return key, true, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, false, err
+		}
+	}
+	return nil, false, fmt.Errorf("Secret %s/%s: created and deleted while reading it", namespace, name)
+}

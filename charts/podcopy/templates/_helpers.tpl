@@ -30,7 +30,3 @@ app.kubernetes.io/component: analysis
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "podcopy.fullname" .) -}}
 {{- end -}}
 
-{{/* The Secret holding the custody signing key. */}}
-{{- define "podcopy.signingSecret" -}}
-{{- .Values.signing.existingSecret | default (printf "%s-signing-key" (include "podcopy.fullname" .)) -}}
-{{- end -}}
