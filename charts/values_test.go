@@ -49,7 +49,7 @@ func TestReadmeValuesTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	row := regexp.MustCompile("(?m)^\\| `([a-zA-Z.]+)` \\| (?:`([^`]*)`)? *\\|")
+	row := regexp.MustCompile("(?m)^\\| `([a-zA-Z0-9.]+)` \\| (?:`([^`]*)`)? *\\|")
 	got := map[string]string{}
 	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
 		got[m[1]] = m[2]
@@ -71,7 +71,7 @@ func TestReadmeValuesTable(t *testing.T) {
 		}
 	}
 	for k := range got {
-		if _, ok := want[k]; !ok && regexp.MustCompile(`^[a-z][a-zA-Z]*(\.[a-zA-Z]+)*$`).MatchString(k) && isChartKey(k) {
+		if _, ok := want[k]; !ok && regexp.MustCompile(`^[a-z][a-zA-Z0-9]*(\.[a-zA-Z0-9]+)*$`).MatchString(k) && isChartKey(k) {
 			t.Errorf("README documents chart value %s, which values.yaml does not have", k)
 		}
 	}

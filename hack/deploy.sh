@@ -15,7 +15,8 @@ mode=${1:-helm}
 bash "$here/cluster/images.sh" base
 bash "$here/cluster/images.sh" agent
 bash "$here/cluster/images.sh" testapp
-for f in "$CACHE"/images/base/*.tar "$CACHE/images/agent.tar" "$CACHE/images/testapp.tar"; do
+bash "$here/cluster/images.sh" evidence
+for f in "$CACHE"/images/base/*.tar "$CACHE/images/agent.tar" "$CACHE/images/testapp.tar" "$CACHE/images/evidence.tar"; do
   ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$f" >/dev/null 2>"$STATE/logs/ctr-import.log" ||
     { cat "$STATE/logs/ctr-import.log" >&2; die "importing $f"; }
 done
@@ -30,6 +31,11 @@ if [ ! -f "$STATE/shell-port" ]; then
   (cd "$REPO_ROOT" && go run ./hack/freeport 1) > "$STATE/shell-port"
 fi
 SHELL_PORT=$(cat "$STATE/shell-port")
+# The evidence store (helm only) serves S3 over TLS on a free port of the host network.
+if [ ! -f "$STATE/evidence-port" ]; then
+  (cd "$REPO_ROOT" && go run ./hack/freeport 1) > "$STATE/evidence-port"
+fi
+EVIDENCE_PORT=$(cat "$STATE/evidence-port")
 
 # Switching install methods: remove what the other one installed.
 previous=$(cat "$STATE/deploy-mode" 2>/dev/null || true)
@@ -71,11 +77,13 @@ YAML
   helm)
     bash "$here/cluster/helm.sh" upgrade --install podcopy "$REPO_ROOT/charts/podcopy" -n podcopy --create-namespace \
       -f "$REPO_ROOT/charts/podcopy/ci/local-values.yaml" --set "metrics.port=$AGENT_PORT" --set "shell.port=$SHELL_PORT" \
+      --set "evidenceStore.port=$EVIDENCE_PORT" \
       --set-json "extraEnv=[{\"name\":\"KUBERNETES_SERVICE_HOST\",\"value\":\"127.0.0.1\"},{\"name\":\"KUBERNETES_SERVICE_PORT\",\"value\":\"$APISERVER_PORT\"}]" \
       --wait --timeout 3m >/dev/null
     kubectl -n podcopy rollout restart daemonset/podcopy-agent >/dev/null
     kubectl -n podcopy rollout status daemonset/podcopy-agent --timeout=120s >/dev/null
     kubectl -n podcopy rollout status statefulset/podcopy-analysis --timeout=120s >/dev/null
+    kubectl -n podcopy rollout status deployment/podcopy-agent-evidence --timeout=120s >/dev/null
     ;;
   *) die "usage: $0 [helm|kustomize]" ;;
 esac

@@ -39,6 +39,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/lease"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/metrics"
+	"github.com/podcopy/podcopy/pkg/objstore"
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/shell"
@@ -113,6 +114,14 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	if err != nil {
 		return err
 	}
+	var bucket *objstore.Store
+	if opts.Destination.S3.Enabled() {
+		if bucket, err = objstore.New(ctx, opts.Destination.S3); err != nil {
+			return fmt.Errorf("destination.s3: %w", err)
+		}
+		log.Info("collections are written to the bucket", "bucket", opts.Destination.S3.Bucket, "endpoint", opts.Destination.S3.Endpoint,
+			"mode", opts.Destination.EffectiveMode(), "objectLock", opts.Destination.S3.ObjectLock)
+	}
 	spool, _ := opts.SpoolBudget() // checked by Validate
 	executor := m.CountExecs(exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport))
 	handler := &collect.Handler{
@@ -133,6 +142,8 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Source:      request.Source(opts.Source.Mode),
 			Quota:       opts.Destination.Quota,
 			Custody:     key,
+			Bucket:      bucket,
+			NoPod:       !opts.Destination.UsesPod(),
 		},
 		Slots: collect.NewSlots(opts.Concurrency),
 		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
@@ -169,6 +180,12 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	// The janitor (sweep and retention) is cluster-wide: one agent at a time runs it.
 	chore := lease.Chore{Client: client, Namespace: agentNamespace(opts), Name: "podcopy-janitor", Identity: identity(node), Holder: m.JanitorLeader}
 	g.Go(func() error { return chore.Run(gctx, sweeper.Run) })
+	if bucket != nil && opts.Destination.S3.CreateBucket {
+		g.Go(func() error {
+			ensureBucket(gctx, log, bucket)
+			return nil
+		})
+	}
 	if opts.Signing.PublicKeys != "" {
 		g.Go(func() error {
 			publishKey(gctx, log, client, agentNamespace(opts), opts.Signing.PublicKeys, key.Public())
@@ -308,6 +325,22 @@ func signingKey(ctx context.Context, log logr.Logger, client kubernetes.Interfac
 	}
 	log.Info("custody records are signed with a key made for this run only (it is published, but lost when the agent restarts)", "keyID", key.Public().ID(), "why", why)
 	return key, nil
+}
+
+// ensureBucket creates the bucket (destination.s3.createBucket), retrying until it exists or
+// the agent stops: the store may start after the agent. Collections before that fail and
+// are retried.
+func ensureBucket(ctx context.Context, log logr.Logger, s *objstore.Store) {
+	_ = wait.PollUntilContextCancel(ctx, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if err := s.EnsureBucket(bctx); err != nil {
+			log.Error(err, "creating the bucket; retrying", "bucket", s.Bucket)
+			return false, nil
+		}
+		log.Info("bucket ready", "bucket", s.Bucket, "objectLock", s.Lock)
+		return true, nil
+	})
 }
 
 // publishKey adds the agent's public key to the published ConfigMap, retrying until it

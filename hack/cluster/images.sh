@@ -3,6 +3,7 @@
 #   images.sh base    busybox (also the pause/sandbox image) and gnutar test images -> $CACHE/images/base
 #   images.sh agent   the podcopy agent image from the repo's Dockerfile -> $CACHE/images/agent.tar
 #   images.sh testapp the distroless test image (hack/testapp) -> $CACHE/images/testapp.tar
+#   images.sh evidence the evidence store (versitygw, S3 with Object Lock) -> $CACHE/images/evidence.tar
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -87,9 +88,35 @@ testapp() {
   build podcopy.local/distroless:1 "$work" "$work/Containerfile" "$OUT/testapp.tar"
 }
 
+# evidence: versitygw (Apache-2.0), built from the Go module proxy once per version, as a
+# FROM-scratch image; its posix backend implements versioned buckets with Object Lock.
+VERSITYGW_VERSION=v1.8.0
+evidence() {
+  mkdir -p "$OUT"
+  local bin=$CACHE/tools/versitygw-$VERSITYGW_VERSION
+  if [ ! -x "$bin/versitygw" ]; then
+    log "go install github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION (once, ~3 min)"
+    mkdir -p "$bin.tmp"
+    (cd "$REPO_ROOT" && CGO_ENABLED=0 GOBIN="$bin.tmp" go install -trimpath -ldflags="-s -w" \
+      "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION")
+    rm -rf "$bin"; mv "$bin.tmp" "$bin"
+  fi
+  local tag=podcopy.local/versitygw:$VERSITYGW_VERSION
+  if [ -f "$OUT/evidence.tar" ] && [ "$(cat "$OUT/evidence.version" 2>/dev/null)" = "$tag" ]; then return 0; fi
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  mkdir -p "$work/rootfs/tmp" "$work/rootfs/data/root" "$work/rootfs/data/versions"
+  chmod 1777 "$work/rootfs/tmp"
+  cp "$bin/versitygw" "$work/rootfs/versitygw"
+  printf 'FROM scratch\nCOPY rootfs/ /\nENTRYPOINT ["/versitygw"]\n' > "$work/Containerfile"
+  build "$tag" "$work" "$work/Containerfile" "$OUT/evidence.tar"
+  echo "$tag" > "$OUT/evidence.version"
+}
+
 case "${1:-}" in
   base) base ;;
   agent) agent ;;
   testapp) testapp ;;
-  *) echo "usage: $0 base|agent|testapp" >&2; exit 2 ;;
+  evidence) evidence ;;
+  *) echo "usage: $0 base|agent|testapp|evidence" >&2; exit 2 ;;
 esac

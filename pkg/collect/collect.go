@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/metrics"
+	"github.com/podcopy/podcopy/pkg/objstore"
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/ship"
@@ -73,6 +75,10 @@ type Settings struct {
 	Quota destination.Quota
 	// Custody signs every once collection's custody record (nil: unsigned).
 	Custody *custody.PrivateKey
+	// Bucket receives every once collection too (nil: no bucket; destination.s3).
+	Bucket *objstore.Store
+	// NoPod sends collections to the bucket only (destination.mode bucket).
+	NoPod bool
 }
 
 func (s Settings) attempts() int { return max(s.Attempts, 1) }
@@ -175,7 +181,7 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	if wait := notReady(pod, req.Container); wait != "" {
 		return h.pending(ctx, pod, st, id, wait)
 	}
-	dst, err := h.Chooser.Choose(ctx, req.Destination)
+	dst, err := h.choose(ctx, req)
 	var invalid *destination.InvalidError
 	var notReadyDst *destination.NotReadyError
 	switch {
@@ -190,6 +196,14 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 		return err
 	}
 	return h.collect(ctx, log, pod, req, dst, st)
+}
+
+// choose is the analysis pod a collection goes to (none with destination.mode bucket).
+func (h *Handler) choose(ctx context.Context, req request.Request) (exec.Target, error) {
+	if h.Settings.NoPod {
+		return exec.Target{}, nil
+	}
+	return h.Chooser.Choose(ctx, req.Destination)
 }
 
 // pending records that request id waits, unless the status already says so.
@@ -325,7 +339,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 			log.Info("the API server is not answering yet; waiting before the next attempt")
 			wait = min(2*wait, 30*time.Second)
 		}
-		if d, cerr := h.Chooser.Choose(ctx, req.Destination); cerr == nil {
+		if d, cerr := h.choose(ctx, req); cerr == nil {
 			dst = d
 		}
 	}
@@ -336,7 +350,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 // no bound).
 func (h *Handler) checkQuota(ctx context.Context, pod *corev1.Pod, dst exec.Target) (int64, error) {
 	q := h.Settings.Quota
-	if !q.Enabled() || h.Exec == nil {
+	if !q.Enabled() || h.Exec == nil || h.Settings.NoPod {
 		return 0, nil
 	}
 	u, err := sweep.Measure(ctx, h.Exec, dst, h.Settings.Dir, pod.Namespace)
@@ -349,7 +363,7 @@ func (h *Handler) checkQuota(ctx context.Context, pod *corev1.Pod, dst exec.Targ
 // discardStaging removes the staging directory a previous agent's interrupted collection id
 // left in the analysis pod (the sweep would, after destination.staleAfter).
 func (h *Handler) discardStaging(ctx context.Context, log logr.Logger, pod *corev1.Pod, dst exec.Target, id string) {
-	if h.Exec == nil || id == "" {
+	if h.Exec == nil || id == "" || h.Settings.NoPod {
 		return
 	}
 	l, err := layout.New(h.Settings.Dir, pod.Namespace, pod.Name)
@@ -390,14 +404,20 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	if err != nil {
 		return status.Status{Request: id, Phase: status.Rejected, Reason: failure.InvalidRequest, Message: err.Error(), CompletionTime: start.Format(time.RFC3339)}, err
 	}
-	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String(), "attempt", attempt)
+	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String(), "bucket", job.Header.Destination.Bucket, "attempt", attempt)
 	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection, RequestedBy: req.RequestedBy, RequestOrigin: req.Origin,
-		Destination: fmt.Sprintf("%s:%s", dst, job.CollectionDir()), StartTime: start.Format(time.RFC3339), Attempt: attempt}
+		StartTime: start.Format(time.RFC3339), Attempt: attempt, Bucket: job.Header.Destination.Bucket}
+	if !job.NoPod {
+		st.Destination = fmt.Sprintf("%s:%s", dst, job.CollectionDir())
+	}
+	if r := job.Header.Destination.Retention; r != nil {
+		st.RetentionMode, st.RetainUntil, st.LegalHold = r.Mode, r.RetainUntil, r.LegalHold
+	}
 	if err := h.Status.Write(ctx, pod, st); err != nil {
 		return st, fmt.Errorf("%w: %w", errStatusNotWritten, err)
 	}
 	h.event(pod, corev1.EventTypeNormal, ReasonStarted,
-		fmt.Sprintf("collecting %v from container %s into %s (attempt %d)", req.Paths, req.Container, st.Destination, attempt))
+		fmt.Sprintf("collecting %v from container %s into %s (attempt %d)", req.Paths, req.Container, where(st), attempt))
 	log.Info("collection started", "paths", req.Paths)
 
 	runCtx, cancel := context.WithCancelCause(ctx)
@@ -452,7 +472,7 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	if res.CustodyKeyID != "" {
 		signed = "custody record signed by key " + res.CustodyKeyID
 	}
-	h.event(pod, evType, ReasonSucceeded, fmt.Sprintf("collection %s: %s; manifest at %s/manifest.json, sha256 %s; %s", job.Header.Collection, st.Message, st.Destination, res.ManifestSHA256, signed))
+	h.event(pod, evType, ReasonSucceeded, fmt.Sprintf("collection %s: %s; manifest at %s, sha256 %s; %s", job.Header.Collection, st.Message, manifestAt(st), res.ManifestSHA256, signed))
 	log.Info("collection succeeded", "files", res.Totals.Files, "bytes", res.Totals.Bytes, "skipped", res.Totals.Skipped, "seconds", elapsed.Seconds())
 	return st, nil
 }
@@ -563,12 +583,25 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 			src.ImageID, src.ContainerID = cs.ImageID, cs.ContainerID
 		}
 	}
+	dstHeader := manifest.Destination{Namespace: dst.Namespace, Pod: dst.Pod, Container: dst.Container}
+	var bucket ship.Bucket
+	if b := h.Settings.Bucket; b != nil {
+		dstHeader.Bucket = "s3://" + b.Bucket + "/" + dest.ObjectPrefix(request.CollectionID(start, id))
+		r := b.RetentionFor(start)
+		if r != nil {
+			dstHeader.Retention = &manifest.Retention{Mode: r.Mode, LegalHold: r.LegalHold}
+			if !r.RetainUntil.IsZero() {
+				dstHeader.Retention.RetainUntil = r.RetainUntil.Format(time.RFC3339)
+			}
+		}
+		bucket = b.Begin(r)
+	}
 	job := ship.Job{
 		Header: manifest.Header{
 			Collection:    request.CollectionID(start, id),
 			Request:       manifest.Request{ID: id, Paths: req.Paths, Mode: string(req.Mode)},
 			Source:        src,
-			Destination:   manifest.Destination{Namespace: dst.Namespace, Pod: dst.Pod, Container: dst.Container},
+			Destination:   dstHeader,
 			Agent:         h.Settings.Agent,
 			StartTime:     start.Format(time.RFC3339),
 			RequestedBy:   req.RequestedBy,
@@ -582,7 +615,35 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 		Limits:      h.Settings.Limits(),
 		Gzip:        h.Settings.Compression == "gzip",
 		Custody:     h.Settings.Custody,
+		Bucket:      bucket,
+		NoPod:       h.Settings.NoPod,
 	}
-	job.Header.Destination.Dir = job.CollectionDir()
+	if !job.NoPod {
+		job.Header.Destination.Dir = job.CollectionDir()
+	}
 	return job, nil
+}
+
+// where names a collection's destinations for Events: the analysis pod's directory and/or
+// the bucket's prefix.
+func where(st status.Status) string {
+	switch {
+	case st.Destination != "" && st.Bucket != "":
+		return st.Destination + " and " + st.Bucket
+	case st.Bucket != "":
+		return st.Bucket
+	}
+	return st.Destination
+}
+
+// manifestAt names where a collection's manifest.json is.
+func manifestAt(st status.Status) string {
+	var at []string
+	if st.Destination != "" {
+		at = append(at, st.Destination+"/manifest.json")
+	}
+	if st.Bucket != "" {
+		at = append(at, st.Bucket+"manifest.json")
+	}
+	return strings.Join(at, " and ")
 }

@@ -67,14 +67,6 @@ type Container struct {
 	ImageDigest string `json:"imageDigest,omitempty"`
 }
 
-// Retention is how long the destination keeps the objects locked (object storage with
-// Object Lock; absent for an analysis pod, which holds no lock).
-type Retention struct {
-	Mode        string `json:"mode,omitempty"`
-	RetainUntil string `json:"retainUntil,omitempty"`
-	LegalHold   bool   `json:"legalHold,omitempty"`
-}
-
 // Predicate is podcopy's custody predicate.
 type Predicate struct {
 	Collection    string           `json:"collection"`
@@ -92,7 +84,9 @@ type Predicate struct {
 	StartTime   string          `json:"startTime"`
 	EndTime     string          `json:"endTime"`
 	Totals      manifest.Totals `json:"totals"`
-	Retention   *Retention      `json:"retention,omitempty"`
+	// Retention is the bucket's Object Lock on every object (absent for an analysis pod,
+	// which holds no lock).
+	Retention *manifest.Retention `json:"retention,omitempty"`
 }
 
 // PredicateFor is the predicate of a collection described by a manifest header, its
@@ -107,10 +101,23 @@ func PredicateFor(h manifest.Header, totals manifest.Totals, sourceKind string) 
 		Request: h.Request, RequestedBy: h.RequestedBy, RequestOrigin: h.RequestOrigin,
 		SourceKind:  sourceKind,
 		Agent:       h.Agent,
-		Destination: fmt.Sprintf("%s/%s/%s:%s", h.Destination.Namespace, h.Destination.Pod, h.Destination.Container, h.Destination.Dir),
+		Destination: destination(h.Destination),
 		StartTime:   h.StartTime, EndTime: h.CompletionTime,
-		Totals: totals,
+		Totals: totals, Retention: h.Destination.Retention,
 	}
+}
+
+// destination names where a collection was written: the analysis pod's directory, the
+// bucket's prefix, or both (separated by a space).
+func destination(d manifest.Destination) string {
+	var where []string
+	if d.Pod != "" {
+		where = append(where, fmt.Sprintf("%s/%s/%s:%s", d.Namespace, d.Pod, d.Container, d.Dir))
+	}
+	if d.Bucket != "" {
+		where = append(where, d.Bucket)
+	}
+	return strings.Join(where, " ")
 }
 
 // ImageDigest is the digest part ("sha256:...") of a container status's imageID, which

@@ -86,11 +86,11 @@ func FromSecret(ctx context.Context, client kubernetes.Interface, namespace, nam
 		if err == nil {
 			data, ok := s.Data[SecretKey]
 			if !ok {
-				return nil, false, fmt.Errorf("Secret %s/%s has no %s", namespace, name, SecretKey)
+				return nil, false, fmt.Errorf("the Secret %s/%s has no %s", namespace, name, SecretKey)
 			}
 			key, err := ParsePrivateKey(data)
 			if err != nil {
-				return nil, false, fmt.Errorf("Secret %s/%s: %w", namespace, name, err)
+				return nil, false, fmt.Errorf("the Secret %s/%s: %w", namespace, name, err)
 			}
 			return key, false, nil
 		}
@@ -114,5 +114,5 @@ func FromSecret(ctx context.Context, client kubernetes.Interface, namespace, nam
 			return nil, false, err
 		}
 	}
-	return nil, false, fmt.Errorf("Secret %s/%s: created and deleted while reading it", namespace, name)
+	return nil, false, fmt.Errorf("the Secret %s/%s was created and deleted while reading it", namespace, name)
 }

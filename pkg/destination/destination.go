@@ -17,6 +17,7 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/objstore"
 	"github.com/podcopy/podcopy/pkg/pathname"
 )
 
@@ -37,7 +38,33 @@ type Config struct {
 	Quota Quota `json:"quota" mapstructure:"quota"`
 	// Retention removes published collections past a count or an age (the janitor).
 	Retention Retention `json:"retention" mapstructure:"retention"`
+	// Mode is where collections go: ModePod (the analysis pod), ModeBucket (the bucket
+	// only, no analysis pod), ModeBoth; "" is ModeBoth when S3 is set, else ModePod.
+	Mode string `json:"mode,omitempty" mapstructure:"mode"`
+	// S3 is the bucket (SPEC §9 destination.s3).
+	S3 objstore.Config `json:"s3" mapstructure:"s3"`
 }
+
+// Destination modes.
+const (
+	ModePod    = "pod"
+	ModeBucket = "bucket"
+	ModeBoth   = "both"
+)
+
+// EffectiveMode is Mode with its default filled in.
+func (c Config) EffectiveMode() string {
+	switch {
+	case c.Mode != "":
+		return c.Mode
+	case c.S3.Enabled():
+		return ModeBoth
+	}
+	return ModePod
+}
+
+// UsesPod reports whether collections go to an analysis pod.
+func (c Config) UsesPod() bool { return c.EffectiveMode() != ModeBucket }
 
 // Quota bounds what one source namespace holds in an analysis pod (below <dir>/<ns>/):
 // Bytes (a quantity; "" or "0": no bound) of everything, follow files included, and
@@ -97,7 +124,16 @@ func (c Config) Validate() error {
 	if c.Retention.KeepLast < 0 || c.Retention.MaxAge < 0 {
 		return fmt.Errorf("destination.retention: keepLast %d and maxAge %s must be non-negative", c.Retention.KeepLast, c.Retention.MaxAge)
 	}
-	return nil
+	switch c.Mode {
+	case "", ModePod:
+	case ModeBucket, ModeBoth:
+		if !c.S3.Enabled() {
+			return fmt.Errorf("destination.mode %s needs destination.s3.bucket", c.Mode)
+		}
+	default:
+		return fmt.Errorf("destination.mode %q is unknown; use pod, bucket or both", c.Mode)
+	}
+	return c.S3.Validate()
 }
 
 // NotReadyError means no matching analysis pod is Ready now; the request should wait.

@@ -121,6 +121,13 @@ func (l Layout) CustodyEntry(id string) (string, error) {
 	return path.Join(id, CustodyName), nil
 }
 
+// ObjectKey is the bucket key of entry (an entry name from Entry, ManifestEntry or
+// CustodyEntry): <namespace>/<pod>/<entry>, the same tree as in the analysis pod.
+func (l Layout) ObjectKey(entry string) string { return path.Join(l.namespace, l.pod, entry) }
+
+// ObjectPrefix is the bucket prefix of collection id: <namespace>/<pod>/<id>/.
+func (l Layout) ObjectPrefix(id string) string { return path.Join(l.namespace, l.pod, id) + "/" }
+
 // FollowDir is <root>/follow/<container>.
 func (l Layout) FollowDir(container string) (string, error) {
 	if err := checkContainer(container); err != nil {

@@ -37,12 +37,23 @@ type Source struct {
 	ImageID     string `json:"imageID"`
 }
 
-// Destination describes where the files were written.
+// Destination describes where the files were written: the analysis pod, the bucket, or both.
 type Destination struct {
 	Namespace string `json:"namespace"`
 	Pod       string `json:"pod"`
 	Container string `json:"container"`
 	Dir       string `json:"dir"`
+	// Bucket is the collection's prefix in the bucket, "s3://<bucket>/<ns>/<pod>/<id>/".
+	Bucket string `json:"bucket,omitempty"`
+	// Retention is the Object Lock every object of the collection carries in the bucket.
+	Retention *Retention `json:"retention,omitempty"`
+}
+
+// Retention is an Object Lock: mode GOVERNANCE or COMPLIANCE until a date, and/or a legal hold.
+type Retention struct {
+	Mode        string `json:"mode,omitempty"`
+	RetainUntil string `json:"retainUntil,omitempty"`
+	LegalHold   bool   `json:"legalHold,omitempty"`
 }
 
 // Agent identifies the agent that made the collection.

@@ -57,7 +57,7 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	}
 	out := &countingWriter{w: sink}
 	tw := tar.NewWriter(out)
-	w := &writer{tw: tw, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: writtenFiles{}}
+	w := &writer{ctx: ctx, tw: tw, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: writtenFiles{}}
 	defer bufPool.Put(w.buf)
 	if err := w.prefixDirs(); err != nil {
 		return res, err
@@ -115,7 +115,14 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 		return res, err
 	}
 	mh := sha256.New() // recorded in the status: readers compare the manifest they read
-	if _, err := io.CopyBuffer(tw, io.TeeReader(body, mh), *w.buf); err != nil {
+	ow, err := w.object(name, size)
+	if err != nil {
+		return res, err
+	}
+	if _, err := io.CopyBuffer(io.MultiWriter(tw, ow), io.TeeReader(body, mh), *w.buf); err != nil {
+		return res, err
+	}
+	if err := ow.Close(); err != nil {
 		return res, err
 	}
 	res.ManifestSHA256 = hex.EncodeToString(mh.Sum(nil))
@@ -193,6 +200,7 @@ const entriesPerFile = 4
 
 // writer holds the state of one destination stream.
 type writer struct {
+	ctx  context.Context
 	tw   *tar.Writer
 	job  Job
 	mb   *manifest.Builder
@@ -219,6 +227,38 @@ func (w *writer) addFile(f manifest.File) error {
 	return w.mb.AddFile(f)
 }
 
+// object starts the bucket object of entry name (a writer that discards without a bucket).
+func (w *writer) object(name string, size int64) (io.WriteCloser, error) {
+	if w.job.Bucket == nil {
+		return nopCloser{io.Discard}, nil
+	}
+	ow, err := w.job.Bucket.Create(w.ctx, w.job.Layout.ObjectKey(name), size)
+	if err != nil {
+		return nil, err
+	}
+	return objectWriter{ow}, nil
+}
+
+// objectWriter marks its write errors as the bucket's (a copy loop reports them as such).
+type objectWriter struct{ io.WriteCloser }
+
+func (o objectWriter) Write(p []byte) (int, error) {
+	n, err := o.WriteCloser.Write(p)
+	if err != nil {
+		err = &objectWriteError{err}
+	}
+	return n, err
+}
+
+type objectWriteError struct{ err error }
+
+func (e *objectWriteError) Error() string { return e.err.Error() }
+func (e *objectWriteError) Unwrap() error { return e.err }
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
 // seal writes the custody record, signed, after the manifest: its subjects are every file
 // and the manifest itself.
 func (w *writer) seal(ctx context.Context, at time.Time) error {
@@ -243,7 +283,14 @@ func (w *writer) seal(ctx context.Context, at time.Time) error {
 	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(rec)), Mode: 0o644, ModTime: at}); err != nil {
 		return err
 	}
-	if _, err := w.tw.Write(rec); err != nil {
+	ow, err := w.object(name, int64(len(rec)))
+	if err != nil {
+		return err
+	}
+	if _, err := io.MultiWriter(w.tw, ow).Write(rec); err != nil {
+		return err
+	}
+	if err := ow.Close(); err != nil {
 		return err
 	}
 	w.res.CustodyKeyID = w.job.Custody.Public().ID()
@@ -398,6 +445,11 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: linkname, ModTime: hdr.ModTime}); err != nil {
 		return true, err
 	}
+	if w.job.Bucket != nil {
+		if err := w.job.Bucket.Copy(w.ctx, w.job.Layout.ObjectKey(name), w.job.Layout.ObjectKey(linkname)); err != nil {
+			return true, err
+		}
+	}
 	w.written.addDirs(path.Dir(v.Rel))
 	w.written[keyOf(v.Rel)] = w.written[target]
 	if p := w.job.Progress; p != nil {
@@ -436,20 +488,30 @@ func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader, k nameKey)
 		return err
 	}
 	h := sha256.New()
-	dst := io.MultiWriter(w.tw, h)
+	ow, err := w.object(name, hdr.Size)
+	if err != nil {
+		return err
+	}
+	dst := io.MultiWriter(w.tw, ow, h)
 	if p := w.job.Progress; p != nil {
 		if len(w.job.Paths) == 1 && w.job.Paths[0] == v.Path {
 			p.Expected.Store(hdr.Size) // the one requested file: its size is the collection's
 		}
-		dst = io.MultiWriter(w.tw, h, progressCounter{p})
+		dst = io.MultiWriter(w.tw, ow, h, progressCounter{p})
 		defer p.Files.Add(1)
 	}
 	n, err := io.CopyBuffer(dst, tr, *w.buf)
+	if we := (*objectWriteError)(nil); errors.As(err, &we) {
+		return we.err // the bucket failed, not the source
+	}
 	if err != nil {
 		return readError(err)
 	}
 	if n != hdr.Size {
 		return fmt.Errorf("source tar stream: %s: read %d of %d bytes", v.Path, n, hdr.Size)
+	}
+	if err := ow.Close(); err != nil {
+		return err
 	}
 	sum := h.Sum(nil)
 	w.written.addFile(v.Rel, k, n, hdr.Mode, hdr.ModTime, sum)

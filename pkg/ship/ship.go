@@ -112,6 +112,21 @@ type Job struct {
 	// SourceKind is how the files are read, for the custody record: "tar" (the container's
 	// own, when empty) or "helper".
 	SourceKind string
+	// Bucket, when set, receives every object of the collection too (package objstore):
+	// files as they stream, then the manifest, then the custody record.
+	Bucket Bucket
+	// NoPod writes to the bucket only: no analysis pod leg at all (Destination unused).
+	NoPod bool
+}
+
+// Bucket is an object store a collection's objects are written to (objstore.Upload).
+type Bucket interface {
+	// Create starts object key of size bytes; Close completes it.
+	Create(ctx context.Context, key string, size int64) (io.WriteCloser, error)
+	// Copy makes dst a copy of src, an object of this collection (a hard link).
+	Copy(ctx context.Context, dst, src string) error
+	// Abort ends the collection's uploads still open (a failed collection).
+	Abort(ctx context.Context)
 }
 
 // Progress is how far a running collection is. Expected is the collection's size when it
@@ -222,9 +237,14 @@ func (s *Shipper) Run(ctx context.Context, job Job) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	job.Header.Destination.Dir = final
+	if !job.NoPod {
+		job.Header.Destination.Dir = final
+	}
 	res, err := s.run(ctx, job, final)
-	if err != nil {
+	if err != nil && job.Bucket != nil {
+		job.Bucket.Abort(ctx)
+	}
+	if err != nil && !job.NoPod {
 		if cerr := s.cleanup(ctx, job.Destination, staging); cerr != nil {
 			err = fmt.Errorf("%w (and removing the staging directory %s failed: %v; the agent removes it after destination.staleAfter)", err, staging, cerr)
 		}
@@ -305,6 +325,11 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 			dstR.CloseWithError(context.Cause(ctx))
 			return
 		}
+		if job.NoPod { // the bucket only: the tar stream for an analysis pod goes nowhere
+			_, err := io.Copy(io.Discard, dstR)
+			dstR.CloseWithError(err)
+			return
+		}
 		// A failure in the analysis pod is reported on stdout the moment it happens (see
 		// scripts/publish.sh): its exit status arrives only once stdin is closed.
 		out := &lineWatcher{max: 4096, onLine: func(line string) {
@@ -327,7 +352,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	var beats sync.WaitGroup
 	beatCtx, stopBeats := context.WithCancel(ctx)
 	defer func() { stopBeats(); beats.Wait() }() // also when the legs' wait is cut short
-	if s.Heartbeat > 0 {
+	if s.Heartbeat > 0 && !job.NoPod {
 		if staging, err := job.Layout.Staging(job.Header.Collection); err == nil {
 			beats.Go(func() { s.heartbeat(beatCtx, job.Destination, staging) })
 		}

@@ -61,6 +61,14 @@ type Status struct {
 	// CustodyKeyID is the id of the key that signed the collection's custody record
 	// (custody.intoto.json beside the manifest); empty when it is unsigned.
 	CustodyKeyID string `json:"custodyKeyID,omitempty"`
+	// Bucket is the collection's prefix in the bucket ("s3://<bucket>/<ns>/<pod>/<id>/") when
+	// it is written there (destination.mode bucket or both).
+	Bucket string `json:"bucket,omitempty"`
+	// RetentionMode, RetainUntil and LegalHold are the Object Lock every object of the
+	// collection carries in the bucket.
+	RetentionMode string `json:"retentionMode,omitempty"`
+	RetainUntil   string `json:"retainUntil,omitempty"`
+	LegalHold     bool   `json:"legalHold,omitempty"`
 }
 
 // Printable returns s with every control character (C0, DEL, C1), bidirectional override

@@ -139,11 +139,11 @@ func Transform(obj any) (any, error) {
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		out.Status.ContainerStatuses = append(out.Status.ContainerStatuses,
-			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, State: cs.State, Ready: cs.Ready})
+			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, ContainerID: cs.ContainerID, State: cs.State, Ready: cs.Ready})
 	}
 	for _, cs := range pod.Status.InitContainerStatuses {
 		out.Status.InitContainerStatuses = append(out.Status.InitContainerStatuses,
-			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, State: cs.State, Ready: cs.Ready})
+			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, ContainerID: cs.ContainerID, State: cs.State, Ready: cs.Ready})
 	}
 	out.Status.Conditions = pod.Status.Conditions
 	return out, nil

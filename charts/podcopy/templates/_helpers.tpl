@@ -30,3 +30,23 @@ app.kubernetes.io/component: analysis
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "podcopy.fullname" .) -}}
 {{- end -}}
 
+
+{{/* destination.s3 with the evidence store's values filled in when it is enabled. */}}
+{{- define "podcopy.s3" -}}
+{{- $s3 := deepCopy .Values.config.destination.s3 }}
+{{- if .Values.evidenceStore.enabled }}
+{{- $name := printf "%s-evidence" (include "podcopy.fullname" .) }}
+{{- if not $s3.endpoint }}
+{{- if .Values.evidenceStore.hostNetwork }}
+{{- $_ := set $s3 "endpoint" (printf "https://127.0.0.1:%v" .Values.evidenceStore.port) }}
+{{- else }}
+{{- $_ := set $s3 "endpoint" (printf "https://%s.%s.svc:%v" $name .Release.Namespace .Values.evidenceStore.port) }}
+{{- end }}
+{{- end }}
+{{- if not $s3.bucket }}{{ $_ := set $s3 "bucket" .Values.evidenceStore.bucket }}{{ end }}
+{{- if not $s3.credentialsSecret }}{{ $_ := set $s3 "credentialsSecret" $name }}{{ end }}
+{{- if not $s3.caSecret }}{{ $_ := set $s3 "caSecret" (printf "%s-tls" $name) }}{{ end }}
+{{- $_ := set $s3 "createBucket" true }}
+{{- end }}
+{{- toJson $s3 }}
+{{- end -}}

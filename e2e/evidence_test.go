@@ -1,0 +1,214 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/objstore"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+// evidenceStore is the chart's evidence store (versitygw) as a test reaches it: its
+// endpoint on the host network, its CA, and its root credentials.
+type evidenceStore struct {
+	opts   objstore.ClientOptions
+	client *s3.Client
+	bucket string
+}
+
+func evidence(t *testing.T) evidenceStore {
+	t.Helper()
+	port, err := os.ReadFile(filepath.Join(state, "evidence-port"))
+	if err != nil {
+		t.Fatalf("the evidence store is not deployed (hack/deploy.sh helm): %v", err)
+	}
+	creds, err := client.CoreV1().Secrets("podcopy").Get(t.Context(), "podcopy-agent-evidence", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tls, err := client.CoreV1().Secrets("podcopy").Get(t.Context(), "podcopy-agent-evidence-tls", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := objstore.ClientOptions{Endpoint: "https://127.0.0.1:" + strings.TrimSpace(string(port)), CA: tls.Data["ca.crt"],
+		AccessKeyID: string(creds.Data["AWS_ACCESS_KEY_ID"]), SecretAccessKey: string(creds.Data["AWS_SECRET_ACCESS_KEY"])}
+	c, err := o.Client(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evidenceStore{opts: o, client: c, bucket: "evidence"}
+}
+
+// env is the plugin's environment for reading the store with the user's own S3 credentials.
+func (e evidenceStore) env(t *testing.T) []string {
+	t.Helper()
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(ca, e.opts.CA, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"AWS_ACCESS_KEY_ID=" + e.opts.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + e.opts.SecretAccessKey,
+		"AWS_ENDPOINT_URL_S3=" + e.opts.Endpoint, "AWS_CA_BUNDLE=" + ca, "AWS_REGION=us-east-1"}
+}
+
+func (e evidenceStore) get(t *testing.T, key string) []byte {
+	t.Helper()
+	out, err := e.client.GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func hexSHA(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// apiCode is an S3 error's code ("" when err is not one).
+func apiCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+// TestEvidenceStore (issue 21): a collection lands in the locked bucket byte-exact (hashes in
+// the source container against the objects), every object under its retention, with the
+// server's SHA-256 checksum equal to the manifest's; the server refuses to delete a locked
+// version or shorten its retention; the custody record in the bucket verifies with the
+// published keys and signs every object's digest.
+func TestEvidenceStore(t *testing.T) {
+	t.Parallel()
+	store := evidence(t)
+	ns := namespace(t)
+	src := sourcePod(t, ns, "app", imageBusybox, `mkdir -p /var/log/ev && echo hello > /var/log/ev/small.log &&
+head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log /var/log/ev/hard.log`)
+	annotate(t, ns, "app", map[string]string{"podcopy/collect": "/var/log/ev"})
+	st := waitFinal(t, ns, "app", "")
+	if st.Phase != status.Succeeded {
+		t.Fatalf("status %+v", st)
+	}
+	prefix := ns + "/app/" + st.Collection + "/"
+	if st.Bucket != "s3://evidence/"+prefix || st.RetentionMode != "GOVERNANCE" || st.RetainUntil == "" || st.CustodyKeyID == "" {
+		t.Fatalf("status does not say where and how the collection is locked: %+v", st)
+	}
+	until, err := time.Parse(time.RFC3339, st.RetainUntil)
+	if err != nil || until.Before(time.Now().Add(23*time.Hour)) {
+		t.Fatalf("retainUntil %s (%v): want a day after the start", st.RetainUntil, err)
+	}
+	srcTarget := exec.Target{Namespace: ns, Pod: src.Name, Container: "app"}
+
+	list, err := store.client.ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(store.bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range list.Contents {
+		keys = append(keys, strings.TrimPrefix(aws.ToString(o.Key), prefix))
+	}
+	slices.Sort(keys)
+	want := []string{"app/var/log/ev/big.bin", "app/var/log/ev/hard.log", "app/var/log/ev/small.log", custody.FileName, custody.ManifestSubject}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("objects under %s: %v, want %v", prefix, keys, want)
+	}
+	var m manifest.Manifest
+	if err := json.Unmarshal(store.get(t, prefix+"manifest.json"), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Destination.Bucket != st.Bucket || m.Destination.Retention == nil || m.Destination.Retention.RetainUntil != st.RetainUntil {
+		t.Fatalf("manifest destination %+v", m.Destination)
+	}
+	manifestSHA := map[string]string{}
+	for _, f := range m.Files {
+		manifestSHA[f.Path] = f.SHA256
+	}
+	for _, k := range want {
+		key := prefix + k
+		head, err := store.client.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head.ObjectLockMode != types.ObjectLockModeGovernance || !aws.ToTime(head.ObjectLockRetainUntilDate).Equal(until) {
+			t.Errorf("%s: lock %s until %v, want GOVERNANCE until %s", k, head.ObjectLockMode, aws.ToTime(head.ObjectLockRetainUntilDate), st.RetainUntil)
+		}
+		body := store.get(t, key)
+		sum := hexSHA(body)
+		if path, ok := strings.CutPrefix(k, "app"); ok {
+			if got := sha256In(t, srcTarget, path); got != sum {
+				t.Errorf("%s: object sha256 %s, source %s", k, sum, got)
+			}
+			if manifestSHA[path] != sum {
+				t.Errorf("%s: object sha256 %s, manifest %s", k, sum, manifestSHA[path])
+			}
+		}
+		// The server's own checksum: the whole object's SHA-256 when it was one PUT; a
+		// checksum of the parts' SHA-256s ("-N") for a multipart upload.
+		server := aws.ToString(head.ChecksumSHA256)
+		raw, _ := hex.DecodeString(sum)
+		if len(body) <= 8<<20 && server != base64.StdEncoding.EncodeToString(raw) {
+			t.Errorf("%s: server checksum %q, want the manifest's %s", k, server, sum)
+		}
+		if len(body) > 8<<20 && !strings.HasSuffix(server, "-3") {
+			t.Errorf("%s: server checksum %q, want a composite of 3 parts", k, server)
+		}
+		t.Logf("%s: %d bytes, sha256 %s, server checksum %s (%s), %s until %s", k, len(body), sum[:16], server, head.ChecksumType, head.ObjectLockMode, aws.ToTime(head.ObjectLockRetainUntilDate).Format(time.RFC3339))
+
+		_, err = store.client.DeleteObject(t.Context(), &s3.DeleteObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(key), VersionId: head.VersionId})
+		if apiCode(err) != "AccessDenied" {
+			t.Errorf("%s: deleting the locked version: %v, want AccessDenied", k, err)
+		}
+	}
+	key := prefix + "app/var/log/ev/small.log"
+	_, err = store.client.PutObjectRetention(t.Context(), &s3.PutObjectRetentionInput{Bucket: aws.String(store.bucket), Key: aws.String(key),
+		Retention: &types.ObjectLockRetention{Mode: types.ObjectLockRetentionModeGovernance, RetainUntilDate: aws.Time(time.Now().Add(time.Minute))}})
+	if err == nil {
+		t.Error("shortening a locked object's retention was accepted")
+	} else {
+		t.Logf("shortening the retention: %v", err)
+	}
+
+	// The record in the bucket verifies with the published keys and signs what is stored.
+	keys2, err := custody.Published(t.Context(), client, "podcopy", "podcopy-signing-keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := custody.Verify(t.Context(), store.get(t, prefix+custody.FileName), keys2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range want {
+		if k == custody.FileName {
+			continue
+		}
+		if rec.Subjects[k] != hexSHA(store.get(t, prefix+k)) {
+			t.Errorf("%s: signed %s, stored %s", k, rec.Subjects[k], hexSHA(store.get(t, prefix+k)))
+		}
+	}
+	if rec.Predicate.Retention == nil || rec.Predicate.Retention.RetainUntil != st.RetainUntil || rec.Predicate.Container.ImageDigest == "" || rec.Predicate.Container.ID == "" {
+		t.Errorf("custody predicate %+v", rec.Predicate)
+	}
+}

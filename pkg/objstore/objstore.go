@@ -1,0 +1,438 @@
+// Package objstore writes collections to an S3-compatible bucket (SPEC §9, destination.s3):
+// every object streamed with its SHA-256 as the S3 checksum (the server refuses a part
+// whose bytes differ), in parts of a fixed size so memory never grows with a file, under
+// Object Lock retention and legal hold when configured.
+//
+// The client is the AWS SDK for Go v2 (aws-sdk-go-v2/service/s3): maintained by AWS,
+// the reference for the checksum and Object Lock headers this needs, and the one that
+// reads the usual AWS environment variables, profiles and roles for the plugin's users.
+package objstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/podcopy/podcopy/pkg/failure"
+)
+
+// Lock is destination.s3.objectLock.
+type Lock struct {
+	// Mode is GOVERNANCE or COMPLIANCE ("": no retention).
+	Mode string `mapstructure:"mode"`
+	// Days is how long every object of a collection is retained from the collection's start.
+	Days int `mapstructure:"days"`
+	// LegalHold puts a legal hold on every object as well.
+	LegalHold bool `mapstructure:"legalHold"`
+}
+
+// Config is destination.s3.
+type Config struct {
+	// Endpoint is the S3 endpoint URL (https://...); "" is AWS's for Region.
+	Endpoint string `mapstructure:"endpoint"`
+	Bucket   string `mapstructure:"bucket"`
+	Region   string `mapstructure:"region"`
+	// CAFile is a PEM bundle that verifies the endpoint's certificate (besides the system's).
+	CAFile string `mapstructure:"caFile"`
+	// PartSize is the size of each uploaded part (a quantity, at least 5Mi; default 8Mi): the
+	// memory one collection in flight holds for the bucket.
+	PartSize   string `mapstructure:"partSize"`
+	ObjectLock Lock   `mapstructure:"objectLock"`
+	// CreateBucket creates the bucket at start when it does not exist (with Object Lock
+	// enabled when ObjectLock is set): for demos; production buckets are made by their owners.
+	CreateBucket bool `mapstructure:"createBucket"`
+}
+
+// Enabled reports whether a bucket is configured.
+func (c Config) Enabled() bool { return c.Bucket != "" }
+
+// MinPartSize is S3's smallest part but the last.
+const MinPartSize = 5 << 20
+
+// Validate checks the configuration before anything starts.
+func (c Config) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	var errs []error
+	if _, err := c.partSize(); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.ObjectLock.Mode {
+	case "":
+		if c.ObjectLock.Days != 0 {
+			errs = append(errs, errors.New("destination.s3.objectLock.days needs a mode (GOVERNANCE or COMPLIANCE)"))
+		}
+	case string(types.ObjectLockModeGovernance), string(types.ObjectLockModeCompliance):
+		if c.ObjectLock.Days < 1 {
+			errs = append(errs, fmt.Errorf("destination.s3.objectLock.days must be at least 1 with mode %s", c.ObjectLock.Mode))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("destination.s3.objectLock.mode %q is unknown; use GOVERNANCE or COMPLIANCE", c.ObjectLock.Mode))
+	}
+	if c.Endpoint != "" && !strings.HasPrefix(c.Endpoint, "https://") && !strings.HasPrefix(c.Endpoint, "http://") {
+		errs = append(errs, fmt.Errorf("destination.s3.endpoint %q is not an http(s) URL", c.Endpoint))
+	}
+	if c.CAFile != "" {
+		if _, err := os.ReadFile(c.CAFile); err != nil {
+			errs = append(errs, fmt.Errorf("destination.s3.caFile: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) partSize() (int64, error) {
+	if c.PartSize == "" {
+		return 8 << 20, nil
+	}
+	q, err := resource.ParseQuantity(c.PartSize)
+	if err != nil {
+		return 0, fmt.Errorf("destination.s3.partSize: %w", err)
+	}
+	if q.Value() < MinPartSize || q.Value() > 512<<20 {
+		return 0, fmt.Errorf("destination.s3.partSize %s: between 5Mi and 512Mi", c.PartSize)
+	}
+	return q.Value(), nil
+}
+
+// Store is a bucket collections are written to.
+type Store struct {
+	Client   *s3.Client
+	Bucket   string
+	Lock     Lock
+	partSize int64
+	bufs     sync.Pool
+}
+
+// New connects to the bucket of cfg with the default AWS credential chain (environment,
+// shared profiles, web identity).
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	client, err := NewClient(ctx, cfg.Endpoint, cfg.Region, cfg.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := cfg.partSize()
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{Client: client, Bucket: cfg.Bucket, Lock: cfg.ObjectLock, partSize: ps}
+	s.bufs.New = func() any { b := make([]byte, 0, ps); return &b }
+	return s, nil
+}
+
+// ClientOptions say how to reach an S3 endpoint.
+type ClientOptions struct {
+	// Endpoint is the URL ("" for AWS), Region its region (default us-east-1).
+	Endpoint, Region string
+	// CA is a PEM bundle trusted besides the system's certificates.
+	CA []byte
+	// AccessKeyID and SecretAccessKey, when set, are the credentials; else the default AWS
+	// chain (environment, shared profiles, web identity) supplies them.
+	AccessKeyID, SecretAccessKey string
+}
+
+// NewClient is an S3 client for endpoint ("" for AWS) in region, trusting caFile's
+// certificates as well as the system's, with the default AWS credential chain.
+func NewClient(ctx context.Context, endpoint, region, caFile string) (*s3.Client, error) {
+	o := ClientOptions{Endpoint: endpoint, Region: region}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		o.CA = pem
+	}
+	return o.Client(ctx)
+}
+
+// Client is an S3 client with these options; it uses path-style addressing on a custom
+// endpoint.
+func (c ClientOptions) Client(ctx context.Context) (*s3.Client, error) {
+	region := c.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(region)}
+	if len(c.CA) > 0 {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(c.CA) {
+			return nil, errors.New("the CA bundle holds no PEM certificate")
+		}
+		hc := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		})
+		opts = append(opts, awsconfig.WithHTTPClient(hc))
+	}
+	if c.AccessKeyID != "" {
+		opts = append(opts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, "")))
+	}
+	ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return s3.NewFromConfig(ac, func(o *s3.Options) {
+		if c.Endpoint != "" {
+			o.BaseEndpoint = aws.String(c.Endpoint)
+			o.UsePathStyle = true
+		}
+		// Checksums are the ones podcopy computes (SHA-256 of what it hashed), sent as
+		// headers; not ones the SDK would compute again in a trailer.
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	}), nil
+}
+
+// EnsureBucket creates the bucket when it does not exist, with Object Lock enabled when the
+// store locks objects (destination.s3.createBucket).
+func (s *Store) EnsureBucket(ctx context.Context) error {
+	_, err := s.Client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.Bucket)})
+	if err == nil {
+		return nil
+	}
+	in := &s3.CreateBucketInput{Bucket: aws.String(s.Bucket), ObjectLockEnabledForBucket: aws.Bool(s.Lock.Mode != "")}
+	if _, err := s.Client.CreateBucket(ctx, in); err != nil {
+		var owned *types.BucketAlreadyOwnedByYou
+		if !errors.As(err, &owned) {
+			return fmt.Errorf("creating bucket %s: %w", s.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// Retention is the lock every object of a collection started at start gets.
+type Retention struct {
+	Mode        string
+	RetainUntil time.Time
+	LegalHold   bool
+}
+
+// RetentionFor is the retention of a collection started at start (nil: no lock).
+func (s *Store) RetentionFor(start time.Time) *Retention {
+	if s.Lock.Mode == "" && !s.Lock.LegalHold {
+		return nil
+	}
+	r := &Retention{Mode: s.Lock.Mode, LegalHold: s.Lock.LegalHold}
+	if s.Lock.Mode != "" {
+		r.RetainUntil = start.UTC().Add(time.Duration(s.Lock.Days) * 24 * time.Hour).Truncate(time.Second)
+	}
+	return r
+}
+
+// Upload is one collection's objects.
+type Upload struct {
+	s         *Store
+	retention *Retention
+	mu        sync.Mutex
+	open      map[*object]struct{}
+}
+
+// Begin starts writing a collection whose objects are locked by r (nil: not locked).
+func (s *Store) Begin(r *Retention) *Upload {
+	return &Upload{s: s, retention: r, open: map[*object]struct{}{}}
+}
+
+// Error is a failure of the bucket: reason DestinationFailed, retried like the analysis
+// pod's failures.
+type Error struct{ Err error }
+
+func (e *Error) Error() string { return "writing to the bucket: " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// FailureReason implements failure.Reasoned.
+func (e *Error) FailureReason() string { return failure.DestinationFailed }
+
+func b64(sum []byte) *string { return aws.String(base64.StdEncoding.EncodeToString(sum)) }
+
+// Create starts the object key of size bytes: write its bytes, then Close to complete it.
+// Objects up to the part size are one PUT with their SHA-256; larger ones are multipart
+// uploads, each part with its own SHA-256. An object is visible only once Close returns.
+func (u *Upload) Create(ctx context.Context, key string, size int64) (io.WriteCloser, error) {
+	o := &object{ctx: ctx, u: u, key: key, size: size, buf: u.s.bufs.Get().(*[]byte)}
+	*o.buf = (*o.buf)[:0]
+	u.mu.Lock()
+	u.open[o] = struct{}{}
+	u.mu.Unlock()
+	return o, nil
+}
+
+// Abort aborts every multipart upload of this collection still open. Objects already
+// complete stay (a locked one cannot be removed); without the collection's manifest and
+// record, readers treat them as absent, and the janitor aborts what this could not.
+func (u *Upload) Abort(ctx context.Context) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for o := range u.open {
+		o.abort(ctx)
+	}
+}
+
+type object struct {
+	ctx      context.Context
+	u        *Upload
+	key      string
+	size, n  int64
+	buf      *[]byte
+	uploadID string
+	parts    []types.CompletedPart
+	done     bool
+}
+
+func (o *object) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		room := int(o.u.s.partSize) - len(*o.buf)
+		k := min(room, len(p))
+		*o.buf = append(*o.buf, p[:k]...)
+		p, written = p[k:], written+k
+		o.n += int64(k)
+		if len(*o.buf) == int(o.u.s.partSize) && o.n < o.size {
+			if err := o.flushPart(); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+func (o *object) lockInput() (types.ObjectLockMode, *time.Time, types.ObjectLockLegalHoldStatus) {
+	r := o.u.retention
+	if r == nil {
+		return "", nil, ""
+	}
+	var until *time.Time
+	if r.Mode != "" {
+		until = aws.Time(r.RetainUntil)
+	}
+	hold := types.ObjectLockLegalHoldStatus("")
+	if r.LegalHold {
+		hold = types.ObjectLockLegalHoldStatusOn
+	}
+	return types.ObjectLockMode(r.Mode), until, hold
+}
+
+func (o *object) flushPart() error {
+	s := o.u.s
+	if o.uploadID == "" {
+		mode, until, hold := o.lockInput()
+		out, err := s.Client.CreateMultipartUpload(o.ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
+			ChecksumAlgorithm: types.ChecksumAlgorithmSha256, ObjectLockMode: mode, ObjectLockRetainUntilDate: until, ObjectLockLegalHoldStatus: hold})
+		if err != nil {
+			return &Error{Err: fmt.Errorf("%s: %w", o.key, err)}
+		}
+		o.uploadID = aws.ToString(out.UploadId)
+	}
+	sum := sha256.Sum256(*o.buf)
+	num := int32(len(o.parts) + 1)
+	out, err := s.Client.UploadPart(o.ctx, &s3.UploadPartInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key), UploadId: aws.String(o.uploadID),
+		PartNumber: aws.Int32(num), Body: bytes.NewReader(*o.buf), ContentLength: aws.Int64(int64(len(*o.buf))), ChecksumSHA256: b64(sum[:])})
+	if err != nil {
+		return &Error{Err: fmt.Errorf("%s part %d: %w", o.key, num, err)}
+	}
+	o.parts = append(o.parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num), ChecksumSHA256: out.ChecksumSHA256})
+	*o.buf = (*o.buf)[:0]
+	return nil
+}
+
+// Close completes the object; it fails when fewer or more bytes than size were written.
+func (o *object) Close() error {
+	defer o.release()
+	if o.n != o.size {
+		o.abort(context.WithoutCancel(o.ctx))
+		return &Error{Err: fmt.Errorf("%s: %d bytes written, %d announced", o.key, o.n, o.size)}
+	}
+	s := o.u.s
+	if o.uploadID == "" {
+		sum := sha256.Sum256(*o.buf)
+		mode, until, hold := o.lockInput()
+		_, err := s.Client.PutObject(o.ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
+			Body: bytes.NewReader(*o.buf), ContentLength: aws.Int64(int64(len(*o.buf))), ChecksumSHA256: b64(sum[:]),
+			ObjectLockMode: mode, ObjectLockRetainUntilDate: until, ObjectLockLegalHoldStatus: hold})
+		if err != nil {
+			return &Error{Err: fmt.Errorf("%s: %w", o.key, err)}
+		}
+		o.done = true
+		return nil
+	}
+	if len(*o.buf) > 0 {
+		if err := o.flushPart(); err != nil {
+			o.abort(context.WithoutCancel(o.ctx))
+			return err
+		}
+	}
+	_, err := s.Client.CompleteMultipartUpload(o.ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
+		UploadId: aws.String(o.uploadID), MultipartUpload: &types.CompletedMultipartUpload{Parts: o.parts}})
+	if err != nil {
+		o.abort(context.WithoutCancel(o.ctx))
+		return &Error{Err: fmt.Errorf("%s: completing the upload: %w", o.key, err)}
+	}
+	o.done = true
+	return nil
+}
+
+// abort aborts the object's multipart upload, if any, within a bounded time.
+func (o *object) abort(ctx context.Context) {
+	if o.done || o.uploadID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, err := o.u.s.Client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(o.u.s.Bucket), Key: aws.String(o.key), UploadId: aws.String(o.uploadID)}); err == nil {
+		o.done = true
+	}
+}
+
+func (o *object) release() {
+	o.u.mu.Lock()
+	delete(o.u.open, o)
+	o.u.mu.Unlock()
+	if o.buf != nil {
+		o.u.s.bufs.Put(o.buf)
+		o.buf = nil
+	}
+}
+
+// Copy makes dst a copy of src, an object of this collection written before (a hard link in
+// the source), under the same lock.
+func (u *Upload) Copy(ctx context.Context, dst, src string) error {
+	o := &object{u: u}
+	mode, until, hold := o.lockInput()
+	_, err := u.s.Client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(u.s.Bucket), Key: aws.String(dst),
+		CopySource: aws.String(u.s.Bucket + "/" + escapeKey(src)), ChecksumAlgorithm: types.ChecksumAlgorithmSha256,
+		ObjectLockMode: mode, ObjectLockRetainUntilDate: until, ObjectLockLegalHoldStatus: hold})
+	if err != nil {
+		return &Error{Err: fmt.Errorf("copying %s to %s: %w", src, dst, err)}
+	}
+	return nil
+}
+
+// escapeKey URL-escapes each segment of a key for x-amz-copy-source.
+func escapeKey(key string) string {
+	parts := strings.Split(key, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
+}
