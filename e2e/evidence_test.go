@@ -211,4 +211,59 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 	if rec.Predicate.Retention == nil || rec.Predicate.Retention.RetainUntil != st.RetainUntil || rec.Predicate.Container.ImageDigest == "" || rec.Predicate.Container.ID == "" {
 		t.Errorf("custody predicate %+v", rec.Predicate)
 	}
+
+	// The plugin reads the bucket with the user's own S3 credentials (AWS environment).
+	admin, env := filepath.Join(state, "admin.kubeconfig"), store.env(t)
+	if out, errOut, code := kubectlPodcopyEnv(t, env, admin, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 3 files") || !strings.Contains(out, "signed by key "+st.CustodyKeyID) {
+		t.Fatalf("verify %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
+	} else {
+		t.Logf("verify: %s", strings.TrimSpace(out))
+	}
+	fetched := t.TempDir()
+	if out, errOut, code := kubectlPodcopyEnv(t, env, admin, "fetch", st.Bucket, "-o", fetched); code != 0 || !strings.Contains(out, "fetched 3 files") {
+		t.Fatalf("fetch %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
+	}
+	pems, _, code := kubectlPodcopy(t, admin, "key")
+	keyFile := filepath.Join(t.TempDir(), "keys.pem")
+	if err := os.WriteFile(keyFile, []byte(pems), 0o644); code != 0 || err != nil {
+		t.Fatalf("key: exit %d, %v", code, err)
+	}
+	nowhere := filepath.Join(t.TempDir(), "none.kubeconfig")
+	if out, errOut, code := kubectlPodcopy(t, nowhere, "verify", filepath.Join(fetched, st.Collection), "--key", keyFile); code != 0 || !strings.Contains(out, "verified 3 files") {
+		t.Fatalf("offline verify of the fetched bucket collection: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// Someone with the right to bypass GOVERNANCE rewrites a file and its manifest as new
+	// versions and deletes the originals: the signed record names the file.
+	var tampered manifest.Manifest
+	if err := json.Unmarshal(store.get(t, prefix+"manifest.json"), &tampered); err != nil {
+		t.Fatal(err)
+	}
+	planted := []byte("planted\n")
+	for i, f := range tampered.Files {
+		if f.Path == "/var/log/ev/small.log" {
+			tampered.Files[i].SHA256, tampered.Files[i].Size = hexSHA(planted), int64(len(planted))
+		}
+	}
+	body, _ := json.Marshal(tampered)
+	for k, data := range map[string][]byte{"app/var/log/ev/small.log": planted, "manifest.json": body} {
+		old, err := store.client.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(prefix + k)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.client.PutObject(t.Context(), &s3.PutObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(prefix + k), Body: strings.NewReader(string(data))}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.client.DeleteObject(t.Context(), &s3.DeleteObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(prefix + k),
+			VersionId: old.VersionId, BypassGovernanceRetention: aws.Bool(true)}); err != nil {
+			t.Fatalf("deleting %s's original version with bypass: %v", k, err)
+		}
+	}
+	for _, cmd := range [][]string{{"verify", st.Bucket}, {"fetch", st.Bucket, "-o", t.TempDir()}} {
+		_, errOut, code := kubectlPodcopyEnv(t, env, admin, cmd...)
+		if code == 0 || !strings.Contains(errOut, "MISMATCH /var/log/ev/small.log") || !strings.Contains(errOut, "MISMATCH manifest.json") || strings.Contains(errOut, "big.bin") {
+			t.Fatalf("%s after rewriting a file and its manifest in the bucket: exit %d, stderr %s", cmd[0], code, errOut)
+		}
+		t.Logf("%s after the rewrite: %s", cmd[0], strings.TrimSpace(errOut))
+	}
 }

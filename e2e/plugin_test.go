@@ -71,8 +71,15 @@ func userKubeconfig(t *testing.T, user, ns string) string {
 // the exit code.
 func kubectlPodcopy(t *testing.T, kubeconfig string, args ...string) (string, string, int) {
 	t.Helper()
+	return kubectlPodcopyEnv(t, nil, kubeconfig, args...)
+}
+
+// kubectlPodcopyEnv is kubectlPodcopy with env added to the plugin's environment.
+func kubectlPodcopyEnv(t *testing.T, env []string, kubeconfig string, args ...string) (string, string, int) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd := osexec.CommandContext(t.Context(), plugin(t), append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	code := 0

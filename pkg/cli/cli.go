@@ -34,6 +34,9 @@ type Options struct {
 	// AnalysisNamespace, or NS/NAME); KeyFiles, when set, are used instead (--key).
 	SigningKeys string
 	KeyFiles    []string
+	// S3Endpoint, S3Region and S3CA reach a bucket for s3:// collections (credentials: the
+	// AWS environment and profiles).
+	S3Endpoint, S3Region, S3CA string
 
 	Out, Err io.Writer
 	// Terminal reports whether progress may be drawn (stderr is a terminal).
@@ -65,6 +68,9 @@ func NewCommand(o *Options) *cobra.Command {
 	root.PersistentFlags().StringVar(&o.AnalysisNamespace, "analysis-namespace", "podcopy", "namespace of the analysis pods (the agent's destination.namespace)")
 	root.PersistentFlags().StringVar(&o.AnalysisSelector, "analysis-selector", "app.kubernetes.io/component=analysis", "label selector of the analysis pods")
 	root.PersistentFlags().StringVar(&o.Dir, "dir", "/collect", "base directory in the analysis pod (the agent's destination.dir)")
+	root.PersistentFlags().StringVar(&o.S3Endpoint, "s3-endpoint", "", "S3 endpoint for s3:// collections (default $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)")
+	root.PersistentFlags().StringVar(&o.S3Region, "s3-region", os.Getenv("AWS_REGION"), "S3 region for s3:// collections")
+	root.PersistentFlags().StringVar(&o.S3CA, "s3-ca", "", "PEM bundle that verifies the S3 endpoint (default: the system's, and $AWS_CA_BUNDLE)")
 	root.PersistentFlags().StringVar(&o.SigningKeys, "signing-keys", DefaultSigningKeys, "ConfigMap of the agents' published custody keys: NAME in --analysis-namespace, or NAMESPACE/NAME (the agent's signing.publicKeys)")
 	for _, c := range []*cobra.Command{o.collectCommand(), o.statusCommand(), o.lsCommand(), o.verifyCommand(), o.stopCommand()} {
 		c.Flags().StringVarP(&o.Output, "output", "o", "", "output format: json for scripts (default: human-readable)")

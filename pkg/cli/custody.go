@@ -302,3 +302,18 @@ func isLocalCollection(arg string) bool {
 	_, merr := os.Stat(filepath.Join(arg, custody.ManifestSubject))
 	return err == nil || merr == nil
 }
+
+// completeForKeys connects to the cluster only when the published keys are needed (no
+// --key): a bucket or a directory is verified without a cluster given --key.
+func (o *Options) completeForKeys() error {
+	if len(o.KeyFiles) > 0 {
+		if o.Output != "" && o.Output != "json" {
+			return fmt.Errorf("--output %q is unknown; use json", o.Output)
+		}
+		return nil
+	}
+	if err := o.complete(); err != nil {
+		return fmt.Errorf("reading the published custody keys needs the cluster (or pass --key FILE): %w", err)
+	}
+	return nil
+}

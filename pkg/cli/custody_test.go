@@ -229,3 +229,27 @@ func writeKey(t *testing.T, k *custody.PublicKey) string {
 	must(t, os.WriteFile(f, k.PEM(), 0o644))
 	return f
 }
+
+func TestParseBucketRef(t *testing.T) {
+	t.Parallel()
+	for arg, want := range map[string]string{
+		"s3://evidence/ns/pod/20261123T101500Z-1a2b3c4d/": "evidence ns/pod/20261123T101500Z-1a2b3c4d/",
+		"s3://evidence/ns/pod/20261123T101500Z-1a2b3c4d":  "evidence ns/pod/20261123T101500Z-1a2b3c4d/",
+		"s3://evidence/ns/pod":                            "error",
+		"s3://evidence/ns/../20261123T101500Z-1a2b3c4d":   "error",
+		"s3://evidence//pod/x":                            "error",
+		"mysql-0":                                         "not a bucket",
+	} {
+		ref, ok, err := parseBucketRef(arg)
+		got := ref.bucket + " " + ref.prefix
+		switch {
+		case !ok:
+			got = "not a bucket"
+		case err != nil:
+			got = "error"
+		}
+		if got != want {
+			t.Errorf("parseBucketRef(%q) = %q, want %q", arg, got, want)
+		}
+	}
+}

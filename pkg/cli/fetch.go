@@ -144,7 +144,7 @@ func (o *Options) fetchCommand() *cobra.Command {
 	var out string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "fetch COLLECTION -o DIR",
+		Use:   "fetch COLLECTION|s3://BUCKET/NS/POD/ID -o DIR",
 		Short: "Download a collection from the analysis pod, verifying every file's SHA-256 against its manifest while writing",
 		Example: `  kubectl podcopy fetch mysql-0 -o ./evidence          # the pod's latest collection
   kubectl podcopy fetch mysql-0/20261123T101500Z-1a2b3c4d -o ./evidence`,
@@ -152,6 +152,15 @@ func (o *Options) fetchCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if asJSON {
 				o.Output = "json"
+			}
+			if bref, ok, err := parseBucketRef(args[0]); ok {
+				if err != nil {
+					return err
+				}
+				if err := o.completeForKeys(); err != nil {
+					return err
+				}
+				return o.fetchBucket(cmd.Context(), bref, out)
 			}
 			if err := o.complete(); err != nil {
 				return err
@@ -166,6 +175,7 @@ func (o *Options) fetchCommand() *cobra.Command {
 	// SPEC §8: -o names the directory here; --json gives the machine-readable result.
 	cmd.Flags().StringVarP(&out, "output", "o", ".", "directory to write <collection id>/ into (that subdirectory must not exist yet)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	o.keysFlags(cmd)
 	return cmd
 }
 
@@ -425,19 +435,24 @@ func (o *Options) report(res fetchResult, verb, summary string) error {
 
 func (o *Options) verifyCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "verify COLLECTION | DIR",
+		Use:   "verify COLLECTION | s3://BUCKET/NS/POD/ID | DIR",
 		Short: "Check a collection's signed custody record, then re-hash every file in place in the analysis pod (or in DIR, a fetched collection, offline with --key)",
 		Example: `  kubectl podcopy verify mysql-0                                  # in the analysis pod
   kubectl podcopy verify ./evidence/20261123T101500Z-1a2b3c4d --key keys.pem   # offline`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ref, ok, err := parseBucketRef(args[0]); ok {
+				if err != nil {
+					return err
+				}
+				if err := o.completeForKeys(); err != nil {
+					return err
+				}
+				return o.verifyBucket(cmd.Context(), ref)
+			}
 			if isLocalCollection(args[0]) {
-				if len(o.KeyFiles) == 0 { // the published keys, when a cluster is reachable
-					if err := o.complete(); err != nil {
-						return fmt.Errorf("verifying %s offline needs --key FILE (kubectl podcopy key prints the keys): %w", args[0], err)
-					}
-				} else if o.Output != "" && o.Output != "json" {
-					return fmt.Errorf("--output %q is unknown; use json", o.Output)
+				if err := o.completeForKeys(); err != nil {
+					return err
 				}
 				return o.verifyLocal(cmd.Context(), args[0])
 			}

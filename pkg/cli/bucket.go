@@ -1,0 +1,223 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/objstore"
+	"github.com/podcopy/podcopy/pkg/pathname"
+)
+
+// bucketRef is a collection in a bucket: s3://<bucket>/<namespace>/<pod>/<collection id>/.
+type bucketRef struct {
+	bucket, prefix, id string
+}
+
+func (r bucketRef) String() string { return "s3://" + r.bucket + "/" + r.prefix }
+
+// parseBucketRef reads s3://BUCKET/NAMESPACE/POD/COLLECTION-ID[/].
+func parseBucketRef(arg string) (bucketRef, bool, error) {
+	rest, ok := strings.CutPrefix(arg, "s3://")
+	if !ok {
+		return bucketRef{}, false, nil
+	}
+	parts := strings.Split(strings.TrimSuffix(rest, "/"), "/")
+	if len(parts) != 4 || slicesContainsEmpty(parts) {
+		return bucketRef{}, true, fmt.Errorf("%q: name a collection as s3://BUCKET/NAMESPACE/POD/COLLECTION-ID/ (the status's bucket)", arg)
+	}
+	if pathname.Canonical("/"+path.Join(parts[1:]...)) != nil {
+		return bucketRef{}, true, fmt.Errorf("%q is not a clean collection prefix", arg)
+	}
+	return bucketRef{bucket: parts[0], prefix: path.Join(parts[1:]...) + "/", id: parts[3]}, true, nil
+}
+
+func slicesContainsEmpty(parts []string) bool {
+	for _, p := range parts {
+		if p == "" || p == "." || p == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// s3Client is a client for the user's own S3 credentials (the AWS environment variables and
+// profiles), at --s3-endpoint (or $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL) with --s3-ca.
+func (o *Options) s3Client(ctx context.Context) (*s3.Client, error) {
+	endpoint := o.S3Endpoint
+	for _, env := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"} {
+		if endpoint == "" {
+			endpoint = os.Getenv(env)
+		}
+	}
+	return objstore.NewClient(ctx, endpoint, o.S3Region, o.S3CA)
+}
+
+// readObject reads key (at most max bytes); nil when it does not exist.
+func readObject(ctx context.Context, c *s3.Client, bucket, key string, max int64) ([]byte, error) {
+	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	var nsk *types.NoSuchKey
+	if errors.As(err, &nsk) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
+	}
+	defer func() { _ = out.Body.Close() }()
+	b, err := io.ReadAll(io.LimitReader(out.Body, max+1))
+	if err == nil && int64(len(b)) > max {
+		err = fmt.Errorf("s3://%s/%s is larger than %d bytes", bucket, key, max)
+	}
+	return b, err
+}
+
+// bucketCollection verifies (and with root, fetches into it) a collection in a bucket: the
+// custody record's signature, then every object against the signed digests, streaming
+// each object once; objects under the prefix that nothing signed are reported.
+func (o *Options) bucketCollection(ctx context.Context, ref bucketRef, root *os.Root, res *fetchResult) error {
+	c, err := o.s3Client(ctx)
+	if err != nil {
+		return err
+	}
+	raw, err := readObject(ctx, c, ref.bucket, ref.prefix+custody.FileName, custody.MaxRecordBytes)
+	if err != nil {
+		return err
+	}
+	sig, err := o.checkRecord(ctx, raw, ref.String())
+	if err != nil {
+		return err
+	}
+	mraw, err := readObject(ctx, c, ref.bucket, ref.prefix+custody.ManifestSubject, maxManifestRead)
+	if err != nil {
+		return err
+	}
+	if mraw == nil {
+		return fmt.Errorf("%s has no manifest.json: the collection is absent (not complete)", ref)
+	}
+	var m manifest.Manifest
+	if err := json.Unmarshal(mraw, &m); err != nil {
+		return fmt.Errorf("%smanifest.json: %w", ref, err)
+	}
+	sum := sha256.Sum256(mraw)
+	sig.checkManifest(hex.EncodeToString(sum[:]), res)
+	if root != nil {
+		for name, data := range map[string][]byte{custody.ManifestSubject: mraw, custody.FileName: raw} {
+			if data != nil {
+				if err := root.WriteFile(name, data, 0o644); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	want := map[string]expected{}
+	for _, e := range expectations(m, sig) {
+		want[e.rel] = e
+	}
+	// Every object under the prefix: signed ones are hashed (and written), others reported.
+	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(ref.bucket), Prefix: aws.String(ref.prefix)})
+	buf := make([]byte, 256<<10)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", ref, err)
+		}
+		for _, obj := range page.Contents {
+			rel := strings.TrimPrefix(aws.ToString(obj.Key), ref.prefix)
+			if rel == custody.FileName || rel == custody.ManifestSubject {
+				continue
+			}
+			e, ok := want[rel]
+			if !ok {
+				res.Unexpected = append(res.Unexpected, rel+" (not in the "+digestOrigin(sig)+")")
+				continue
+			}
+			delete(want, rel)
+			got, n, err := o.hashObject(ctx, c, ref.bucket, aws.ToString(obj.Key), root, rel, buf)
+			if err != nil {
+				return err
+			}
+			if got != e.sha256 {
+				res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, %s %s", e.src, got, digestOrigin(sig), e.sha256))
+				continue
+			}
+			res.Files++
+			res.Bytes += n
+		}
+	}
+	for _, e := range want {
+		res.Missing = append(res.Missing, e.src)
+	}
+	sort.Strings(res.Missing)
+	return nil
+}
+
+// digestOrigin names where a collection's digests came from.
+func digestOrigin(s *signed) string {
+	if s != nil {
+		return "signed record"
+	}
+	return "manifest"
+}
+
+// hashObject streams key, hashing it, into rel below root when root is set.
+func (o *Options) hashObject(ctx context.Context, c *s3.Client, bucket, key string, root *os.Root, rel string, buf []byte) (string, int64, error) {
+	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		return "", 0, fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
+	}
+	defer func() { _ = out.Body.Close() }()
+	h := sha256.New()
+	if root == nil {
+		n, err := io.CopyBuffer(h, out.Body, buf)
+		return hex.EncodeToString(h.Sum(nil)), n, err
+	}
+	if pathname.Canonical("/"+rel) != nil {
+		return "", 0, fmt.Errorf("object %s is not a clean name", key)
+	}
+	n, err := writeFileN(root, rel, out.Body, buf, h)
+	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+// verifyBucket verifies a collection in a bucket in place.
+func (o *Options) verifyBucket(ctx context.Context, ref bucketRef) error {
+	res := fetchResult{Collection: ref.id, Dir: ref.String()}
+	if err := o.bucketCollection(ctx, ref, nil, &res); err != nil {
+		return err
+	}
+	return o.report(res, "verified", fmt.Sprintf("%d files (%s) in %s", res.Files, size(res.Bytes), ref))
+}
+
+// fetchBucket downloads a collection from a bucket into <out>/<id>, checking as it writes.
+func (o *Options) fetchBucket(ctx context.Context, ref bucketRef, out string) error {
+	dest := path.Join(out, ref.id)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dest, 0o755); err != nil {
+		return fmt.Errorf("%w (fetch writes into a new directory)", err)
+	}
+	root, err := os.OpenRoot(dest)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = root.Close() }()
+	res := fetchResult{Collection: ref.id, Dir: dest}
+	if err := o.bucketCollection(ctx, ref, root, &res); err != nil {
+		return err
+	}
+	return o.report(res, "fetched", fmt.Sprintf("%d files (%s) from %s to %s", res.Files, size(res.Bytes), ref, dest))
+}
