@@ -24,6 +24,7 @@ type options struct {
 	kubectl string
 	only    string // workloads whose name contains this ("" = all)
 	spdy    bool   // SPDY only (skip the WebSocket block)
+	bucket  bool   // podcopy into the evidence store's bucket, no analysis pod
 
 	scalePods        int  // pods annotated at once in the scale test
 	scaleConcurrency int  // the agent's concurrency for the scale test
@@ -48,6 +49,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "results", "directory for results")
 	flag.StringVar(&o.only, "only", "", "run only the workloads whose name contains this (e.g. \"files\")")
 	flag.BoolVar(&o.spdy, "spdy-only", false, "measure podcopy over SPDY only")
+	flag.BoolVar(&o.bucket, "bucket", true, "measure podcopy into the evidence store's bucket with no analysis pod (1 GiB, 10,000 files)")
 	flag.IntVar(&o.scalePods, "scale-pods", 100, "pods annotated at once in the scale test (1,000 takes this 2-core node ~25 min to start, and each exec then takes seconds: see docs/performance.md)")
 	flag.IntVar(&o.scaleConcurrency, "scale-concurrency", 4, "the agent's concurrency (config.concurrency) in the scale test")
 	flag.BoolVar(&o.keepScalePods, "keep-scale-pods", false, "keep the scale test's 1,000 pods (namespace bench-scale) for the next run")

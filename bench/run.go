@@ -203,7 +203,7 @@ func run(ctx context.Context, o options) error {
 		for _, gz := range []bool{false, true} {
 			fmt.Printf("agent: exec.transport=%s compression=%v\n", transport, map[bool]string{false: "none", true: "gzip"}[gz])
 			if err := e.helm(ctx, "config.exec.transport="+transport, "config.compression="+map[bool]string{false: "none", true: "gzip"}[gz],
-				"config.policy.maxBytes=4Gi", "config.policy.maxFiles=200000"); err != nil {
+				"config.policy.maxBytes=4Gi", "config.policy.maxFiles=200000", "config.destination.namespaceModes.bench=pod"); err != nil {
 				return err
 			}
 			for _, w := range ws {
@@ -270,8 +270,14 @@ func run(ctx context.Context, o options) error {
 			}
 		}
 	}
+	if o.bucket {
+		if err := e.bucketRows(ctx, ns, ws, get, &trigger); err != nil {
+			return err
+		}
+	}
 	// Leave the agent as charts/podcopy/ci/local-values.yaml configures it.
-	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=auto"); err != nil {
+	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=auto", "config.destination.namespaceModes.bench=pod",
+		"config.destination.s3.objectLock.mode=GOVERNANCE", "config.destination.s3.objectLock.days=1"); err != nil {
 		return err
 	}
 	var scale []string

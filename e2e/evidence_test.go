@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podcopy/podcopy/pkg/custody"
@@ -104,7 +108,7 @@ func apiCode(err error) string {
 func TestEvidenceStore(t *testing.T) {
 	t.Parallel()
 	store := evidence(t)
-	ns := namespace(t)
+	ns := fixedNamespace(t, "e2e-evidence")
 	src := sourcePod(t, ns, "app", imageBusybox, `mkdir -p /var/log/ev && echo hello > /var/log/ev/small.log &&
 head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log /var/log/ev/hard.log`)
 	annotate(t, ns, "app", map[string]string{"podcopy/collect": "/var/log/ev"})
@@ -219,6 +223,9 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 	} else {
 		t.Logf("verify: %s", strings.TrimSpace(out))
 	}
+	if out, errOut, code := kubectlPodcopyEnv(t, env, nowhereKubeconfig(t), "ls", "s3://evidence/"+ns); code != 0 || !strings.Contains(out, st.Collection) || !strings.Contains(out, "Complete") {
+		t.Fatalf("ls s3://evidence/%s: exit %d\n%s%s", ns, code, out, errOut)
+	}
 	fetched := t.TempDir()
 	if out, errOut, code := kubectlPodcopyEnv(t, env, admin, "fetch", st.Bucket, "-o", fetched); code != 0 || !strings.Contains(out, "fetched 3 files") {
 		t.Fatalf("fetch %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
@@ -228,8 +235,7 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 	if err := os.WriteFile(keyFile, []byte(pems), 0o644); code != 0 || err != nil {
 		t.Fatalf("key: exit %d, %v", code, err)
 	}
-	nowhere := filepath.Join(t.TempDir(), "none.kubeconfig")
-	if out, errOut, code := kubectlPodcopy(t, nowhere, "verify", filepath.Join(fetched, st.Collection), "--key", keyFile); code != 0 || !strings.Contains(out, "verified 3 files") {
+	if out, errOut, code := kubectlPodcopy(t, nowhereKubeconfig(t), "verify", filepath.Join(fetched, st.Collection), "--key", keyFile); code != 0 || !strings.Contains(out, "verified 3 files") {
 		t.Fatalf("offline verify of the fetched bucket collection: exit %d\n%s%s", code, out, errOut)
 	}
 
@@ -266,4 +272,94 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 		}
 		t.Logf("%s after the rewrite: %s", cmd[0], strings.TrimSpace(errOut))
 	}
+}
+
+// nowhereKubeconfig is a kubeconfig file that does not exist: the plugin has no cluster.
+func nowhereKubeconfig(t *testing.T) string { return filepath.Join(t.TempDir(), "none.kubeconfig") }
+
+// fixedNamespace makes namespace name afresh (the e2e values give it a destination mode of
+// its own) and deletes it afterwards.
+func fixedNamespace(t *testing.T, name string) string {
+	t.Helper()
+	_ = client.CoreV1().Namespaces().Delete(t.Context(), name, metav1.DeleteOptions{})
+	waitFor(t, 2*time.Minute, "an earlier "+name+" to go", func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if _, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	waitFor(t, 30*time.Second, "default ServiceAccount", func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	return name
+}
+
+// TestBucketOnly (issue 21): a namespace configured for the bucket only (the e2e values'
+// destination.namespaceModes) collects with one exec leg: nothing in the analysis pod, the
+// collection complete and signed in the bucket; follow is refused, saying why.
+func TestBucketOnly(t *testing.T) {
+	t.Parallel()
+	store := evidence(t)
+	ns := fixedNamespace(t, "e2e-bucket-only")
+	sourcePod(t, ns, "app", imageBusybox, "mkdir -p /var/log/b && head -c 3000000 /dev/urandom > /var/log/b/data.bin && echo x > /var/log/b/x.log")
+	annotate(t, ns, "app", map[string]string{"podcopy/collect": "/var/log/b"})
+	st := waitFinal(t, ns, "app", "")
+	if st.Phase != status.Succeeded || st.Destination != "" || st.Bucket == "" {
+		t.Fatalf("status %+v: want Succeeded into the bucket only", st)
+	}
+	if out, err := run(t, analysis(t), "sh", "-c", `ls -A "$1" 2>/dev/null | wc -l`, "sh", "/collect/"+ns); err != nil || strings.TrimSpace(out) != "0" {
+		t.Fatalf("the analysis pod holds %q entries for %s (%v)", out, ns, err)
+	}
+	admin := filepath.Join(state, "admin.kubeconfig")
+	if out, errOut, code := kubectlPodcopyEnv(t, store.env(t), admin, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 2 files") || !strings.Contains(out, "signed by key") {
+		t.Fatalf("verify %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
+	}
+	annotate(t, ns, "app", map[string]string{"podcopy/mode": "follow", "podcopy/collect": "/var/log/b/x.log"})
+	fst := waitFinal(t, ns, "app", st.Request)
+	if fst.Phase != status.Rejected || !strings.Contains(fst.Message, "bucket only") {
+		t.Fatalf("follow in a bucket-only namespace: %+v", fst)
+	}
+}
+
+// TestEvidenceStoreKilled (issue 21): the S3 server is killed mid-upload (its container
+// restarts with its data); the collection is retried to a terminal status, complete in the
+// bucket (verified) or absent (no manifest), and no multipart upload is left open. Not
+// parallel, like TestFaults.
+func TestEvidenceStoreKilled(t *testing.T) {
+	store := evidence(t)
+	ns := fixedNamespace(t, "e2e-evidence-killed")
+	sourcePod(t, ns, "big", imageBusybox, "mkdir -p /var/log && head -c 314572800 /dev/urandom > /var/log/big.bin")
+	annotate(t, ns, "big", map[string]string{"podcopy/collect": "/var/log/big.bin"})
+	uploads := func(ctx context.Context) int {
+		out, err := store.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(store.bucket), Prefix: aws.String(ns + "/")})
+		if err != nil {
+			return -1
+		}
+		return len(out.Uploads)
+	}
+	waitFor(t, time.Minute, "a multipart upload in flight", func(ctx context.Context) (bool, error) { return uploads(ctx) > 0, nil })
+	if out, err := osexec.Command("pkill", "-9", "-f", "^/versitygw ").CombinedOutput(); err != nil {
+		t.Fatalf("killing the evidence store: %v %s", err, out)
+	}
+	injected := time.Now()
+	st := waitFinalWithin(t, ns, "big", "", terminalBound)
+	t.Logf("terminal %.1fs after the kill: %s, attempt %d: %s", time.Since(injected).Seconds(), st.Phase, st.Attempt, st.Message)
+	checkCompleteOrAbsent(t, ns, "big", st)
+	admin := filepath.Join(state, "admin.kubeconfig")
+	switch st.Phase {
+	case status.Succeeded:
+		if out, errOut, code := kubectlPodcopyEnv(t, store.env(t), admin, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 1 files") {
+			t.Fatalf("verify %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
+		}
+	case status.Failed:
+		if _, err := store.client.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(strings.TrimPrefix(st.Bucket, "s3://"+store.bucket+"/") + "manifest.json")}); err == nil {
+			t.Fatal("a failed collection has a manifest in the bucket")
+		}
+	default:
+		t.Fatalf("phase %s", st.Phase)
+	}
+	waitFor(t, 2*time.Minute, "no multipart upload left open", func(ctx context.Context) (bool, error) { return uploads(ctx) == 0, nil })
 }

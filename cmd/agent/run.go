@@ -143,7 +143,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Quota:       opts.Destination.Quota,
 			Custody:     key,
 			Bucket:      bucket,
-			NoPod:       !opts.Destination.UsesPod(),
+			NoPod:       func(ns string) bool { return !opts.Destination.UsesPod(ns) },
 		},
 		Slots: collect.NewSlots(opts.Concurrency),
 		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
@@ -177,6 +177,11 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	sweeper := sweep.Sweeper{Exec: executor, Targets: chooser.All, Dir: opts.Destination.Dir,
 		After: opts.Destination.StaleAfter, Removed: m.StalePartialsRemoved,
 		Retention: opts.Destination.Retention, RetentionRemoved: m.RetentionRemoved}
+	if bucket != nil {
+		// An upload older than an attempt's deadline (plus the stale margin) has no live owner.
+		sweeper.Uploads, sweeper.UploadsAborted = bucket, m.UploadsAborted
+		sweeper.UploadAge = func() time.Duration { return current.Load().limits.AttemptDeadline() + opts.Destination.StaleAfter }
+	}
 	// The janitor (sweep and retention) is cluster-wide: one agent at a time runs it.
 	chore := lease.Chore{Client: client, Namespace: agentNamespace(opts), Name: "podcopy-janitor", Identity: identity(node), Holder: m.JanitorLeader}
 	g.Go(func() error { return chore.Run(gctx, sweeper.Run) })

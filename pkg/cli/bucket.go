@@ -221,3 +221,63 @@ func (o *Options) fetchBucket(ctx context.Context, ref bucketRef, out string) er
 	}
 	return o.report(res, "fetched", fmt.Sprintf("%d files (%s) from %s to %s", res.Files, size(res.Bytes), ref, dest))
 }
+
+// bucketCollections lists the collections under s3://BUCKET[/NAMESPACE[/POD]]: each
+// <ns>/<pod>/<id>/ prefix, Complete when its manifest and custody record are there (the
+// agent writes them last), else Incomplete (absent to readers: a failed or running one).
+func (o *Options) bucketCollections(ctx context.Context, arg string) ([]row, error) {
+	rest := strings.TrimSuffix(strings.TrimPrefix(arg, "s3://"), "/")
+	bucket, prefix, _ := strings.Cut(rest, "/")
+	depth := 0
+	if prefix != "" {
+		depth = len(strings.Split(prefix, "/"))
+		prefix += "/"
+	}
+	if bucket == "" || depth > 2 {
+		return nil, fmt.Errorf("%q: list s3://BUCKET, s3://BUCKET/NAMESPACE or s3://BUCKET/NAMESPACE/POD", arg)
+	}
+	c, err := o.s3Client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Every collection has a manifest.json or a custody record or a file under <ns>/<pod>/<id>/;
+	// one listing of the keys finds them all (and their marker objects).
+	type col struct{ manifest, record bool }
+	found := map[string]*col{}
+	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing s3://%s/%s: %w", bucket, prefix, err)
+		}
+		for _, obj := range page.Contents {
+			parts := strings.SplitN(aws.ToString(obj.Key), "/", 4)
+			if len(parts) < 4 {
+				continue
+			}
+			key := path.Join(parts[:3]...)
+			if found[key] == nil {
+				found[key] = &col{}
+			}
+			switch parts[3] {
+			case custody.ManifestSubject:
+				found[key].manifest = true
+			case custody.FileName:
+				found[key].record = true
+			}
+		}
+	}
+	var rows []row
+	for key, c := range found {
+		parts := strings.Split(key, "/")
+		phase := "Complete"
+		if !c.manifest {
+			phase = "Incomplete"
+		} else if !c.record {
+			phase = "Complete (unsigned)"
+		}
+		rows = append(rows, row{Namespace: parts[0], Pod: parts[1], Collection: parts[2], Phase: phase, Where: "s3://" + bucket + "/" + key + "/"})
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Where < rows[j].Where })
+	return rows, nil
+}

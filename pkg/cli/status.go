@@ -73,16 +73,24 @@ type row struct {
 func (o *Options) lsCommand() *cobra.Command {
 	var all bool
 	cmd := &cobra.Command{
-		Use:   "ls [POD]",
-		Short: "List collections: each pod's latest (from its status), or every collection of POD (from the analysis pod)",
+		Use:   "ls [POD | s3://BUCKET[/NAMESPACE[/POD]]]",
+		Short: "List collections: each pod's latest (from its status), every collection of POD (from the analysis pod), or those in a bucket",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.complete(); err != nil {
-				return err
+			inBucket := len(args) == 1 && strings.HasPrefix(args[0], "s3://")
+			if inBucket && o.Output != "" && o.Output != "json" {
+				return fmt.Errorf("--output %q is unknown; use json", o.Output)
+			}
+			if !inBucket {
+				if err := o.complete(); err != nil {
+					return err
+				}
 			}
 			var rows []row
 			var err error
-			if len(args) == 1 {
+			if inBucket {
+				rows, err = o.bucketCollections(cmd.Context(), args[0])
+			} else if len(args) == 1 {
 				rows, err = o.podCollections(cmd.Context(), args[0])
 			} else {
 				rows, err = o.latest(cmd.Context(), all)

@@ -77,8 +77,9 @@ type Settings struct {
 	Custody *custody.PrivateKey
 	// Bucket receives every once collection too (nil: no bucket; destination.s3).
 	Bucket *objstore.Store
-	// NoPod sends collections to the bucket only (destination.mode bucket).
-	NoPod bool
+	// NoPod says whether a namespace's collections go to the bucket only (destination.mode
+	// bucket, or destination.namespaceModes; nil: never).
+	NoPod func(namespace string) bool
 }
 
 func (s Settings) attempts() int { return max(s.Attempts, 1) }
@@ -181,7 +182,7 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	if wait := notReady(pod, req.Container); wait != "" {
 		return h.pending(ctx, pod, st, id, wait)
 	}
-	dst, err := h.choose(ctx, req)
+	dst, err := h.choose(ctx, pod, req)
 	var invalid *destination.InvalidError
 	var notReadyDst *destination.NotReadyError
 	switch {
@@ -199,11 +200,16 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 }
 
 // choose is the analysis pod a collection goes to (none with destination.mode bucket).
-func (h *Handler) choose(ctx context.Context, req request.Request) (exec.Target, error) {
-	if h.Settings.NoPod {
+func (h *Handler) choose(ctx context.Context, pod *corev1.Pod, req request.Request) (exec.Target, error) {
+	if h.noPod(pod.Namespace) {
 		return exec.Target{}, nil
 	}
 	return h.Chooser.Choose(ctx, req.Destination)
+}
+
+// noPod reports whether ns's collections go to the bucket only.
+func (h *Handler) noPod(ns string) bool {
+	return h.Settings.NoPod != nil && h.Settings.Bucket != nil && h.Settings.NoPod(ns)
 }
 
 // pending records that request id waits, unless the status already says so.
@@ -339,7 +345,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 			log.Info("the API server is not answering yet; waiting before the next attempt")
 			wait = min(2*wait, 30*time.Second)
 		}
-		if d, cerr := h.choose(ctx, req); cerr == nil {
+		if d, cerr := h.choose(ctx, pod, req); cerr == nil {
 			dst = d
 		}
 	}
@@ -350,7 +356,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 // no bound).
 func (h *Handler) checkQuota(ctx context.Context, pod *corev1.Pod, dst exec.Target) (int64, error) {
 	q := h.Settings.Quota
-	if !q.Enabled() || h.Exec == nil || h.Settings.NoPod {
+	if !q.Enabled() || h.Exec == nil || h.noPod(pod.Namespace) {
 		return 0, nil
 	}
 	u, err := sweep.Measure(ctx, h.Exec, dst, h.Settings.Dir, pod.Namespace)
@@ -363,7 +369,7 @@ func (h *Handler) checkQuota(ctx context.Context, pod *corev1.Pod, dst exec.Targ
 // discardStaging removes the staging directory a previous agent's interrupted collection id
 // left in the analysis pod (the sweep would, after destination.staleAfter).
 func (h *Handler) discardStaging(ctx context.Context, log logr.Logger, pod *corev1.Pod, dst exec.Target, id string) {
-	if h.Exec == nil || id == "" || h.Settings.NoPod {
+	if h.Exec == nil || id == "" || h.noPod(pod.Namespace) {
 		return
 	}
 	l, err := layout.New(h.Settings.Dir, pod.Namespace, pod.Name)
@@ -616,7 +622,7 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 		Gzip:        h.Settings.Compression == "gzip",
 		Custody:     h.Settings.Custody,
 		Bucket:      bucket,
-		NoPod:       h.Settings.NoPod,
+		NoPod:       h.noPod(pod.Namespace),
 	}
 	if !job.NoPod {
 		job.Header.Destination.Dir = job.CollectionDir()

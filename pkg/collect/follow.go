@@ -52,7 +52,7 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 		return nil
 	}
 	h.endFollow(pod.UID, "the request changed")
-	if h.Settings.NoPod {
+	if h.noPod(pod.Namespace) {
 		return h.reject(ctx, pod, id, "podcopy/mode=follow harvests into an analysis pod, and this agent writes to the bucket only (destination.mode: bucket); use mode both, or a once collection")
 	}
 	if wait := notReady(pod, req.Container); wait != "" {

@@ -139,6 +139,7 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("destination.retention.keepLast", 0)
 	v.SetDefault("destination.retention.maxAge", time.Duration(0))
 	v.SetDefault("destination.mode", "")
+	v.SetDefault("destination.namespaceModes", map[string]string{})
 	v.SetDefault("destination.s3.endpoint", "")
 	v.SetDefault("destination.s3.bucket", "")
 	v.SetDefault("destination.s3.region", "")

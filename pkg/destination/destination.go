@@ -41,6 +41,9 @@ type Config struct {
 	// Mode is where collections go: ModePod (the analysis pod), ModeBucket (the bucket
 	// only, no analysis pod), ModeBoth; "" is ModeBoth when S3 is set, else ModePod.
 	Mode string `json:"mode,omitempty" mapstructure:"mode"`
+	// NamespaceModes overrides Mode for some source namespaces (namespace: pod, bucket or
+	// both), e.g. a namespace whose evidence must never sit in a shared analysis pod.
+	NamespaceModes map[string]string `json:"namespaceModes,omitempty" mapstructure:"namespaceModes"`
 	// S3 is the bucket (SPEC §9 destination.s3).
 	S3 objstore.Config `json:"s3" mapstructure:"s3"`
 }
@@ -63,8 +66,16 @@ func (c Config) EffectiveMode() string {
 	return ModePod
 }
 
-// UsesPod reports whether collections go to an analysis pod.
-func (c Config) UsesPod() bool { return c.EffectiveMode() != ModeBucket }
+// ModeFor is the mode of collections from namespace ns.
+func (c Config) ModeFor(ns string) string {
+	if m, ok := c.NamespaceModes[ns]; ok && m != "" {
+		return m
+	}
+	return c.EffectiveMode()
+}
+
+// UsesPod reports whether collections from namespace ns go to an analysis pod.
+func (c Config) UsesPod(ns string) bool { return c.ModeFor(ns) != ModeBucket }
 
 // Quota bounds what one source namespace holds in an analysis pod (below <dir>/<ns>/):
 // Bytes (a quantity; "" or "0": no bound) of everything, follow files included, and
@@ -124,14 +135,20 @@ func (c Config) Validate() error {
 	if c.Retention.KeepLast < 0 || c.Retention.MaxAge < 0 {
 		return fmt.Errorf("destination.retention: keepLast %d and maxAge %s must be non-negative", c.Retention.KeepLast, c.Retention.MaxAge)
 	}
-	switch c.Mode {
-	case "", ModePod:
-	case ModeBucket, ModeBoth:
-		if !c.S3.Enabled() {
-			return fmt.Errorf("destination.mode %s needs destination.s3.bucket", c.Mode)
+	modes := map[string]string{"destination.mode": c.Mode}
+	for ns, m := range c.NamespaceModes {
+		modes["destination.namespaceModes."+ns] = m
+	}
+	for key, m := range modes {
+		switch m {
+		case "", ModePod:
+		case ModeBucket, ModeBoth:
+			if !c.S3.Enabled() {
+				return fmt.Errorf("%s %s needs destination.s3.bucket", key, m)
+			}
+		default:
+			return fmt.Errorf("%s %q is unknown; use pod, bucket or both", key, m)
 		}
-	default:
-		return fmt.Errorf("destination.mode %q is unknown; use pod, bucket or both", c.Mode)
 	}
 	return c.S3.Validate()
 }

@@ -132,3 +132,31 @@ func TestChooseFromLister(t *testing.T) {
 		t.Fatalf("%d API calls, want none", n)
 	}
 }
+
+// Where collections go: the mode, its default with a bucket, a namespace's own mode, and
+// modes that need a bucket without one.
+func TestModes(t *testing.T) {
+	t.Parallel()
+	base := Config{Namespace: "podcopy", Selector: "a=b", Dir: "/collect"}
+	withBucket := base
+	withBucket.S3.Bucket = "evidence"
+	withBucket.NamespaceModes = map[string]string{"payments": ModeBucket}
+	if base.ModeFor("x") != ModePod || withBucket.ModeFor("x") != ModeBoth || withBucket.ModeFor("payments") != ModeBucket || withBucket.UsesPod("payments") {
+		t.Fatalf("modes: %s %s %s", base.ModeFor("x"), withBucket.ModeFor("x"), withBucket.ModeFor("payments"))
+	}
+	if err := withBucket.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]Config{
+		"bucket mode without a bucket":   {Namespace: "p", Dir: "/c", Mode: ModeBucket},
+		"namespace mode without bucket":  {Namespace: "p", Dir: "/c", NamespaceModes: map[string]string{"x": ModeBoth}},
+		"unknown mode":                   {Namespace: "p", Dir: "/c", Mode: "tape"},
+		"lock days without a lock mode":  func() Config { c := withBucket; c.S3.ObjectLock.Days = 3; return c }(),
+		"lock mode without days":         func() Config { c := withBucket; c.S3.ObjectLock.Mode = "COMPLIANCE"; return c }(),
+		"a part smaller than S3 accepts": func() Config { c := withBucket; c.S3.PartSize = "1Mi"; return c }(),
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -36,6 +36,9 @@ type Metrics struct {
 	StalePartialsRemoved prometheus.Counter
 	// RetentionRemoved counts published collections removed by destination.retention.
 	RetentionRemoved prometheus.Counter
+	// UploadsAborted counts multipart uploads in the bucket the janitor aborted (left by
+	// collections cut off before they could abort their own).
+	UploadsAborted prometheus.Counter
 	// JanitorLeader is 1 while this agent holds the janitor's Lease (runs the sweep and
 	// retention), 0 otherwise.
 	JanitorLeader prometheus.Gauge
@@ -93,6 +96,10 @@ func New() *Metrics {
 		RetentionRemoved: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "podcopy_retention_removed_collections_total", Help: "Published collections removed from analysis pods by destination.retention (keepLast, maxAge).",
 		}),
+		UploadsAborted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_bucket_uploads_aborted_total",
+			Help: "Multipart uploads in the bucket that no live collection owned, aborted by the janitor.",
+		}),
 		JanitorLeader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "podcopy_janitor_leader", Help: "1 while this agent holds the janitor's Lease (it runs the staging sweep and retention for every analysis pod).",
 		}),
@@ -108,7 +115,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
 		m.SkippedEntries, m.Inflight, m.FollowLag, m.FollowLostBytes, m.FollowRotations,
-		m.CollectionRetries, m.StalePartialsRemoved, m.RetentionRemoved, m.JanitorLeader, m.StatusWriteRetries, m.APIRequests,
+		m.CollectionRetries, m.StalePartialsRemoved, m.RetentionRemoved, m.UploadsAborted, m.JanitorLeader, m.StatusWriteRetries, m.APIRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

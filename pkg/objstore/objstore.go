@@ -392,15 +392,31 @@ func (o *object) Close() error {
 	return nil
 }
 
-// abort aborts the object's multipart upload, if any, within a bounded time.
+// abort aborts the object's multipart upload, if any, retrying for up to a minute: the
+// failure that ends a collection is often the store going away, and it comes back. What
+// this cannot abort the janitor does (Store.AbortStale).
 func (o *object) abort(ctx context.Context) {
 	if o.done || o.uploadID == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	if _, err := o.u.s.Client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(o.u.s.Bucket), Key: aws.String(o.key), UploadId: aws.String(o.uploadID)}); err == nil {
-		o.done = true
+	delay := 500 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := o.u.s.Client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(o.u.s.Bucket), Key: aws.String(o.key), UploadId: aws.String(o.uploadID)})
+		acancel()
+		var gone *types.NoSuchUpload
+		if err == nil || errors.As(err, &gone) {
+			o.done = true
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 8*time.Second)
 	}
 }
 
@@ -435,4 +451,30 @@ func escapeKey(key string) string {
 		parts[i] = url.PathEscape(p)
 	}
 	return strings.Join(parts, "/")
+}
+
+// AbortStale aborts every multipart upload of the bucket started before before, and says
+// how many it aborted.
+func (s *Store) AbortStale(ctx context.Context, before time.Time) (int, error) {
+	n := 0
+	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(s.Bucket)}
+	for {
+		out, err := s.Client.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return n, err
+		}
+		for _, u := range out.Uploads {
+			if u.Initiated == nil || !u.Initiated.Before(before) {
+				continue
+			}
+			if _, err := s.Client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(s.Bucket), Key: u.Key, UploadId: u.UploadId}); err != nil {
+				return n, fmt.Errorf("aborting the upload of %s: %w", aws.ToString(u.Key), err)
+			}
+			n++
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return n, nil
+		}
+		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
+	}
 }

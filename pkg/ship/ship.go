@@ -82,6 +82,9 @@ func DeadlineFor(maxBytes int64) time.Duration {
 	return DeadlineBase + time.Duration(maxBytes/FloorThroughput)*time.Second
 }
 
+// AttemptDeadline is how long one attempt may run: Deadline, or DeadlineFor(MaxBytes).
+func (l Limits) AttemptDeadline() time.Duration { return l.deadline() }
+
 func (l Limits) deadline() time.Duration {
 	if l.Deadline > 0 {
 		return l.Deadline

@@ -33,6 +33,17 @@ type Sweeper struct {
 	RetentionRemoved prometheus.Counter
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Uploads, when set, is the bucket whose multipart uploads older than UploadAge() are
+	// aborted on every sweep: no live collection owns one (an attempt ends at
+	// policy.deadline and aborts its own); UploadsAborted counts them.
+	Uploads        UploadAborter
+	UploadAge      func() time.Duration
+	UploadsAborted prometheus.Counter
+}
+
+// UploadAborter aborts a bucket's multipart uploads started before a time (objstore.Store).
+type UploadAborter interface {
+	AbortStale(ctx context.Context, before time.Time) (int, error)
 }
 
 func (s Sweeper) now() time.Time {
@@ -83,6 +94,18 @@ func (s Sweeper) Once(ctx context.Context) int {
 		}
 		if s.Retention.Enabled() {
 			s.retain(ctx, log, t)
+		}
+	}
+	if s.Uploads != nil && s.UploadAge != nil {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		aborted, err := s.Uploads.AbortStale(actx, s.now().Add(-s.UploadAge()))
+		cancel()
+		if aborted > 0 {
+			s.UploadsAborted.Add(float64(aborted))
+			log.Info("aborted orphaned multipart uploads in the bucket", "count", aborted)
+		}
+		if err != nil {
+			log.Error(err, "aborting orphaned multipart uploads in the bucket")
 		}
 	}
 	return n
