@@ -77,7 +77,7 @@ func emptyPrefix(ctx context.Context, c *s3.Client, bucket, prefix string) error
 			return err
 		}
 		for _, v := range page.Versions {
-			if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: v.Key, VersionId: v.VersionId}); err != nil {
+			if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: v.Key, VersionId: v.VersionId, BypassGovernanceRetention: aws.Bool(true)}); err != nil {
 				return err
 			}
 		}

@@ -9,11 +9,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -299,7 +301,9 @@ func fixedNamespace(t *testing.T, name string) string {
 
 // TestBucketOnly (issue 21): a namespace configured for the bucket only (the e2e values'
 // destination.namespaceModes) collects with one exec leg: nothing in the analysis pod, the
-// collection complete and signed in the bucket; follow is refused, saying why.
+// collection complete and signed in the bucket. Followed there, a log becomes signed,
+// chained segments: fetched across a rotation it equals the source's generations; a
+// deleted middle segment breaks the chain, and verify says where.
 func TestBucketOnly(t *testing.T) {
 	t.Parallel()
 	store := evidence(t)
@@ -317,10 +321,81 @@ func TestBucketOnly(t *testing.T) {
 	if out, errOut, code := kubectlPodcopyEnv(t, store.env(t), admin, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 2 files") || !strings.Contains(out, "signed by key") {
 		t.Fatalf("verify %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
 	}
-	annotate(t, ns, "app", map[string]string{"podcopy/mode": "follow", "podcopy/collect": "/var/log/b/x.log"})
-	fst := waitFinal(t, ns, "app", st.Request)
-	if fst.Phase != status.Rejected || !strings.Contains(fst.Message, "bucket only") {
-		t.Fatalf("follow in a bucket-only namespace: %+v", fst)
+
+	// Follow into the bucket across a rotation: signed segments, each chained to the one
+	// before; fetch reassembles the generations; a deleted middle segment is reported.
+	src := exec.Target{Namespace: ns, Pod: "app", Container: "app"}
+	mustRun(t, src, "sh", "-c", `i=0; while [ $i -lt 200 ]; do echo "first generation line $i" >> /var/log/b/x.log; i=$((i+1)); done`)
+	annotate(t, ns, "app", map[string]string{"podcopy/mode": "follow", "podcopy/collect": "/var/log/b/x.log", "podcopy/interval": "5s"})
+	size := func() int64 {
+		n, err := strconv.ParseInt(strings.TrimSpace(mustRun(t, src, "sh", "-c", "cat /var/log/b/x.log.1 /var/log/b/x.log 2>/dev/null | wc -c")), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	harvested := func(want int64) status.Status {
+		var fst status.Status
+		waitFor(t, 2*time.Minute, fmt.Sprintf("%d bytes harvested into the bucket", want), func(ctx context.Context) (bool, error) {
+			fst, _ = getStatus(t, ns, "app")
+			return fst.Collection == "follow" && fst.Bytes == want, nil
+		})
+		return fst
+	}
+	harvested(size())
+	mustRun(t, src, "sh", "-c", `echo "last line of the first generation" >> /var/log/b/x.log`)
+	harvested(size())
+	mustRun(t, src, "sh", "-c", `mv /var/log/b/x.log /var/log/b/x.log.1 && i=0; while [ $i -lt 100 ]; do echo "second generation line $i" >> /var/log/b/x.log; i=$((i+1)); done`)
+	fst := harvested(size())
+	if fst.Destination != "" || !strings.HasPrefix(fst.Bucket, "s3://evidence/"+ns+"/app/follow/") {
+		t.Fatalf("follow status %+v: want the bucket only", fst)
+	}
+	pod, err := client.CoreV1().Pods(ns).Get(t.Context(), "app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := ns + "/app/follow/app/var/log/b/x.log/" + string(pod.UID) + "/"
+	chain := "s3://evidence/" + prefix
+	env := store.env(t)
+	out := t.TempDir()
+	if o, errOut, code := kubectlPodcopyEnv(t, env, admin, "fetch", chain, "-o", out); code != 0 || !strings.Contains(o, "no gap and no edit") {
+		t.Fatalf("fetch %s: exit %d\n%s%s", chain, code, o, errOut)
+	} else {
+		t.Logf("fetch: %s", strings.TrimSpace(o))
+	}
+	got, err := os.ReadFile(filepath.Join(out, "x.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := mustRun(t, src, "cat", "/var/log/b/x.log.1", "/var/log/b/x.log"); string(got) != want {
+		t.Fatalf("reassembled %d bytes, the source's generations are %d bytes", len(got), len(want))
+	}
+	list, err := store.client.ListObjectVersions(t.Context(), &s3.ListObjectVersionsInput{Bucket: aws.String(store.bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var segs []string
+	for _, v := range list.Versions {
+		if strings.HasSuffix(aws.ToString(v.Key), ".seg") && !slices.Contains(segs, aws.ToString(v.Key)) {
+			segs = append(segs, aws.ToString(v.Key))
+		}
+	}
+	slices.Sort(segs)
+	if len(segs) < 3 {
+		t.Fatalf("%d segments: want at least 3 (before the rotation, after it)", len(segs))
+	}
+	middle := segs[1]
+	for _, v := range list.Versions {
+		if aws.ToString(v.Key) == middle {
+			if _, err := store.client.DeleteObject(t.Context(), &s3.DeleteObjectInput{Bucket: aws.String(store.bucket), Key: v.Key, VersionId: v.VersionId, BypassGovernanceRetention: aws.Bool(true)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, errOut, code := kubectlPodcopyEnv(t, env, admin, "verify", chain); code == 0 || !strings.Contains(errOut, "segment 2") || !strings.Contains(errOut, "missing") {
+		t.Fatalf("verify after deleting %s: exit %d, stderr %s", middle, code, errOut)
+	} else {
+		t.Logf("verify after deleting the middle segment: %s", strings.TrimSpace(errOut))
 	}
 }
 

@@ -143,7 +143,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Quota:       opts.Destination.Quota,
 			Custody:     key,
 			Bucket:      bucket,
-			NoPod:       func(ns string) bool { return !opts.Destination.UsesPod(ns) },
+			Mode:        opts.Destination.ModeFor,
 		},
 		Slots: collect.NewSlots(opts.Concurrency),
 		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/follow"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/objstore"
 	"github.com/podcopy/podcopy/pkg/pathname"
@@ -252,7 +253,7 @@ func (o *Options) bucketCollections(ctx context.Context, arg string) ([]row, err
 		}
 		for _, obj := range page.Contents {
 			parts := strings.SplitN(aws.ToString(obj.Key), "/", 4)
-			if len(parts) < 4 {
+			if len(parts) < 4 || parts[2] == "follow" { // followed files are chains, not collections
 				continue
 			}
 			key := path.Join(parts[:3]...)
@@ -280,4 +281,73 @@ func (o *Options) bucketCollections(ctx context.Context, arg string) ([]row, err
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Where < rows[j].Where })
 	return rows, nil
+}
+
+// followRef is a followed file in a bucket:
+// s3://<bucket>/<ns>/<pod>/follow/<container>/<path>/<uid>/.
+type followRef struct {
+	bucket, prefix, path string
+}
+
+// parseFollowRef reads a followed file's prefix (ok false when arg is not one).
+func parseFollowRef(arg string) (followRef, bool, error) {
+	rest, ok := strings.CutPrefix(arg, "s3://")
+	if !ok {
+		return followRef{}, false, nil
+	}
+	parts := strings.Split(strings.TrimSuffix(rest, "/"), "/")
+	if len(parts) < 7 || parts[3] != "follow" {
+		return followRef{}, false, nil
+	}
+	if slicesContainsEmpty(parts) || pathname.Canonical("/"+path.Join(parts[1:]...)) != nil {
+		return followRef{}, true, fmt.Errorf("%q is not a clean prefix of a followed file", arg)
+	}
+	return followRef{bucket: parts[0], prefix: path.Join(parts[1:]...) + "/", path: "/" + path.Join(parts[5:len(parts)-1]...)}, true, nil
+}
+
+// followChain verifies (and with out, reassembles into out/<file name>) a followed file's
+// chained segments in a bucket.
+func (o *Options) followChain(ctx context.Context, ref followRef, out string) error {
+	c, err := o.s3Client(ctx)
+	if err != nil {
+		return err
+	}
+	keys, _, err := o.custodyKeys(ctx)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return custody.ErrNoKeys
+	}
+	var w io.Writer
+	dest := ""
+	if out != "" {
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return err
+		}
+		dest = path.Join(out, path.Base(ref.path))
+		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return fmt.Errorf("%w (fetch writes a new file)", err)
+		}
+		defer func() { _ = f.Close() }()
+		w = f
+	}
+	rep, err := follow.Reassemble(ctx, c, ref.bucket, ref.prefix, keys, w)
+	if err != nil {
+		return err
+	}
+	if len(rep.Problems) > 0 {
+		lines := make([]string, len(rep.Problems))
+		for i, p := range rep.Problems {
+			lines[i] = "  BROKEN   " + p
+		}
+		return fmt.Errorf("verification FAILED for followed file %s (%d segments read, %d problems):\n%s", ref.path, rep.Segments, len(rep.Problems), strings.Join(lines, "\n"))
+	}
+	verb := "verified"
+	if dest != "" {
+		verb = "fetched to " + dest + ";"
+	}
+	fmt.Fprintf(o.Out, "%s %s: %d segments (%s), each signed, chained to the one before, no gap and no edit\n", verb, ref.path, rep.Segments, size(rep.Bytes))
+	return nil
 }

@@ -95,6 +95,9 @@ func (o *Options) checkRecord(ctx context.Context, raw []byte, where string) (*s
 	if err != nil {
 		return nil, fmt.Errorf("verification FAILED for %s: %w", where, err)
 	}
+	if rec.PredicateType != custody.PredicateType {
+		return nil, fmt.Errorf("verification FAILED for %s: its record is a %s, not a collection's", where, rec.PredicateType)
+	}
 	sum := sha256.Sum256(raw)
 	return &signed{rec: rec, sum: hex.EncodeToString(sum[:])}, nil
 }

@@ -153,6 +153,15 @@ func (o *Options) fetchCommand() *cobra.Command {
 			if asJSON {
 				o.Output = "json"
 			}
+			if fref, ok, err := parseFollowRef(args[0]); ok {
+				if err != nil {
+					return err
+				}
+				if err := o.completeForKeys(); err != nil {
+					return err
+				}
+				return o.followChain(cmd.Context(), fref, out)
+			}
 			if bref, ok, err := parseBucketRef(args[0]); ok {
 				if err != nil {
 					return err
@@ -441,6 +450,15 @@ func (o *Options) verifyCommand() *cobra.Command {
   kubectl podcopy verify ./evidence/20261123T101500Z-1a2b3c4d --key keys.pem   # offline`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ref, ok, err := parseFollowRef(args[0]); ok {
+				if err != nil {
+					return err
+				}
+				if err := o.completeForKeys(); err != nil {
+					return err
+				}
+				return o.followChain(cmd.Context(), ref, "")
+			}
 			if ref, ok, err := parseBucketRef(args[0]); ok {
 				if err != nil {
 					return err

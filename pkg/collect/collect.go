@@ -77,9 +77,10 @@ type Settings struct {
 	Custody *custody.PrivateKey
 	// Bucket receives every once collection too (nil: no bucket; destination.s3).
 	Bucket *objstore.Store
-	// NoPod says whether a namespace's collections go to the bucket only (destination.mode
-	// bucket, or destination.namespaceModes; nil: never).
-	NoPod func(namespace string) bool
+	// Mode says where a namespace's collections go: destination.ModePod, ModeBucket or
+	// ModeBoth (destination.mode and destination.namespaceModes; nil: both when Bucket is
+	// set, else the pod).
+	Mode func(namespace string) string
 }
 
 func (s Settings) attempts() int { return max(s.Attempts, 1) }
@@ -207,10 +208,19 @@ func (h *Handler) choose(ctx context.Context, pod *corev1.Pod, req request.Reque
 	return h.Chooser.Choose(ctx, req.Destination)
 }
 
-// noPod reports whether ns's collections go to the bucket only.
-func (h *Handler) noPod(ns string) bool {
-	return h.Settings.NoPod != nil && h.Settings.Bucket != nil && h.Settings.NoPod(ns)
+// modeFor is where ns's collections go: pod, bucket or both (always pod without a bucket).
+func (h *Handler) modeFor(ns string) string {
+	switch {
+	case h.Settings.Bucket == nil:
+		return destination.ModePod
+	case h.Settings.Mode == nil:
+		return destination.ModeBoth
+	}
+	return h.Settings.Mode(ns)
 }
+
+// noPod reports whether ns's collections go to the bucket only.
+func (h *Handler) noPod(ns string) bool { return h.modeFor(ns) == destination.ModeBucket }
 
 // pending records that request id waits, unless the status already says so.
 func (h *Handler) pending(ctx context.Context, pod *corev1.Pod, st status.Status, id, why string) error {
@@ -591,7 +601,7 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 	}
 	dstHeader := manifest.Destination{Namespace: dst.Namespace, Pod: dst.Pod, Container: dst.Container}
 	var bucket ship.Bucket
-	if b := h.Settings.Bucket; b != nil {
+	if b := h.Settings.Bucket; b != nil && h.modeFor(pod.Namespace) != destination.ModePod {
 		dstHeader.Bucket = "s3://" + b.Bucket + "/" + dest.ObjectPrefix(request.CollectionID(start, id))
 		r := b.RetentionFor(start)
 		if r != nil {

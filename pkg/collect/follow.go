@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
@@ -52,9 +54,6 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 		return nil
 	}
 	h.endFollow(pod.UID, "the request changed")
-	if h.noPod(pod.Namespace) {
-		return h.reject(ctx, pod, id, "podcopy/mode=follow harvests into an analysis pod, and this agent writes to the bucket only (destination.mode: bucket); use mode both, or a once collection")
-	}
 	if wait := notReady(pod, req.Container); wait != "" {
 		return h.pending(ctx, pod, st, id, wait)
 	}
@@ -166,7 +165,28 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 		Allow:      func(p string) error { return h.Settings.Policy().Check(p) },
 		MaxSegment: h.Settings.Limits().MaxBytes, // a large backlog ships over several ticks
 	}
-	t := &followTick{h: h, log: log, pod: pod, req: req, set: set, dir: dir,
+	// To a bucket, a followed file is a chain of signed segments (its own checkpoint, from
+	// the bucket): the only destination with destination.mode bucket, a second one with both.
+	var bucket *follow.Set
+	if b := h.Settings.Bucket; b != nil && h.Settings.Custody != nil && h.modeFor(pod.Namespace) != destination.ModePod {
+		bucket = &follow.Set{
+			Paths:  req.Paths,
+			Source: set.Source,
+			Sink:   &follow.BucketSink{Store: b, Key: h.Settings.Custody, Describe: h.describeSegments(pod, req.Container), Now: func() string { return h.now().UTC().Format(time.RFC3339) }},
+			UID:    string(pod.UID),
+			Layout: func(p string) (string, string, error) {
+				prefix, err := dest.FollowObjectPrefix(req.Container, p, string(pod.UID))
+				return prefix, "", err
+			},
+			Allow:      set.Allow,
+			MaxSegment: set.MaxSegment,
+		}
+	}
+	noPod := h.noPod(pod.Namespace)
+	if noPod {
+		set, bucket = bucket, nil
+	}
+	t := &followTick{h: h, log: log, pod: pod, req: req, set: set, mirror: bucket, noPod: noPod, dir: dir,
 		viaHelper: h.sourceMode(req) == request.SourceHelper,
 		last:      status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339), RequestedBy: req.RequestedBy, RequestOrigin: req.Origin}}
 	h.event(pod, corev1.EventTypeNormal, ReasonStarted,
@@ -197,13 +217,17 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 
 // followTick holds one follow loop's state between ticks.
 type followTick struct {
-	h    *Handler
-	log  logr.Logger
-	pod  *corev1.Pod
-	req  request.Request
-	set  *follow.Set
-	dir  string        // the follow directory in the analysis pod
-	last status.Status // as last written
+	h   *Handler
+	log logr.Logger
+	pod *corev1.Pod
+	req request.Request
+	set *follow.Set
+	// mirror follows the same files into the bucket too (destination mode both); with mode
+	// bucket, set is the bucket's and noPod is set.
+	mirror *follow.Set
+	noPod  bool
+	dir    string        // the follow directory in the analysis pod
+	last   status.Status // as last written
 	// viaHelper: the files are read through the podcopy helper (asked for, or auto fell back
 	// to it); helperReady: set.Source points at a helper that last worked.
 	viaHelper, helperReady bool
@@ -215,11 +239,14 @@ type followTick struct {
 func (t *followTick) run(ctx context.Context) {
 	h := t.h
 	st := t.last
-	dst, err := h.Chooser.Choose(ctx, t.req.Destination)
-	if err != nil {
-		st.Message = "waiting for the destination: " + err.Error()
-		t.write(ctx, st, "")
-		return
+	var dst exec.Target
+	var err error
+	if !t.noPod {
+		if dst, err = h.Chooser.Choose(ctx, t.req.Destination); err != nil {
+			st.Message = "waiting for the destination: " + err.Error()
+			t.write(ctx, st, "")
+			return
+		}
 	}
 	if t.viaHelper && !t.helperReady {
 		src, err := h.helperSource(ctx, t.pod, t.req.Container)
@@ -229,6 +256,9 @@ func (t *followTick) run(ctx context.Context) {
 			return
 		}
 		t.set.Source, t.helperReady = src, true
+		if t.mirror != nil {
+			t.mirror.Source = src
+		}
 	}
 	var problems []string
 	var total int64
@@ -241,6 +271,17 @@ func (t *followTick) run(ctx context.Context) {
 	}
 	tctx, cancel := context.WithTimeout(ctx, followTickTimeout)
 	reports, err := t.set.Tick(tctx, dst)
+	if t.mirror != nil && err == nil {
+		mirrored, merr := t.mirror.Tick(tctx, exec.Target{})
+		if merr != nil {
+			problems = append(problems, "bucket: "+merr.Error())
+		}
+		for _, fr := range mirrored {
+			if fr.Err != nil {
+				problems = append(problems, fmt.Sprintf("bucket: %s: %v", fr.Path, fr.Err))
+			}
+		}
+	}
 	cancel()
 	release()
 	if cmd, missing := tickMissingTools(err, reports); missing && !t.viaHelper && h.sourceMode(t.req) == request.SourceAuto {
@@ -268,7 +309,12 @@ func (t *followTick) run(ctx context.Context) {
 			}
 		}
 	}
-	st.Destination = fmt.Sprintf("%s:%s", dst, t.dir)
+	if !t.noPod {
+		st.Destination = fmt.Sprintf("%s:%s", dst, t.dir)
+	}
+	if b := h.Settings.Bucket; b != nil && (t.noPod || t.mirror != nil) {
+		st.Bucket = "s3://" + b.Bucket + "/" + path.Join(t.pod.Namespace, t.pod.Name, layout.FollowName, t.req.Container) + "/"
+	}
 	st.Files, st.Bytes = withData, total
 	if lim := h.Settings.Limits().MaxFollowBytes; lim > 0 && total >= lim {
 		t.capped = fmt.Sprintf("the pod's harvested files hold %d bytes, policy.maxFollowBytes=%d; following ended (raise the limit and change podcopy/trigger to follow again)", total, lim)
@@ -368,6 +414,17 @@ func (t *followTick) failed(ctx context.Context, why string) {
 func (t *followTick) cleanup() {
 	for _, p := range t.set.Followed() {
 		t.h.Metrics.FollowLag.DeleteLabelValues(t.pod.Namespace, t.pod.Name, t.req.Container, p)
+	}
+}
+
+// describeSegments fills in the pod, container and path of a followed file's segment
+// records from its bucket prefix (<ns>/<pod>/follow/<container>/<path>/<uid>/).
+func (h *Handler) describeSegments(pod *corev1.Pod, container string) func(prefix string) follow.SegmentPredicate {
+	base := path.Join(pod.Namespace, pod.Name, layout.FollowName, container) + "/"
+	return func(prefix string) follow.SegmentPredicate {
+		rel := strings.TrimSuffix(strings.TrimPrefix(prefix, base), "/"+string(pod.UID)+"/")
+		return follow.SegmentPredicate{Pod: custody.Pod{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}, Container: container, Path: "/" + rel,
+			Agent: map[string]any{"version": h.Settings.Agent.Version, "node": h.Settings.Agent.Node}}
 	}
 }
 

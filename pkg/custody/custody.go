@@ -129,8 +129,15 @@ func ImageDigest(imageID string) string {
 	return ""
 }
 
-// Statement is the in-toto Statement of subjects and p, as JSON.
+// FollowPredicateType names the predicate of a followed file's segment in a bucket.
+const FollowPredicateType = "https://podcopy.dev/follow-segment/v1"
+
+// Statement is the in-toto Statement of subjects and collection predicate p, as JSON.
 func Statement(subjects []Subject, p Predicate) ([]byte, error) {
+	return statement(subjects, PredicateType, p)
+}
+
+func statement(subjects []Subject, predicateType string, p any) ([]byte, error) {
 	pj, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
@@ -143,7 +150,7 @@ func Statement(subjects []Subject, p Predicate) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("custody predicate: %w", err)
 	}
-	st := &ita1.Statement{Type: ita1.StatementTypeUri, PredicateType: PredicateType, Predicate: pred}
+	st := &ita1.Statement{Type: ita1.StatementTypeUri, PredicateType: predicateType, Predicate: pred}
 	for _, s := range subjects {
 		st.Subject = append(st.Subject, &ita1.ResourceDescriptor{Name: s.Name, Digest: map[string]string{"sha256": s.SHA256}})
 	}
@@ -155,7 +162,12 @@ func Statement(subjects []Subject, p Predicate) ([]byte, error) {
 
 // Seal signs the statement of subjects and p with key: the DSSE envelope, as JSON.
 func Seal(ctx context.Context, key *PrivateKey, subjects []Subject, p Predicate) ([]byte, error) {
-	body, err := Statement(subjects, p)
+	return SealAs(ctx, key, subjects, PredicateType, p)
+}
+
+// SealAs signs a statement of subjects with a predicate of another type (a follow segment's).
+func SealAs(ctx context.Context, key *PrivateKey, subjects []Subject, predicateType string, p any) ([]byte, error) {
+	body, err := statement(subjects, predicateType, p)
 	if err != nil {
 		return nil, err
 	}
@@ -175,8 +187,12 @@ type Record struct {
 	// KeyID is the key whose signature verified.
 	KeyID string
 	// Subjects maps each signed name to its hex SHA-256.
-	Subjects  map[string]string
-	Predicate Predicate
+	Subjects map[string]string
+	// PredicateType is the statement's; Predicate is decoded when it is PredicateType (a
+	// collection), Raw holds the predicate as JSON whatever its type.
+	PredicateType string
+	Predicate     Predicate
+	Raw           json.RawMessage
 }
 
 // Names are the signed names in order.
@@ -225,10 +241,10 @@ func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, er
 	if err := st.Validate(); err != nil {
 		return Record{}, fmt.Errorf("custody statement: %w", err)
 	}
-	if st.GetPredicateType() != PredicateType {
+	if st.GetPredicateType() != PredicateType && st.GetPredicateType() != FollowPredicateType {
 		return Record{}, fmt.Errorf("custody statement's predicate type is %q, not %s", st.GetPredicateType(), PredicateType)
 	}
-	rec := Record{KeyID: accepted[0].KeyID, Subjects: map[string]string{}}
+	rec := Record{KeyID: accepted[0].KeyID, Subjects: map[string]string{}, PredicateType: st.GetPredicateType()}
 	for _, s := range st.GetSubject() {
 		sum, ok := s.GetDigest()["sha256"]
 		if !ok {
@@ -243,8 +259,11 @@ func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, er
 	if err != nil {
 		return Record{}, err
 	}
-	if err := json.Unmarshal(pj, &rec.Predicate); err != nil {
-		return Record{}, fmt.Errorf("custody predicate: %w", err)
+	rec.Raw = pj
+	if rec.PredicateType == PredicateType {
+		if err := json.Unmarshal(pj, &rec.Predicate); err != nil {
+			return Record{}, fmt.Errorf("custody predicate: %w", err)
+		}
 	}
 	return rec, nil
 }

@@ -37,10 +37,10 @@ const (
 // hex of the file's first (up to 32) bytes, "-" or "" when unknown: a file that reuses the
 // inode number of a deleted one is told apart by it.
 type Checkpoint struct {
-	UID    string
-	Inode  uint64
-	Offset int64
-	Prefix string
+	UID    string `json:"uid"`
+	Inode  uint64 `json:"inode"`
+	Offset int64  `json:"offset"`
+	Prefix string `json:"prefix,omitempty"`
 }
 
 // Segment is what a source is about to stream: the bytes of file Inode from Start on.

@@ -154,6 +154,18 @@ func (l Layout) FollowFile(container, src string) (file, checkpoint string, err 
 	return file, checkpoint, err
 }
 
+// FollowObjectPrefix is the bucket prefix of a followed file's segments for one pod
+// instance: <namespace>/<pod>/follow/<container>/<src without the leading />/<uid>/.
+func (l Layout) FollowObjectPrefix(container, src, uid string) (string, error) {
+	if _, _, err := l.FollowFile(container, src); err != nil {
+		return "", err
+	}
+	if !podUID.MatchString(uid) {
+		return "", fmt.Errorf("pod UID %q is not a UID", uid)
+	}
+	return path.Join(l.namespace, l.pod, FollowName, container, strings.TrimPrefix(src, "/"), uid) + "/", nil
+}
+
 // podUID is the form of a Kubernetes UID (RFC 4122 text).
 var podUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 

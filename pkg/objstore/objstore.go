@@ -266,7 +266,8 @@ func (e *Error) FailureReason() string { return failure.DestinationFailed }
 
 func b64(sum []byte) *string { return aws.String(base64.StdEncoding.EncodeToString(sum)) }
 
-// Create starts the object key of size bytes: write its bytes, then Close to complete it.
+// Create starts the object key of size bytes (-1: not known in advance): write its bytes,
+// then Close to complete it.
 // Objects up to the part size are one PUT with their SHA-256; larger ones are multipart
 // uploads, each part with its own SHA-256. An object is visible only once Close returns.
 func (u *Upload) Create(ctx context.Context, key string, size int64) (io.WriteCloser, error) {
@@ -276,6 +277,28 @@ func (u *Upload) Create(ctx context.Context, key string, size int64) (io.WriteCl
 	u.open[o] = struct{}{}
 	u.mu.Unlock()
 	return o, nil
+}
+
+// Cancel abandons w, an object from Create that will not be completed (its source failed):
+// its multipart upload, if any, is aborted.
+func (u *Upload) Cancel(ctx context.Context, w io.WriteCloser) {
+	if o, ok := w.(*object); ok {
+		o.abort(ctx)
+		o.release()
+	}
+}
+
+// Put writes a small object whole (a record), under the collection's lock.
+func (u *Upload) Put(ctx context.Context, key string, data []byte) error {
+	w, err := u.Create(ctx, key, int64(len(data)))
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		u.Cancel(ctx, w)
+		return err
+	}
+	return w.Close()
 }
 
 // Abort aborts every multipart upload of this collection still open. Objects already
@@ -308,7 +331,7 @@ func (o *object) Write(p []byte) (int, error) {
 		*o.buf = append(*o.buf, p[:k]...)
 		p, written = p[k:], written+k
 		o.n += int64(k)
-		if len(*o.buf) == int(o.u.s.partSize) && o.n < o.size {
+		if len(*o.buf) == int(o.u.s.partSize) && (o.size < 0 || o.n < o.size) {
 			if err := o.flushPart(); err != nil {
 				return written, err
 			}
@@ -359,7 +382,7 @@ func (o *object) flushPart() error {
 // Close completes the object; it fails when fewer or more bytes than size were written.
 func (o *object) Close() error {
 	defer o.release()
-	if o.n != o.size {
+	if o.size >= 0 && o.n != o.size {
 		o.abort(context.WithoutCancel(o.ctx))
 		return &Error{Err: fmt.Errorf("%s: %d bytes written, %d announced", o.key, o.n, o.size)}
 	}
