@@ -208,6 +208,9 @@ func (h *Handler) choose(ctx context.Context, pod *corev1.Pod, req request.Reque
 	return h.Chooser.Choose(ctx, req.Destination)
 }
 
+// bucketParallel is how many small objects of a collection may be in flight to the bucket.
+const bucketParallel = 16
+
 // modeFor is where ns's collections go: pod, bucket or both (always pod without a bucket).
 func (h *Handler) modeFor(ns string) string {
 	switch {
@@ -610,7 +613,7 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 				dstHeader.Retention.RetainUntil = r.RetainUntil.Format(time.RFC3339)
 			}
 		}
-		bucket = b.Begin(r)
+		bucket = b.Begin(r, bucketParallel)
 	}
 	job := ship.Job{
 		Header: manifest.Header{

@@ -168,7 +168,7 @@ func (b *BucketSink) Append(ctx context.Context, dst exec.Target, prefix, state 
 		c, _ = b.get(prefix)
 	}
 	seq := c.seq + 1
-	up := b.Store.Begin(b.Store.RetentionFor(time.Now()))
+	up := b.Store.Begin(b.Store.RetentionFor(time.Now()), 0) // a record only after its segment
 	w, err := up.Create(ctx, prefix+SegmentName(seq), -1)
 	if err != nil {
 		return 0, err

@@ -247,11 +247,46 @@ type Upload struct {
 	retention *Retention
 	mu        sync.Mutex
 	open      map[*object]struct{}
+	// Parallel lets up to this many small objects (one part or less, at most
+	// asyncMaxBytes) be written while the next ones stream, so ten thousand small files do not
+	// hold the source's stream for ten thousand round trips (0: every Close waits). Wait
+	// joins them.
+	Parallel int
+	sem      chan struct{}
+	wg       sync.WaitGroup
+	errMu    sync.Mutex
+	err      error
 }
 
-// Begin starts writing a collection whose objects are locked by r (nil: not locked).
-func (s *Store) Begin(r *Retention) *Upload {
-	return &Upload{s: s, retention: r, open: map[*object]struct{}{}}
+// asyncMaxBytes is the largest object Close may leave in flight (copied out of the part
+// buffer: memory per collection stays within Parallel × asyncMaxBytes).
+const asyncMaxBytes = 1 << 20
+
+// failed is the first error of an object left in flight.
+func (u *Upload) failed() error {
+	u.errMu.Lock()
+	defer u.errMu.Unlock()
+	return u.err
+}
+
+func (u *Upload) fail(err error) {
+	u.errMu.Lock()
+	defer u.errMu.Unlock()
+	if u.err == nil {
+		u.err = err
+	}
+}
+
+// Wait waits for the objects left in flight and returns the first of their errors.
+func (u *Upload) Wait(context.Context) error {
+	u.wg.Wait()
+	return u.failed()
+}
+
+// Begin starts writing a collection whose objects are locked by r (nil: not locked);
+// parallel is Upload.Parallel.
+func (s *Store) Begin(r *Retention, parallel int) *Upload {
+	return &Upload{s: s, retention: r, open: map[*object]struct{}{}, Parallel: parallel, sem: make(chan struct{}, max(parallel, 1))}
 }
 
 // Error is a failure of the bucket: reason DestinationFailed, retried like the analysis
@@ -271,6 +306,9 @@ func b64(sum []byte) *string { return aws.String(base64.StdEncoding.EncodeToStri
 // Objects up to the part size are one PUT with their SHA-256; larger ones are multipart
 // uploads, each part with its own SHA-256. An object is visible only once Close returns.
 func (u *Upload) Create(ctx context.Context, key string, size int64) (io.WriteCloser, error) {
+	if err := u.failed(); err != nil {
+		return nil, err
+	}
 	o := &object{ctx: ctx, u: u, key: key, size: size, buf: u.s.bufs.Get().(*[]byte)}
 	*o.buf = (*o.buf)[:0]
 	u.mu.Lock()
@@ -305,6 +343,7 @@ func (u *Upload) Put(ctx context.Context, key string, data []byte) error {
 // complete stay (a locked one cannot be removed); without the collection's manifest and
 // record, readers treat them as absent, and the janitor aborts what this could not.
 func (u *Upload) Abort(ctx context.Context) {
+	u.wg.Wait() // objects in flight end (their context is the collection's)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for o := range u.open {
@@ -388,13 +427,29 @@ func (o *object) Close() error {
 	}
 	s := o.u.s
 	if o.uploadID == "" {
-		sum := sha256.Sum256(*o.buf)
-		mode, until, hold := o.lockInput()
-		_, err := s.Client.PutObject(o.ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
-			Body: bytes.NewReader(*o.buf), ContentLength: aws.Int64(int64(len(*o.buf))), ChecksumSHA256: b64(sum[:]),
-			ObjectLockMode: mode, ObjectLockRetainUntilDate: until, ObjectLockLegalHoldStatus: hold})
-		if err != nil {
-			return &Error{Err: fmt.Errorf("%s: %w", o.key, err)}
+		u := o.u
+		if u.Parallel > 0 && len(*o.buf) <= asyncMaxBytes {
+			data := bytes.Clone(*o.buf)
+			select {
+			case u.sem <- struct{}{}:
+			case <-o.ctx.Done():
+				return context.Cause(o.ctx)
+			}
+			if err := u.failed(); err != nil {
+				<-u.sem
+				return err
+			}
+			o.done = true
+			u.wg.Go(func() {
+				defer func() { <-u.sem }()
+				if err := o.put(data); err != nil {
+					u.fail(err)
+				}
+			})
+			return nil
+		}
+		if err := o.put(*o.buf); err != nil {
+			return err
 		}
 		o.done = true
 		return nil
@@ -412,6 +467,20 @@ func (o *object) Close() error {
 		return &Error{Err: fmt.Errorf("%s: completing the upload: %w", o.key, err)}
 	}
 	o.done = true
+	return nil
+}
+
+// put writes the object in one PUT with its SHA-256 as the checksum.
+func (o *object) put(data []byte) error {
+	s := o.u.s
+	sum := sha256.Sum256(data)
+	mode, until, hold := o.lockInput()
+	_, err := s.Client.PutObject(o.ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
+		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumSHA256: b64(sum[:]),
+		ObjectLockMode: mode, ObjectLockRetainUntilDate: until, ObjectLockLegalHoldStatus: hold})
+	if err != nil {
+		return &Error{Err: fmt.Errorf("%s: %w", o.key, err)}
+	}
 	return nil
 }
 
@@ -456,6 +525,9 @@ func (o *object) release() {
 // Copy makes dst a copy of src, an object of this collection written before (a hard link in
 // the source), under the same lock.
 func (u *Upload) Copy(ctx context.Context, dst, src string) error {
+	if err := u.Wait(ctx); err != nil { // src may be in flight
+		return err
+	}
 	o := &object{u: u}
 	mode, until, hold := o.lockInput()
 	_, err := u.s.Client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(u.s.Bucket), Key: aws.String(dst),

@@ -111,6 +111,11 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	if err != nil {
 		return res, err
 	}
+	if job.Bucket != nil { // every file is in the bucket before its manifest is written
+		if err := job.Bucket.Wait(ctx); err != nil {
+			return res, err
+		}
+	}
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: res.Completion}); err != nil {
 		return res, err
 	}
@@ -128,6 +133,11 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	res.ManifestSHA256 = hex.EncodeToString(mh.Sum(nil))
 	if err := w.seal(ctx, res.Completion); err != nil {
 		return res, err
+	}
+	if job.Bucket != nil {
+		if err := job.Bucket.Wait(ctx); err != nil {
+			return res, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return res, err

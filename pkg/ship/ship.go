@@ -128,6 +128,8 @@ type Bucket interface {
 	Create(ctx context.Context, key string, size int64) (io.WriteCloser, error)
 	// Copy makes dst a copy of src, an object of this collection (a hard link).
 	Copy(ctx context.Context, dst, src string) error
+	// Wait waits for the objects still in flight and returns the first of their errors.
+	Wait(ctx context.Context) error
 	// Abort ends the collection's uploads still open (a failed collection).
 	Abort(ctx context.Context)
 }
