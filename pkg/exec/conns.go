@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	httpstreamspdy "k8s.io/apimachinery/pkg/util/httpstream/spdy"
-	utilnet "k8s.io/apimachinery/pkg/util/net" //nolint:staticcheck // client-go 0.37's Upgrader still names this package's Connection type
+	httpstreamspdy "k8s.io/apimachinery/pkg/util/httpstream/spdy" //nolint:staticcheck // client-go 0.37's Upgrader still names this package's Connection type
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 )
