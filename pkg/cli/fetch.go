@@ -25,6 +25,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/layout"
+	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/pathname"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -208,18 +209,7 @@ func (r fetchResult) ok() bool {
 // fetch streams the collection as tar from the analysis pod into <out>/<id>, hashing each
 // file as it is written, and compares every hash with the manifest read first.
 func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) error {
-	raw, err := o.readRecord(ctx, ref)
-	if err != nil {
-		return err
-	}
-	sig, err := o.checkRecord(ctx, raw, fmt.Sprintf("collection %s in %s", ref.id, ref.analysis))
-	if err != nil {
-		return err
-	}
-	if sig != nil {
-		ref.manifestSHA256 = "" // the signed digest decides, and names what differs
-	}
-	m, sum, err := o.readManifestSum(ctx, ref)
+	sig, m, sum, err := o.signedManifest(ctx, ref)
 	if err != nil {
 		return err
 	}
@@ -357,9 +347,28 @@ func (o *Options) untar(root *os.Root, tr *tar.Reader, sums sums, want map[strin
 // recordName names where the digests came from.
 func recordName(s sums) string {
 	if s.record != "" {
-		return "signed record"
+		return digestOrigin(&signed{})
 	}
-	return "manifest"
+	return digestOrigin(nil)
+}
+
+// signedManifest reads and checks the collection's custody record (nil when the cluster does
+// not sign), then its manifest and the manifest's SHA-256. With a record, the signed digest
+// decides (and names what differs) instead of the status's pin.
+func (o *Options) signedManifest(ctx context.Context, ref collectionRef) (*signed, manifest.Manifest, string, error) {
+	raw, err := o.readRecord(ctx, ref)
+	if err != nil {
+		return nil, manifest.Manifest{}, "", err
+	}
+	sig, err := o.checkRecord(ctx, raw, fmt.Sprintf("collection %s in %s", ref.id, ref.analysis))
+	if err != nil {
+		return nil, manifest.Manifest{}, "", err
+	}
+	if sig != nil {
+		ref.manifestSHA256 = ""
+	}
+	m, sum, err := o.readManifestSum(ctx, ref)
+	return sig, m, sum, err
 }
 
 func writeFile(root *os.Root, name string, r io.Reader, buf []byte, h io.Writer) error {
@@ -490,18 +499,7 @@ func (o *Options) verifyCommand() *cobra.Command {
 
 // verify runs sha256sum -c in the analysis pod over the manifest's files.
 func (o *Options) verify(ctx context.Context, ref collectionRef) error {
-	raw, err := o.readRecord(ctx, ref)
-	if err != nil {
-		return err
-	}
-	sig, err := o.checkRecord(ctx, raw, fmt.Sprintf("collection %s in %s", ref.id, ref.analysis))
-	if err != nil {
-		return err
-	}
-	if sig != nil {
-		ref.manifestSHA256 = "" // the signed digest decides, and names what differs
-	}
-	m, sum, err := o.readManifestSum(ctx, ref)
+	sig, m, sum, err := o.signedManifest(ctx, ref)
 	if err != nil {
 		return err
 	}
