@@ -154,11 +154,16 @@ func (e *env) collect(ctx context.Context, ns, pod, paths, source, trigger strin
 
 // scrape reads the agent's metrics.
 func (e *env) scrape(ctx context.Context) (map[string]float64, error) {
-	return clustertest.Scrape(ctx, "127.0.0.1:"+e.agentPort)
+	addr, err := clustertest.AgentAddr(ctx, e.client, clustertest.FirstNode, e.agentPort)
+	if err != nil {
+		return nil, err
+	}
+	return clustertest.Scrape(ctx, addr)
 }
 
 // agentPID finds the agent process on this host (it runs in the host network, so its process
-// is visible here); helper containers run the same binary as "podcopy-agent source".
+// is visible here); helper containers run the same binary as "podcopy-agent source". With
+// several nodes on this machine, it is the first node's agent (NODE_NAME in its environment).
 func agentPID() (int, error) {
 	out, err := osexec.Command("pgrep", "-x", "podcopy-agent").Output()
 	if err != nil {
@@ -166,7 +171,9 @@ func agentPID() (int, error) {
 	}
 	for _, pid := range strings.Fields(string(out)) {
 		cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline")
-		if err == nil && !slices.Contains(strings.Split(string(cmdline), "\x00"), "source") {
+		environ, _ := os.ReadFile("/proc/" + pid + "/environ")
+		if err == nil && !slices.Contains(strings.Split(string(cmdline), "\x00"), "source") &&
+			slices.Contains(strings.Split(string(environ), "\x00"), "NODE_NAME="+clustertest.FirstNode) {
 			return strconv.Atoi(pid)
 		}
 	}

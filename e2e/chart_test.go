@@ -114,6 +114,7 @@ func TestChartMatchesManifests(t *testing.T) {
 		"pod securityContext": {a.Spec.Template.Spec.SecurityContext, b.Spec.Template.Spec.SecurityContext},
 		"volumes":             {a.Spec.Template.Spec.Volumes, b.Spec.Template.Spec.Volumes},
 		"serviceAccountName":  {a.Spec.Template.Spec.ServiceAccountName, b.Spec.Template.Spec.ServiceAccountName},
+		"tolerations":         {a.Spec.Template.Spec.Tolerations, b.Spec.Template.Spec.Tolerations},
 	} {
 		if !reflect.DeepEqual(pair[0], pair[1]) {
 			t.Errorf("%s differs: chart %+v, manifests %+v", name, pair[0], pair[1])

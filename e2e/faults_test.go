@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podcopy/podcopy/pkg/clustertest"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -242,15 +243,22 @@ func checkCompleteOrAbsent(t *testing.T, ns, pod string, st status.Status) {
 	})
 }
 
+// agentPod is the agent pod on the first node, where the suite's pods run.
 func agentPod(t *testing.T) corev1.Pod {
 	t.Helper()
-	var pods *corev1.PodList
-	waitFor(t, time.Minute, "the agent pod", func(ctx context.Context) (bool, error) {
+	return agentOn(t, clustertest.FirstNode)
+}
+
+// agentOn is the live, Ready agent pod on node.
+func agentOn(t *testing.T, node string) corev1.Pod {
+	t.Helper()
+	var p *corev1.Pod
+	waitFor(t, 2*time.Minute, "the agent pod on "+node, func(ctx context.Context) (bool, error) {
 		var err error
-		pods, err = client.CoreV1().Pods("podcopy").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
-		return err == nil && len(pods.Items) == 1, nil
+		p, err = clustertest.AgentPod(ctx, client, node)
+		return err == nil, nil
 	})
-	return pods.Items[0]
+	return *p
 }
 
 func restarts(p corev1.Pod) int32 {

@@ -15,6 +15,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/podcopy/podcopy/pkg/clustertest"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/layout"
@@ -190,7 +191,7 @@ func deleteAgentPod(t *testing.T) {
 		}
 		var live []corev1.Pod
 		for _, p := range list.Items {
-			if p.DeletionTimestamp == nil && destination.Ready(&p) {
+			if p.Spec.NodeName == clustertest.FirstNode && p.DeletionTimestamp == nil && destination.Ready(&p) {
 				live = append(live, p)
 			}
 		}
@@ -209,7 +210,7 @@ func deleteAgentPod(t *testing.T) {
 			return false, err
 		}
 		for _, p := range list.Items {
-			if p.UID != old.UID && p.DeletionTimestamp == nil && destination.Ready(&p) {
+			if p.UID != old.UID && p.Spec.NodeName == clustertest.FirstNode && p.DeletionTimestamp == nil && destination.Ready(&p) {
 				return true, nil
 			}
 		}

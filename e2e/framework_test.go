@@ -238,10 +238,23 @@ func countEvents(t *testing.T, ns, pod, reason string) int {
 	return n
 }
 
-// scrape returns the agent's metric samples by "name{labels}".
+// scrape returns the metric samples, by "name{labels}", of the agent on the first node
+// (where the suite's pods run unless a test pins one elsewhere).
 func scrape(t *testing.T) map[string]float64 {
 	t.Helper()
-	return scrapeAt(t, "127.0.0.1:"+agentPort)
+	return scrapeAt(t, agentAddr(t, clustertest.FirstNode, agentPort))
+}
+
+// agentAddr is where the agent on node serves port (its node's address), waiting for it.
+func agentAddr(t *testing.T, node, port string) string {
+	t.Helper()
+	var addr string
+	waitFor(t, 2*time.Minute, "the agent on "+node, func(ctx context.Context) (bool, error) {
+		var err error
+		addr, err = clustertest.AgentAddr(ctx, client, node, port)
+		return err == nil, nil
+	})
+	return addr
 }
 
 // scrapeAt returns the metric samples served at addr.

@@ -18,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podcopy/podcopy/pkg/clustertest"
 )
 
 // saToken makes a ServiceAccount in ns, binds rules to it in the analysis pod's namespace, and
@@ -56,7 +58,7 @@ func shellURL(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return "http://127.0.0.1:" + strings.TrimSpace(string(port)) + "/"
+	return "http://" + agentAddr(t, clustertest.FirstNode, strings.TrimSpace(string(port))) + "/"
 }
 
 func browser(t *testing.T) context.Context {

@@ -16,11 +16,8 @@ bash "$here/cluster/images.sh" base
 bash "$here/cluster/images.sh" agent
 bash "$here/cluster/images.sh" testapp
 bash "$here/cluster/images.sh" evidence
-for f in "$CACHE"/images/base/*.tar "$CACHE/images/agent.tar" "$CACHE/images/testapp.tar" "$CACHE/images/evidence.tar"; do
-  ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$f" >/dev/null 2>"$STATE/logs/ctr-import.log" ||
-    { cat "$STATE/logs/ctr-import.log" >&2; die "importing $f"; }
-done
-log "imported images"
+bash "$here/cluster/cluster.sh" import "$CACHE"/images/base/*.tar "$CACHE/images/agent.tar" "$CACHE/images/testapp.tar" "$CACHE/images/evidence.tar"
+log "imported images into every node (${NODE_NAMES:-localhost})"
 
 # The agent listens on a free port of the host network.
 if [ ! -f "$STATE/agent-port" ]; then
@@ -64,7 +61,7 @@ patches:
       value: {name: KUBERNETES_SERVICE_PORT, value: "$APISERVER_PORT"}
     - op: add
       path: /spec/template/spec/containers/0/env/-
-      value: {name: PODCOPY_LISTEN, value: "127.0.0.1:$AGENT_PORT"}
+      value: {name: PODCOPY_LISTEN, value: "\$(HOST_IP):$AGENT_PORT"}
     - op: replace
       path: /spec/template/spec/containers/0/ports/0/containerPort
       value: $AGENT_PORT
@@ -88,6 +85,10 @@ YAML
   *) die "usage: $0 [helm|kustomize]" ;;
 esac
 echo "$mode" > "$STATE/deploy-mode"
-log "podcopy installed with $mode (agent metrics on 127.0.0.1:$AGENT_PORT)"
-[ "$mode" = helm ] && log "web shell: http://127.0.0.1:$SHELL_PORT/ (sign in with a token: kubectl create token <serviceaccount>)"
+log "podcopy installed with $mode; each node's agent listens on its node's address (kubectl get nodes -o wide):"
+kubectl -n podcopy get pods -l app.kubernetes.io/component=agent -o jsonpath='{range .items[*]}{.spec.nodeName}{" "}{.status.hostIP}{"\n"}{end}' |
+  while read -r node ip; do
+    log "  $node: metrics http://$ip:$AGENT_PORT/metrics"
+    if [ "$mode" = helm ]; then log "  $node: web shell http://$ip:$SHELL_PORT/ (sign in with a token: kubectl create token <serviceaccount>)"; fi
+  done
 true

@@ -19,12 +19,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
@@ -39,6 +41,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/lease"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/metrics"
+	"github.com/podcopy/podcopy/pkg/nodeloss"
 	"github.com/podcopy/podcopy/pkg/objstore"
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/request"
@@ -110,6 +113,13 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		}
 	}
 	chooser := destination.Chooser{Client: client, Config: opts.Destination, Lister: dstLister}
+	// This agent's Node's Ready condition (every Node's when it serves all nodes): a failure
+	// on a node that is not Ready says so (NodeUnreachable). Only the janitor's Lease holder
+	// watches every Node (below): at 5,000 nodes, 5,000 agents watching every Node would
+	// multiply each Node status update by 5,000 (docs/scale.md).
+	nodes, stopNodes := nodeLister(ctx, log, client, opts.NodeName)
+	defer stopNodes()
+	nodeState := func(name string) string { return nodeloss.Unreachable(nodes, name, time.Now()) }
 	key, err := signingKey(ctx, log, client, opts)
 	if err != nil {
 		return err
@@ -148,7 +158,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		Slots: collect.NewSlots(opts.Concurrency),
 		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
 			Client: client, Configured: opts.Source.HelperImage, Namespace: opts.Destination.Namespace}).Image},
+		NodeState: nodeState,
 	}
+	m.AgentInfo.WithLabelValues(opts.NodeName, version).Set(1)
 	// The source pods: informers built here and passed in (sample-controller's pattern),
 	// started once the controller's handlers are registered.
 	srcFactories := watch.PodInformers(client, opts.Namespaces, opts.NodeName)
@@ -182,9 +194,30 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		sweeper.Uploads, sweeper.UploadsAborted = bucket, m.UploadsAborted
 		sweeper.UploadAge = func() time.Duration { return current.Load().limits.AttemptDeadline() + opts.Destination.StaleAfter }
 	}
-	// The janitor (sweep and retention) is cluster-wide: one agent at a time runs it.
+	sweeper.Runs = m.JanitorRuns
+	requestID := func(pod *corev1.Pod) string {
+		if req, err := request.Parse(pod, current.Load().policy); err == nil {
+			return req.ID()
+		}
+		return request.RawID(pod)
+	}
+	// The janitor (sweep, retention, the requests of lost nodes) is cluster-wide: one agent
+	// at a time runs it.
 	chore := lease.Chore{Client: client, Namespace: agentNamespace(opts), Name: "podcopy-janitor", Identity: identity(node), Holder: m.JanitorLeader}
-	g.Go(func() error { return chore.Run(gctx, sweeper.Run) })
+	g.Go(func() error {
+		return chore.Run(gctx, func(ctx context.Context) error {
+			jg, jctx := errgroup.WithContext(ctx)
+			jg.Go(func() error { return sweeper.Run(jctx) })
+			if nodes != nil && opts.NodeLostAfter > 0 { // without the right to read Nodes, off
+				all, stopAll := nodeLister(jctx, log, client, "")
+				defer stopAll()
+				marker := nodeloss.Marker{Client: client, Nodes: all, Namespaces: opts.Namespaces, Recorder: recorder,
+					After: opts.NodeLostAfter, Marked: m.NodeLost, ID: requestID}
+				jg.Go(func() error { return marker.Run(jctx) })
+			}
+			return jg.Wait()
+		})
+	})
 	if bucket != nil && opts.Destination.S3.CreateBucket {
 		g.Go(func() error {
 			ensureBucket(gctx, log, bucket)
@@ -375,6 +408,29 @@ func agentNamespace(opts config.Options) string {
 		return ns
 	}
 	return opts.Destination.Namespace
+}
+
+// nodeLister starts an informer over Node name (every Node when name is ""), transformed to
+// its Ready condition, and returns its lister and its stop, or a nil lister when the agent
+// may not list Nodes (an older RBAC): then the node-loss outcome is off and failures are not
+// checked against the node.
+func nodeLister(ctx context.Context, log logr.Logger, client kubernetes.Interface, name string) (corelisters.NodeLister, func()) {
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err := client.CoreV1().Nodes().List(pctx, metav1.ListOptions{Limit: 1})
+	cancel()
+	if err != nil {
+		log.Info("cannot list Nodes; collections on unreachable or lost nodes end by retry only", "error", err.Error())
+		return nil, func() {}
+	}
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(watch.NodeTransform),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			if name != "" {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+			}
+		}))
+	lister := f.Core().V1().Nodes().Lister()
+	f.Start(ctx.Done()) // a lister not yet synced answers "not found": Ready
+	return lister, f.Shutdown
 }
 
 // identity names this agent in the Lease: its node and process.

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -86,4 +87,37 @@ func Scrape(ctx context.Context, addr string) (map[string]float64, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// FirstNode is the local cluster's first node, where pods that do not ask for a node run
+// (extra nodes are tainted: hack/cluster/cluster.sh).
+const FirstNode = "localhost"
+
+// AgentPod is the live, Ready agent pod on node (an error until there is exactly one).
+func AgentPod(ctx context.Context, client kubernetes.Interface, node string) (*corev1.Pod, error) {
+	list, err := client.CoreV1().Pods("podcopy").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
+	if err != nil {
+		return nil, err
+	}
+	var live []*corev1.Pod
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.Spec.NodeName == node && p.DeletionTimestamp == nil && destination.Ready(p) {
+			live = append(live, p)
+		}
+	}
+	if len(live) != 1 {
+		return nil, fmt.Errorf("%d Ready agent pods on node %s, want 1", len(live), node)
+	}
+	return live[0], nil
+}
+
+// AgentAddr is where the agent on node serves port: agents run in the host network and
+// bind their node's address (listenOnHostIP), the pod's host IP.
+func AgentAddr(ctx context.Context, client kubernetes.Interface, node, port string) (string, error) {
+	p, err := AgentPod(ctx, client, node)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(p.Status.HostIP, port), nil
 }

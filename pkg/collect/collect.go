@@ -106,6 +106,9 @@ type Handler struct {
 	// Slots bounds the work in flight, once collections and follow ticks together (SPEC §5
 	// concurrency; nil: unbounded). Build it with NewSlots.
 	Slots Slots
+	// NodeState, when set, describes a node that is not Ready ("" when it is): a transient
+	// failure on such a node is reported as NodeUnreachable with what the Node says.
+	NodeState func(node string) string
 
 	mu       sync.Mutex
 	done     map[types.UID]string // request ids finished by this process (the cache may lag)
@@ -469,6 +472,12 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 			msg, err = cause.Error(), cause
 		}
 		st.Phase, st.Message, st.Reason = status.Failed, msg, failure.Reason(err)
+		if !failure.Permanent(st.Reason) && st.Reason != failure.Interrupted && h.NodeState != nil {
+			if why := h.NodeState(pod.Spec.NodeName); why != "" {
+				st.Reason, st.Message = failure.NodeUnreachable, why+": "+msg
+				err = failure.New(failure.NodeUnreachable, err)
+			}
+		}
 		h.event(pod, corev1.EventTypeWarning, ReasonFailed, fmt.Sprintf("collection %s (attempt %d) failed: %s", job.Header.Collection, attempt, msg))
 		log.Error(err, "collection failed")
 		return st, err

@@ -474,3 +474,22 @@ func TestQuotaRefusesBeforeWriting(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncFailsOnAnUnreachableNode: a transient failure on a node that is not Ready ends
+// with reason NodeUnreachable and says what the Node says.
+func TestSyncFailsOnAnUnreachableNode(t *testing.T) {
+	t.Parallel()
+	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/app.log"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.RetryBase = time.Millisecond
+	e.runner.err = errors.New("exec in ns/pod/c: connection reset by peer")
+	e.h.NodeState = func(node string) string { return "node " + node + " is not Ready since 2026-12-02T10:00:00Z" }
+	if err := e.h.Sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	st := e.status(t)
+	if st.Phase != status.Failed || st.Reason != failure.NodeUnreachable || !strings.Contains(st.Message, "is not Ready since") ||
+		!strings.Contains(st.Message, "connection reset") {
+		t.Fatalf("status %+v", st)
+	}
+}

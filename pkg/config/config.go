@@ -75,7 +75,10 @@ type Options struct {
 		HelperImage string `mapstructure:"helperImage"`
 	} `mapstructure:"source"`
 	Listen string `mapstructure:"listen"`
-	Log    struct {
+	// NodeLostAfter: a pod's unfinished request is marked Failed (reason NodeLost) by the
+	// janitor's Lease holder once the pod's node has not been Ready for this long (0: never).
+	NodeLostAfter time.Duration `mapstructure:"nodeLostAfter"`
+	Log           struct {
 		Format string `mapstructure:"format"`
 		Level  string `mapstructure:"level"`
 	} `mapstructure:"log"`
@@ -133,6 +136,7 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("exec.transport", string(exec.TransportAuto))
 	v.SetDefault("exec.stallTimeout", 60*time.Second)
 	v.SetDefault("retry.attempts", 3)
+	v.SetDefault("nodeLostAfter", 2*time.Minute)
 	v.SetDefault("destination.staleAfter", time.Hour)
 	v.SetDefault("destination.quota.bytes", "")
 	v.SetDefault("destination.quota.collections", 0)
@@ -291,6 +295,9 @@ func (o Options) Validate() error {
 	}
 	if o.KubeQPS <= 0 {
 		errs = append(errs, fmt.Errorf("kubeQPS must be positive, got %v", o.KubeQPS))
+	}
+	if o.NodeLostAfter < 0 {
+		errs = append(errs, fmt.Errorf("nodeLostAfter must not be negative, got %s", o.NodeLostAfter))
 	}
 	if o.Retry.Attempts < 1 {
 		errs = append(errs, fmt.Errorf("retry.attempts must be at least 1, got %d", o.Retry.Attempts))

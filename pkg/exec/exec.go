@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
+
+	"github.com/podcopy/podcopy/pkg/failure"
 )
 
 // Target names a container.
@@ -180,8 +182,15 @@ func Stream(ctx context.Context, ex remotecommand.Executor, req Request) error {
 	if m := missingCommand.FindStringSubmatch(err.Error()); m != nil {
 		return &MissingCommandError{Command: m[1], Err: fmt.Errorf("exec in %s: %w", req.Target, err)}
 	}
+	if strings.Contains(err.Error(), backendDialFailed) {
+		return failure.New(failure.NodeUnreachable, fmt.Errorf("exec in %s: the API server could not reach the node's kubelet: %w", req.Target, err))
+	}
 	return fmt.Errorf("exec in %s: %w", req.Target, err)
 }
+
+// backendDialFailed is how the API server answers an exec it cannot relay because the pod's
+// kubelet does not answer (k8s.io/apiserver's upgrade-aware proxy): the node is unreachable.
+const backendDialFailed = "error dialing backend"
 
 // missingCommand is how the runtime reports an executable that is not in the container
 // (runc and crun through containerd or CRI-O): it arrives as an API error, not an exit code.

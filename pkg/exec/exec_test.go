@@ -20,8 +20,11 @@ import (
 	"k8s.io/apiserver/pkg/util/proxy"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
 	criremote "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
+
+	"github.com/podcopy/podcopy/pkg/failure"
 )
 
 func TestMain(m *testing.M) {
@@ -247,5 +250,30 @@ func TestTailBuffer(t *testing.T) {
 	}
 	if tb.String() != "cdefg" {
 		t.Fatalf("tail %q", tb.String())
+	}
+}
+
+type failingExecutor struct{ err error }
+
+func (f failingExecutor) Stream(remotecommand.StreamOptions) error { return f.err }
+func (f failingExecutor) StreamWithContext(context.Context, remotecommand.StreamOptions) error {
+	return f.err
+}
+
+// TestExecNodeUnreachable: the API server's answer when it cannot dial the pod's kubelet is
+// a NodeUnreachable failure (retried), other errors are not.
+func TestExecNodeUnreachable(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		err  string
+		want string
+	}{
+		{"error dialing backend: dial tcp 198.18.0.2:10250: connect: connection refused", failure.NodeUnreachable},
+		{"connection reset by peer", failure.Failed},
+	} {
+		err := Stream(t.Context(), failingExecutor{errors.New(tt.err)}, Request{Target: target, Command: []string{"true"}})
+		if got := failure.Reason(err); got != tt.want || failure.Permanent(got) {
+			t.Errorf("%q: reason %s, want %s (not permanent)", tt.err, got, tt.want)
+		}
 	}
 }

@@ -41,6 +41,12 @@ const (
 	Interrupted = "Interrupted"
 	// Unavailable: the API server, kubelet or runtime could not be reached.
 	Unavailable = "Unavailable"
+	// NodeUnreachable: the pod's node could not be reached: the API server could not dial
+	// its kubelet, or the Node is not Ready. Retried like Unavailable.
+	NodeUnreachable = "NodeUnreachable"
+	// NodeLost: the pod's node has not been Ready for nodeLostAfter; the collection could
+	// not end there and another agent (the janitor's Lease holder) recorded so.
+	NodeLost = "NodeLost"
 	// Failed is the reason of a failure no other token describes.
 	Failed = "Failed"
 )

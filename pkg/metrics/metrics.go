@@ -47,6 +47,14 @@ type Metrics struct {
 	// APIRequests counts the agent's requests to the API server: REST calls by HTTP method
 	// (watches included, as one request each), exec sessions as "exec".
 	APIRequests *prometheus.CounterVec
+	// AgentInfo is 1, labelled with the agent's node ("" for all nodes) and version: which
+	// agent a scrape reached.
+	AgentInfo *prometheus.GaugeVec
+	// JanitorRuns counts the janitor's rounds (sweep, retention, uploads) this agent ran:
+	// under the Lease, one agent's count grows at a time.
+	JanitorRuns prometheus.Counter
+	// NodeLost counts requests this agent marked Failed because their pod's node was lost.
+	NodeLost prometheus.Counter
 }
 
 // Kinds of follow rotations.
@@ -109,6 +117,15 @@ func New() *Metrics {
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podcopy_api_requests_total", Help: "Requests to the API server: REST calls by HTTP method, exec sessions as exec.",
 		}, []string{"method"}),
+		AgentInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "podcopy_agent_info", Help: "1, labelled with the node whose pods this agent collects (empty: every node) and its version.",
+		}, []string{"node", "version"}),
+		JanitorRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_janitor_runs_total", Help: "Rounds of the janitor (staging sweep, retention, stale uploads) this agent ran; only the Lease holder runs them.",
+		}),
+		NodeLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_node_lost_requests_total", Help: "Requests marked Failed (reason NodeLost) by this agent because their pod's node was not Ready for nodeLostAfter.",
+		}),
 	}
 	for _, r := range []string{ResultSucceeded, ResultFailed, ResultRejected} {
 		m.Collections.WithLabelValues(r)
@@ -116,6 +133,7 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
 		m.SkippedEntries, m.Inflight, m.FollowLag, m.FollowLostBytes, m.FollowRotations,
 		m.CollectionRetries, m.StalePartialsRemoved, m.RetentionRemoved, m.UploadsAborted, m.JanitorLeader, m.StatusWriteRetries, m.APIRequests,
+		m.AgentInfo, m.JanitorRuns, m.NodeLost,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -39,6 +39,8 @@ type Sweeper struct {
 	Uploads        UploadAborter
 	UploadAge      func() time.Duration
 	UploadsAborted prometheus.Counter
+	// Runs counts the rounds (nil: not counted).
+	Runs prometheus.Counter
 }
 
 // UploadAborter aborts a bucket's multipart uploads started before a time (objstore.Store).
@@ -59,6 +61,9 @@ func (s Sweeper) Run(ctx context.Context) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		if s.Runs != nil {
+			s.Runs.Inc()
+		}
 		s.Once(ctx)
 		select {
 		case <-ctx.Done():

@@ -301,3 +301,23 @@ func (c *Controller) get(key string) (*corev1.Pod, error) {
 	}
 	return nil, nil // deleted since it was queued
 }
+
+// NodeTransform keeps a Node's name and Ready condition (what the node-loss outcome reads)
+// and drops the rest: a Node's image list and managedFields are most of its size, and the
+// agent watches every node.
+func NodeTransform(obj any) (any, error) {
+	node, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Node{
+		TypeMeta:   node.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: node.Name, UID: node.UID, ResourceVersion: node.ResourceVersion},
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			out.Status.Conditions = append(out.Status.Conditions, c)
+		}
+	}
+	return out, nil
+}
