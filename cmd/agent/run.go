@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -433,11 +435,16 @@ func nodeLister(ctx context.Context, log logr.Logger, client kubernetes.Interfac
 	return lister, f.Shutdown
 }
 
-// identity names this agent in the Lease: its node and process.
+// identity names this agent process in the Lease: its node, host and process, and a random
+// part. In a container the pid is always 1 and, on the host network, the hostname is the
+// node's: without the random part a restarted agent would take its predecessor's identity
+// and so its Lease at once, before the Lease expired for the other agents.
 func identity(node string) string {
 	host, _ := os.Hostname()
 	if node == "" {
 		node = host
 	}
-	return fmt.Sprintf("%s/%s-%d", node, host, os.Getpid())
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%s-%d-%s", node, host, os.Getpid(), hex.EncodeToString(b[:]))
 }

@@ -296,8 +296,9 @@ import_images() { # socket
 # import FILE...: import image archives into every node's containerd.
 import() {
   [ -f "$STATE/env" ] || die "no cluster; run: $0 up"
+  local socks
   # shellcheck source=/dev/null # written by up
-  local socks; socks=$(. "$STATE/env"; echo "${CONTAINERD_SOCKS:-$CONTAINERD_SOCK}")
+  socks=$(. "$STATE/env"; echo "${CONTAINERD_SOCKS:-$CONTAINERD_SOCK}")
   for f in "$@"; do
     for sock in $socks; do
       ctr --address "$sock" -n k8s.io images import "$f" >/dev/null 2>"$LOGS/ctr-import.log" ||
