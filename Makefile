@@ -79,7 +79,7 @@ chart-lint: ## helm lint and render the chart with default and local-cluster val
 deploy: cluster-up ## Build the agent image and install it with the Helm chart (and an analysis pod).
 	bash hack/deploy.sh helm
 
-E2E_GO_TEST = $(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
+E2E_GO_TEST = $(GO) test -tags e2e -count=1 -timeout 45m -v ./e2e/
 E2E_SUMMARY = grep -E '^(=== RUN|\s*--- |PASS|FAIL|ok)|^\s+\S+_test.go:[0-9]+:'
 
 .PHONY: e2e
