@@ -145,13 +145,17 @@ func (s Slots) acquire(ctx context.Context) (release func(), err error) {
 	}
 }
 
-// RetryError asks the caller to sync the pod again later.
-type RetryError struct{ Reason string }
+// RetryError asks the caller to sync the pod again later: after After, or with the queue's
+// rate limit when After is 0. It is a wait, not a failure.
+type RetryError struct {
+	Reason string
+	After  time.Duration
+}
 
 func (e *RetryError) Error() string { return e.Reason }
 
-// Temporary tells the controller this is a wait, not a failure (it logs it quietly).
-func (e *RetryError) Temporary() bool { return true }
+// RequeueAfter is when the controller syncs the pod again (0: its rate limit).
+func (e *RetryError) RequeueAfter() time.Duration { return e.After }
 
 // Sync handles the request on pod, if any. A *RetryError means "try again later".
 func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
@@ -182,6 +186,9 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	h.endFollow(pod.UID, "podcopy/mode changed")
 	if st.Done(id) || h.finished(pod.UID, id) || h.finalPending(pod.UID) {
 		return nil
+	}
+	if wait := h.untilNextAttempt(pod.UID, st, id); wait > 0 {
+		return &RetryError{Reason: "the next attempt is at " + st.NextAttemptTime, After: wait}
 	}
 	if wait := notReady(pod, req.Container); wait != "" {
 		return h.pending(ctx, pod, st, id, wait)
@@ -301,10 +308,29 @@ func (h *Handler) reject(ctx context.Context, pod *corev1.Pod, id, msg string) e
 	return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Rejected, Reason: failure.InvalidRequest, Message: msg, CompletionTime: now})
 }
 
+// untilNextAttempt is how long request id waits for its next attempt, which the status
+// schedules after a transient failure (0: it may run now).
+func (h *Handler) untilNextAttempt(uid types.UID, st status.Status, id string) time.Duration {
+	if st.Request != id || st.Phase != status.Running || st.NextAttemptTime == "" || h.running(uid) {
+		return 0
+	}
+	next, err := time.Parse(time.RFC3339, st.NextAttemptTime)
+	if err != nil {
+		return 0
+	}
+	return next.Sub(h.now())
+}
+
+// collect runs one attempt of request req. A transient failure with attempts left does not
+// wait here: the Running status records when the next attempt is due (nextAttemptTime) and
+// a *RetryError asks the controller to sync the pod again then (cert-manager's pattern: the
+// delay comes from the status, so a restarted agent keeps the schedule).
 func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, prev status.Status) error {
 	id := req.ID()
 	attempt := 1
-	if prev.Request == id && prev.Phase == status.Running && !h.running(pod.UID) {
+	if prev.Request == id && prev.Phase == status.Running && !h.running(pod.UID) && prev.NextAttemptTime != "" {
+		attempt = max(prev.Attempt, 1) + 1 // the next attempt the status scheduled
+	} else if prev.Request == id && prev.Phase == status.Running && !h.running(pod.UID) {
 		// A Running status that no collection of this process backs: the agent that wrote it
 		// stopped mid-way. Its staging directory is swept; this is the next attempt.
 		attempt = max(prev.Attempt, 1) + 1
@@ -329,42 +355,32 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Reason: failure.QuotaExceeded,
 			Message: qe.Reason, StartTime: now, CompletionTime: now, RequestedBy: req.RequestedBy, RequestOrigin: req.Origin})
 	}
-	for ; ; attempt++ {
-		st, err := h.attempt(ctx, log, pod, req, dst, attempt, quota)
-		if st.Phase != status.Failed || attempt >= h.Settings.attempts() || !ship.Transient(err) || ctx.Err() != nil {
-			if err != nil && errors.Is(err, errStatusNotWritten) {
-				return err // nothing ran: the queue retries the sync
-			}
-			if st.Phase == "" {
-				return nil // the pod was deleted
-			}
-			return h.finish(ctx, log, pod, id, st)
-		}
-		h.Metrics.CollectionRetries.Inc()
-		wait := h.retryDelay(attempt)
-		log.Info("collection failed transiently; retrying", "attempt", attempt, "in", wait.String(), "error", err.Error())
-		st.Phase, st.CompletionTime = status.Running, ""
-		st.Message = fmt.Sprintf("attempt %d of %d failed: %s; retrying in %s", attempt, h.Settings.attempts(), st.Message, wait)
-		// The next attempt starts only once the retry status has landed: that write also proves
-		// the API server answers, so an outage longer than the backoff does not use up attempts.
-		landed := h.Status.Write(ctx, pod, st) == nil
-		for {
-			select {
-			case <-ctx.Done():
-				return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Attempt: attempt,
-					CompletionTime: h.now().UTC().Format(time.RFC3339), Reason: failure.Interrupted, Message: context.Cause(ctx).Error()})
-			case <-time.After(wait):
-			}
-			if landed || h.Status.Write(ctx, pod, st) == nil {
-				break
-			}
-			log.Info("the API server is not answering yet; waiting before the next attempt")
-			wait = min(2*wait, 30*time.Second)
-		}
-		if d, cerr := h.choose(ctx, pod, req); cerr == nil {
-			dst = d
-		}
+	st, err := h.attempt(ctx, log, pod, req, dst, attempt, quota)
+	switch {
+	case err != nil && errors.Is(err, errStatusNotWritten):
+		return err // nothing ran: the queue retries the sync
+	case st.Phase == "":
+		return nil // the pod was deleted
+	case st.Phase != status.Failed || attempt >= h.Settings.attempts() || !ship.Transient(err) || ctx.Err() != nil:
+		return h.finish(ctx, log, pod, id, st)
 	}
+	h.Metrics.CollectionRetries.Inc()
+	now := h.now()
+	due := now.Add(h.retryDelay(attempt))
+	if s := due.Truncate(time.Second); !s.Equal(due) {
+		due = s.Add(time.Second) // the status has whole seconds: never earlier than the backoff
+	}
+	wait, next := due.Sub(now), due.UTC().Format(time.RFC3339)
+	log.Info("collection failed transiently; the next attempt is scheduled", "attempt", attempt, "at", next, "error", err.Error())
+	st.Phase, st.CompletionTime, st.NextAttemptTime = status.Running, "", next
+	st.Message = fmt.Sprintf("attempt %d of %d failed: %s; the next attempt at %s", attempt, h.Settings.attempts(), st.Message, next)
+	// The next attempt is due only once this status has landed: while the API server does not
+	// answer, the queue retries the sync, and that attempt first needs its own Running write,
+	// so an outage does not use up attempts.
+	if err := h.Status.Write(ctx, pod, st); err != nil {
+		return fmt.Errorf("recording the next attempt of %s: %w", st.Collection, err)
+	}
+	return &RetryError{Reason: st.Message, After: wait}
 }
 
 // checkQuota measures the pod's namespace in the analysis pod when destination.quota is set:

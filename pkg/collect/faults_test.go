@@ -126,12 +126,13 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 			e.h.Runner = r
 			e.h.Settings.Attempts = 3
 			e.h.RetryBase = 10 * time.Millisecond
-			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-			e.h.Now = func() time.Time { now = now.Add(time.Second); return now }
-			if err := e.h.Sync(t.Context(), pod); err != nil {
-				t.Fatal(err)
-			}
+			clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			e.h.Now = clock.Now
+			waits := e.syncUntilDone(t, clock)
 			st := e.status(t)
+			if want := tt.wantRuns - 1; len(waits) != want {
+				t.Fatalf("%d scheduled retries %v, want %d", len(waits), waits, want)
+			}
 			if st.Phase != tt.wantPhase || len(r.jobs) != tt.wantRuns || st.Attempt != tt.wantRuns {
 				t.Fatalf("status %+v after %d runs", st, len(r.jobs))
 			}
@@ -174,6 +175,53 @@ func TestRunningStatusWithoutACollectionIsResolved(t *testing.T) {
 
 func e0Policy() policy.Policy { return policy.Default() }
 
+// fakeClock is the handler's clock in tests of retry scheduling.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// syncUntilDone syncs the pod as the controller would, until its request has a terminal
+// status: after a *RetryError it advances clock by the requested delay (no sleeping) and
+// returns the delays; another error is retried at once (the queue's rate limit).
+func (e *env) syncUntilDone(t *testing.T, clock *fakeClock) []time.Duration {
+	t.Helper()
+	var waits []time.Duration
+	for range 20 {
+		err := e.h.Sync(t.Context(), e.refresh(t))
+		var retry *RetryError
+		switch {
+		case errors.As(err, &retry) && retry.After > 0:
+			// Early: the status says when, so a sync before then runs nothing.
+			if again := e.h.Sync(t.Context(), e.refresh(t)); !errors.As(again, &retry) {
+				t.Fatalf("a sync before the next attempt is due: %v", again)
+			}
+			waits = append(waits, retry.After)
+			clock.Advance(retry.After + time.Second)
+		case err != nil:
+			clock.Advance(time.Second)
+		default:
+			if st, ok := status.Get(e.refresh(t)); ok && st.Phase != status.Running && st.Phase != status.Pending {
+				return waits
+			}
+		}
+	}
+	t.Fatal("no terminal status after 20 syncs")
+	return nil
+}
+
 func setStatus(pod *corev1.Pod, s status.Status) {
 	b, _ := json.Marshal(s)
 	pod.Annotations[status.Annotation] = string(b)
@@ -210,10 +258,22 @@ func TestAnOutageDoesNotUseUpAttempts(t *testing.T) {
 	e.h.Runner = &outageRunner{scriptedRunner: r, dw: dw}
 	e.h.Settings.Attempts = 2
 	e.h.RetryBase = 10 * time.Millisecond
-	go func() { time.Sleep(300 * time.Millisecond); dw.mu.Lock(); dw.down = false; dw.mu.Unlock() }()
-	if err := e.h.Sync(t.Context(), pod); err != nil {
-		t.Fatal(err)
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	e.h.Now = clock.Now
+	// The queue syncs again while the API server is down: nothing runs, no attempt is used.
+	for i := range 5 {
+		if err := e.h.Sync(t.Context(), e.refresh(t)); err == nil {
+			t.Fatalf("sync %d during the outage: no error", i)
+		}
+		clock.Advance(time.Second)
 	}
+	if len(r.jobs) != 1 {
+		t.Fatalf("%d attempts ran during the outage", len(r.jobs))
+	}
+	dw.mu.Lock()
+	dw.down = false
+	dw.mu.Unlock()
+	e.syncUntilDone(t, clock)
 	if st := e.status(t); st.Phase != status.Succeeded || st.Attempt != 2 || len(r.jobs) != 2 {
 		t.Fatalf("status %+v after %d runs", st, len(r.jobs))
 	}

@@ -18,7 +18,7 @@ func TestStatusGolden(t *testing.T) {
 	st := Status{Request: "5e2d", Phase: Failed, Collection: "20261202T100000Z-1a2b3c4d", Files: 2, Bytes: 1048576, Skipped: 1,
 		Destination: "podcopy/podcopy-analysis-0/store:/collect/shop/mysql-0/20261202T100000Z-1a2b3c4d",
 		Message:     "node node2 is lost: not Ready since 2026-12-02T10:00:30Z", StartTime: "2026-12-02T10:00:00Z",
-		CompletionTime: "2026-12-02T10:02:00Z", Attempt: 2, ExpectedBytes: 2097152, RequestedBy: "alice@example.com",
+		CompletionTime: "2026-12-02T10:02:00Z", Attempt: 2, NextAttemptTime: "2026-12-02T10:00:04Z", ExpectedBytes: 2097152, RequestedBy: "alice@example.com",
 		RequestOrigin: "update", Reason: "NodeLost", ManifestSHA256: "9f86", CustodyKeyID: "6752",
 		Bucket: "s3://evidence/shop/mysql-0/20261202T100000Z-1a2b3c4d/", RetentionMode: "GOVERNANCE",
 		RetainUntil: "2026-12-03T10:00:00Z", LegalHold: true}

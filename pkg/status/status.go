@@ -45,6 +45,9 @@ type Status struct {
 	CompletionTime string `json:"completionTime,omitempty"`
 	// Attempt is the attempt of a once collection (1 for the first; SPEC §5 retry.attempts).
 	Attempt int `json:"attempt,omitempty"`
+	// NextAttemptTime (RFC 3339), while Running after a transient failure: when the next
+	// attempt is due (retry.attempts' backoff). Any agent honours it, a restarted one too.
+	NextAttemptTime string `json:"nextAttemptTime,omitempty"`
 	// ExpectedBytes is the size of the collection when it is known early (one file), so a
 	// client can draw progress while Running.
 	ExpectedBytes int64 `json:"expectedBytes,omitempty"`

@@ -33,10 +33,18 @@ import (
 var ErrShutdown = errors.New("agent shutting down: the collection was interrupted after the shutdown grace period; change podcopy/trigger to run it again")
 
 // Syncer handles one pod (collect.Handler in production). An error is retried with the
-// queue's rate limit; one with Temporary() true is a wait, logged quietly.
+// queue's rate limit; one that is a Requeue is a wait, logged quietly, and the pod is synced
+// again after its RequeueAfter (with the rate limit when 0).
 type Syncer interface {
 	Sync(ctx context.Context, pod *corev1.Pod) error
 	Forget(uid types.UID)
+}
+
+// Requeue is a Sync error that is a wait: sync the pod again after RequeueAfter (0: with the
+// queue's rate limit). collect.RetryError is one.
+type Requeue interface {
+	error
+	RequeueAfter() time.Duration
 }
 
 // Options configure the Controller.
@@ -275,9 +283,13 @@ func (c *Controller) next(stopCtx, workCtx context.Context) bool {
 		return true
 	}
 	err = c.syncer.Sync(workCtx, pod.DeepCopy())
-	var wait interface{ Temporary() bool }
+	var wait Requeue
 	switch {
-	case errors.As(err, &wait) && wait.Temporary():
+	case errors.As(err, &wait) && wait.RequeueAfter() > 0:
+		log.V(1).Info("will sync again", "in", wait.RequeueAfter().String(), "reason", err.Error())
+		c.queue.Forget(key) // the delay comes from the status, not from the failures counted
+		c.queue.AddAfter(key, wait.RequeueAfter())
+	case errors.As(err, &wait):
 		log.V(1).Info("will retry", "reason", err.Error())
 		c.queue.AddRateLimited(key)
 	case err != nil:
