@@ -328,19 +328,20 @@ func (h *Handler) untilNextAttempt(uid types.UID, st status.Status, id string) t
 func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, prev status.Status) error {
 	id := req.ID()
 	attempt := 1
-	if prev.Request == id && prev.Phase == status.Running && !h.running(pod.UID) && prev.NextAttemptTime != "" {
-		attempt = max(prev.Attempt, 1) + 1 // the next attempt the status scheduled
-	} else if prev.Request == id && prev.Phase == status.Running && !h.running(pod.UID) {
-		// A Running status that no collection of this process backs: the agent that wrote it
-		// stopped mid-way. Its staging directory is swept; this is the next attempt.
+	if prev.Request == id && prev.Phase == status.Running && !h.running(pod.UID) {
 		attempt = max(prev.Attempt, 1) + 1
-		log.Info("resolving a Running status that no live collection backs", "collection", prev.Collection, "attempt", attempt)
-		h.discardStaging(ctx, log, pod, dst, prev.Collection)
-		if attempt > h.Settings.attempts() {
-			return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Collection: prev.Collection,
-				Destination: prev.Destination, StartTime: prev.StartTime, Attempt: prev.Attempt,
-				CompletionTime: h.now().UTC().Format(time.RFC3339), Reason: failure.Interrupted,
-				Message: fmt.Sprintf("collection %s was interrupted (its agent stopped) and retry.attempts=%d is used up; change podcopy/trigger to run it again", prev.Collection, h.Settings.attempts())})
+		// Without nextAttemptTime, a Running status that no collection of this process backs
+		// means the agent that wrote it stopped mid-way: its staging directory is swept, and
+		// the attempt counts. With it, this is the attempt the status scheduled.
+		if prev.NextAttemptTime == "" {
+			log.Info("resolving a Running status that no live collection backs", "collection", prev.Collection, "attempt", attempt)
+			h.discardStaging(ctx, log, pod, dst, prev.Collection)
+			if attempt > h.Settings.attempts() {
+				return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Collection: prev.Collection,
+					Destination: prev.Destination, StartTime: prev.StartTime, Attempt: prev.Attempt,
+					CompletionTime: h.now().UTC().Format(time.RFC3339), Reason: failure.Interrupted,
+					Message: fmt.Sprintf("collection %s was interrupted (its agent stopped) and retry.attempts=%d is used up; change podcopy/trigger to run it again", prev.Collection, h.Settings.attempts())})
+			}
 		}
 	}
 	quota, err := h.checkQuota(ctx, pod, dst)

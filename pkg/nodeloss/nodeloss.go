@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -111,16 +112,8 @@ func (m Marker) Run(ctx context.Context) error {
 	if every <= 0 {
 		every = DefaultEvery
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		m.Once(ctx)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	wait.NonSlidingUntilWithContext(ctx, func(ctx context.Context) { m.Once(ctx) }, every)
+	return nil
 }
 
 // Once marks the unfinished requests on every lost node and returns how many it marked.
