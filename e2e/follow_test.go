@@ -10,13 +10,11 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/podcopy/podcopy/pkg/clustertest"
-	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -182,39 +180,14 @@ func TestFollow(t *testing.T) {
 // deleteAgentPod deletes the agent pod and waits for the DaemonSet's replacement to be Ready.
 func deleteAgentPod(t *testing.T) {
 	t.Helper()
-	sel := metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"}
-	var old corev1.Pod
-	waitFor(t, time.Minute, "one running agent pod", func(ctx context.Context) (bool, error) {
-		list, err := client.CoreV1().Pods("podcopy").List(ctx, sel)
-		if err != nil {
-			return false, err
-		}
-		var live []corev1.Pod
-		for _, p := range list.Items {
-			if p.Spec.NodeName == clustertest.FirstNode && p.DeletionTimestamp == nil && destination.Ready(&p) {
-				live = append(live, p)
-			}
-		}
-		if len(live) == 1 {
-			old = live[0]
-		}
-		return len(live) == 1, nil
-	})
+	old := agentPod(t)
 	if err := client.CoreV1().Pods("podcopy").Delete(t.Context(), old.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("deleted agent pod %s", old.Name)
 	waitFor(t, 2*time.Minute, "a new Ready agent pod", func(ctx context.Context) (bool, error) {
-		list, err := client.CoreV1().Pods("podcopy").List(ctx, sel)
-		if err != nil {
-			return false, err
-		}
-		for _, p := range list.Items {
-			if p.UID != old.UID && p.Spec.NodeName == clustertest.FirstNode && p.DeletionTimestamp == nil && destination.Ready(&p) {
-				return true, nil
-			}
-		}
-		return false, nil
+		p, err := clustertest.AgentPod(ctx, client, clustertest.FirstNode)
+		return err == nil && p.UID != old.UID, nil
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -158,7 +159,7 @@ func TestNodes(t *testing.T) {
 	}
 	before1, before2 := scrapeAt(t, addr1), scrapeAt(t, addr2)
 	for addr, node := range map[string]string{addr1: node1, addr2: node2} {
-		if m := scrapeAt(t, addr); !slices.ContainsFunc(keysOf(m), func(k string) bool {
+		if m := scrapeAt(t, addr); !slices.ContainsFunc(slices.Collect(maps.Keys(m)), func(k string) bool {
 			return strings.HasPrefix(k, `podcopy_agent_info{node="`+node+`"`)
 		}) {
 			t.Fatalf("the agent at %s does not say it is node %s's", addr, node)
@@ -231,7 +232,7 @@ func TestNodes(t *testing.T) {
 	// The API requests of one collection: the agent on node 2 ran exactly one (docs/scale.md).
 	var calls []string
 	total := 0.0
-	for _, k := range keysOf(after2) {
+	for _, k := range slices.Collect(maps.Keys(after2)) {
 		if strings.HasPrefix(k, "podcopy_api_requests_total{") {
 			d := after2[k] - before2[k]
 			total += d
@@ -258,14 +259,6 @@ func TestNodes(t *testing.T) {
 
 	// The web shell of the agent on node 1, into the pod on node 2.
 	shellInto(t, ns, "on-two", "app", `echo "on-$(cat /var/log/who)-$((6*7))"`, "on-on-two-42")
-}
-
-func keysOf(m map[string]float64) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 // shellInto opens a web shell session into ns/pod on the first node's agent with a token
@@ -412,7 +405,10 @@ func TestNodeLoss(t *testing.T) {
 	ns := namespace(t)
 	// ~400 MiB: the collection is still streaming when the fault is injected.
 	big := "mkdir -p /var/log && head -c 419430400 /dev/zero > /var/log/big.bin"
-	running := func(pod string) {
+	// collecting starts the 400 MiB collection of a new pod on node 2 and waits until bytes move.
+	collecting := func(pod string) {
+		pinnedPod(t, ns, pod, node2, big)
+		annotate(t, ns, pod, map[string]string{"podcopy/collect": "/var/log/big.bin"})
 		waitFor(t, 2*time.Minute, pod+" Running with bytes", func(ctx context.Context) (bool, error) {
 			s, ok := getStatus(t, ns, pod)
 			return ok && s.Phase == status.Running && s.Bytes > 0, nil
@@ -425,9 +421,7 @@ func TestNodeLoss(t *testing.T) {
 	}
 
 	t.Run("KubeletStopped", func(t *testing.T) {
-		pinnedPod(t, ns, "kubelet-stopped", node2, big)
-		annotate(t, ns, "kubelet-stopped", map[string]string{"podcopy/collect": "/var/log/big.bin"})
-		running("kubelet-stopped")
+		collecting("kubelet-stopped")
 		cluster(t, "stop", "kubelet-"+node2)
 		stopped := time.Now()
 		defer resume()
@@ -441,9 +435,7 @@ func TestNodeLoss(t *testing.T) {
 	})
 
 	t.Run("AgentKilled", func(t *testing.T) {
-		pinnedPod(t, ns, "agent-killed", node2, big)
-		annotate(t, ns, "agent-killed", map[string]string{"podcopy/collect": "/var/log/big.bin"})
-		running("agent-killed")
+		collecting("agent-killed")
 		killAgent(t, node2, agentOn(t, node2))
 		killed := time.Now()
 		st := waitFinalWithin(t, ns, "agent-killed", "", 5*time.Minute)
@@ -455,9 +447,7 @@ func TestNodeLoss(t *testing.T) {
 	})
 
 	t.Run("NeverBack", func(t *testing.T) {
-		pinnedPod(t, ns, "never-back", node2, big)
-		annotate(t, ns, "never-back", map[string]string{"podcopy/collect": "/var/log/big.bin"})
-		running("never-back")
+		collecting("never-back")
 		agent := agentOn(t, node2)
 		// The whole node goes: its kubelet, then its agent (which the kubelet cannot restart).
 		cluster(t, "stop", "kubelet-"+node2)

@@ -9,18 +9,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
+	"github.com/podcopy/podcopy/internal/golden"
 	"github.com/podcopy/podcopy/pkg/manifest"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // fixedKey is an ed25519 key for the golden file (ed25519 signatures are deterministic).
 const fixedKey = `-----BEGIN PRIVATE KEY-----
@@ -150,19 +147,7 @@ func TestStatementGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := json.MarshalIndent(map[string]any{"payloadType": e.PayloadType, "keyid": e.Signatures[0].KeyID, "statement": v}, "", "  ")
-	golden := filepath.Join("testdata", "custody.golden.json")
-	if *update {
-		if err := os.WriteFile(golden, append(got, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(append(got, '\n'), want) {
-		t.Fatalf("custody record differs from %s (run with -update if intended):\n%s", golden, got)
-	}
+	golden.Check(t, filepath.Join("testdata", "custody.golden.json"), append(got, '\n'))
 }
 
 func TestKeys(t *testing.T) {

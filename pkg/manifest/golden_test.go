@@ -1,15 +1,12 @@
 package manifest
 
 import (
-	"bytes"
-	"flag"
 	"io"
-	"os"
 	"path/filepath"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files")
+	"github.com/podcopy/podcopy/internal/golden"
+)
 
 // TestManifestGolden: manifest.json is a contract file (SPEC §3): the bytes the Builder writes
 // for a collection with every field set are compared with a golden file.
@@ -56,17 +53,5 @@ func TestManifestGolden(t *testing.T) {
 	if err != nil || int64(len(got)) != size {
 		t.Fatalf("read %d of %d: %v", len(got), size, err)
 	}
-	golden := filepath.Join("testdata", "manifest.golden.json")
-	if *update {
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("manifest.json differs from %s (run with -update if intended):\n%s", golden, got)
-	}
+	golden.Check(t, filepath.Join("testdata", "manifest.golden.json"), got)
 }

@@ -1,15 +1,12 @@
 package status
 
 import (
-	"bytes"
 	"encoding/json"
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files")
+	"github.com/podcopy/podcopy/internal/golden"
+)
 
 // TestStatusGolden: the podcopy/status annotation is a contract (SPEC §2): a status with every
 // field set marshals to the golden file's bytes, and the golden file reads back to it.
@@ -27,21 +24,9 @@ func TestStatusGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = append(got, '\n')
-	golden := filepath.Join("testdata", "status.golden.json")
-	if *update {
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("status differs from %s (run with -update if intended):\n%s", golden, got)
-	}
+	golden.Check(t, filepath.Join("testdata", "status.golden.json"), got)
 	var back Status
-	if err := json.Unmarshal(want, &back); err != nil || back != st {
+	if err := json.Unmarshal(got, &back); err != nil || back != st {
 		t.Fatalf("the golden status reads back as %+v (%v)", back, err)
 	}
 }
