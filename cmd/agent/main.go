@@ -21,6 +21,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "source" {
 		sourceMain(os.Args[2:]) // the agent's exec into a podcopy sidecar
 	}
+	if len(os.Args) > 1 && os.Args[1] == "receiver" {
+		receiverMain(os.Args[2:]) // the alert receiver (a Deployment)
+	}
 	fs := pflag.NewFlagSet("podcopy-agent", pflag.ExitOnError)
 	loader := config.NewLoader(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")

@@ -45,6 +45,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/metrics"
 	"github.com/podcopy/podcopy/pkg/nodeloss"
 	"github.com/podcopy/podcopy/pkg/objstore"
+	"github.com/podcopy/podcopy/pkg/podrecord"
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/shell"
@@ -160,7 +161,8 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		Slots: collect.NewSlots(opts.Concurrency),
 		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
 			Client: client, Configured: opts.Source.HelperImage, Namespace: opts.Destination.Namespace}).Image},
-		NodeState: nodeState,
+		NodeState:  nodeState,
+		PodRecords: podrecord.Gatherer{Client: client, SpoolDir: opts.SpoolDir},
 	}
 	m.AgentInfo.WithLabelValues(opts.NodeName, version).Set(1)
 	// The source pods: informers built here and passed in (sample-controller's pattern),

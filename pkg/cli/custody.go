@@ -138,6 +138,12 @@ func expectations(m manifest.Manifest, s *signed) []expected {
 			out = append(out, expected{rel: rel, src: f.Path, sha256: f.SHA256, size: f.Size})
 		}
 	}
+	for _, r := range m.Records {
+		sizes[r.Name] = r.Size
+		if s == nil && r.SHA256 != "" {
+			out = append(out, expected{rel: r.Name, src: r.Name, sha256: r.SHA256, size: r.Size})
+		}
+	}
 	if s == nil {
 		return out
 	}

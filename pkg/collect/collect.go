@@ -109,6 +109,8 @@ type Handler struct {
 	// NodeState, when set, describes a node that is not Ready ("" when it is): a transient
 	// failure on such a node is reported as NodeUnreachable with what the Node says.
 	NodeState func(node string) string
+	// PodRecords reads the pod's own records for podcopy/include (nil: not stored).
+	PodRecords PodRecords
 
 	mu       sync.Mutex
 	done     map[types.UID]string // request ids finished by this process (the cache may lag)
@@ -120,6 +122,15 @@ type Handler struct {
 	toolless map[types.UID]map[string]bool
 	loops    sync.WaitGroup // follow loops
 }
+
+// PodRecords gathers the pod's own records for podcopy/include (podrecord.Gatherer in
+// production); cleanup is called when the collection has ended.
+type PodRecords interface {
+	Gather(ctx context.Context, pod *corev1.Pod, include []string) (records []ship.RecordFile, cleanup func(), err error)
+}
+
+// recordsTimeout bounds reading a pod's records through the API.
+const recordsTimeout = time.Minute
 
 // Slots is a counting semaphore over the work in flight.
 type Slots chan struct{}
@@ -161,7 +172,10 @@ func (e *RetryError) RequeueAfter() time.Duration { return e.After }
 func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	if pod.DeletionTimestamp != nil {
 		h.drainFollow(pod.UID)
-		return nil
+		if !request.HasRequest(pod) || !strings.Contains(pod.Annotations[request.AnnotationCollectOn], request.OnTermination) {
+			return nil
+		}
+		// podcopy/collect-on: termination: the grace period is the time left to collect.
 	}
 	if !request.HasRequest(pod) {
 		h.endFollow(pod.UID, "podcopy/collect was removed")
@@ -184,6 +198,15 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 		return h.syncFollow(ctx, log, pod, req, st)
 	}
 	h.endFollow(pod.UID, "podcopy/mode changed")
+	occ, why := occasion(pod, req)
+	if why != "" {
+		if st.Occasion != "" && st.Done(st.Request) {
+			return nil // an earlier occasion's result stays on show until the next occasion
+		}
+		return h.pending(ctx, pod, st, id, why)
+	}
+	req.Occasion = occ
+	id = req.ID()
 	if st.Done(id) || h.finished(pod.UID, id) || h.finalPending(pod.UID) {
 		return nil
 	}
@@ -241,6 +264,34 @@ func (h *Handler) pending(ctx context.Context, pod *corev1.Pod, st status.Status
 		return nil
 	}
 	return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Pending, Reason: failure.Waiting, Message: why})
+}
+
+// occasion says whether a deferred request (podcopy/collect-on) runs now: the occasion it
+// runs on ("" for a request that is not deferred), or why it waits.
+func occasion(pod *corev1.Pod, req request.Request) (occ, wait string) {
+	if len(req.CollectOn) == 0 {
+		return "", ""
+	}
+	if pod.DeletionTimestamp != nil && request.Has(req.CollectOn, request.OnTermination) {
+		return request.OnTermination, ""
+	}
+	if request.Has(req.CollectOn, request.OnRestart) {
+		for _, cs := range slices.Concat(pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses) {
+			if cs.Name == req.Container && cs.RestartCount > 0 {
+				return fmt.Sprintf("%s-%d", request.OnRestart, cs.RestartCount), ""
+			}
+		}
+	}
+	var on []string
+	for _, o := range req.CollectOn {
+		switch o {
+		case request.OnTermination:
+			on = append(on, "the pod's termination")
+		case request.OnRestart:
+			on = append(on, "a restart of container "+req.Container)
+		}
+	}
+	return "", fmt.Sprintf("waiting for %s (%s)", strings.Join(on, " or "), request.AnnotationCollectOn)
 }
 
 // notReady says why the pod's container cannot be read from yet ("" when it can).
@@ -445,7 +496,7 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	}
 	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String(), "bucket", job.Header.Destination.Bucket, "attempt", attempt)
 	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection, RequestedBy: req.RequestedBy, RequestOrigin: req.Origin,
-		StartTime: start.Format(time.RFC3339), Attempt: attempt, Bucket: job.Header.Destination.Bucket}
+		StartTime: start.Format(time.RFC3339), Attempt: attempt, Bucket: job.Header.Destination.Bucket, Alert: req.Alert, Occasion: req.Occasion}
 	if !job.NoPod {
 		st.Destination = fmt.Sprintf("%s:%s", dst, job.CollectionDir())
 	}
@@ -466,6 +517,16 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	stopProgress := h.reportProgress(runCtx, pod, st, job.Progress)
 	var res ship.Result
 	release, err := h.Slots.acquire(runCtx) // follow ticks count within concurrency too
+	if err == nil && len(req.Include) > 0 && h.PodRecords != nil {
+		var done func()
+		gctx, stop := context.WithTimeout(runCtx, recordsTimeout)
+		job.Records, done, err = h.PodRecords.Gather(gctx, pod, req.Include)
+		stop()
+		defer done()
+		if err != nil {
+			release()
+		}
+	}
 	if err == nil {
 		res, err = h.runJob(runCtx, log, pod, req, job)
 		release()
@@ -651,6 +712,8 @@ func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, sta
 			StartTime:     start.Format(time.RFC3339),
 			RequestedBy:   req.RequestedBy,
 			RequestOrigin: req.Origin,
+			Alert:         req.Alert,
+			Occasion:      req.Occasion,
 		},
 		Paths:       req.Paths,
 		Source:      exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container},

@@ -87,6 +87,10 @@ type Predicate struct {
 	// Retention is the bucket's Object Lock on every object (absent for an analysis pod,
 	// which holds no lock).
 	Retention *manifest.Retention `json:"retention,omitempty"`
+	// Alert is the alert the collection answers (set by the alert receiver).
+	Alert *manifest.Alert `json:"alert,omitempty"`
+	// Occasion is what started a deferred request (podcopy/collect-on).
+	Occasion string `json:"occasion,omitempty"`
 }
 
 // PredicateFor is the predicate of a collection described by a manifest header, its
@@ -104,6 +108,7 @@ func PredicateFor(h manifest.Header, totals manifest.Totals, sourceKind string) 
 		Destination: destination(h.Destination),
 		StartTime:   h.StartTime, EndTime: h.CompletionTime,
 		Totals: totals, Retention: h.Destination.Retention,
+		Alert: h.Alert, Occasion: h.Occasion,
 	}
 }
 

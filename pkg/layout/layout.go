@@ -24,6 +24,9 @@ const (
 	ManifestName   = "manifest.json"
 	// CustodyName is the signed custody record beside the manifest (package custody).
 	CustodyName = "custody.intoto.json"
+	// RecordsName is the directory of a collection holding the pod's own records
+	// (podcopy/include); "_" cannot start a container name.
+	RecordsName = "_pod"
 )
 
 // collectionID is SPEC §3's <UTC start>-<first 8 hex of the request id>.
@@ -119,6 +122,22 @@ func (l Layout) CustodyEntry(id string) (string, error) {
 		return "", err
 	}
 	return path.Join(id, CustodyName), nil
+}
+
+// RecordEntry is the tar entry name, relative to StagingRoot, of the pod record name
+// (relative to the collection: "_pod/...", canonical).
+func (l Layout) RecordEntry(id, name string) (string, error) {
+	if _, err := l.Collection(id); err != nil {
+		return "", err
+	}
+	if err := pathname.Canonical("/" + name); err != nil || !strings.HasPrefix(name, RecordsName+"/") {
+		return "", fmt.Errorf("pod record name %q is not a clean name below %s/", name, RecordsName)
+	}
+	rel := path.Join(id, name)
+	if _, err := l.confine(path.Join(l.StagingRoot(), rel)); err != nil {
+		return "", err
+	}
+	return rel, nil
 }
 
 // ObjectKey is the bucket key of entry (an entry name from Entry, ManifestEntry or

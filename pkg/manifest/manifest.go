@@ -76,6 +76,39 @@ type Header struct {
 	// RequestOrigin is "creation" when the request came with the pod's creation (RequestedBy
 	// is then whoever created it, a controller for a template), "update" otherwise.
 	RequestOrigin string `json:"requestOrigin,omitempty"`
+	// Alert is the alert the request answers (set by the alert receiver).
+	Alert *Alert `json:"alert,omitempty"`
+	// Occasion is what started a deferred request (podcopy/collect-on): "termination" or
+	// "restart-N" (the container's restart count).
+	Occasion string `json:"occasion,omitempty"`
+	// Records are the pod's own records stored with the files (podcopy/include).
+	Records []Record `json:"records,omitempty"`
+}
+
+// Alert is an alert a collection answers: which alerting system sent it, its rule (Falco
+// rule or Alertmanager alertname), its id (Falco uuid or Alertmanager fingerprint), when it
+// fired, its priority or severity, and the receiver's profile that matched it.
+type Alert struct {
+	Source   string `json:"source"`
+	Rule     string `json:"rule"`
+	ID       string `json:"id,omitempty"`
+	Time     string `json:"time,omitempty"`
+	Priority string `json:"priority,omitempty"`
+	Profile  string `json:"profile,omitempty"`
+}
+
+// Record is one of the pod's own records stored in the collection (podcopy/include): its
+// name relative to the collection directory (under _pod/), its kind (spec, events, log,
+// previous-log), size and SHA-256. Truncated says a log was cut at include.maxLogBytes;
+// Error, that it could not be read (no file then).
+type Record struct {
+	Name      string `json:"name"`
+	Kind      string `json:"kind"`
+	Container string `json:"container,omitempty"`
+	Size      int64  `json:"size"`
+	SHA256    string `json:"sha256,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // File is one regular file written to the destination.

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
 )
 
@@ -28,6 +29,15 @@ const (
 	AnnotationInterval    = "podcopy/interval"
 	AnnotationDestination = "podcopy/destination"
 	AnnotationSource      = "podcopy/source"
+	// AnnotationCollectOn defers a once request to an occasion: "termination" (the pod got a
+	// deletion timestamp: collect within its grace period) and/or "restart" (a container of
+	// the pod restarted: collect after each restart).
+	AnnotationCollectOn = "podcopy/collect-on"
+	// AnnotationInclude adds the pod's own record to a collection: "spec", "events", "logs".
+	AnnotationInclude = "podcopy/include"
+	// AnnotationAlert is the alert a request answers (JSON manifest.Alert), set by the alert
+	// receiver beside the request; copied into status, manifest and custody record.
+	AnnotationAlert = "podcopy/alert"
 	// AnnotationRequestedBy is written by admission (the install's MutatingAdmissionPolicy),
 	// never by users: who last set a request annotation.
 	AnnotationRequestedBy = "podcopy/requested-by"
@@ -62,6 +72,17 @@ type Request struct {
 	Mode        Mode     `json:"mode"`
 	Interval    string   `json:"interval"`
 	Destination string   `json:"destination"`
+	// CollectOn is podcopy/collect-on, sorted (empty: now). Omitted when empty, so the
+	// identity of a request without it is what it always was.
+	CollectOn []string `json:"collectOn,omitempty"`
+	// Include is podcopy/include, sorted: the pod records to store with the files.
+	Include []string `json:"include,omitempty"`
+	// Occasion is the occasion a deferred request runs on ("termination", "restart-N"),
+	// set by the agent when it comes, so each occasion is its own run with its own identity.
+	Occasion string `json:"occasion,omitempty"`
+	// Alert is podcopy/alert (nil when absent); not part of the identity (the receiver
+	// sets a trigger per alert).
+	Alert *manifest.Alert `json:"-"`
 	// Source is how files are read (SPEC §1 podcopy/source; "" when the annotation is absent:
 	// the agent's source.mode); not part of the identity.
 	Source Source `json:"-"`
@@ -164,6 +185,27 @@ func Parse(pod *corev1.Pod, pol policy.Policy) (Request, error) {
 	default:
 		return r, invalid("%s %q is unknown; use %q, %q or %q", AnnotationSource, src, SourceAuto, SourceTar, SourceHelper)
 	}
+	if r.CollectOn, err = parseList(a[AnnotationCollectOn], AnnotationCollectOn, OnTermination, OnRestart); err != nil {
+		return r, err
+	}
+	if len(r.CollectOn) > 0 && r.Mode != ModeOnce {
+		return r, invalid("%s applies to once requests; remove it or %s", AnnotationCollectOn, AnnotationMode)
+	}
+	if r.Include, err = parseList(a[AnnotationInclude], AnnotationInclude, IncludeSpec, IncludeEvents, IncludeLogs); err != nil {
+		if strings.Contains(a[AnnotationInclude], IncludeCheckpoint) {
+			return r, invalid("%s %q: %s is not supported by this agent (the node's kubelet checkpoint API needs CRIU in the runtime); use %s, %s or %s",
+				AnnotationInclude, a[AnnotationInclude], IncludeCheckpoint, IncludeSpec, IncludeEvents, IncludeLogs)
+		}
+		return r, err
+	}
+	if len(r.Include) > 0 && r.Mode != ModeOnce {
+		return r, invalid("%s applies to once requests; remove it or %s", AnnotationInclude, AnnotationMode)
+	}
+	if raw, ok := a[AnnotationAlert]; ok {
+		if r.Alert, err = parseAlert(raw); err != nil {
+			return r, err
+		}
+	}
 	if d := strings.TrimSpace(a[AnnotationDestination]); d != "" {
 		if errs := validation.IsDNS1123Subdomain(d); len(errs) > 0 {
 			return r, invalid("%s %q is not a pod name: %s", AnnotationDestination, d, strings.Join(errs, "; "))
@@ -172,6 +214,57 @@ func Parse(pod *corev1.Pod, pol policy.Policy) (Request, error) {
 	}
 	return r, nil
 }
+
+// Occasions of podcopy/collect-on.
+const (
+	OnTermination = "termination"
+	OnRestart     = "restart"
+)
+
+// Records of podcopy/include.
+const (
+	IncludeSpec       = "spec"
+	IncludeEvents     = "events"
+	IncludeLogs       = "logs"
+	IncludeCheckpoint = "checkpoint"
+)
+
+// parseList reads a comma-separated list of allowed words, sorted and without repeats (nil
+// when empty).
+func parseList(value, key string, allowed ...string) ([]string, error) {
+	var out []string
+	for _, raw := range strings.Split(value, ",") {
+		w := strings.TrimSpace(raw)
+		if w == "" {
+			continue
+		}
+		if !slices.Contains(allowed, w) {
+			return nil, invalid("%s %q: %q is unknown; use %s", key, value, w, strings.Join(allowed, ", "))
+		}
+		out = append(out, w)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// MaxAlertBytes bounds podcopy/alert.
+const MaxAlertBytes = 4096
+
+func parseAlert(raw string) (*manifest.Alert, error) {
+	if len(raw) > MaxAlertBytes {
+		return nil, invalid("%s is %d bytes, more than %d", AnnotationAlert, len(raw), MaxAlertBytes)
+	}
+	var al manifest.Alert
+	dec := json.NewDecoder(strings.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&al); err != nil {
+		return nil, invalid("%s is not an alert record: %v", AnnotationAlert, err)
+	}
+	return &al, nil
+}
+
+// Has reports whether list holds w.
+func Has(list []string, w string) bool { return slices.Contains(list, w) }
 
 func parsePaths(value string) ([]string, error) {
 	var out []string
@@ -254,5 +347,7 @@ func RawID(pod *corev1.Pod) string {
 		Mode:        Mode(a[AnnotationMode]),
 		Interval:    a[AnnotationInterval],
 		Destination: a[AnnotationDestination],
+		CollectOn:   []string{a[AnnotationCollectOn]},
+		Include:     []string{a[AnnotationInclude]},
 	}.ID()
 }

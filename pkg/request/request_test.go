@@ -61,6 +61,16 @@ func TestParse(t *testing.T) {
 		{name: "interval too short", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationMode: "follow", AnnotationInterval: "1s"}, wantErr: "shorter than the minimum 5s"},
 		{name: "interval garbage", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationMode: "follow", AnnotationInterval: "$(reboot)"}, wantErr: "not a Go duration"},
 		{name: "bad destination", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationDestination: "../x"}, wantErr: "is not a pod name"},
+		{name: "collect-on and include sorted", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationCollectOn: "restart, termination,restart", AnnotationInclude: "logs,spec,events"},
+			want: Request{Paths: []string{"/tmp/x"}, Container: "app", Mode: ModeOnce, CollectOn: []string{"restart", "termination"}, Include: []string{"events", "logs", "spec"}}},
+		{name: "collect-on unknown", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationCollectOn: "reboot"}, wantErr: `"reboot" is unknown`},
+		{name: "collect-on with follow", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationMode: "follow", AnnotationCollectOn: "termination"}, wantErr: "applies to once requests"},
+		{name: "include unknown", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationInclude: "secrets"}, wantErr: `"secrets" is unknown`},
+		{name: "include checkpoint", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationInclude: "spec,checkpoint"}, wantErr: "checkpoint is not supported"},
+		{name: "include with follow", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationMode: "follow", AnnotationInclude: "logs"}, wantErr: "applies to once requests"},
+		{name: "alert not json", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationAlert: "{"}, wantErr: "not an alert record"},
+		{name: "alert unknown field", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationAlert: `{"rule":"r","x":1}`}, wantErr: "not an alert record"},
+		{name: "alert too large", ann: map[string]string{AnnotationCollect: "/tmp/x", AnnotationAlert: `{"rule":"` + strings.Repeat("r", MaxAlertBytes) + `"}`}, wantErr: "more than 4096"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,6 +103,20 @@ func TestIDStable(t *testing.T) {
 	}
 	if a.ID() == c.ID() {
 		t.Fatal("new trigger, same id")
+	}
+	// Requests without the newer annotations keep the identity they always had.
+	if a.ID() != "f07c162bdcd568b1442d9b0716e4103d5a0bea0c102aff3f34e61a5988fe0bc8" {
+		t.Fatalf("the identity of a plain request changed: %s", a.ID())
+	}
+	d, _ := Parse(pod(map[string]string{AnnotationCollect: "/tmp/a,/tmp/b", AnnotationAlert: `{"source":"falco","rule":"r"}`}), policy.Default())
+	if d.ID() != a.ID() || d.Alert == nil || d.Alert.Rule != "r" {
+		t.Fatalf("an alert record changed the identity or was not read: %+v", d)
+	}
+	e, _ := Parse(pod(map[string]string{AnnotationCollect: "/tmp/a,/tmp/b", AnnotationCollectOn: "termination"}), policy.Default())
+	f := e
+	f.Occasion = "termination"
+	if e.ID() == a.ID() || f.ID() == e.ID() {
+		t.Fatal("collect-on or the occasion did not change the identity")
 	}
 	if len(a.ID()) != 64 {
 		t.Fatalf("id %q is not hex sha256", a.ID())

@@ -17,6 +17,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/failure"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/request"
 )
@@ -101,6 +102,9 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 		codecName = "gzip"
 	}
 	mb.SetTransfer(codecName, archive.n, wire.n)
+	if job.Header.Records, err = w.records(); err != nil {
+		return res, err
+	}
 	res.Completion = s.now()
 	job.Header.CompletionTime = res.Completion.UTC().Format(time.RFC3339)
 	size, body, err := mb.Finish(job.Header)
@@ -268,6 +272,68 @@ func (e *objectWriteError) Unwrap() error { return e.err }
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
+
+// records writes the pod's own records (job.Records) and returns their manifest entries.
+func (w *writer) records() ([]manifest.Record, error) {
+	var out []manifest.Record
+	if len(w.job.Records) > 0 {
+		d, err := w.job.Layout.RecordEntry(w.job.Header.Collection, layout.RecordsName+"/logs")
+		if err != nil {
+			return nil, err
+		}
+		for _, dir := range []string{path.Dir(d), d} {
+			if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: time.Now()}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, r := range w.job.Records {
+		rec := r.Record
+		if r.Open != nil {
+			if err := w.record(r, &rec); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+// record writes one pod record and fills in its size and SHA-256.
+func (w *writer) record(r RecordFile, rec *manifest.Record) error {
+	name, err := w.job.Layout.RecordEntry(w.job.Header.Collection, rec.Name)
+	if err != nil {
+		return err
+	}
+	body, size, err := r.Open()
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: time.Now()}); err != nil {
+		return err
+	}
+	ow, err := w.object(name, size)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	n, err := io.CopyBuffer(io.MultiWriter(w.tw, ow, h), io.LimitReader(body, size), *w.buf)
+	if err != nil {
+		return err
+	}
+	if n != size {
+		return fmt.Errorf("pod record %s: read %d of %d bytes", rec.Name, n, size)
+	}
+	if err := ow.Close(); err != nil {
+		return err
+	}
+	rec.Size, rec.SHA256 = n, hex.EncodeToString(h.Sum(nil))
+	if w.job.Custody != nil {
+		w.subjects = append(w.subjects, custody.Subject{Name: rec.Name, SHA256: rec.SHA256})
+	}
+	return nil
+}
 
 // seal writes the custody record, signed, after the manifest: its subjects are every file
 // and the manifest itself.

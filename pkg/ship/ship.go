@@ -120,6 +120,17 @@ type Job struct {
 	Bucket Bucket
 	// NoPod writes to the bucket only: no analysis pod leg at all (Destination unused).
 	NoPod bool
+	// Records are the pod's own records (podcopy/include), stored after the files and
+	// before the manifest, which lists them with their SHA-256 (the custody record signs them).
+	Records []RecordFile
+}
+
+// RecordFile is one pod record to store: its manifest entry (Name, Kind, Container,
+// Truncated, Error; Size and SHA256 are filled in as it is written) and how to read it
+// (nil when Error says why there is none).
+type RecordFile struct {
+	manifest.Record
+	Open func() (io.ReadCloser, int64, error)
 }
 
 // Bucket is an object store a collection's objects are written to (objstore.Upload).

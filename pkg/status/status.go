@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/podcopy/podcopy/pkg/manifest"
 )
 
 // Annotation is the key only the agent writes.
@@ -72,6 +74,11 @@ type Status struct {
 	RetentionMode string `json:"retentionMode,omitempty"`
 	RetainUntil   string `json:"retainUntil,omitempty"`
 	LegalHold     bool   `json:"legalHold,omitempty"`
+	// Alert is the alert the request answers (podcopy/alert, set by the alert receiver).
+	Alert *manifest.Alert `json:"alert,omitempty"`
+	// Occasion is what started a deferred request (podcopy/collect-on): "termination" or
+	// "restart-N".
+	Occasion string `json:"occasion,omitempty"`
 }
 
 // Printable returns s with every control character (C0, DEL, C1), bidirectional override

@@ -147,11 +147,11 @@ func Transform(obj any) (any, error) {
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		out.Status.ContainerStatuses = append(out.Status.ContainerStatuses,
-			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, ContainerID: cs.ContainerID, State: cs.State, Ready: cs.Ready})
+			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, ContainerID: cs.ContainerID, State: cs.State, Ready: cs.Ready, RestartCount: cs.RestartCount})
 	}
 	for _, cs := range pod.Status.InitContainerStatuses {
 		out.Status.InitContainerStatuses = append(out.Status.InitContainerStatuses,
-			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, ContainerID: cs.ContainerID, State: cs.State, Ready: cs.Ready})
+			corev1.ContainerStatus{Name: cs.Name, ImageID: cs.ImageID, ContainerID: cs.ContainerID, State: cs.State, Ready: cs.Ready, RestartCount: cs.RestartCount})
 	}
 	out.Status.Conditions = pod.Status.Conditions
 	return out, nil
@@ -196,7 +196,7 @@ func (c *Controller) handlers() cache.ResourceEventHandler {
 }
 
 func onlyStatusChanged(a, b *corev1.Pod) bool {
-	if a.Status.Phase != b.Status.Phase || !containersSame(a, b) || a.Annotations[status.Annotation] == b.Annotations[status.Annotation] {
+	if a.Status.Phase != b.Status.Phase || !containersSame(a, b) || (a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil) || a.Annotations[status.Annotation] == b.Annotations[status.Annotation] {
 		return false
 	}
 	for _, pair := range [][2]map[string]string{{a.Annotations, b.Annotations}, {b.Annotations, a.Annotations}} {
@@ -214,7 +214,8 @@ func containersSame(a, b *corev1.Pod) bool {
 		return false
 	}
 	for i := range a.Status.ContainerStatuses {
-		if (a.Status.ContainerStatuses[i].State.Running == nil) != (b.Status.ContainerStatuses[i].State.Running == nil) {
+		ca, cb := a.Status.ContainerStatuses[i], b.Status.ContainerStatuses[i]
+		if (ca.State.Running == nil) != (cb.State.Running == nil) || ca.RestartCount != cb.RestartCount {
 			return false
 		}
 	}
