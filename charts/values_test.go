@@ -15,7 +15,7 @@ import (
 // opaque values are documented as a whole, not key by key.
 var opaque = []string{"resources", "podSecurityContext", "securityContext", "nodeSelector", "affinity", "podAnnotations",
 	"serviceAccount.annotations", "metrics.serviceMonitor.labels", "analysis.resources", "tolerations", "imagePullSecrets",
-	"extraEnv", "config.namespaces", "config.policy.allowPaths", "config.policy.denyPaths"}
+	"extraEnv", "receiver.profiles", "config.namespaces", "config.policy.allowPaths", "config.policy.denyPaths"}
 
 func flatten(prefix string, v map[string]any, out map[string]string) {
 	for k, x := range v {

@@ -33,6 +33,11 @@ if [ ! -f "$STATE/evidence-port" ]; then
   (cd "$REPO_ROOT" && go run ./hack/freeport 1) > "$STATE/evidence-port"
 fi
 EVIDENCE_PORT=$(cat "$STATE/evidence-port")
+# The alert receiver (helm only) serves its webhooks over TLS on a free port of loopback.
+if [ ! -f "$STATE/receiver-port" ]; then
+  (cd "$REPO_ROOT" && go run ./hack/freeport 1) > "$STATE/receiver-port"
+fi
+RECEIVER_PORT=$(cat "$STATE/receiver-port")
 
 # Switching install methods: remove what the other one installed.
 previous=$(cat "$STATE/deploy-mode" 2>/dev/null || true)
@@ -74,13 +79,15 @@ YAML
   helm)
     bash "$here/cluster/helm.sh" upgrade --install podcopy "$REPO_ROOT/charts/podcopy" -n podcopy --create-namespace \
       -f "$REPO_ROOT/charts/podcopy/ci/local-values.yaml" --set "metrics.port=$AGENT_PORT" --set "shell.port=$SHELL_PORT" \
-      --set "evidenceStore.port=$EVIDENCE_PORT" \
+      --set "evidenceStore.port=$EVIDENCE_PORT" --set "receiver.port=$RECEIVER_PORT" \
       --set-json "extraEnv=[{\"name\":\"KUBERNETES_SERVICE_HOST\",\"value\":\"127.0.0.1\"},{\"name\":\"KUBERNETES_SERVICE_PORT\",\"value\":\"$APISERVER_PORT\"}]" \
       --wait --timeout 3m >/dev/null
     kubectl -n podcopy rollout restart daemonset/podcopy-agent >/dev/null
     kubectl -n podcopy rollout status daemonset/podcopy-agent --timeout=120s >/dev/null
     kubectl -n podcopy rollout status statefulset/podcopy-analysis --timeout=120s >/dev/null
     kubectl -n podcopy rollout status deployment/podcopy-agent-evidence --timeout=120s >/dev/null
+    kubectl -n podcopy rollout restart deployment/podcopy-agent-receiver >/dev/null
+    kubectl -n podcopy rollout status deployment/podcopy-agent-receiver --timeout=120s >/dev/null
     ;;
   *) die "usage: $0 [helm|kustomize]" ;;
 esac

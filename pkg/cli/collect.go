@@ -22,17 +22,26 @@ import (
 type collectFlags struct {
 	container, interval, source string
 	follow, wait                bool
+	// selector requests every matching pod (-l); allContainers, every container of each.
+	selector      string
+	allContainers bool
 }
 
 func (o *Options) collectCommand() *cobra.Command {
 	f := &collectFlags{}
 	cmd := &cobra.Command{
-		Use:   "collect POD PATH...",
+		Use:   "collect (POD | -l SELECTOR) PATH...",
 		Short: "Ask the agent to collect PATHs from POD (a fresh trigger, so it always runs) and show its progress",
 		Example: `  kubectl podcopy collect mysql-0 /var/log/mysql/slow.log
   kubectl podcopy collect -n shop web-7d9 /var/log/nginx --wait=false
-  kubectl podcopy collect app-0 /var/log/app/app.log --follow --interval 10s`,
-		Args: cobra.MinimumNArgs(2),
+  kubectl podcopy collect app-0 /var/log/app/app.log --follow --interval 10s
+  kubectl podcopy collect -l app=mysql /var/log/mysql --all-containers`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if f.selector != "" {
+				return cobra.MinimumNArgs(1)(cmd, args)
+			}
+			return cobra.MinimumNArgs(2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.complete(); err != nil {
 				return err
@@ -41,9 +50,14 @@ func (o *Options) collectCommand() *cobra.Command {
 			if cmd.Flags().Changed("wait") {
 				wait = f.wait
 			}
+			if f.selector != "" || f.allContainers {
+				return o.collectMany(cmd.Context(), args, *f, wait)
+			}
 			return o.collect(cmd.Context(), args[0], args[1:], *f, wait)
 		},
 	}
+	cmd.Flags().StringVarP(&f.selector, "selector", "l", "", "request every pod of the namespace matching this label selector (then every argument is a PATH)")
+	cmd.Flags().BoolVar(&f.allContainers, "all-containers", false, "collect from every container of each pod, one after the other")
 	cmd.Flags().StringVarP(&f.container, "container", "c", "", "container to read (default: the pod's default container)")
 	cmd.Flags().BoolVar(&f.follow, "follow", false, "harvest continuously: ship what is appended every interval")
 	cmd.Flags().StringVar(&f.interval, "interval", "", "with --follow: how often to ship (Go duration, at least 5s; default 30s)")
@@ -122,6 +136,11 @@ func (o *Options) collect(ctx context.Context, pod string, paths []string, f col
 func (o *Options) waitFor(ctx context.Context, pod, id string, follow bool) (status.Status, error) {
 	prog := newProgress(o, pod)
 	defer prog.close()
+	return o.waitWith(ctx, prog, pod, id, follow)
+}
+
+// waitWith is waitFor drawing on prog.
+func (o *Options) waitWith(ctx context.Context, prog *progress, pod, id string, follow bool) (status.Status, error) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -170,24 +189,44 @@ func (o *Options) printJSON(v any) error {
 }
 
 func (o *Options) stopCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "stop POD",
-		Short: "End a follow (remove the request from POD)",
-		Args:  cobra.ExactArgs(1),
+	var selector string
+	cmd := &cobra.Command{
+		Use:   "stop (POD | -l SELECTOR)",
+		Short: "End a follow (remove the request from POD, or from every pod matching the selector)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if selector != "" {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.complete(); err != nil {
 				return err
 			}
+			pods := args
+			if selector != "" {
+				var err error
+				if pods, err = o.selectPods(cmd.Context(), selector); err != nil {
+					return err
+				}
+			}
 			ann := map[string]any{}
 			for _, k := range []string{request.AnnotationCollect, request.AnnotationMode, request.AnnotationInterval,
-				request.AnnotationTrigger, request.AnnotationContainer, request.AnnotationSource} {
+				request.AnnotationTrigger, request.AnnotationContainer, request.AnnotationSource,
+				request.AnnotationCollectOn, request.AnnotationInclude, request.AnnotationAlert} {
 				ann[k] = nil
 			}
-			if _, err := o.patchAnnotations(cmd.Context(), args[0], ann); err != nil {
-				return err
+			var errs []error
+			for _, pod := range pods {
+				if _, err := o.patchAnnotations(cmd.Context(), pod, ann); err != nil {
+					errs = append(errs, fmt.Errorf("%s/%s: %w", o.namespace, pod, err))
+					continue
+				}
+				fmt.Fprintf(o.Out, "stopped: the agent ships what is left and ends following %s/%s\n", o.namespace, pod)
 			}
-			fmt.Fprintf(o.Out, "stopped: the agent ships what is left and ends following %s/%s\n", o.namespace, args[0])
-			return nil
+			return errors.Join(errs...)
 		},
 	}
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "every pod of the namespace matching this label selector")
+	return cmd
 }

@@ -142,14 +142,19 @@ func parseDestination(s string) (exec.Target, string, error) {
 }
 
 func (o *Options) fetchCommand() *cobra.Command {
-	var out string
+	var out, selector string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "fetch COLLECTION|s3://BUCKET/NS/POD/ID -o DIR",
+		Use:   "fetch (COLLECTION | -l SELECTOR | s3://BUCKET/NS/POD/ID) -o DIR",
 		Short: "Download a collection from the analysis pod, verifying every file's SHA-256 against its manifest while writing",
 		Example: `  kubectl podcopy fetch mysql-0 -o ./evidence          # the pod's latest collection
   kubectl podcopy fetch mysql-0/20261123T101500Z-1a2b3c4d -o ./evidence`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if selector != "" {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if asJSON {
 				o.Output = "json"
@@ -175,6 +180,9 @@ func (o *Options) fetchCommand() *cobra.Command {
 			if err := o.complete(); err != nil {
 				return err
 			}
+			if selector != "" {
+				return o.fetchSelected(cmd.Context(), selector, out)
+			}
 			ref, err := o.resolve(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -182,11 +190,38 @@ func (o *Options) fetchCommand() *cobra.Command {
 			return o.fetch(cmd.Context(), ref, out)
 		},
 	}
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "fetch the latest collection of every pod matching this label selector, each into DIR/<pod>/")
 	// SPEC §8: -o names the directory here; --json gives the machine-readable result.
 	cmd.Flags().StringVarP(&out, "output", "o", ".", "directory to write <collection id>/ into (that subdirectory must not exist yet)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	o.keysFlags(cmd)
 	return cmd
+}
+
+// fetchSelected fetches the latest collection of every pod matching selector into
+// out/<pod>/, and fails naming each pod whose fetch failed.
+func (o *Options) fetchSelected(ctx context.Context, selector, out string) error {
+	pods, err := o.selectPods(ctx, selector)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, pod := range pods {
+		ref, err := o.resolve(ctx, pod)
+		if err == nil {
+			err = os.MkdirAll(filepath.Join(out, pod), 0o755)
+		}
+		if err == nil {
+			err = o.fetch(ctx, ref, filepath.Join(out, pod))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s/%s: %w", o.namespace, pod, err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%d of %d pods failed: %w", len(errs), len(pods), errors.Join(errs...))
+	}
+	return nil
 }
 
 // fetchResult is what fetch found.

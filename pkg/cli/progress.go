@@ -20,14 +20,28 @@ type progress struct {
 	files int
 	last  time.Time
 	shown string
+	// shared: p belongs to several bars (collect -l); its owner waits for it.
+	shared bool
+	// prefix names the pod on plain lines when several are shown.
+	prefix string
 }
 
 func newProgress(o *Options, pod string) *progress {
 	pr := &progress{o: o, pod: pod}
 	if o.Terminal && o.Output == "" {
-		pr.p = mpb.New(mpb.WithOutput(o.Err), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
+		pr.p = newBars(o)
 	}
 	return pr
+}
+
+// newBars is a progress container for bars (on a terminal).
+func newBars(o *Options) *mpb.Progress {
+	return mpb.New(mpb.WithOutput(o.Err), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
+}
+
+// newSharedProgress is one bar among several in p (nil: plain lines, prefixed by name).
+func newSharedProgress(o *Options, name string, p *mpb.Progress) *progress {
+	return &progress{o: o, pod: name, p: p, shared: true, prefix: name + ": "}
 }
 
 // update shows st (a status of the request being waited for).
@@ -38,7 +52,7 @@ func (pr *progress) update(st status.Status) {
 	case pr.p != nil:
 		pr.draw(st)
 	default:
-		line := fmt.Sprintf("%s: %d files, %s", st.Phase, st.Files, size(st.Bytes))
+		line := fmt.Sprintf("%s%s: %d files, %s", pr.prefix, st.Phase, st.Files, size(st.Bytes))
 		if st.ExpectedBytes > 0 {
 			line += " of " + size(st.ExpectedBytes)
 		}
@@ -89,7 +103,9 @@ func (pr *progress) close() {
 		if pr.bar != nil && !pr.bar.Completed() {
 			pr.bar.Abort(false)
 		}
-		pr.p.Wait()
+		if !pr.shared {
+			pr.p.Wait()
+		}
 	}
 }
 

@@ -72,8 +72,9 @@ type row struct {
 
 func (o *Options) lsCommand() *cobra.Command {
 	var all bool
+	var selector string
 	cmd := &cobra.Command{
-		Use:   "ls [POD | s3://BUCKET[/NAMESPACE[/POD]]]",
+		Use:   "ls [POD | -l SELECTOR | s3://BUCKET[/NAMESPACE[/POD]]]",
 		Short: "List collections: each pod's latest (from its status), every collection of POD (from the analysis pod), or those in a bucket",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -93,7 +94,7 @@ func (o *Options) lsCommand() *cobra.Command {
 			} else if len(args) == 1 {
 				rows, err = o.podCollections(cmd.Context(), args[0])
 			} else {
-				rows, err = o.latest(cmd.Context(), all)
+				rows, err = o.latest(cmd.Context(), all, selector)
 			}
 			if err != nil {
 				return err
@@ -110,16 +111,17 @@ func (o *Options) lsCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "list pods of every namespace")
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "only pods matching this label selector")
 	return cmd
 }
 
 // latest lists each pod's last request from its status annotation.
-func (o *Options) latest(ctx context.Context, all bool) ([]row, error) {
+func (o *Options) latest(ctx context.Context, all bool, selector string) ([]row, error) {
 	ns := o.namespace
 	if all {
 		ns = ""
 	}
-	pods, err := o.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	pods, err := o.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		return nil, err
 	}
