@@ -159,6 +159,12 @@ func (o *Options) fetchCommand() *cobra.Command {
 			if asJSON {
 				o.Output = "json"
 			}
+			if selector != "" {
+				if err := o.complete(); err != nil {
+					return err
+				}
+				return o.fetchSelected(cmd.Context(), selector, out)
+			}
 			if fref, ok, err := parseFollowRef(args[0]); ok {
 				if err != nil {
 					return err
@@ -179,9 +185,6 @@ func (o *Options) fetchCommand() *cobra.Command {
 			}
 			if err := o.complete(); err != nil {
 				return err
-			}
-			if selector != "" {
-				return o.fetchSelected(cmd.Context(), selector, out)
 			}
 			ref, err := o.resolve(cmd.Context(), args[0])
 			if err != nil {
