@@ -146,6 +146,12 @@ func TestAdmissionPolicy(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "podcopy/requested-by is written by admission") {
 		t.Fatalf("bob forging podcopy/requested-by: err = %v", err)
 	}
+	// Issue 24: only the alert receiver says an alert started a request.
+	err = patchAs(t, bob, ns, "target", map[string]string{"podcopy/collect": "/var/log/app.log", "podcopy/trigger": "alert",
+		"podcopy/alert": `{"source":"falco","rule":"Terminal shell in container"}`})
+	if err == nil || !strings.Contains(err.Error(), "only the alert receiver") {
+		t.Fatalf("bob forging podcopy/alert: err = %v", err)
+	}
 	if err := patchAs(t, bob, ns, "target", map[string]string{"podcopy/collect": "/var/log/app.log", "podcopy/trigger": "again", "podcopy/requested-by": "mallory"}); err != nil {
 		t.Fatalf("bob re-running with a forged requested-by alongside: %v", err)
 	}
