@@ -43,8 +43,12 @@ func (o *Options) statusCommand() *cobra.Command {
 				return o.printJSON(st)
 			}
 			w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+			alert := ""
+			if a := st.Alert; a != nil {
+				alert = fmt.Sprintf("%s rule %q (id %s, %s, profile %s)", a.Source, a.Rule, a.ID, a.Time, a.Profile)
+			}
 			for _, kv := range [][2]string{{"Pod", p.Namespace + "/" + p.Name}, {"Request", p.Annotations[request.AnnotationCollect]},
-				{"Requested by", st.RequestedBy}, {"Phase", string(st.Phase)}, {"Collection", st.Collection},
+				{"Requested by", st.RequestedBy}, {"Alert", alert}, {"Occasion", st.Occasion}, {"Phase", string(st.Phase)}, {"Collection", st.Collection},
 				{"Files", fmt.Sprint(st.Files)}, {"Bytes", size(st.Bytes)}, {"Skipped", fmt.Sprint(st.Skipped)},
 				{"Attempt", fmt.Sprint(st.Attempt)}, {"Started", st.StartTime}, {"Completed", st.CompletionTime},
 				{"Destination", st.Destination}, {"Reason", st.Reason}, {"Message", st.Message}, {"Manifest SHA-256", st.ManifestSHA256}} {
