@@ -58,6 +58,8 @@ type Collect struct {
 	Include []string `json:"include,omitempty"`
 	// CollectOn: termination and/or restart (once only): arm the pod instead of collecting now.
 	CollectOn []string `json:"collectOn,omitempty"`
+	// For: how long a follow runs from the alert (podcopy/follow-until; empty: until stopped).
+	For Duration `json:"for,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string.
@@ -127,6 +129,9 @@ func ParseProfiles(data []byte) (Profiles, error) {
 				errs = append(errs, fmt.Sprintf("%s: collect.paths %q holds a comma (one path per entry)", where, path))
 			}
 		}
+		if pr.Collect.For.Duration != 0 && (pr.Collect.Mode != string(request.ModeFollow) || pr.Collect.For.Duration < 0) {
+			errs = append(errs, where+": collect.for is a positive duration for mode follow")
+		}
 		if m := pr.Collect.Mode; m != "" && m != string(request.ModeOnce) && m != string(request.ModeFollow) {
 			errs = append(errs, fmt.Sprintf("%s: collect.mode %q is unknown; use once or follow", where, m))
 		}
@@ -170,7 +175,7 @@ func (m Match) matches(a Alert) bool {
 // Annotations are the request annotations a profile sets on the alert's pod for alert a
 // (trigger: one per profile, rule and pod per dedup window; nil values remove what an
 // earlier request left, so the request is exactly the profile's).
-func (pr Profile) Annotations(a Alert, trigger string, record string) map[string]*string {
+func (pr Profile) Annotations(a Alert, trigger, record string, now time.Time) map[string]*string {
 	str := func(s string) *string {
 		if s == "" {
 			return nil
@@ -181,15 +186,19 @@ func (pr Profile) Annotations(a Alert, trigger string, record string) map[string
 	if container == "" {
 		container = a.Container
 	}
-	interval := ""
+	interval, until := "", ""
 	if pr.Collect.Mode == string(request.ModeFollow) {
 		interval = pr.Collect.Interval
+		if d := pr.Collect.For.Duration; d > 0 {
+			until = now.Add(d).UTC().Format(time.RFC3339)
+		}
 	}
 	return map[string]*string{
 		request.AnnotationCollect:     str(strings.Join(pr.Collect.Paths, ",")),
 		request.AnnotationContainer:   str(container),
 		request.AnnotationMode:        str(pr.Collect.Mode),
 		request.AnnotationInterval:    str(interval),
+		request.AnnotationFollowUntil: str(until),
 		request.AnnotationInclude:     str(strings.Join(pr.Collect.Include, ",")),
 		request.AnnotationCollectOn:   str(strings.Join(pr.Collect.CollectOn, ",")),
 		request.AnnotationTrigger:     str(trigger),

@@ -294,7 +294,7 @@ func (rc *Receiver) request(ctx context.Context, a Alert, pr *Profile, trigger s
 	if len(raw) > request.MaxAlertBytes {
 		return fmt.Errorf("the alert record is %d bytes, more than %d", len(raw), request.MaxAlertBytes)
 	}
-	ann := pr.Annotations(a, trigger, string(raw))
+	ann := pr.Annotations(a, trigger, string(raw), rc.now())
 	if ann[request.AnnotationContainer] != nil && !hasContainer(pod.Spec.Containers, *ann[request.AnnotationContainer]) {
 		ann[request.AnnotationContainer] = nil // Falco's container name is the runtime's; fall back to the pod's default
 	}

@@ -211,6 +211,7 @@ func TestProfiles(t *testing.T) {
 		"profiles: [{name: a, collect: {paths: ['/a,/b']}}]",
 		"dedupWindow: soon\nprofiles: []",
 		"profiles: [{name: a, colect: {paths: [/tmp]}}]",
+		"profiles: [{name: a, collect: {paths: [/tmp], for: 1h}}]",
 	} {
 		if _, err := ParseProfiles([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)
@@ -219,6 +220,14 @@ func TestProfiles(t *testing.T) {
 	p, err := ParseProfiles([]byte("profiles: [{name: a, match: {minPriority: warning, labels: {k8s.ns.name: prod}}, collect: {paths: [/tmp]}}]"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	f, err := ParseProfiles([]byte("profiles: [{name: f, collect: {paths: [/var/log], mode: follow, interval: 10s, for: 1h}}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ann := f.Profiles[0].Annotations(Alert{}, "t", "{}", time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC))
+	if got := ann[request.AnnotationFollowUntil]; got == nil || *got != "2026-12-02T15:00:00Z" || *ann[request.AnnotationInterval] != "10s" {
+		t.Fatalf("follow for 1h: %v", ann)
 	}
 	for _, tt := range []struct {
 		a    Alert

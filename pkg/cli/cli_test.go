@@ -48,6 +48,21 @@ func TestRequestAnnotations(t *testing.T) {
 	if _, err := requestAnnotations([]string{"/x"}, collectFlags{interval: "10s"}, metav1.Now().Time); err == nil {
 		t.Fatal("--interval without --follow was accepted")
 	}
+	now := time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC)
+	ann, err = requestAnnotations([]string{"/x"}, collectFlags{follow: true, forDuration: time.Hour}, now)
+	if err != nil || ann[request.AnnotationFollowUntil] != "2026-12-02T15:00:00Z" {
+		t.Fatalf("--for 1h: %v %v", ann, err)
+	}
+	if _, err := requestAnnotations([]string{"/x"}, collectFlags{forDuration: time.Hour}, now); err == nil {
+		t.Fatal("--for without --follow was accepted")
+	}
+	ann, err = requestAnnotations([]string{"/x"}, collectFlags{include: "spec,logs", collectOn: "termination"}, now)
+	if err != nil || ann[request.AnnotationInclude] != "spec,logs" || ann[request.AnnotationCollectOn] != "termination" {
+		t.Fatalf("--include, --on: %v %v", ann, err)
+	}
+	if v, ok := ann[request.AnnotationAlert]; !ok || v != nil {
+		t.Fatal("the plugin must remove an alert record, never keep or set one")
+	}
 }
 
 // analysisFake plays the analysis pod: cat of the manifest, tar of the collection, sha256sum.

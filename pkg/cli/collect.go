@@ -21,7 +21,11 @@ import (
 // collectFlags are collect's own flags.
 type collectFlags struct {
 	container, interval, source string
-	follow, wait                bool
+	// include and collectOn are podcopy/include and podcopy/collect-on.
+	include, collectOn string
+	// forDuration ends a follow after it (podcopy/follow-until; 0: until stopped).
+	forDuration  time.Duration
+	follow, wait bool
 	// selector requests every matching pod (-l); allContainers, every container of each.
 	selector      string
 	allContainers bool
@@ -60,6 +64,9 @@ func (o *Options) collectCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&f.allContainers, "all-containers", false, "collect from every container of each pod, one after the other")
 	cmd.Flags().StringVarP(&f.container, "container", "c", "", "container to read (default: the pod's default container)")
 	cmd.Flags().BoolVar(&f.follow, "follow", false, "harvest continuously: ship what is appended every interval")
+	cmd.Flags().StringVar(&f.include, "include", "", "store the pod's own record with the files: spec,events,logs")
+	cmd.Flags().StringVar(&f.collectOn, "on", "", "arm the request instead of collecting now: termination and/or restart (podcopy/collect-on)")
+	cmd.Flags().DurationVar(&f.forDuration, "for", 0, "with --follow: stop following after this long (sets podcopy/follow-until)")
 	cmd.Flags().StringVar(&f.interval, "interval", "", "with --follow: how often to ship (Go duration, at least 5s; default 30s)")
 	cmd.Flags().StringVar(&f.source, "source", "", "auto, tar or helper (default: the agent's source.mode)")
 	cmd.Flags().BoolVar(&f.wait, "wait", false, "wait for the outcome and draw progress (default: true on a terminal)")
@@ -72,6 +79,9 @@ func requestAnnotations(paths []string, f collectFlags, now time.Time) (map[stri
 	if f.interval != "" && !f.follow {
 		return nil, errors.New("--interval needs --follow")
 	}
+	if f.forDuration != 0 && (!f.follow || f.forDuration < 0) {
+		return nil, errors.New("--for is a positive duration and needs --follow")
+	}
 	mode := string(request.ModeOnce)
 	if f.follow {
 		mode = string(request.ModeFollow)
@@ -83,8 +93,18 @@ func requestAnnotations(paths []string, f collectFlags, now time.Time) (map[stri
 		request.AnnotationContainer: nil,
 		request.AnnotationInterval:  nil,
 		request.AnnotationSource:    nil,
+		// A request from the plugin is exactly what its flags say: nothing armed, nothing
+		// extra, no alert (which only the receiver may set).
+		request.AnnotationFollowUntil: nil,
+		request.AnnotationCollectOn:   nil,
+		request.AnnotationInclude:     nil,
+		request.AnnotationAlert:       nil,
 	}
-	for key, v := range map[string]string{request.AnnotationContainer: f.container, request.AnnotationInterval: f.interval, request.AnnotationSource: f.source} {
+	if f.forDuration > 0 {
+		ann[request.AnnotationFollowUntil] = now.Add(f.forDuration).UTC().Format(time.RFC3339)
+	}
+	for key, v := range map[string]string{request.AnnotationContainer: f.container, request.AnnotationInterval: f.interval, request.AnnotationSource: f.source,
+		request.AnnotationInclude: f.include, request.AnnotationCollectOn: f.collectOn} {
 		if v != "" {
 			ann[key] = v
 		}
@@ -124,6 +144,9 @@ func (o *Options) collect(ctx context.Context, pod string, paths []string, f col
 			strings.Join(paths, ","), p.Namespace, p.Name, id[:8], p.Name)
 		return nil
 	}
+	if f.collectOn != "" {
+		return o.waitArmed(ctx, pod, id)
+	}
 	st, err := o.waitFor(ctx, pod, id, f.follow)
 	if err != nil {
 		return err
@@ -137,6 +160,33 @@ func (o *Options) waitFor(ctx context.Context, pod, id string, follow bool) (sta
 	prog := newProgress(o, pod)
 	defer prog.close()
 	return o.waitWith(ctx, prog, pod, id, follow)
+}
+
+// waitArmed waits until the agent has armed request id (podcopy/collect-on): its status
+// says what it waits for; the collection itself comes with the occasion.
+func (o *Options) waitArmed(ctx context.Context, pod, id string) error {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		p, err := o.client.CoreV1().Pods(o.namespace).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if st, ok := status.Get(p); ok && st.Request == id {
+			if st.Phase == status.Pending {
+				fmt.Fprintf(o.Out, "armed: %s\n", status.Printable(st.Message))
+				return nil
+			}
+			if st.Done(id) {
+				return o.outcome(st) // rejected
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // waitWith is waitFor drawing on prog.

@@ -169,7 +169,7 @@ func (o *Options) collectOne(ctx context.Context, pod string, paths []string, f 
 	if r.Container == "" {
 		r.Container = req.Container
 	}
-	if !wait {
+	if !wait || f.collectOn != "" { // an armed request runs at its occasion, not now
 		return r
 	}
 	prog := newSharedProgress(o, o.namespace+"/"+r.name(), bars)

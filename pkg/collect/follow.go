@@ -45,10 +45,22 @@ type following struct {
 
 // syncFollow starts following pod's request unless it already runs; another request of
 // the pod that was followed is stopped first.
-func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, st status.Status) error {
+func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, st status.Status) (retErr error) {
 	id := req.ID()
 	if (st.Request == id && (st.Phase == status.Rejected || (st.Phase == status.Failed && st.Reason == failure.LimitExceeded))) || h.finished(pod.UID, id) {
 		return nil // refused, or ended at its cap (another agent's, or before a restart)
+	}
+	if !req.Until.IsZero() {
+		left := req.Until.Sub(h.now())
+		if left <= 0 {
+			return h.followUntilPassed(ctx, pod, req, st)
+		}
+		// The follow runs until then; the controller syncs the pod again at that time.
+		defer func() {
+			if retErr == nil {
+				retErr = &RetryError{Reason: "the follow ends at " + req.Until.UTC().Format(time.RFC3339), After: left}
+			}
+		}()
 	}
 	if h.followingID(pod.UID) == id {
 		return nil
@@ -75,6 +87,25 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 		defer close(f.done)
 		h.follow(ctx, log, pod.DeepCopy(), req, f)
 	}()
+	return nil
+}
+
+// followUntilPassed ends a follow whose podcopy/follow-until has come: the loop ships what
+// is left and records why; a follow no loop of this agent runs (another agent's, or from
+// before a restart) gets its final status here.
+func (h *Handler) followUntilPassed(ctx context.Context, pod *corev1.Pod, req request.Request, st status.Status) error {
+	id := req.ID()
+	why := fmt.Sprintf("%s %s has passed", request.AnnotationFollowUntil, req.Until.UTC().Format(time.RFC3339))
+	if h.followingID(pod.UID) == id {
+		h.stopFollow(pod.UID, followEnd{why: why, final: true, wait: true})
+	} else if st.Request == id && st.Phase == status.Running {
+		st.Phase, st.CompletionTime, st.NextAttemptTime = status.Succeeded, h.now().UTC().Format(time.RFC3339), ""
+		st.Reason, st.Message = failure.Succeeded, "follow stopped: "+why
+		if err := h.Status.Write(ctx, pod, st); err != nil {
+			return err
+		}
+	}
+	h.markFinished(pod.UID, id)
 	return nil
 }
 

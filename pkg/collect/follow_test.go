@@ -2,10 +2,12 @@ package collect
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -323,4 +325,57 @@ func followedLog(t *testing.T, content string) (*env, *corev1.Pod, string, strin
 	e.h.Exec = &exectest.Local{}
 	e.h.Settings.Dir = dst
 	return e, pod, log, dst
+}
+
+// TestFollowUntil: a follow with podcopy/follow-until asks to be synced again at that time
+// (a fake clock; no sleeping); once it has passed, the loop ships what is left and the
+// status says why it ended; a later sync does not start it again.
+func TestFollowUntil(t *testing.T) {
+	t.Parallel()
+	src, dst := t.TempDir(), t.TempDir()
+	log := filepath.Join(src, "app.log")
+	if err := os.WriteFile(log, []byte("line 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := sourcePod(map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s",
+		request.AnnotationFollowUntil: "2026-01-01T01:00:00Z"}, corev1.PodRunning)
+	e := newEnv(pod, nil)
+	e.h.Exec = &exectest.Local{}
+	e.h.Settings.Dir = dst
+	var clock atomic.Int64 // the follow loop reads it too
+	clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	e.h.Now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	var retry *RetryError
+	if err := e.h.Sync(t.Context(), pod); !errors.As(err, &retry) || retry.After != time.Hour {
+		t.Fatalf("sync: %v, want a requeue in 1h", err)
+	}
+	eventually(t, "first tick shipped", func() bool {
+		st, _ := status.Get(e.refresh(t))
+		return st.Phase == status.Running && st.Bytes == 7
+	})
+	clock.Add(int64(time.Hour))
+	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+		t.Fatal(err)
+	}
+	st := e.status(t)
+	if st.Phase != status.Succeeded || !strings.Contains(st.Message, "podcopy/follow-until 2026-01-01T01:00:00Z has passed") {
+		t.Fatalf("status %+v", st)
+	}
+	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil || e.h.followingID(pod.UID) != "" {
+		t.Fatalf("a later sync: %v, following %q", err, e.h.followingID(pod.UID))
+	}
+	e.h.StopFollowing()
+	// An agent that finds the time passed and no loop of its own (a restart) ends it too.
+	e2 := newEnv(e.refresh(t), nil)
+	e2.h.Now = e.h.Now
+	running := e.refresh(t)
+	st.Phase, st.Message = status.Running, "following"
+	b, _ := json.Marshal(st)
+	running.Annotations[status.Annotation] = string(b)
+	if err := e2.h.Sync(t.Context(), running); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := status.Get(e2.refresh(t)); got.Phase != status.Succeeded || !strings.Contains(got.Message, "has passed") {
+		t.Fatalf("after a restart: %+v", got)
+	}
 }

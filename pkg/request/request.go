@@ -35,6 +35,9 @@ const (
 	AnnotationCollectOn = "podcopy/collect-on"
 	// AnnotationInclude adds the pod's own record to a collection: "spec", "events", "logs".
 	AnnotationInclude = "podcopy/include"
+	// AnnotationFollowUntil ends a follow at a time (RFC 3339): the agent ships what is left
+	// and stops following then.
+	AnnotationFollowUntil = "podcopy/follow-until"
 	// AnnotationAlert is the alert a request answers (JSON manifest.Alert), set by the alert
 	// receiver beside the request; copied into status, manifest and custody record.
 	AnnotationAlert = "podcopy/alert"
@@ -80,6 +83,9 @@ type Request struct {
 	// Occasion is the occasion a deferred request runs on ("termination", "restart-N"),
 	// set by the agent when it comes, so each occasion is its own run with its own identity.
 	Occasion string `json:"occasion,omitempty"`
+	// Until is podcopy/follow-until (zero: follow until stopped); not part of the identity,
+	// so moving it does not restart the follow.
+	Until time.Time `json:"-"`
 	// Alert is podcopy/alert (nil when absent); not part of the identity (the receiver
 	// sets a trigger per alert).
 	Alert *manifest.Alert `json:"-"`
@@ -200,6 +206,14 @@ func Parse(pod *corev1.Pod, pol policy.Policy) (Request, error) {
 	}
 	if len(r.Include) > 0 && r.Mode != ModeOnce {
 		return r, invalid("%s applies to once requests; remove it or %s", AnnotationInclude, AnnotationMode)
+	}
+	if u := strings.TrimSpace(a[AnnotationFollowUntil]); u != "" {
+		if r.Mode != ModeFollow {
+			return r, invalid("%s applies to follow requests; remove it or set %s: follow", AnnotationFollowUntil, AnnotationMode)
+		}
+		if r.Until, err = time.Parse(time.RFC3339, u); err != nil {
+			return r, invalid("%s %q is not an RFC 3339 time such as 2026-12-02T15:04:05Z", AnnotationFollowUntil, u)
+		}
 	}
 	if raw, ok := a[AnnotationAlert]; ok {
 		if r.Alert, err = parseAlert(raw); err != nil {
