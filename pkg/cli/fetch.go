@@ -24,6 +24,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/pathname"
@@ -115,7 +116,7 @@ func (o *Options) trustedDestination(ctx context.Context, l layout.Layout, st st
 	}
 	chooser := destination.Chooser{Client: o.client, Config: destination.Config{Namespace: o.AnalysisNamespace, Selector: o.AnalysisSelector, Dir: o.Dir}}
 	if _, err := chooser.Choose(ctx, target.Pod); err != nil {
-		var invalid *destination.InvalidError
+		var invalid *failure.Invalid
 		if errors.As(err, &invalid) {
 			return refuse(fmt.Sprintf("destination pod %q does not match --analysis-selector=%s in %s", status.Printable(target.Pod), o.AnalysisSelector, o.AnalysisNamespace))
 		}

@@ -116,7 +116,7 @@ type Handler struct {
 	done     map[types.UID]string // request ids finished by this process (the cache may lag)
 	inflight map[types.UID]context.CancelCauseFunc
 	follows  map[types.UID]*following
-	finals   map[types.UID]string // request ids whose terminal status is still being written
+	finals   map[types.UID]*pendingFinal // terminal statuses not written yet
 	// toolless holds, per pod, the containers found without tar or sh: auto reads them
 	// through the helper at once on later collections.
 	toolless map[types.UID]map[string]bool
@@ -170,6 +170,9 @@ func (e *RetryError) RequeueAfter() time.Duration { return e.After }
 
 // Sync handles the request on pod, if any. A *RetryError means "try again later".
 func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
+	if pending, err := h.writePendingFinal(ctx, pod); pending && err != nil {
+		return err
+	}
 	if pod.DeletionTimestamp != nil {
 		h.drainFollow(pod.UID)
 		if !request.HasRequest(pod) || !strings.Contains(pod.Annotations[request.AnnotationCollectOn], request.OnTermination) {
@@ -217,7 +220,7 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 		return h.pending(ctx, pod, st, id, wait)
 	}
 	dst, err := h.choose(ctx, pod, req)
-	var invalid *destination.InvalidError
+	var invalid *failure.Invalid
 	var notReadyDst *destination.NotReadyError
 	switch {
 	case errors.As(err, &invalid):
@@ -338,6 +341,7 @@ func (h *Handler) Forget(uid types.UID) {
 	h.mu.Lock()
 	delete(h.done, uid)
 	delete(h.toolless, uid)
+	delete(h.finals, uid)
 	if cancel, ok := h.inflight[uid]; ok {
 		cancel(errPodDeleted)
 	}
@@ -413,7 +417,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		return err // nothing ran: the queue retries the sync
 	case st.Phase == "":
 		return nil // the pod was deleted
-	case st.Phase != status.Failed || attempt >= h.Settings.attempts() || !ship.Transient(err) || ctx.Err() != nil:
+	case st.Phase != status.Failed || attempt >= h.Settings.attempts() || !failure.Transient(err) || ctx.Err() != nil:
 		return h.finish(ctx, log, pod, id, st)
 	}
 	h.Metrics.CollectionRetries.Inc()
@@ -584,8 +588,9 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 }
 
 // finish records a terminal status. The request counts as finished here only once that
-// status is written; until then a retry loop owned by the handler keeps writing it (with
-// backoff, independently of the worker) and syncs of the pod wait for it.
+// status is written; until then the handler keeps it (pendingFinal) and a *RetryError asks
+// the controller to sync the pod again, when the write is tried again (with backoff): no
+// goroutine of its own, and no run of the request in between.
 func (h *Handler) finish(ctx context.Context, log logr.Logger, pod *corev1.Pod, id string, st status.Status) error {
 	switch st.Phase {
 	case status.Succeeded:
@@ -595,7 +600,7 @@ func (h *Handler) finish(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	case status.Rejected:
 		h.Metrics.Collections.WithLabelValues(metrics.ResultRejected).Inc()
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
 	err := h.Status.Write(wctx, pod, st)
 	cancel()
 	if err == nil {
@@ -605,42 +610,56 @@ func (h *Handler) finish(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	log.Error(err, "writing the final status failed; retrying until it lands", "phase", st.Phase)
 	h.mu.Lock()
 	if h.finals == nil {
-		h.finals = map[types.UID]string{}
+		h.finals = map[types.UID]*pendingFinal{}
 	}
-	h.finals[pod.UID] = id
+	h.finals[pod.UID] = &pendingFinal{id: id, st: st, delay: finalRetryBase}
 	h.mu.Unlock()
-	pod = pod.DeepCopy()
-	go h.retryFinal(ctx, log, pod, id, st) // exits when written or when ctx (the agent) ends
-	return nil
+	return &RetryError{Reason: "the final status of " + st.Collection + " is not written yet", After: finalRetryBase}
 }
 
-// retryFinal writes st until it lands or the agent stops (the next agent then resolves the
-// Running status it finds).
-func (h *Handler) retryFinal(ctx context.Context, log logr.Logger, pod *corev1.Pod, id string, st status.Status) {
-	defer func() {
-		h.mu.Lock()
-		delete(h.finals, pod.UID)
-		h.mu.Unlock()
-	}()
-	delay := time.Second
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		h.Metrics.StatusWriteRetries.Inc()
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := h.Status.Write(wctx, pod, st)
-		cancel()
-		if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-			// NotFound/Conflict: the pod is gone or replaced (UID precondition); nothing to record.
-			h.markFinished(pod.UID, id)
-			log.Info("final status written after retries", "phase", st.Phase)
-			return
-		}
-		delay = min(2*delay, 30*time.Second)
+// Final status writes: each bounded in time, retried from finalRetryBase doubling to
+// finalRetryMax.
+const (
+	finalWriteTimeout = 10 * time.Second
+	finalRetryBase    = time.Second
+	finalRetryMax     = 30 * time.Second
+)
+
+// pendingFinal is a terminal status not written yet, and the delay before the next try.
+type pendingFinal struct {
+	id    string
+	st    status.Status
+	delay time.Duration
+}
+
+// writePendingFinal tries again to write pod's pending terminal status, if it has one. It
+// returns done=false when there is none; else the error the sync returns (a *RetryError
+// while it does not land, nil once it has, or the pod is gone or replaced).
+func (h *Handler) writePendingFinal(ctx context.Context, pod *corev1.Pod) (done bool, err error) {
+	h.mu.Lock()
+	pf := h.finals[pod.UID]
+	h.mu.Unlock()
+	if pf == nil {
+		return false, nil
 	}
+	h.Metrics.StatusWriteRetries.Inc()
+	wctx, cancel := context.WithTimeout(ctx, finalWriteTimeout)
+	err = h.Status.Write(wctx, pod, pf.st)
+	cancel()
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		h.mu.Lock()
+		pf.delay = min(2*pf.delay, finalRetryMax)
+		after := pf.delay
+		h.mu.Unlock()
+		return true, &RetryError{Reason: "the final status of " + pf.st.Collection + " is not written yet: " + err.Error(), After: after}
+	}
+	// Written, or NotFound/Conflict: the pod is gone or replaced (UID precondition).
+	h.mu.Lock()
+	delete(h.finals, pod.UID)
+	h.mu.Unlock()
+	h.markFinished(pod.UID, pf.id)
+	logr.FromContextOrDiscard(ctx).Info("final status written after retries", "pod", pod.Namespace+"/"+pod.Name, "phase", pf.st.Phase)
+	return true, nil
 }
 
 func (h *Handler) finalPending(uid types.UID) bool {

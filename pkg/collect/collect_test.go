@@ -173,7 +173,7 @@ func TestSyncRejects(t *testing.T) {
 		{name: "relative path", ann: map[string]string{request.AnnotationCollect: "var/log/x"}, want: "not an absolute path"},
 		{name: "denied", ann: map[string]string{request.AnnotationCollect: "/etc/shadow"}, want: "denied by policy"},
 		{name: "foreign destination", ann: map[string]string{request.AnnotationCollect: "/var/log/x", request.AnnotationDestination: "evil"},
-			chooserErr: &destination.InvalidError{Reason: "podcopy/destination \"evil\" is not an analysis pod"}, want: "is not an analysis pod"},
+			chooserErr: &failure.Invalid{Reason: "podcopy/destination \"evil\" is not an analysis pod"}, want: "is not an analysis pod"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

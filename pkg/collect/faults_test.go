@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/podcopy/podcopy/pkg/exec"
@@ -47,43 +48,41 @@ func (f *flakyWriter) up() {
 
 // TestFinalStatusLandsAfterTheAPIServerReturns is issue 12's first defect: the final status
 // write failed once, the request was remembered as finished, and the pod said Running for
-// good. Now the write is retried until it lands, and no sync in between runs it again.
+// good. Now the sync asks to be run again (with a growing delay, no goroutine of its own),
+// each sync tries the write again, and no sync in between runs the request again.
 func TestFinalStatusLandsAfterTheAPIServerReturns(t *testing.T) {
 	t.Parallel()
 	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log"}, corev1.PodRunning)
 	e := newEnv(pod, nil)
 	fw := &flakyWriter{Writer: e.h.Status, down: true}
 	e.h.Status = fw
-	if err := e.h.Sync(t.Context(), pod); err != nil {
-		t.Fatal(err)
+	var retry *RetryError
+	if err := e.h.Sync(t.Context(), pod); !errors.As(err, &retry) || retry.After != finalRetryBase {
+		t.Fatalf("sync with the final write refused: %v", err)
 	}
 	if st := e.status(t); st.Phase != status.Running {
 		t.Fatalf("status %+v", st)
 	}
-	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil { // the queue's retry
-		t.Fatal(err)
+	for _, want := range []time.Duration{2 * time.Second, 4 * time.Second} { // the queue's retries
+		if err := e.h.Sync(t.Context(), e.refresh(t)); !errors.As(err, &retry) || retry.After != want {
+			t.Fatalf("retry: %v, want a requeue after %s", err, want)
+		}
 	}
 	if len(e.runner.jobs) != 1 {
 		t.Fatalf("ran %d times while its final status was pending", len(e.runner.jobs))
 	}
 	fw.up()
-	waitUntil(t, func() bool { return e.status(t).Phase == status.Succeeded })
 	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
-	if len(e.runner.jobs) != 1 || fw.refusals == 0 {
-		t.Fatalf("jobs %d refusals %d", len(e.runner.jobs), fw.refusals)
+	if st := e.status(t); st.Phase != status.Succeeded {
+		t.Fatalf("status %+v", st)
 	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.runner.jobs) != 1 || fw.refusals != 3 || testutil.ToFloat64(e.h.Metrics.StatusWriteRetries) != 3 {
+		t.Fatalf("jobs %d refusals %d", len(e.runner.jobs), fw.refusals)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path"
 	"strings"
 	"time"
@@ -69,7 +70,7 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 	if wait := notReady(pod, req.Container); wait != "" {
 		return h.pending(ctx, pod, st, id, wait)
 	}
-	var invalid *destination.InvalidError
+	var invalid *failure.Invalid
 	if _, err := h.Chooser.Choose(ctx, req.Destination); errors.As(err, &invalid) {
 		return h.reject(ctx, pod, id, err.Error())
 	}
@@ -107,6 +108,12 @@ func (h *Handler) followUntilPassed(ctx context.Context, pod *corev1.Pod, req re
 	}
 	h.markFinished(pod.UID, id)
 	return nil
+}
+
+// firstTickAfter is the wait before a follow's second tick: between half the interval and
+// the interval, at random (never longer than the interval the request asked for).
+func firstTickAfter(interval time.Duration) time.Duration {
+	return interval - rand.N(interval/2+1)
 }
 
 func (h *Handler) followingID(uid types.UID) string {
@@ -222,8 +229,12 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 		last:      status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339), RequestedBy: req.RequestedBy, RequestOrigin: req.Origin}}
 	h.event(pod, corev1.EventTypeNormal, ReasonStarted,
 		fmt.Sprintf("following %v in container %s every %s", req.Paths, req.Container, req.IntervalDuration()))
-	ticker := time.NewTicker(req.IntervalDuration())
-	defer ticker.Stop()
+	// The first tick runs now; the second comes after a random part of the interval (half to
+	// all of it), so the follows an agent resumes after a restart do not tick together; then
+	// every interval.
+	interval := req.IntervalDuration()
+	next := time.NewTimer(firstTickAfter(interval))
+	defer next.Stop()
 	defer t.cleanup()
 	for {
 		t.run(ctx)
@@ -241,7 +252,8 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 			return
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
+		case <-next.C:
+			next.Reset(interval)
 		}
 	}
 }

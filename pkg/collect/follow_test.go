@@ -379,3 +379,20 @@ func TestFollowUntil(t *testing.T) {
 		t.Fatalf("after a restart: %+v", got)
 	}
 }
+
+// TestFirstTickAfter: the second tick of a follow comes within its interval, and not at
+// the same offset for every follow.
+func TestFirstTickAfter(t *testing.T) {
+	t.Parallel()
+	seen := map[time.Duration]bool{}
+	for range 100 {
+		d := firstTickAfter(30 * time.Second)
+		if d < 15*time.Second || d > 30*time.Second {
+			t.Fatalf("%s is outside [15s, 30s]", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 50 {
+		t.Fatalf("only %d distinct offsets in 100", len(seen))
+	}
+}

@@ -17,6 +17,7 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/objstore"
 	"github.com/podcopy/podcopy/pkg/pathname"
 )
@@ -158,11 +159,6 @@ type NotReadyError struct{ Reason string }
 
 func (e *NotReadyError) Error() string { return e.Reason }
 
-// InvalidError means the source pod asked for a destination it may not have.
-type InvalidError struct{ Reason string }
-
-func (e *InvalidError) Error() string { return e.Reason }
-
 // Chooser picks analysis pods.
 type Chooser struct {
 	Client kubernetes.Interface
@@ -201,7 +197,7 @@ func (c Chooser) pods(ctx context.Context) ([]*corev1.Pod, error) {
 func (c Chooser) Choose(ctx context.Context, requested string) (exec.Target, error) {
 	if c.Config.Pod != "" {
 		if requested != "" && requested != c.Config.Pod {
-			return exec.Target{}, &InvalidError{Reason: fmt.Sprintf("podcopy/destination %q: this agent writes only to %s (destination.pod)", requested, c.Config.Pod)}
+			return exec.Target{}, failure.Invalidf("podcopy/destination %q: this agent writes only to %s (destination.pod)", requested, c.Config.Pod)
 		}
 		return c.named(ctx)
 	}
@@ -212,8 +208,8 @@ func (c Chooser) Choose(ctx context.Context, requested string) (exec.Target, err
 	if requested != "" {
 		i := slices.IndexFunc(pods, func(p *corev1.Pod) bool { return p.Name == requested })
 		if i < 0 {
-			return exec.Target{}, &InvalidError{Reason: fmt.Sprintf("podcopy/destination %q is not an analysis pod: no pod of that name in namespace %s matches selector %q",
-				requested, c.Config.Namespace, c.Config.Selector)}
+			return exec.Target{}, failure.Invalidf("podcopy/destination %q is not an analysis pod: no pod of that name in namespace %s matches selector %q",
+				requested, c.Config.Namespace, c.Config.Selector)
 		}
 		pods = pods[i : i+1]
 	}

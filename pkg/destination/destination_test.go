@@ -10,6 +10,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/podcopy/podcopy/pkg/failure"
 )
 
 func analysisPod(name string, ready bool, labels map[string]string) *corev1.Pod {
@@ -48,7 +50,7 @@ func TestChoose(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got, err := c.Choose(t.Context(), tt.requested)
-			var inv *InvalidError
+			var inv *failure.Invalid
 			var wait *NotReadyError
 			switch {
 			case tt.wantInvalid:
@@ -89,7 +91,7 @@ func TestChooseNamedPod(t *testing.T) {
 	if err != nil || got.Pod != "analysis-1" {
 		t.Fatalf("%v %v", got, err)
 	}
-	var invalid *InvalidError
+	var invalid *failure.Invalid
 	if _, err := c.Choose(t.Context(), "analysis-0"); !errors.As(err, &invalid) {
 		t.Fatalf("another pod: %v", err)
 	}

@@ -65,6 +65,11 @@ type ExitError struct {
 	Stderr string
 }
 
+// Transient reports whether the command was killed by a signal from outside (its pod was
+// deleted, the runtime went away): running again may help; an exit of its own (a full disk,
+// tar's own errors) will happen again (failure.Retrier).
+func (e *ExitError) Transient() bool { return e.Code > 128 }
+
 func (e *ExitError) Error() string {
 	if e.Stderr == "" {
 		return fmt.Sprintf("command exited with code %d", e.Code)
@@ -202,6 +207,9 @@ type MissingCommandError struct {
 	Command string
 	Err     error
 }
+
+// Transient is false: the container will not grow the command (failure.Retrier).
+func (e *MissingCommandError) Transient() bool { return false }
 
 func (e *MissingCommandError) Error() string {
 	return fmt.Sprintf("the container has no %s: %v", e.Command, e.Err)

@@ -6,6 +6,7 @@ package failure
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Reason tokens. They are part of the contract (podcopy/status "reason"): add, never rename.
@@ -100,4 +101,41 @@ func Permanent(token string) bool {
 		return true
 	}
 	return false
+}
+
+// Invalid is input that must be refused, not retried (a request's annotations, a
+// destination the pod may not have): reason InvalidRequest; its message says what to change.
+type Invalid struct{ Reason string }
+
+func (e *Invalid) Error() string { return e.Reason }
+
+// FailureReason is InvalidRequest.
+func (e *Invalid) FailureReason() string { return InvalidRequest }
+
+// Invalidf is an *Invalid with a formatted message.
+func Invalidf(format string, args ...any) error {
+	return &Invalid{Reason: fmt.Sprintf(format, args...)}
+}
+
+// Retrier is an error that knows whether running again may help: a command killed from
+// outside may, one that exited on its own may not.
+type Retrier interface {
+	error
+	Transient() bool
+}
+
+// Transient reports whether a failure may pass when run again (SPEC §5 retry.attempts): the
+// API server, kubelet or runtime was unavailable, the stream was cut, or nothing moved. The
+// first error in err's chain that is a Retrier decides; else a permanent token, a
+// cancellation (the agent stopping) or no error at all is not transient, and anything else
+// is.
+func Transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var r Retrier
+	if errors.As(err, &r) {
+		return r.Transient()
+	}
+	return !Permanent(Reason(err)) && !errors.Is(err, context.Canceled)
 }

@@ -44,3 +44,32 @@ func TestPermanent(t *testing.T) {
 		}
 	}
 }
+
+type retrier struct{ transient bool }
+
+func (r retrier) Error() string   { return "r" }
+func (r retrier) Transient() bool { return r.transient }
+
+// TestTransient: the first Retrier in the chain decides; else permanent tokens and
+// cancellation are not transient, anything else is.
+func TestTransient(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"plain", errors.New("connection reset by peer"), true},
+		{"canceled", fmt.Errorf("x: %w", context.Canceled), false},
+		{"permanent token", New(NotFound, errors.New("no such file")), false},
+		{"invalid", Invalidf("bad"), false},
+		{"retrier says yes", fmt.Errorf("wrapped: %w", retrier{true}), true},
+		{"retrier says no under a transient token", New(Unavailable, retrier{false}), false},
+		{"retrier decides before a permanent token", New(NotFound, retrier{true}), true},
+	} {
+		if got := Transient(tt.err); got != tt.want {
+			t.Errorf("%s: Transient = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

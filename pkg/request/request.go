@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"path"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
 )
@@ -139,16 +139,11 @@ func HasRequest(pod *corev1.Pod) bool {
 	return ok
 }
 
-// InvalidError is a request that must be rejected; its message says what to change.
-type InvalidError struct{ Reason string }
+// invalid is a request that must be rejected (a *failure.Invalid); its message says what
+// to change.
+func invalid(format string, args ...any) error { return failure.Invalidf(format, args...) }
 
-func (e *InvalidError) Error() string { return e.Reason }
-
-func invalid(format string, args ...any) error {
-	return &InvalidError{Reason: fmt.Sprintf(format, args...)}
-}
-
-// Parse reads and validates the request on pod against pol. Every failure is an *InvalidError.
+// Parse reads and validates the request on pod against pol. Every failure is a *failure.Invalid.
 func Parse(pod *corev1.Pod, pol policy.Policy) (Request, error) {
 	a := pod.Annotations
 	r := Request{RequestedBy: a[AnnotationRequestedBy], Origin: a[AnnotationRequestOrigin]}

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/policy"
 )
 
@@ -81,7 +82,7 @@ func TestParse(t *testing.T) {
 			t.Parallel()
 			got, err := Parse(pod(tt.ann), policy.Default())
 			if tt.wantErr != "" {
-				var inv *InvalidError
+				var inv *failure.Invalid
 				if !errors.As(err, &inv) || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want InvalidError containing %q", err, tt.wantErr)
 				}

@@ -72,7 +72,7 @@ func TestRunHostileArchives(t *testing.T) {
 				t.Fatalf("reason %q (%v), want %q", got, err, tt.reason)
 			}
 			if tt.reason != "" {
-				if Transient(err) {
+				if failure.Transient(err) {
 					t.Errorf("%v is retried; a hostile source must not get another attempt", err)
 				}
 				if _, err := os.Stat(f.collected(j)); !os.IsNotExist(err) {

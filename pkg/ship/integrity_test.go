@@ -13,6 +13,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/failure"
 )
 
 // TestRunNeverReadsThroughSymlinkedDirectories is issue 11's third defect, with both tars:
@@ -167,8 +168,8 @@ func TestRunReportsTheAnalysisPodsReason(t *testing.T) {
 	f.shipper.Exec = exectest.Route{SourcePod: "src", Source: f.local, Other: dst}
 	j := f.job("/var/log/big")
 	_, err := f.shipper.Run(t.Context(), j)
-	if err == nil || !strings.Contains(err.Error(), "No space left on device") || Transient(err) {
-		t.Fatalf("err = %v (transient %v)", err, Transient(err))
+	if err == nil || !strings.Contains(err.Error(), "No space left on device") || failure.Transient(err) {
+		t.Fatalf("err = %v (transient %v)", err, failure.Transient(err))
 	}
 	if _, err := os.Stat(f.collected(j)); !os.IsNotExist(err) {
 		t.Fatal("published")

@@ -214,6 +214,9 @@ type LimitError struct {
 
 func (e *LimitError) Error() string { return e.Reason }
 
+// Transient is false: the same request passes the same limit again (failure.Retrier).
+func (e *LimitError) Transient() bool { return false }
+
 // FailureReason implements failure.Reasoned.
 func (e *LimitError) FailureReason() string {
 	if e.Token != "" {
@@ -491,7 +494,10 @@ type PermanentError struct {
 }
 
 func (e *PermanentError) Error() string { return e.Err.Error() }
-func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Transient is false: running again cannot fix it (failure.Retrier).
+func (e *PermanentError) Transient() bool { return false }
+func (e *PermanentError) Unwrap() error   { return e.Err }
 
 // FailureReason implements failure.Reasoned.
 func (e *PermanentError) FailureReason() string {
@@ -507,26 +513,6 @@ func permanent(format string, args ...any) error {
 
 func notFound(format string, args ...any) error {
 	return &PermanentError{Err: fmt.Errorf(format, args...), Token: failure.NotFound}
-}
-
-// Transient reports whether a failed collection may succeed when run again (SPEC §5
-// retry.attempts): the API server, kubelet or runtime was unavailable, the stream was cut,
-// or nothing moved. A command that ran and exited non-zero (a full disk, a read-only
-// filesystem, tar's own errors), a limit, a refused or missing path, a command the
-// container does not have, or the agent shutting down is permanent.
-func Transient(err error) bool {
-	var exit *exec.ExitError
-	var limit *LimitError
-	var perm *PermanentError
-	var missing *exec.MissingCommandError
-	switch {
-	case errors.As(err, &exit) && exit.Code > 128:
-		return true // killed by a signal from outside (its pod was deleted): run again
-	case err == nil, failure.Permanent(failure.Reason(err)), errors.As(err, &exit), errors.As(err, &limit), errors.As(err, &perm),
-		errors.As(err, &missing), errors.Is(err, context.Canceled):
-		return false
-	}
-	return true
 }
 
 // failedPrefix starts the line publish.sh prints when it fails.
