@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -65,9 +66,10 @@ func NewCommand(o *Options) *cobra.Command {
 		SilenceErrors: true,
 	}
 	o.config.AddFlags(root.PersistentFlags())
-	root.PersistentFlags().StringVar(&o.AnalysisNamespace, "analysis-namespace", "podcopy", "namespace of the analysis pods (the agent's destination.namespace)")
-	root.PersistentFlags().StringVar(&o.AnalysisSelector, "analysis-selector", "app.kubernetes.io/component=analysis", "label selector of the analysis pods")
-	root.PersistentFlags().StringVar(&o.Dir, "dir", "/collect", "base directory in the analysis pod (the agent's destination.dir)")
+	def := destination.Defaults() // the agent's own defaults
+	root.PersistentFlags().StringVar(&o.AnalysisNamespace, "analysis-namespace", def.Namespace, "namespace of the analysis pods (the agent's destination.namespace)")
+	root.PersistentFlags().StringVar(&o.AnalysisSelector, "analysis-selector", def.Selector, "label selector of the analysis pods")
+	root.PersistentFlags().StringVar(&o.Dir, "dir", def.Dir, "base directory in the analysis pod (the agent's destination.dir)")
 	root.PersistentFlags().StringVar(&o.S3Endpoint, "s3-endpoint", "", "S3 endpoint for s3:// collections (default $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)")
 	root.PersistentFlags().StringVar(&o.S3Region, "s3-region", os.Getenv("AWS_REGION"), "S3 region for s3:// collections")
 	root.PersistentFlags().StringVar(&o.S3CA, "s3-ca", "", "PEM bundle that verifies the S3 endpoint (default: the system's, and $AWS_CA_BUNDLE)")

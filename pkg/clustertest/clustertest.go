@@ -59,8 +59,7 @@ func WaitReady(ctx context.Context, client kubernetes.Interface, ns, name string
 
 // Analysis is the analysis pod the agent chooses with the install's defaults.
 func Analysis(ctx context.Context, client kubernetes.Interface) (exec.Target, error) {
-	return destination.Chooser{Client: client, Config: destination.Config{
-		Namespace: "podcopy", Selector: "app.kubernetes.io/component=analysis", Dir: "/collect"}}.Choose(ctx, "")
+	return destination.Chooser{Client: client, Config: destination.Defaults()}.Choose(ctx, "")
 }
 
 // Scrape returns the metric samples served at addr's /metrics, by "name{labels}".

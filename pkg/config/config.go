@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -112,69 +113,70 @@ type Options struct {
 	} `mapstructure:"debug"`
 }
 
-// defaults are SPEC §5's; nodeName defaults to $NODE_NAME.
-func defaults(v *viper.Viper) {
+// Defaults are SPEC §5's defaults, typed, in one place (the golden file
+// testdata/defaults.golden.json shows them as loaded); nodeName defaults to $NODE_NAME.
+func Defaults() Options {
 	p := policy.Default()
-	v.SetDefault("mode", ModeAgent)
-	v.SetDefault("destination.pod", "")
-	v.SetDefault("kubeconfig", "")
-	v.SetDefault("nodeName", os.Getenv("NODE_NAME"))
-	v.SetDefault("namespaces", []string{})
-	v.SetDefault("destination.namespace", "podcopy")
-	v.SetDefault("destination.selector", "app.kubernetes.io/component=analysis")
-	v.SetDefault("destination.container", "")
-	v.SetDefault("destination.dir", "/collect")
-	v.SetDefault("policy.allowPaths", p.AllowPaths)
-	v.SetDefault("policy.denyPaths", p.DenyPaths)
-	v.SetDefault("policy.maxBytes", "1Gi")
-	v.SetDefault("policy.maxFiles", 10000)
-	v.SetDefault("policy.deadline", time.Duration(0))
-	v.SetDefault("policy.maxManifestBytes", "8Mi")
-	v.SetDefault("policy.maxFollowBytes", "10Gi")
-	v.SetDefault("concurrency", 4)
-	v.SetDefault("compression", "none")
-	v.SetDefault("exec.transport", string(exec.TransportAuto))
-	v.SetDefault("exec.stallTimeout", 60*time.Second)
-	v.SetDefault("retry.attempts", 3)
-	v.SetDefault("nodeLostAfter", 2*time.Minute)
-	v.SetDefault("destination.staleAfter", time.Hour)
-	v.SetDefault("destination.quota.bytes", "")
-	v.SetDefault("destination.quota.collections", 0)
-	v.SetDefault("destination.retention.keepLast", 0)
-	v.SetDefault("destination.retention.maxAge", time.Duration(0))
-	v.SetDefault("destination.mode", "")
-	v.SetDefault("destination.namespaceModes", map[string]string{})
-	v.SetDefault("destination.s3.endpoint", "")
-	v.SetDefault("destination.s3.bucket", "")
-	v.SetDefault("destination.s3.region", "")
-	v.SetDefault("destination.s3.caFile", "")
-	v.SetDefault("destination.s3.partSize", "8Mi")
-	v.SetDefault("destination.s3.objectLock.mode", "")
-	v.SetDefault("destination.s3.objectLock.days", 0)
-	v.SetDefault("destination.s3.objectLock.legalHold", false)
-	v.SetDefault("destination.s3.createBucket", false)
-	v.SetDefault("source.mode", "auto")
-	v.SetDefault("source.helperImage", "")
-	v.SetDefault("listen", ":9090")
-	v.SetDefault("log.format", "json")
-	v.SetDefault("log.level", "info")
-	v.SetDefault("shutdownGrace", 25*time.Second)
-	v.SetDefault("spoolDir", "")
-	v.SetDefault("spoolMaxBytes", "48Mi")
-	v.SetDefault("kubeQPS", 50)
-	v.SetDefault("shell.enabled", false)
-	v.SetDefault("shell.listen", "127.0.0.1:8080")
-	v.SetDefault("shell.tlsCertFile", "")
-	v.SetDefault("shell.tlsKeyFile", "")
-	v.SetDefault("shell.allowPlainHTTP", false)
-	v.SetDefault("shell.allowedOrigins", []string{})
-	v.SetDefault("shell.maxSessions", 20)
-	v.SetDefault("shell.maxSessionsPerUser", 3)
-	v.SetDefault("shell.idleTimeout", 30*time.Minute)
-	v.SetDefault("debug.pprof", false)
-	v.SetDefault("signing.keyFile", "")
-	v.SetDefault("signing.secret", DefaultSigningSecret)
-	v.SetDefault("signing.publicKeys", DefaultPublicKeys)
+	o := Options{
+		Mode:        ModeAgent,
+		NodeName:    os.Getenv("NODE_NAME"),
+		Namespaces:  []string{},
+		Destination: destination.Defaults(),
+		Policy: Policy{AllowPaths: p.AllowPaths, DenyPaths: p.DenyPaths, MaxBytes: "1Gi", MaxFiles: 10000,
+			MaxManifestBytes: "8Mi", MaxFollowBytes: "10Gi"},
+		Concurrency:   4,
+		Compression:   "none",
+		Listen:        ":9090",
+		NodeLostAfter: 2 * time.Minute,
+		ShutdownGrace: 25 * time.Second,
+		KubeQPS:       50,
+		SpoolMaxBytes: "48Mi",
+	}
+	o.Exec.Transport, o.Exec.StallTimeout = string(exec.TransportAuto), 60*time.Second
+	o.Retry.Attempts = 3
+	o.Source.Mode = "auto"
+	o.Log.Format, o.Log.Level = "json", "info"
+	o.Shell.Listen, o.Shell.AllowedOrigins = "127.0.0.1:8080", []string{}
+	o.Shell.MaxSessions, o.Shell.MaxSessionsPerUser, o.Shell.IdleTimeout = 20, 3, 30*time.Minute
+	o.Signing.Secret, o.Signing.PublicKeys = DefaultSigningSecret, DefaultPublicKeys
+	return o
+}
+
+// defaults sets every key of Defaults() as viper's default (one key per leaf, named by the
+// mapstructure tags), so the file, the environment and flags override each one.
+func defaults(v *viper.Viper) {
+	leaves := map[string]any{}
+	flatten("", reflect.ValueOf(Defaults()), leaves)
+	for k, val := range leaves {
+		v.SetDefault(k, val)
+	}
+}
+
+// flatten adds the leaves of struct value rv to out, keyed by their dotted mapstructure
+// names (squashed structs add their fields at the same level).
+func flatten(prefix string, rv reflect.Value, out map[string]any) {
+	rt := rv.Type()
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		switch {
+		case name == "-":
+			continue
+		case opts == "squash":
+			flatten(prefix, rv.Field(i), out)
+			continue
+		case name == "":
+			name = f.Name // mapstructure matches field names without regard to case
+		}
+		if fv := rv.Field(i); fv.Kind() == reflect.Struct {
+			flatten(prefix+name+".", fv, out)
+		} else {
+			out[prefix+name] = fv.Interface()
+		}
+	}
 }
 
 // The signing key's Secret and the ConfigMap of the published custody keys.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/podcopy/podcopy/internal/golden"
 )
 
 func load(t *testing.T, file string, args ...string) (Options, error) {
@@ -157,4 +160,20 @@ func TestSidecarMode(t *testing.T) {
 	if _, err := load(t, "", "--mode=everything"); err == nil || !strings.Contains(err.Error(), `mode "everything" is unknown`) {
 		t.Errorf("--mode=everything: %v", err)
 	}
+}
+
+// TestDefaultsGolden: every default, as the agent loads it with no file, flag or
+// environment, is the golden file (SPEC §5's table; `go test -update` after an intended
+// change).
+func TestDefaultsGolden(t *testing.T) {
+	t.Setenv("NODE_NAME", "")
+	o, err := load(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := json.MarshalIndent(o, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden.Check(t, "testdata/defaults.golden.json", append(got, '\n'))
 }

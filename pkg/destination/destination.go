@@ -49,6 +49,19 @@ type Config struct {
 	S3 objstore.Config `json:"s3" mapstructure:"s3"`
 }
 
+// Defaults are SPEC §5's destination defaults: the agent's configuration and the plugin's
+// flags both start from them.
+func Defaults() Config {
+	return Config{
+		Namespace:      "podcopy",
+		Selector:       "app.kubernetes.io/component=analysis",
+		Dir:            "/collect",
+		StaleAfter:     time.Hour,
+		NamespaceModes: map[string]string{},
+		S3:             objstore.Config{PartSize: "8Mi"},
+	}
+}
+
 // Destination modes.
 const (
 	ModePod    = "pod"
