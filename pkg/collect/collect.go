@@ -510,8 +510,15 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	if err := h.Status.Write(ctx, pod, st); err != nil {
 		return st, fmt.Errorf("%w: %w", errStatusNotWritten, err)
 	}
+	why := ""
+	if a := req.Alert; a != nil {
+		why = fmt.Sprintf(" for %s alert %q (id %s)", a.Source, a.Rule, a.ID)
+	}
+	if req.Occasion != "" {
+		why += " on " + req.Occasion
+	}
 	h.event(pod, corev1.EventTypeNormal, ReasonStarted,
-		fmt.Sprintf("collecting %v from container %s into %s (attempt %d)", req.Paths, req.Container, where(st), attempt))
+		fmt.Sprintf("collecting %v from container %s into %s (attempt %d)%s", req.Paths, req.Container, where(st), attempt, why))
 	log.Info("collection started", "paths", req.Paths)
 
 	runCtx, cancel := context.WithCancelCause(ctx)

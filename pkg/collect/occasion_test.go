@@ -88,6 +88,9 @@ func TestCollectOnTermination(t *testing.T) {
 	if st.Phase != status.Succeeded || st.Occasion != "termination" || st.Alert == nil || st.Alert.Rule != "PodCompromised" {
 		t.Fatalf("after deletion began: %+v", st)
 	}
+	if evs := strings.Join(e.events(), "\n"); !strings.Contains(evs, `for alertmanager alert "PodCompromised" (id f1) on termination`) {
+		t.Fatalf("events %s", evs)
+	}
 	if len(e.runner.jobs) != 1 || len(e.runner.jobs[0].Records) != 1 || strings.Join(recs.include, ",") != "spec" || e.runner.jobs[0].Header.Alert.ID != "f1" {
 		t.Fatalf("jobs %+v, include %v", e.runner.jobs, recs.include)
 	}
