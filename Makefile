@@ -57,11 +57,12 @@ web: ## Rebuild the web shell's browser assets from npm (package-lock.json) into
 	   web/node_modules/@xterm/addon-fit/lib/addon-fit.js pkg/shell/web/vendor/
 
 .PHONY: fuzz
-fuzz: ## Fuzz the tar sanitizer for 60s.
+fuzz: ## Fuzz the tar sanitizer for 60s, then the alert receiver's payload parsers for 60s.
 	$(GO) test ./pkg/ship -run '^$$' -fuzz FuzzProcess -fuzztime 60s
+	$(GO) test ./pkg/alert -run '^$$' -fuzz FuzzParse -fuzztime 60s
 
 .PHONY: cluster-up
-cluster-up: ## Build (cached) and start the local single-node cluster.
+cluster-up: ## Build (cached) and start the local cluster (two nodes; NODES=1 for one).
 	bash hack/cluster/cluster.sh up
 
 .PHONY: cluster-down
