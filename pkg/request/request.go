@@ -349,14 +349,22 @@ func IsGlob(p string) bool { return strings.ContainsAny(p, "*?[") }
 // (rejected ones), so the same bad input is reported once.
 func RawID(pod *corev1.Pod) string {
 	a := pod.Annotations
-	return Request{
+	r := Request{
 		Paths:       []string{a[AnnotationCollect]},
 		Container:   a[AnnotationContainer],
 		Trigger:     a[AnnotationTrigger],
 		Mode:        Mode(a[AnnotationMode]),
 		Interval:    a[AnnotationInterval],
 		Destination: a[AnnotationDestination],
-		CollectOn:   []string{a[AnnotationCollectOn]},
-		Include:     []string{a[AnnotationInclude]},
-	}.ID()
+	}
+	// The newer annotations count only when present, so a rejected request written before
+	// them keeps its id (and is not reported again after an upgrade).
+	var newer []string
+	for _, key := range []string{AnnotationCollectOn, AnnotationInclude, AnnotationFollowUntil} {
+		if v, ok := a[key]; ok {
+			newer = append(newer, key+"="+v)
+		}
+	}
+	r.CollectOn = newer // one slot of the canonical JSON, left out when empty
+	return r.ID()
 }

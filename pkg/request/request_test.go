@@ -1,6 +1,8 @@
 package request
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -122,6 +124,17 @@ func TestIDStable(t *testing.T) {
 	f.Occasion = "termination"
 	if e.ID() == a.ID() || f.ID() == e.ID() {
 		t.Fatal("collect-on or the occasion did not change the identity")
+	}
+	raw := pod(map[string]string{AnnotationCollect: "relative/x"})
+	old := sha256.Sum256([]byte(`{"paths":["relative/x"],"container":"","trigger":"","mode":"","interval":"","destination":""}`))
+	if RawID(raw) != hex.EncodeToString(old[:]) {
+		t.Fatal("the id of a rejected request without the newer annotations changed")
+	}
+	for _, k := range []string{AnnotationCollectOn, AnnotationInclude, AnnotationFollowUntil} {
+		changed := pod(map[string]string{AnnotationCollect: "relative/x", k: "x"})
+		if RawID(changed) == RawID(raw) {
+			t.Fatalf("%s does not change the id of a rejected request", k)
+		}
 	}
 	if len(a.ID()) != 64 {
 		t.Fatalf("id %q is not hex sha256", a.ID())
