@@ -71,6 +71,9 @@ func (o *receiverOptions) Validate() error {
 	return errors.Join(errs...)
 }
 
+// receiverAPITimeout bounds each API request the receiver makes for an alert.
+const receiverAPITimeout = 20 * time.Second
+
 // receiverMain runs "podcopy-agent receiver ..." and exits.
 func receiverMain(args []string) {
 	fs := pflag.NewFlagSet("podcopy-agent receiver", pflag.ExitOnError)
@@ -115,6 +118,7 @@ func runReceiver(ctx context.Context, o receiverOptions) error {
 		return err
 	}
 	rc.UserAgent = "podcopy-receiver/" + version
+	rc.Timeout = receiverAPITimeout // every GET and patch has a deadline, whatever the sender does
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return err

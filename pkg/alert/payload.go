@@ -42,8 +42,12 @@ type Alert struct {
 	Namespace, Pod, Container string
 }
 
-// PayloadError is a payload that cannot be read; its message says why (HTTP 400).
-type PayloadError struct{ Reason string }
+// PayloadError is a payload that cannot be read; its message says why (HTTP 400, or 413
+// when TooLarge).
+type PayloadError struct {
+	Reason   string
+	TooLarge bool
+}
 
 func (e *PayloadError) Error() string { return e.Reason }
 
@@ -136,7 +140,7 @@ func decode(r io.Reader, v any) error {
 	dec := json.NewDecoder(lr)
 	err := dec.Decode(v)
 	if lr.N <= 0 {
-		return payloadErr("payload is larger than %d bytes", MaxPayloadBytes)
+		return &PayloadError{Reason: fmt.Sprintf("payload is larger than %d bytes", MaxPayloadBytes), TooLarge: true}
 	}
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError

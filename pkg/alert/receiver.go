@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -147,7 +148,7 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request, parse func(io.
 	alerts, err := parse(http.MaxBytesReader(w, r.Body, MaxPayloadBytes+1))
 	if err != nil {
 		code := http.StatusBadRequest
-		if strings.Contains(err.Error(), "larger than") {
+		if pe := (*PayloadError)(nil); errors.As(err, &pe) && pe.TooLarge {
 			code = http.StatusRequestEntityTooLarge
 		}
 		log.Info("webhook refused: bad payload", "path", r.URL.Path, "reason", err.Error())

@@ -120,18 +120,24 @@ func (o *Options) patchAnnotations(ctx context.Context, pod string, ann map[stri
 	return o.client.CoreV1().Pods(o.namespace).Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "kubectl-podcopy"})
 }
 
-func (o *Options) collect(ctx context.Context, pod string, paths []string, f collectFlags, wait bool) error {
+// ask sets the request of paths on pod and returns the pod as patched and the request as
+// the agent will parse it (its identity, SPEC §1; the agent's own policy decides what is
+// allowed, so none is applied here).
+func (o *Options) ask(ctx context.Context, pod string, paths []string, f collectFlags) (*corev1.Pod, request.Request, error) {
 	ann, err := requestAnnotations(paths, f, time.Now())
 	if err != nil {
-		return err
+		return nil, request.Request{}, err
 	}
 	p, err := o.patchAnnotations(ctx, pod, ann)
 	if err != nil {
-		return err // a refusal by the admission policy says what is missing
+		return nil, request.Request{}, err // a refusal by the admission policy says what is missing
 	}
-	// The request's identity, as the agent computes it (SPEC §1); the agent's own policy
-	// decides what is allowed, so none is applied here.
 	req, err := request.Parse(p, policy.Policy{AllowPaths: []string{"/**"}})
+	return p, req, err
+}
+
+func (o *Options) collect(ctx context.Context, pod string, paths []string, f collectFlags, wait bool) error {
+	p, req, err := o.ask(ctx, pod, paths, f)
 	if err != nil {
 		return err
 	}

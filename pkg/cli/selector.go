@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
@@ -15,8 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podcopy/podcopy/pkg/policy"
-	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 
@@ -150,17 +147,7 @@ func (o *Options) collectMany(ctx context.Context, args []string, f collectFlags
 // collectOne requests paths from one pod's container and, with wait, follows it to its end.
 func (o *Options) collectOne(ctx context.Context, pod string, paths []string, f collectFlags, wait bool, bars *mpb.Progress) outcomeOf {
 	r := outcomeOf{Namespace: o.namespace, Pod: pod, Container: f.container}
-	ann, err := requestAnnotations(paths, f, time.Now())
-	if err != nil {
-		r.Error = err.Error()
-		return r
-	}
-	p, err := o.patchAnnotations(ctx, pod, ann)
-	if err != nil {
-		r.Error = err.Error()
-		return r
-	}
-	req, err := request.Parse(p, policy.Policy{AllowPaths: []string{"/**"}})
+	_, req, err := o.ask(ctx, pod, paths, f)
 	if err != nil {
 		r.Error = err.Error()
 		return r

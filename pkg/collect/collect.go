@@ -210,7 +210,7 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	}
 	req.Occasion = occ
 	id = req.ID()
-	if st.Done(id) || h.finished(pod.UID, id) || h.finalPending(pod.UID) {
+	if st.Done(id) || h.finished(pod.UID, id) {
 		return nil
 	}
 	if wait := h.untilNextAttempt(pod.UID, st, id); wait > 0 {
@@ -667,13 +667,6 @@ func (h *Handler) writePendingFinal(ctx context.Context, pod *corev1.Pod) (done 
 	h.markFinished(pod.UID, pf.id)
 	logr.FromContextOrDiscard(ctx).Info("final status written after retries", "pod", pod.Namespace+"/"+pod.Name, "phase", pf.st.Phase)
 	return true, nil
-}
-
-func (h *Handler) finalPending(uid types.UID) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, ok := h.finals[uid]
-	return ok
 }
 
 func (h *Handler) running(uid types.UID) bool {

@@ -87,10 +87,15 @@ func (g Gatherer) Gather(ctx context.Context, pod *corev1.Pod, include []string)
 			return f, fi.Size(), nil
 		}})
 	}
-	pods := g.Client.CoreV1().Pods(pod.Namespace)
-	fresh, ferr := pods.Get(ctx, pod.Name, metav1.GetOptions{})
-	if ferr == nil && fresh.UID != pod.UID {
-		ferr = fmt.Errorf("pod %s/%s was replaced (uid %s, not %s)", pod.Namespace, pod.Name, fresh.UID, pod.UID)
+	// The pod as the API server has it now (the informer's copy keeps little): for its
+	// record, and for the restart counts that say which previous logs exist.
+	var fresh *corev1.Pod
+	ferr := errors.New("not read")
+	if request.Has(include, request.IncludeSpec) || request.Has(include, request.IncludeLogs) {
+		fresh, ferr = g.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if ferr == nil && fresh.UID != pod.UID {
+			ferr = fmt.Errorf("pod %s/%s was replaced (uid %s, not %s)", pod.Namespace, pod.Name, fresh.UID, pod.UID)
+		}
 	}
 	if request.Has(include, request.IncludeSpec) {
 		spool("pod.json", KindSpec, "", func(w io.Writer) (bool, error) {
@@ -120,7 +125,7 @@ func (g Gatherer) Gather(ctx context.Context, pod *corev1.Pod, include []string)
 	if request.Has(include, request.IncludeLogs) {
 		src := pod
 		if ferr == nil {
-			src = fresh // the informer's copy keeps no restart counts
+			src = fresh
 		}
 		for _, c := range containers(src) {
 			spool("logs/"+c.name+".log", KindLog, c.name, g.log(ctx, pod, c.name, false))
