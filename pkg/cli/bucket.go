@@ -89,7 +89,7 @@ func readObject(ctx context.Context, c *s3.Client, bucket, key string, max int64
 // bucketCollection verifies (and with root, fetches into it) a collection in a bucket: the
 // custody record's signature, then every object against the signed digests, streaming
 // each object once; objects under the prefix that nothing signed are reported.
-func (o *Options) bucketCollection(ctx context.Context, ref bucketRef, root *os.Root, res *fetchResult) error {
+func (o *Options) bucketCollection(ctx context.Context, ref bucketRef, root *os.Root, res *Result) error {
 	c, err := o.s3Client(ctx)
 	if err != nil {
 		return err
@@ -195,7 +195,7 @@ func (o *Options) hashObject(ctx context.Context, c *s3.Client, bucket, key stri
 
 // verifyBucket verifies a collection in a bucket in place.
 func (o *Options) verifyBucket(ctx context.Context, ref bucketRef) error {
-	res := fetchResult{Collection: ref.id, Dir: ref.String()}
+	res := Result{Collection: ref.id, Dir: ref.String()}
 	if err := o.bucketCollection(ctx, ref, nil, &res); err != nil {
 		return err
 	}
@@ -216,7 +216,7 @@ func (o *Options) fetchBucket(ctx context.Context, ref bucketRef, out string) er
 		return err
 	}
 	defer func() { _ = root.Close() }()
-	res := fetchResult{Collection: ref.id, Dir: dest}
+	res := Result{Collection: ref.id, Dir: dest}
 	if err := o.bucketCollection(ctx, ref, root, &res); err != nil {
 		return err
 	}
@@ -226,7 +226,7 @@ func (o *Options) fetchBucket(ctx context.Context, ref bucketRef, out string) er
 // bucketCollections lists the collections under s3://BUCKET[/NAMESPACE[/POD]]: each
 // <ns>/<pod>/<id>/ prefix, Complete when its manifest and custody record are there (the
 // agent writes them last), else Incomplete (absent to readers: a failed or running one).
-func (o *Options) bucketCollections(ctx context.Context, arg string) ([]row, error) {
+func (o *Options) bucketCollections(ctx context.Context, arg string) ([]Row, error) {
 	rest := strings.TrimSuffix(strings.TrimPrefix(arg, "s3://"), "/")
 	bucket, prefix, _ := strings.Cut(rest, "/")
 	depth := 0
@@ -268,7 +268,7 @@ func (o *Options) bucketCollections(ctx context.Context, arg string) ([]row, err
 			}
 		}
 	}
-	var rows []row
+	var rows []Row
 	for key, c := range found {
 		parts := strings.Split(key, "/")
 		phase := "Complete"
@@ -277,7 +277,7 @@ func (o *Options) bucketCollections(ctx context.Context, arg string) ([]row, err
 		} else if !c.record {
 			phase = "Complete (unsigned)"
 		}
-		rows = append(rows, row{Namespace: parts[0], Pod: parts[1], Collection: parts[2], Phase: phase, Where: "s3://" + bucket + "/" + key + "/"})
+		rows = append(rows, Row{Namespace: parts[0], Pod: parts[1], Collection: parts[2], Phase: phase, Where: "s3://" + bucket + "/" + key + "/"})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Where < rows[j].Where })
 	return rows, nil

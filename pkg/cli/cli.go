@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -35,6 +36,9 @@ type Options struct {
 	// AnalysisNamespace, or NS/NAME); KeyFiles, when set, are used instead (--key).
 	SigningKeys string
 	KeyFiles    []string
+	// KeySource, when set (a server), gives the keys instead of KeyFiles and SigningKeys:
+	// published is false when the cluster does not sign.
+	KeySource func(ctx context.Context) (keys []*custody.PublicKey, published bool, err error)
 	// S3Endpoint, S3Region and S3CA reach a bucket for s3:// collections (credentials: the
 	// AWS environment and profiles).
 	S3Endpoint, S3Region, S3CA string

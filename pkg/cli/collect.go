@@ -266,12 +266,7 @@ func (o *Options) stopCommand() *cobra.Command {
 					return err
 				}
 			}
-			ann := map[string]any{}
-			for _, k := range []string{request.AnnotationCollect, request.AnnotationMode, request.AnnotationInterval,
-				request.AnnotationTrigger, request.AnnotationContainer, request.AnnotationSource,
-				request.AnnotationCollectOn, request.AnnotationInclude, request.AnnotationAlert} {
-				ann[k] = nil
-			}
+			ann := stopAnnotations()
 			var errs []error
 			for _, pod := range pods {
 				if _, err := o.patchAnnotations(cmd.Context(), pod, ann); err != nil {
@@ -285,4 +280,15 @@ func (o *Options) stopCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "every pod of the namespace matching this label selector")
 	return cmd
+}
+
+// stopAnnotations is the merge patch that removes a pod's request.
+func stopAnnotations() map[string]any {
+	ann := map[string]any{}
+	for _, k := range []string{request.AnnotationCollect, request.AnnotationMode, request.AnnotationInterval,
+		request.AnnotationTrigger, request.AnnotationContainer, request.AnnotationSource,
+		request.AnnotationCollectOn, request.AnnotationInclude, request.AnnotationAlert, request.AnnotationFollowUntil} {
+		ann[k] = nil
+	}
+	return ann
 }

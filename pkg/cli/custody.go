@@ -56,6 +56,9 @@ func (o *Options) custodyKeys(ctx context.Context) (keys []*custody.PublicKey, p
 		}
 		return keys, true, nil
 	}
+	if o.KeySource != nil {
+		return o.KeySource(ctx)
+	}
 	if o.client == nil {
 		return nil, false, errors.New("no --key given, and no cluster to read the published keys from")
 	}
@@ -87,16 +90,16 @@ func (o *Options) checkRecord(ctx context.Context, raw []byte, where string) (*s
 	}
 	if raw == nil {
 		if published {
-			return nil, fmt.Errorf("verification FAILED: %s has no %s, but custody keys are published (or given with --key): its record was removed, or it was not written by a signing agent", where, custody.FileName)
+			return nil, failedf("verification FAILED: %s has no %s, but custody keys are published (or given with --key): its record was removed, or it was not written by a signing agent", where, custody.FileName)
 		}
 		return nil, nil
 	}
 	rec, err := custody.Verify(ctx, raw, keys)
 	if err != nil {
-		return nil, fmt.Errorf("verification FAILED for %s: %w", where, err)
+		return nil, failedf("verification FAILED for %s: %w", where, err)
 	}
 	if rec.PredicateType != custody.PredicateType {
-		return nil, fmt.Errorf("verification FAILED for %s: its record is a %s, not a collection's", where, rec.PredicateType)
+		return nil, failedf("verification FAILED for %s: its record is a %s, not a collection's", where, rec.PredicateType)
 	}
 	sum := sha256.Sum256(raw)
 	return &signed{rec: rec, sum: hex.EncodeToString(sum[:])}, nil
@@ -169,7 +172,7 @@ func (s *signed) recordSum() string {
 }
 
 // checkManifest compares the manifest's hash with the signed one.
-func (s *signed) checkManifest(sum string, res *fetchResult) {
+func (s *signed) checkManifest(sum string, res *Result) {
 	if s == nil {
 		return
 	}
@@ -228,7 +231,7 @@ func (o *Options) verifyLocal(ctx context.Context, dir string) error {
 	if s == nil {
 		return fmt.Errorf("%s has no %s: offline verification needs the signed record (fetch it with kubectl podcopy fetch)", dir, custody.FileName)
 	}
-	res := fetchResult{Collection: s.rec.Predicate.Collection, Dir: dir}
+	res := Result{Collection: s.rec.Predicate.Collection, Dir: dir}
 	mraw, err := readLocal(root, custody.ManifestSubject, maxManifestRead)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -79,6 +80,14 @@ func (p *signedPod) Exec(_ context.Context, req exec.Request) error {
 			return &exec.ExitError{Code: 3}
 		}
 		_, err := req.Stdout.Write(data)
+		return err
+	case req.Command[0] == "head": // head -c N -- PATH
+		n, _ := strconv.Atoi(req.Command[2])
+		data, ok := p.files[rel(req.Command[len(req.Command)-1])]
+		if !ok {
+			return &exec.ExitError{Code: 1}
+		}
+		_, err := req.Stdout.Write(data[:min(n, len(data))])
 		return err
 	case req.Command[0] == "cat":
 		_, err := req.Stdout.Write(p.files[rel(req.Command[len(req.Command)-1])])

@@ -228,8 +228,8 @@ func (o *Options) fetchSelected(ctx context.Context, selector, out string) error
 	return nil
 }
 
-// fetchResult is what fetch found.
-type fetchResult struct {
+// Result is what a fetch, a download or a verification found.
+type Result struct {
 	Collection string   `json:"collection"`
 	Dir        string   `json:"dir"`
 	Files      int      `json:"files"`
@@ -241,22 +241,13 @@ type fetchResult struct {
 	SignedBy string `json:"signedBy,omitempty"`
 }
 
-func (r fetchResult) ok() bool {
+func (r Result) ok() bool {
 	return len(r.Mismatched)+len(r.Missing)+len(r.Unexpected) == 0
 }
 
 // fetch streams the collection as tar from the analysis pod into <out>/<id>, hashing each
 // file as it is written, and compares every hash with the manifest read first.
 func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) error {
-	sig, m, sum, err := o.signedManifest(ctx, ref)
-	if err != nil {
-		return err
-	}
-	ref.manifestSHA256 = sum // the manifest.json in the stream must be the one just read
-	want := map[string]expected{}
-	for _, e := range expectations(m, sig) {
-		want[e.rel] = e
-	}
 	dest := filepath.Join(out, ref.id)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
@@ -269,7 +260,28 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 		return err
 	}
 	defer func() { _ = root.Close() }()
-	res := fetchResult{Collection: ref.id, Dir: dest}
+	res, err := o.stream(ctx, ref, &rootSink{root: root, buf: make([]byte, 256<<10)})
+	if err != nil {
+		return err
+	}
+	res.Dir = dest
+	return o.report(res, "fetched", fmt.Sprintf("%d files (%s) to %s", res.Files, size(res.Bytes), dest))
+}
+
+// stream reads the collection as tar from the analysis pod into s, hashing each file as it
+// passes, and compares every hash with the (signed) manifest read first. Nothing is held
+// whole: each file goes from the exec's stream to s.
+func (o *Options) stream(ctx context.Context, ref collectionRef, s sink) (Result, error) {
+	sig, m, sum, err := o.signedManifest(ctx, ref)
+	if err != nil {
+		return Result{}, err
+	}
+	ref.manifestSHA256 = sum // the manifest.json in the stream must be the one just read
+	want := map[string]expected{}
+	for _, e := range expectations(m, sig) {
+		want[e.rel] = e
+	}
+	res := Result{Collection: ref.id}
 	sig.checkManifest(sum, &res)
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
@@ -283,7 +295,7 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 		pw.CloseWithError(err) // nil: the reader sees io.EOF
 		done <- err
 	}()
-	werr := o.untar(root, tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), sums{manifest: ref.manifestSHA256, record: sig.recordSum()}, want, &res)
+	werr := untar(s, tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), sums{manifest: ref.manifestSHA256, record: sig.recordSum()}, want, &res)
 	if werr != nil {
 		pr.CloseWithError(werr)
 	} else {
@@ -293,23 +305,34 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 		werr = fmt.Errorf("reading the collection from %s: %w", ref.analysis, err)
 	}
 	if werr != nil {
-		return werr
+		return res, werr
 	}
 	for _, e := range want {
 		res.Missing = append(res.Missing, e.src)
 	}
 	sort.Strings(res.Missing)
-	return o.report(res, "fetched", fmt.Sprintf("%d files (%s) to %s", res.Files, size(res.Bytes), dest))
+	return res, nil
 }
 
 // sums are the hashes the stream's manifest.json and custody record must have (the copies
 // read and checked before the stream); record is "" for an unsigned collection.
 type sums struct{ manifest, record string }
 
-// untar writes regular files and directories of the stream below root, checking names and
+// sink is where a checked stream goes: a directory (fetch) or a new tar stream (the web
+// console's download). Both hash what they write.
+type sink interface {
+	// mkdir makes a directory (and its parents).
+	mkdir(name string) error
+	// create writes a new regular file from r and returns its size and hex SHA-256.
+	create(hdr *tar.Header, name string, r io.Reader) (int64, string, error)
+	// link makes name the same content as target, written before, and returns its size and
+	// hex SHA-256.
+	link(name, target string) (int64, string, error)
+}
+
+// untar writes regular files and directories of the stream to s, checking names and
 // hashes. A file is found in want by its name in the collection, then removed from want.
-func (o *Options) untar(root *os.Root, tr *tar.Reader, sums sums, want map[string]expected, res *fetchResult) error {
-	buf := make([]byte, 256<<10)
+func untar(s sink, tr *tar.Reader, sums sums, want map[string]expected, res *Result) error {
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -327,11 +350,11 @@ func (o *Options) untar(root *os.Root, tr *tar.Reader, sums sums, want map[strin
 				res.Unexpected = append(res.Unexpected, name+" (appeared after the collection was checked)")
 				continue
 			}
-			h := sha256.New()
-			if err := writeFile(root, name, tr, buf, h); err != nil {
+			_, got, err := s.create(hdr, name, tr)
+			if err != nil {
 				return err
 			}
-			if got := hex.EncodeToString(h.Sum(nil)); got != meta {
+			if got != meta {
 				res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, but %s was read and checked", name, got, meta))
 			}
 			continue
@@ -342,7 +365,7 @@ func (o *Options) untar(root *os.Root, tr *tar.Reader, sums sums, want map[strin
 		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
-			if err := root.MkdirAll(name, 0o755); err != nil {
+			if err := s.mkdir(name); err != nil {
 				return err
 			}
 			continue
@@ -357,30 +380,51 @@ func (o *Options) untar(root *os.Root, tr *tar.Reader, sums sums, want map[strin
 			continue
 		}
 		delete(want, name)
-		h := sha256.New()
-		var r io.Reader = tr
-		var lf *os.File
-		if hdr.Typeflag == tar.TypeLink { // a hard link of a file written before: copy and hash it
-			if lf, err = root.Open(strings.TrimPrefix(path.Clean(hdr.Linkname), "./")); err != nil {
+		var n int64
+		var got string
+		if hdr.Typeflag == tar.TypeLink { // a hard link of a file written before
+			if n, got, err = s.link(name, strings.TrimPrefix(path.Clean(hdr.Linkname), "./")); errors.Is(err, errNoLinkTarget) {
 				res.Mismatched = append(res.Mismatched, e.src+" (its hard link target is missing)")
 				continue
 			}
-			r = lf
-		}
-		n, err := writeFileN(root, name, r, buf, h)
-		if lf != nil {
-			_ = lf.Close()
+		} else {
+			n, got, err = s.create(hdr, name, tr)
 		}
 		if err != nil {
 			return err
 		}
-		got := hex.EncodeToString(h.Sum(nil))
 		if got != e.sha256 {
 			res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, %s %s", e.src, got, recordName(sums), e.sha256))
 		}
 		res.Files++
 		res.Bytes += n
 	}
+}
+
+// errNoLinkTarget is a hard link whose target was not written before it.
+var errNoLinkTarget = errors.New("hard link target missing")
+
+// rootSink writes below a directory; every name stays inside it (os.Root).
+type rootSink struct {
+	root *os.Root
+	buf  []byte
+}
+
+func (r *rootSink) mkdir(name string) error { return r.root.MkdirAll(name, 0o755) }
+
+func (r *rootSink) create(_ *tar.Header, name string, src io.Reader) (int64, string, error) {
+	h := sha256.New()
+	n, err := writeFileN(r.root, name, src, r.buf, h)
+	return n, hex.EncodeToString(h.Sum(nil)), err
+}
+
+func (r *rootSink) link(name, target string) (int64, string, error) {
+	lf, err := r.root.Open(target)
+	if err != nil {
+		return 0, "", errNoLinkTarget
+	}
+	defer func() { _ = lf.Close() }()
+	return r.create(nil, name, lf) // a copy, hashed again
 }
 
 // recordName names where the digests came from.
@@ -408,11 +452,6 @@ func (o *Options) signedManifest(ctx context.Context, ref collectionRef) (*signe
 	}
 	m, sum, err := o.readManifestSum(ctx, ref)
 	return sig, m, sum, err
-}
-
-func writeFile(root *os.Root, name string, r io.Reader, buf []byte, h io.Writer) error {
-	_, err := writeFileN(root, name, r, buf, h)
-	return err
 }
 
 // writeFileN writes a new file name below root from r, and says how many bytes.
@@ -460,7 +499,7 @@ func digestSource(s *signed) string {
 }
 
 // report prints a fetch or verify result; anything wrong is an error naming the files.
-func (o *Options) report(res fetchResult, verb, summary string) error {
+func (o *Options) report(res Result, verb, summary string) error {
 	if o.Output == "json" {
 		if err := o.printJSON(res); err != nil {
 			return err
@@ -536,13 +575,23 @@ func (o *Options) verifyCommand() *cobra.Command {
 	return cmd
 }
 
-// verify runs sha256sum -c in the analysis pod over the manifest's files.
+// verify runs sha256sum -c in the analysis pod over the manifest's files and reports.
 func (o *Options) verify(ctx context.Context, ref collectionRef) error {
-	sig, m, sum, err := o.signedManifest(ctx, ref)
+	res, err := o.verifyInPlace(ctx, ref)
 	if err != nil {
 		return err
 	}
-	res := fetchResult{Collection: ref.id, Dir: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
+	return o.report(res, "verified", fmt.Sprintf("%d files (%s) in %s", res.Files, size(res.Bytes), res.Dir))
+}
+
+// verifyInPlace checks the custody record and the manifest, then runs sha256sum -c in the
+// analysis pod over every file they name.
+func (o *Options) verifyInPlace(ctx context.Context, ref collectionRef) (Result, error) {
+	sig, m, sum, err := o.signedManifest(ctx, ref)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Collection: ref.id, Dir: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
 	sig.checkManifest(sum, &res)
 	var list bytes.Buffer
 	byLocal := map[string]string{}
@@ -565,7 +614,7 @@ func (o *Options) verify(ctx context.Context, ref collectionRef) error {
 	}
 	stop()
 	if exit := (*exec.ExitError)(nil); err != nil && !errors.As(err, &exit) {
-		return fmt.Errorf("hashing in %s: %w", ref.analysis, err)
+		return res, fmt.Errorf("hashing in %s: %w", ref.analysis, err)
 	}
 	for _, line := range strings.Split(out.String(), "\n") {
 		local, verdict, ok := strings.Cut(line, ": ")
@@ -600,5 +649,5 @@ func (o *Options) verify(ctx context.Context, ref collectionRef) error {
 	for _, f := range files {
 		res.Bytes += f.size
 	}
-	return o.report(res, "verified", fmt.Sprintf("%d files (%s) in %s", res.Files, size(res.Bytes), res.Dir))
+	return res, nil
 }

@@ -61,8 +61,8 @@ func (o *Options) statusCommand() *cobra.Command {
 	}
 }
 
-// row is one collection in ls.
-type row struct {
+// Row is one collection in ls (and in the web console).
+type Row struct {
 	Namespace   string `json:"namespace"`
 	Pod         string `json:"pod"`
 	Collection  string `json:"collection"`
@@ -91,7 +91,7 @@ func (o *Options) lsCommand() *cobra.Command {
 					return err
 				}
 			}
-			var rows []row
+			var rows []Row
 			var err error
 			if inBucket {
 				rows, err = o.bucketCollections(cmd.Context(), args[0])
@@ -120,7 +120,7 @@ func (o *Options) lsCommand() *cobra.Command {
 }
 
 // latest lists each pod's last request from its status annotation.
-func (o *Options) latest(ctx context.Context, all bool, selector string) ([]row, error) {
+func (o *Options) latest(ctx context.Context, all bool, selector string) ([]Row, error) {
 	ns := o.namespace
 	if all {
 		ns = ""
@@ -129,14 +129,14 @@ func (o *Options) latest(ctx context.Context, all bool, selector string) ([]row,
 	if err != nil {
 		return nil, err
 	}
-	var rows []row
+	var rows []Row
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		st, ok := status.Get(p)
 		if !ok {
 			continue
 		}
-		rows = append(rows, row{Namespace: p.Namespace, Pod: p.Name, Collection: st.Collection, Phase: string(st.Phase),
+		rows = append(rows, Row{Namespace: p.Namespace, Pod: p.Name, Collection: st.Collection, Phase: string(st.Phase),
 			Files: st.Files, Bytes: st.Bytes, Started: st.StartTime, RequestedBy: st.RequestedBy, Where: st.Destination})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Started > rows[j].Started })
@@ -145,7 +145,7 @@ func (o *Options) latest(ctx context.Context, all bool, selector string) ([]row,
 
 // podCollections lists every complete collection of pod in the analysis pod (those with a
 // manifest), newest first.
-func (o *Options) podCollections(ctx context.Context, pod string) ([]row, error) {
+func (o *Options) podCollections(ctx context.Context, pod string) ([]Row, error) {
 	l, err := layout.New(o.Dir, o.namespace, pod)
 	if err != nil {
 		return nil, err
@@ -164,7 +164,7 @@ func (o *Options) podCollections(ctx context.Context, pod string) ([]row, error)
 			return nil, err
 		}
 	}
-	var rows []row
+	var rows []Row
 	for _, id := range strings.Fields(out.String()) {
 		ref := collectionRef{namespace: o.namespace, pod: pod, id: id, analysis: a}
 		if ref.dir, err = l.Collection(id); err != nil {
@@ -174,7 +174,7 @@ func (o *Options) podCollections(ctx context.Context, pod string) ([]row, error)
 		if err != nil {
 			continue // not complete (no manifest yet): not listed
 		}
-		rows = append(rows, row{Namespace: o.namespace, Pod: pod, Collection: id, Phase: string(status.Succeeded),
+		rows = append(rows, Row{Namespace: o.namespace, Pod: pod, Collection: id, Phase: string(status.Succeeded),
 			Files: m.Totals.Files, Bytes: m.Totals.Bytes, Started: m.StartTime, RequestedBy: m.RequestedBy,
 			Where: fmt.Sprintf("%s:%s", a, ref.dir)})
 	}
@@ -205,7 +205,7 @@ func (o *Options) readManifestSum(ctx context.Context, ref collectionRef) (manif
 	sum := sha256.Sum256(out.Bytes())
 	got := hex.EncodeToString(sum[:])
 	if ref.manifestSHA256 != "" && got != ref.manifestSHA256 {
-		return manifest.Manifest{}, got, fmt.Errorf("verification FAILED for collection %s: %s/manifest.json has sha256 %s, but the agent recorded %s in the pod's status when it wrote it: the manifest was changed afterwards",
+		return manifest.Manifest{}, got, failedf("verification FAILED for collection %s: %s/manifest.json has sha256 %s, but the agent recorded %s in the pod's status when it wrote it: the manifest was changed afterwards",
 			ref.id, ref.dir, got, ref.manifestSHA256)
 	}
 	var m manifest.Manifest

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/podcopy/podcopy/pkg/custody"
+)
+
+// consoleOptions are options as the web console builds them: the user's clients, the
+// agent's destination settings and a key source.
+func consoleOptions(t *testing.T, pod *signedPod, keys ...*custody.PublicKey) *Options {
+	t.Helper()
+	analysis := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "analysis-0", Namespace: "podcopy", Labels: map[string]string{"app.kubernetes.io/component": "analysis"}},
+		Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "store"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(analysis), pod, "ns")
+	o.Dir, o.AnalysisNamespace, o.AnalysisSelector = "/collect", "podcopy", "app.kubernetes.io/component=analysis"
+	o.KeySource = func(ctx context.Context) ([]*custody.PublicKey, bool, error) { return keys, len(keys) > 0, nil }
+	return o
+}
+
+// TestEvidenceAPI: what the web console calls. Inspect says verified, not signed or FAILED
+// without hashing files; Download writes one tar stream whose files are the collection's,
+// and names a tampered file; Preview reads only files the record names, bounded.
+func TestEvidenceAPI(t *testing.T) {
+	t.Parallel()
+	key, _, err := custody.GenerateKey()
+	must(t, err)
+	t.Run("verified", func(t *testing.T) {
+		t.Parallel()
+		pod := newSignedPod(t, key)
+		o := consoleOptions(t, pod, key.Public())
+		in, err := o.Inspect(t.Context(), "p", id)
+		must(t, err)
+		if in.Signature != SignatureVerified || in.SignedBy != key.Public().ID() || in.Custody == nil || in.Manifest == nil || len(in.Files) != 2 {
+			t.Fatalf("inspect = %+v", in)
+		}
+		var out bytes.Buffer
+		started := 0
+		res, err := o.Download(t.Context(), "p", id, &out, func() { started++ })
+		must(t, err)
+		if !res.ok() || res.Files != 2 || started != 1 {
+			t.Fatalf("download = %+v (started %d)", res, started)
+		}
+		got := map[string][]byte{}
+		tr := tar.NewReader(&out)
+		for {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			must(t, err)
+			b, err := io.ReadAll(tr)
+			must(t, err)
+			got[h.Name] = b
+		}
+		for name, want := range pod.files {
+			if !bytes.Equal(got[id+"/"+name], want) {
+				t.Errorf("%s in the archive: %d bytes, want %d", name, len(got[id+"/"+name]), len(want))
+			}
+		}
+		p, err := o.Preview(t.Context(), "p", id, "app/var/log/dir/b.log")
+		must(t, err)
+		if !p.Truncated || p.Bytes != PreviewMax || p.Binary || len(p.Text) != PreviewMax {
+			t.Fatalf("preview of a 70,000-byte file: truncated %v, %d bytes, binary %v", p.Truncated, p.Bytes, p.Binary)
+		}
+		if _, err := o.Preview(t.Context(), "p", id, "../../etc/passwd"); err == nil || !strings.Contains(err.Error(), "has no file") {
+			t.Fatalf("preview of a name the record does not list: %v", err)
+		}
+		v, err := o.Verify(t.Context(), "p", id)
+		must(t, err)
+		if !v.ok() || v.Files != 2 {
+			t.Fatalf("verify = %+v", v)
+		}
+	})
+	t.Run("tampered file", func(t *testing.T) {
+		t.Parallel()
+		pod := newSignedPod(t, key)
+		pod.files["app/var/log/a.log"] = []byte("planted\n")
+		o := consoleOptions(t, pod, key.Public())
+		in, err := o.Inspect(t.Context(), "p", id)
+		must(t, err)
+		if in.Signature != SignatureVerified { // the record and manifest are intact: only hashing finds it
+			t.Fatalf("inspect = %+v", in)
+		}
+		for verb, run := range map[string]func() (Result, error){
+			"download": func() (Result, error) { return o.Download(t.Context(), "p", id, io.Discard, nil) },
+			"verify":   func() (Result, error) { return o.Verify(t.Context(), "p", id) },
+		} {
+			res, err := run()
+			must(t, err)
+			if res.ok() || len(res.Mismatched) != 1 || !strings.Contains(res.Mismatched[0], "/var/log/a.log") {
+				t.Errorf("%s = %+v", verb, res)
+			}
+		}
+	})
+	t.Run("manifest rewritten", func(t *testing.T) {
+		t.Parallel()
+		pod := newSignedPod(t, key)
+		pod.rewrite(t, "app/var/log/a.log", []byte("planted\n"))
+		in, err := consoleOptions(t, pod, key.Public()).Inspect(t.Context(), "p", id)
+		must(t, err)
+		if in.Signature != SignatureFailed || !strings.Contains(in.Problem, "manifest.json") || in.Custody != nil {
+			t.Fatalf("inspect = %+v", in)
+		}
+	})
+	t.Run("signed by another key", func(t *testing.T) {
+		t.Parallel()
+		other, _, err := custody.GenerateKey()
+		must(t, err)
+		o := consoleOptions(t, newSignedPod(t, other), key.Public())
+		in, err := o.Inspect(t.Context(), "p", id)
+		must(t, err)
+		if in.Signature != SignatureFailed || in.Manifest != nil {
+			t.Fatalf("inspect = %+v", in)
+		}
+		if res, err := o.Download(t.Context(), "p", id, io.Discard, func() { t.Error("a byte was written for a collection that failed its signature") }); err != nil || res.ok() {
+			t.Fatalf("download = %+v, %v", res, err)
+		}
+	})
+	t.Run("unsigned", func(t *testing.T) {
+		t.Parallel()
+		pod := newSignedPod(t, key)
+		delete(pod.files, custody.FileName)
+		in, err := consoleOptions(t, pod).Inspect(t.Context(), "p", id)
+		must(t, err)
+		if in.Signature != SignatureUnsigned || in.Manifest == nil {
+			t.Fatalf("inspect = %+v", in)
+		}
+	})
+}
