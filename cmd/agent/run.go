@@ -36,6 +36,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/collect"
 	"github.com/podcopy/podcopy/pkg/config"
+	"github.com/podcopy/podcopy/pkg/console"
 	"github.com/podcopy/podcopy/pkg/courier"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/destination"
@@ -235,6 +236,13 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		})
 	}
 	if opts.Shell.Enabled {
+		con := &console.Console{
+			Clients:     shell.UserClients(restConfig, transport),
+			Keys:        consoleKeys(client, agentNamespace(opts), opts.Signing.PublicKeys, key.Public()),
+			Destination: opts.Destination,
+			Metrics:     console.NewMetrics(m.Registry),
+			Log:         log.WithName("console"),
+		}
 		sh := &shell.Server{
 			Config:        opts.Shell.Config,
 			Authn:         shell.TokenReviewAuthenticator{Client: client},
@@ -243,7 +251,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			DefaultTarget: func(ctx context.Context) (exec.Target, error) { return chooser.Choose(ctx, "") },
 			Metrics:       shell.NewMetrics(m.Registry),
 			Log:           log.WithName("shell"),
+			Mount:         con.Register,
 		}
+		con.Authenticate, con.OriginAllowed = sh.Authenticate, sh.OriginAllowed
 		log.Info("web shell enabled", "listen", opts.Shell.Listen)
 		g.Go(func() error { return sh.ListenAndServe(gctx) })
 	}
@@ -383,6 +393,22 @@ func ensureBucket(ctx context.Context, log logr.Logger, s *objstore.Store) {
 		log.Info("bucket ready", "bucket", s.Bucket, "objectLock", s.Lock)
 		return true, nil
 	})
+}
+
+// consoleKeys are the keys the console verifies custody records with: the published ones
+// (every agent's, read with the agent's identity: they are public) and this agent's own.
+func consoleKeys(client kubernetes.Interface, namespace, name string, own *custody.PublicKey) func(ctx context.Context) ([]*custody.PublicKey, bool, error) {
+	return func(ctx context.Context) ([]*custody.PublicKey, bool, error) {
+		keys := []*custody.PublicKey{own}
+		if name == "" {
+			return keys, true, nil
+		}
+		published, err := custody.Published(ctx, client, namespace, name)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, true, fmt.Errorf("reading the published custody keys %s/%s: %w", namespace, name, err)
+		}
+		return append(keys, published...), true, nil
+	}
 }
 
 // publishKey adds the agent's public key to the published ConfigMap, retrying until it

@@ -25,9 +25,9 @@ import (
 
 // Target names a container.
 type Target struct {
-	Namespace string
-	Pod       string
-	Container string
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	Container string `json:"container"`
 }
 
 func (t Target) String() string { return t.Namespace + "/" + t.Pod + "/" + t.Container }

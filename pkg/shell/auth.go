@@ -77,13 +77,23 @@ func (a SubjectAccessReviewAuthorizer) CanExec(ctx context.Context, u User, name
 // UserExecutors builds executors from the agent's connection settings (server, CA) and the
 // user's token, without any of the agent's own credentials.
 func UserExecutors(base *rest.Config, transport exec.Transport) ExecutorFactory {
+	clients := UserClients(base, transport)
 	return func(token string) (exec.Executor, error) {
+		_, ex, err := clients(token)
+		return ex, err
+	}
+}
+
+// UserClients builds an API client and an executor that act with the user's token alone
+// (the agent's server address and CA, none of its credentials).
+func UserClients(base *rest.Config, transport exec.Transport) func(token string) (kubernetes.Interface, exec.Executor, error) {
+	return func(token string) (kubernetes.Interface, exec.Executor, error) {
 		cfg := rest.AnonymousClientConfig(base)
 		cfg.BearerToken = token
 		cs, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return exec.NewRemote(cfg, cs.CoreV1().RESTClient(), transport), nil
+		return cs, exec.NewRemote(cfg, cs.CoreV1().RESTClient(), transport), nil
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/pathname"
 )
 
 //go:embed web
@@ -45,6 +46,12 @@ const (
 // constant: nothing from the request is part of it.
 var DefaultCommand = []string{"/bin/sh", "-c",
 	`export LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color; if command -v bash >/dev/null 2>&1; then exec bash -il; fi; exec sh -i`}
+
+// AtDir runs command in directory dir: the directory is an argument of a constant script,
+// never part of it.
+func AtDir(dir string, command []string) []string {
+	return append([]string{"/bin/sh", "-c", `cd -- "$1" || exit 1; shift; exec "$@"`, "podcopy-cd", dir}, command...)
+}
 
 // Config configures the shell server.
 type Config struct {
@@ -87,6 +94,9 @@ type Server struct {
 	DefaultTarget func(ctx context.Context) (exec.Target, error)
 	Metrics       *Metrics
 	Log           logr.Logger
+	// Mount, when set, adds routes to the server's (the evidence console's): they share
+	// its listener, TLS, sign-in and Origin rules (Authenticate, OriginAllowed).
+	Mount func(mux *http.ServeMux)
 
 	mu      sync.Mutex
 	closed  bool
@@ -183,7 +193,43 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /", securityHeaders(http.FileServerFS(static)))
 	mux.HandleFunc("GET /api/v1/default", s.defaultTarget)
 	mux.HandleFunc("GET /api/v1/session", s.session)
+	if s.Mount != nil {
+		s.Mount(mux)
+	}
 	return mux
+}
+
+// Authenticate signs in the request's bearer token (Authorization header) as a session's
+// sign-in does: a cached TokenReview, failed sign-ins rate-limited per address. On failure
+// it returns the HTTP status to answer with.
+func (s *Server) Authenticate(r *http.Request) (User, string, int, error) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		return User{}, "", http.StatusUnauthorized, errors.New("no token: sign in with your Kubernetes bearer token")
+	}
+	host := remoteHost(r)
+	if _, known := s.known.get(token, time.Now()); !known && s.failures.limited(host, time.Now()) {
+		return User{}, "", http.StatusTooManyRequests, errors.New("too many failed sign-ins from this address; wait a minute")
+	}
+	u, err := s.authenticate(r.Context(), token)
+	if errors.Is(err, errReviewsBusy) {
+		return User{}, "", http.StatusTooManyRequests, err
+	}
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		s.failures.add(host, time.Now())
+		return User{}, "", http.StatusUnauthorized, err
+	}
+	if err != nil {
+		return User{}, "", http.StatusBadGateway, err
+	}
+	return u, token, 0, nil
+}
+
+// OriginAllowed reports whether a browser request's Origin is this server or one of
+// AllowedOrigins (a request without Origin is not from a browser page).
+func (s *Server) OriginAllowed(r *http.Request) bool {
+	return r.Header.Get("Origin") == "" || s.checkOrigin(r)
 }
 
 func securityHeaders(h http.Handler) http.Handler {
@@ -367,6 +413,12 @@ func (s *Server) admit(ctx context.Context, q url.Values, token string) (User, e
 	command := DefaultCommand
 	if cmd := q["command"]; len(cmd) > 0 && cmd[0] != "" {
 		command = cmd // an argv, run without a shell
+	}
+	if dir := q.Get("dir"); dir != "" {
+		if err := pathname.Canonical(dir); err != nil {
+			return user, target, nil, &RefusedError{Code: CloseBadRequest, Reason: "dir: " + err.Error()}
+		}
+		command = AtDir(dir, command)
 	}
 	ok, why, err := s.Authz.CanExec(ctx, user, target.Namespace, target.Pod)
 	if err != nil {

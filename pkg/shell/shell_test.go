@@ -222,6 +222,7 @@ func TestSessionsEndEveryWay(t *testing.T) {
 		{name: "bad token", token: "garbage", wantCode: http.StatusUnauthorized},
 		{name: "forbidden", token: "token-mallory", wantCode: CloseForbidden, wantMsg: "may not create pods/exec on podcopy/analysis-0"},
 		{name: "bad pod name", token: "token-a", query: "namespace=x&pod=..%2Fetc", wantCode: CloseBadRequest},
+		{name: "bad dir", token: "token-a", query: "dir=%2Fcollect%2F..%2Fetc", wantCode: CloseBadRequest, wantMsg: "dir:"},
 	}
 	for _, e := range ends {
 		t.Run(e.name, func(t *testing.T) {
@@ -455,5 +456,15 @@ func TestTokenReviewsAreBounded(t *testing.T) {
 	}
 	if busy == 0 || a.n.Load() > reviewBurst+1 {
 		t.Fatalf("%d reviews, %d told to retry", a.n.Load(), busy)
+	}
+}
+
+// TestAtDir: the directory is an argument of a constant script, never part of it.
+func TestAtDir(t *testing.T) {
+	t.Parallel()
+	dir := `/collect/ns/p/x"; touch /pwned; "`
+	got := AtDir(dir, []string{"sh", "-i"})
+	if len(got) != 7 || got[2] != `cd -- "$1" || exit 1; shift; exec "$@"` || got[4] != dir || got[5] != "sh" || got[6] != "-i" {
+		t.Fatalf("AtDir = %q", got)
 	}
 }

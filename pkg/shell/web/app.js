@@ -42,6 +42,7 @@ $("connect").addEventListener("submit", async (ev) => {
   await fillDefault().catch(() => {});
   const token = $("token").value.trim();
   const q = new URLSearchParams({ namespace: $("namespace").value, pod: $("pod").value, container: $("container").value });
+  if ($("dir").value) q.set("dir", $("dir").value);
   const cmd = $("command").value.trim();
   if (cmd) cmd.split(/\s+/).forEach((a) => q.append("command", a));
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + location.pathname.replace(/[^/]*$/, "") + "api/v1/session?" + q;
