@@ -20,7 +20,6 @@ import (
 	cdruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -28,16 +27,7 @@ import (
 // grantIn binds rules in ns to the ServiceAccount saNS/name.
 func grantIn(t *testing.T, ns, saNS, name string, rules ...rbacv1.PolicyRule) {
 	t.Helper()
-	role := "grant-" + name
-	if _, err := client.RbacV1().Roles(ns).Create(t.Context(), &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: role}, Rules: rules}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: saNS}}}
-	if _, err := client.RbacV1().RoleBindings(ns).Create(t.Context(), rb, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	bind(t, ns, "grant-"+name, rbacv1.Subject{Kind: "ServiceAccount", Name: name, Namespace: saNS}, rules...)
 }
 
 // screenshot saves the tab as console-<name>.png next to the cluster state (and in
@@ -242,6 +232,28 @@ func TestConsole(t *testing.T) {
 		t.Errorf("download counters: verified %v failed %v", metrics[`podcopy_console_downloads_total{result="verified"}`], metrics[`podcopy_console_downloads_total{result="failed"}`])
 	}
 
+	// A follow started from the console, then stopped from it.
+	if err := chromedp.Run(tab,
+		chromedp.SetValue(`#paths`, "/var/log/app/a.log", chromedp.ByID),
+		chromedp.Click(`#follow`, chromedp.ByID),
+		chromedp.SetValue(`#interval`, "5s", chromedp.ByID),
+		chromedp.Click(`#start`, chromedp.ByID),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Minute, "the follow running", func(context.Context) (bool, error) {
+		s, ok := getStatus(t, ns, "web")
+		return ok && s.Request != st.Request && s.Phase == status.Running && s.Collection == "follow", nil
+	})
+	if err := chromedp.Run(tab, chromedp.Click(`#stop`, chromedp.ByID)); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, ns, "web", "FollowStopped")
+	followed, _ := getStatus(t, ns, "web")
+	if followed.Phase != status.Succeeded || !strings.HasSuffix(followed.RequestedBy, ":"+ns+":responder") {
+		t.Fatalf("status after stop: %+v", followed)
+	}
+
 	// An intern without pods/exec is refused by admission, and told why.
 	itab, closeIntern := chromedp.NewContext(tab)
 	defer closeIntern()
@@ -262,7 +274,7 @@ func TestConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, itab, "the intern refused", `document.getElementById('status').innerText.startsWith('not started') && document.getElementById('status').innerText.includes('requires permission to create pods/exec')`, `document.getElementById('status').innerText`)
-	if st2, _ := getStatus(t, ns, "web"); st2.Request != st.Request {
+	if st2, _ := getStatus(t, ns, "web"); st2.Request != followed.Request {
 		t.Errorf("the intern's refused request changed the pod's status: %+v", st2)
 	}
 }

@@ -238,6 +238,18 @@ func (c *Console) mayRead(ctx context.Context, k call, ns, pod string) error {
 	return err
 }
 
+// readable reads namespace, pod and id from the query and refuses (answering w) a user who
+// may not read the pod's collections.
+func (c *Console) readable(w http.ResponseWriter, r *http.Request, k call) (ns, pod, id string, ok bool) {
+	q := r.URL.Query()
+	ns, pod, id = q.Get("namespace"), q.Get("pod"), q.Get("id")
+	if err := c.mayRead(r.Context(), k, ns, pod); err != nil {
+		writeAPIError(w, err)
+		return ns, pod, id, false
+	}
+	return ns, pod, id, true
+}
+
 // PodView is one pod in the pods list: its phase and containers, its request and its
 // podcopy status (nil without one).
 type PodView struct {
@@ -302,10 +314,8 @@ type CollectionView struct {
 }
 
 func (c *Console) collections(w http.ResponseWriter, r *http.Request, k call) {
-	q := r.URL.Query()
-	ns, pod := q.Get("namespace"), q.Get("pod")
-	if err := c.mayRead(r.Context(), k, ns, pod); err != nil {
-		writeAPIError(w, err)
+	_, pod, _, ok := c.readable(w, r, k)
+	if !ok {
 		return
 	}
 	rows, err := k.opts.Collections(r.Context(), pod)
@@ -365,10 +375,8 @@ type Detail struct {
 }
 
 func (c *Console) collection(w http.ResponseWriter, r *http.Request, k call) {
-	q := r.URL.Query()
-	ns, pod, id := q.Get("namespace"), q.Get("pod"), q.Get("id")
-	if err := c.mayRead(r.Context(), k, ns, pod); err != nil {
-		writeAPIError(w, err)
+	_, pod, id, ok := c.readable(w, r, k)
+	if !ok {
 		return
 	}
 	in, err := k.opts.Inspect(r.Context(), pod, id)
@@ -384,13 +392,11 @@ func (c *Console) collection(w http.ResponseWriter, r *http.Request, k call) {
 }
 
 func (c *Console) preview(w http.ResponseWriter, r *http.Request, k call) {
-	q := r.URL.Query()
-	ns, pod, id := q.Get("namespace"), q.Get("pod"), q.Get("id")
-	if err := c.mayRead(r.Context(), k, ns, pod); err != nil {
-		writeAPIError(w, err)
+	_, pod, id, ok := c.readable(w, r, k)
+	if !ok {
 		return
 	}
-	p, err := k.opts.Preview(r.Context(), pod, id, q.Get("file"))
+	p, err := k.opts.Preview(r.Context(), pod, id, r.URL.Query().Get("file"))
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -399,10 +405,8 @@ func (c *Console) preview(w http.ResponseWriter, r *http.Request, k call) {
 }
 
 func (c *Console) verify(w http.ResponseWriter, r *http.Request, k call) {
-	q := r.URL.Query()
-	ns, pod, id := q.Get("namespace"), q.Get("pod"), q.Get("id")
-	if err := c.mayRead(r.Context(), k, ns, pod); err != nil {
-		writeAPIError(w, err)
+	_, pod, id, ok := c.readable(w, r, k)
+	if !ok {
 		return
 	}
 	res, err := k.opts.Verify(r.Context(), pod, id)
@@ -484,10 +488,8 @@ func resultView(res cli.Result) ResultView {
 }
 
 func (c *Console) newDownload(w http.ResponseWriter, r *http.Request, k call) {
-	q := r.URL.Query()
-	ns, pod, id := q.Get("namespace"), q.Get("pod"), q.Get("id")
-	if err := c.mayRead(r.Context(), k, ns, pod); err != nil {
-		writeAPIError(w, err)
+	ns, pod, id, ok := c.readable(w, r, k)
+	if !ok {
 		return
 	}
 	if id == "" {
