@@ -8,7 +8,6 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/pathname"
-	"github.com/podcopy/podcopy/pkg/request"
 )
 
 // Globber lists the regular files (not symlinks) a glob matches now.
@@ -66,7 +65,7 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 	current := map[string]bool{}
 	var errs []error
 	for _, p := range s.Paths {
-		if !request.IsGlob(p) {
+		if !pathname.IsGlob(p) {
 			current[p] = true
 			continue
 		}

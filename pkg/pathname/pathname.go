@@ -114,3 +114,13 @@ func Ancestors(p string) []string {
 	}
 	return out
 }
+
+// IsGlob reports whether a requested path is a glob: it has *, ? or [ (SPEC §1). A backslash
+// alone is a character of a name. This is the one definition; ship, follow, request and the
+// helper's glob all ask here.
+func IsGlob(p string) bool { return strings.ContainsAny(p, "*?[") }
+
+// SegmentIsPattern reports whether one segment of a glob is matched as a pattern rather than
+// taken as a name, the way the container's sh matches it: a *, ?, [, or the backslash that
+// escapes one of them.
+func SegmentIsPattern(seg string) bool { return strings.ContainsAny(seg, `*?[\`) }

@@ -66,3 +66,26 @@ func FuzzCanonical(f *testing.F) {
 		}
 	})
 }
+
+// TestGlob: the one definition of a glob (a request path) and of a pattern segment (as sh
+// matches it); a backslash alone makes a path no glob, but in a glob's segment it escapes.
+func TestGlob(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		p              string
+		glob, segMatch bool
+	}{
+		{"/var/log/app.log", false, false},
+		{"/var/log/*.log", true, true},
+		{"/var/log/a?", true, true},
+		{"/var/log/[ab]", true, true},
+		{`/var/log/a\b`, false, true},
+	} {
+		if got := IsGlob(tc.p); got != tc.glob {
+			t.Errorf("IsGlob(%q) = %v", tc.p, got)
+		}
+		if got := SegmentIsPattern(tc.p[len("/var/log/"):]); got != tc.segMatch {
+			t.Errorf("SegmentIsPattern(%q) = %v", tc.p, got)
+		}
+	}
+}

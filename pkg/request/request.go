@@ -342,9 +342,6 @@ func parseContainer(pod *corev1.Pod) (string, error) {
 		name, pod.Namespace, pod.Name, names, AnnotationContainer)
 }
 
-// IsGlob reports whether p contains glob metacharacters.
-func IsGlob(p string) bool { return strings.ContainsAny(p, "*?[") }
-
 // RawID identifies the annotations as written, for requests that cannot be normalized
 // (rejected ones), so the same bad input is reported once.
 func RawID(pod *corev1.Pod) string {

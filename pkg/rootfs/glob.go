@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"path"
 	"strings"
+
+	"github.com/podcopy/podcopy/pkg/pathname"
 )
 
 // Glob returns the names below the root that pattern (canonical, absolute) matches,
@@ -22,7 +24,7 @@ func (r *Root) Glob(pattern string) ([]string, error) {
 		last := i == len(segs)-1
 		var next []string
 		for _, dir := range names {
-			if !hasMeta(seg) {
+			if !pathname.SegmentIsPattern(seg) {
 				name := Join(dir, seg)
 				if info, err := r.Lstat(name); errors.Is(err, ErrLinked) || (err == nil && (last || enterable(info.Mode()))) {
 					next = append(next, name)
@@ -58,5 +60,3 @@ func (r *Root) Glob(pattern string) ([]string, error) {
 // agent reports it as skipped with its reason (a symlinked directory), as it does for the
 // matches of the container's own sh.
 func enterable(m fs.FileMode) bool { return m.IsDir() || m.Type() == fs.ModeSymlink }
-
-func hasMeta(s string) bool { return strings.ContainsAny(s, `*?[\`) }

@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/podcopy/podcopy/pkg/layout"
-	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/pathname"
 )
 
 // The shell programs run in containers are fixed text, embedded from scripts/ (checked by
@@ -115,13 +115,13 @@ func StaleCommand(dir string, minutes int) []string {
 }
 
 // Prune drops literal paths that lie inside another requested literal path, so that no file
-// is archived twice. Input must be sorted (request.Parse sorts).
+// is archived twice. Input must be sorted (the request sorts its paths).
 func Prune(paths []string) []string {
 	var out []string
 	for _, p := range paths {
 		covered := false
 		for _, q := range out {
-			if !request.IsGlob(q) && !request.IsGlob(p) && (p == q || strings.HasPrefix(p, q+"/")) {
+			if !pathname.IsGlob(q) && !pathname.IsGlob(p) && (p == q || strings.HasPrefix(p, q+"/")) {
 				covered = true
 				break
 			}

@@ -13,7 +13,6 @@ import (
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/pathname"
-	"github.com/podcopy/podcopy/pkg/request"
 )
 
 // maxListBytes bounds what one glob's listing may print.
@@ -38,7 +37,7 @@ func (s *Shipper) plan(ctx context.Context, job Job) (plan, error) {
 	p := plan{linked: map[string]bool{}}
 	var paths []string
 	for _, pattern := range job.Paths {
-		if !request.IsGlob(pattern) {
+		if !pathname.IsGlob(pattern) {
 			paths = append(paths, pattern)
 			continue
 		}

@@ -19,7 +19,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
-	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/pathname"
 )
 
 // process reads the source tar from src and writes the destination tar to dst: entry names
@@ -90,7 +90,7 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 		res.Warning = fmt.Sprintf("tar in the source exited 1 after a complete archive: %s", se.Stderr)
 	}
 	for _, lit := range Prune(job.Paths) {
-		if !w.seen[lit] && !request.IsGlob(lit) {
+		if !w.seen[lit] && !pathname.IsGlob(lit) {
 			return res, notFound("%s: no such file or directory in container %s", lit, job.Header.Source.Container)
 		}
 	}

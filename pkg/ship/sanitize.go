@@ -7,8 +7,8 @@ import (
 	"strings"
 
 	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/pathname"
 	"github.com/podcopy/podcopy/pkg/policy"
-	"github.com/podcopy/podcopy/pkg/request"
 )
 
 // Skip types of SPEC §3.
@@ -156,7 +156,7 @@ func (s *Sanitizer) underRequest(rel string) bool {
 func Covers(paths []string, rel string) string {
 	abs := "/" + rel
 	for _, p := range paths {
-		if !request.IsGlob(p) && (abs == p || strings.HasPrefix(abs, p+"/")) {
+		if !pathname.IsGlob(p) && (abs == p || strings.HasPrefix(abs, p+"/")) {
 			return p
 		}
 	}
