@@ -51,15 +51,15 @@ unit: unit-deps ## Unit tests only (no cluster).
 	$(GO) test -race -count=1 ./...
 
 .PHONY: web
-web: ## Rebuild the web shell's browser assets from npm (package-lock.json) into pkg/shell/web/vendor.
+web: ## Rebuild the web shell's browser assets from npm (package-lock.json) into internal/shell/web/vendor.
 	cd web && npm ci --no-audit --no-fund
 	cp web/node_modules/@xterm/xterm/lib/xterm.js web/node_modules/@xterm/xterm/css/xterm.css \
-	   web/node_modules/@xterm/addon-fit/lib/addon-fit.js pkg/shell/web/vendor/
+	   web/node_modules/@xterm/addon-fit/lib/addon-fit.js internal/shell/web/vendor/
 
 .PHONY: fuzz
 fuzz: ## Fuzz the tar sanitizer for 60s, then the alert receiver's payload parsers for 60s.
-	$(GO) test ./pkg/ship -run '^$$' -fuzz FuzzProcess -fuzztime 60s
-	$(GO) test ./pkg/alert -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	$(GO) test ./internal/ship -run '^$$' -fuzz FuzzProcess -fuzztime 60s
+	$(GO) test ./internal/alert -run '^$$' -fuzz FuzzParse -fuzztime 60s
 
 .PHONY: cluster-up
 cluster-up: ## Build (cached) and start the local cluster (two nodes; NODES=1 for one).
@@ -94,7 +94,7 @@ e2e: cluster-up chart-lint ## End-to-end suite on the local cluster: once instal
 BENCH_ARGS ?=
 .PHONY: bench
 bench: deploy ## Benchmarks on the local cluster: podcopy vs kubectl pipe and kubectl cp; memory, CPU, scale (bench/results).
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/ship | tee bench/results/pipeline.txt
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/ship | tee bench/results/pipeline.txt
 	cd bench && $(GO) run . $(BENCH_ARGS)
 
 .PHONY: demo

@@ -11,7 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podcopy/podcopy/pkg/objstore"
+	"github.com/podcopy/podcopy/internal/objstore"
 )
 
 // methodBucket is podcopy writing to the evidence store's bucket with no analysis pod: one

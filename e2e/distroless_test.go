@@ -14,9 +14,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podcopy/podcopy/pkg/collect"
-	"github.com/podcopy/podcopy/pkg/courier"
-	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/internal/collect"
+	"github.com/podcopy/podcopy/internal/courier"
+	"github.com/podcopy/podcopy/internal/exec"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 

@@ -21,9 +21,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podcopy/podcopy/pkg/alert"
-	"github.com/podcopy/podcopy/pkg/clustertest"
-	"github.com/podcopy/podcopy/pkg/collect"
+	"github.com/podcopy/podcopy/internal/alert"
+	"github.com/podcopy/podcopy/internal/clustertest"
+	"github.com/podcopy/podcopy/internal/collect"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"

@@ -19,7 +19,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podcopy/podcopy/pkg/clustertest"
+	"github.com/podcopy/podcopy/internal/clustertest"
 )
 
 // saToken makes a ServiceAccount in ns, binds rules to it in the analysis pod's namespace, and

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/podcopy/podcopy/pkg/config"
+	"github.com/podcopy/podcopy/internal/config"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").

@@ -22,8 +22,8 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/podcopy/podcopy/pkg/alert"
-	"github.com/podcopy/podcopy/pkg/config"
+	"github.com/podcopy/podcopy/internal/alert"
+	"github.com/podcopy/podcopy/internal/config"
 )
 
 // receiverOptions are the flags of "podcopy-agent receiver".

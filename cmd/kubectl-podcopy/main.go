@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/podcopy/podcopy/pkg/cli"
+	"github.com/podcopy/podcopy/internal/cli"
 )
 
 func main() {

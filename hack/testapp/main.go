@@ -17,7 +17,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/podcopy/podcopy/pkg/hostile"
+	"github.com/podcopy/podcopy/internal/hostile"
 )
 
 const pad = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz"

@@ -1,0 +1,275 @@
+package cli
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/manifest"
+)
+
+// The evidence API: what a server (the web console) calls with a user's own clients (set
+// with With), so that it reads nothing the user could not read with the plugin.
+
+// failedError is a verification that failed (as opposed to a read that did): the evidence
+// was read and does not match what was signed or recorded.
+type failedError struct{ err error }
+
+func (e *failedError) Error() string { return e.err.Error() }
+func (e *failedError) Unwrap() error { return e.err }
+
+func failedf(format string, args ...any) error {
+	return &failedError{err: fmt.Errorf(format, args...)}
+}
+
+// Signature states of a collection, as the console shows them.
+const (
+	SignatureVerified = "verified"
+	SignatureUnsigned = "not signed"
+	SignatureFailed   = "FAILED"
+)
+
+// Inspection is one collection as read and checked without hashing its files: the custody
+// record's signature against the known keys, and the manifest's SHA-256 against the signed
+// one (or the pod's status).
+type Inspection struct {
+	Namespace  string      `json:"namespace"`
+	Pod        string      `json:"pod"`
+	Collection string      `json:"collection"`
+	Analysis   exec.Target `json:"analysis"`
+	Dir        string      `json:"dir"`
+	// Signature is SignatureVerified, SignatureUnsigned or SignatureFailed; Problem says
+	// what failed.
+	Signature string `json:"signature"`
+	SignedBy  string `json:"signedBy,omitempty"`
+	Problem   string `json:"problem,omitempty"`
+	// Manifest is nil when it could not be believed (Signature FAILED before it was read).
+	Manifest *manifest.Manifest `json:"manifest,omitempty"`
+	// Custody is the verified record's predicate (nil when unsigned or FAILED).
+	Custody *custody.Predicate `json:"custody,omitempty"`
+	// Files are the names (relative to Dir) Preview accepts: the signed or manifest files.
+	Files []string `json:"files"`
+}
+
+// Latest lists the latest request of every pod of the namespace, from their statuses.
+func (o *Options) Latest(ctx context.Context, selector string) ([]Row, error) {
+	return o.latest(ctx, false, selector)
+}
+
+// Collections lists every complete collection of pod in the analysis pod, newest first.
+func (o *Options) Collections(ctx context.Context, pod string) ([]Row, error) {
+	return o.podCollections(ctx, pod)
+}
+
+// Inspect reads collection id of pod and checks its signature and manifest.
+func (o *Options) Inspect(ctx context.Context, pod, id string) (Inspection, error) {
+	ref, err := o.resolve(ctx, pod+"/"+id)
+	if err != nil {
+		return Inspection{}, err
+	}
+	in := Inspection{Namespace: ref.namespace, Pod: ref.pod, Collection: ref.id, Analysis: ref.analysis, Dir: ref.dir}
+	sig, m, sum, err := o.signedManifest(ctx, ref)
+	var failed *failedError
+	if errors.As(err, &failed) {
+		in.Signature, in.Problem = SignatureFailed, failed.Error()
+		return in, nil
+	}
+	if err != nil {
+		return in, err
+	}
+	in.Manifest = &m
+	for _, e := range expectations(m, sig) {
+		in.Files = append(in.Files, e.rel)
+	}
+	if sig == nil {
+		in.Signature = SignatureUnsigned
+		return in, nil
+	}
+	var res Result
+	sig.checkManifest(sum, &res)
+	in.SignedBy = sig.rec.KeyID
+	if len(res.Mismatched) > 0 {
+		in.Signature, in.Problem = SignatureFailed, "verification FAILED: "+strings.Join(res.Mismatched, "; ")
+		return in, nil
+	}
+	in.Signature, in.Custody = SignatureVerified, &sig.rec.Predicate
+	return in, nil
+}
+
+// Verify re-hashes every file of the collection in place in the analysis pod (the plugin's
+// verify). A failed signature is a Result with the problem in Mismatched, not an error.
+func (o *Options) Verify(ctx context.Context, pod, id string) (Result, error) {
+	ref, err := o.resolve(ctx, pod+"/"+id)
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := o.verifyInPlace(ctx, ref)
+	var failed *failedError
+	if errors.As(err, &failed) {
+		return Result{Collection: ref.id, Mismatched: []string{failed.Error()}}, nil
+	}
+	res.Dir = fmt.Sprintf("%s:%s", ref.analysis, ref.dir)
+	return res, err
+}
+
+// Download writes the collection to w as one tar stream (entries under "<id>/"), checking
+// every file against the signed (or recorded) digests as it passes. The Result says what
+// differed; an error is a stream that could not be read or written. started is called
+// once the collection has been checked and just before the first byte is written (a server
+// sends its headers then).
+func (o *Options) Download(ctx context.Context, pod, id string, w io.Writer, started func()) (Result, error) {
+	ref, err := o.resolve(ctx, pod+"/"+id)
+	if err != nil {
+		return Result{}, err
+	}
+	tw := tar.NewWriter(w)
+	res, err := o.stream(ctx, ref, &tarSink{tw: tw, prefix: ref.id + "/", buf: make([]byte, 256<<10), started: started, sums: map[string]linked{}})
+	var failed *failedError
+	if errors.As(err, &failed) {
+		return Result{Collection: ref.id, Mismatched: []string{failed.Error()}}, nil
+	}
+	if err != nil {
+		return res, err
+	}
+	return res, tw.Close()
+}
+
+// PreviewMax is the most Preview reads of a file.
+const PreviewMax = 64 << 10
+
+// Preview is the start of one file of a collection: at most PreviewMax bytes, and whether
+// there was more. Only a file the manifest (or the custody record) names can be read.
+type Preview struct {
+	File      string `json:"file"`
+	Text      string `json:"text,omitempty"`
+	Binary    bool   `json:"binary,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"`
+	Bytes     int    `json:"bytes"`
+	// SHA256 of what was read (of the whole file when not Truncated).
+	SHA256 string `json:"sha256"`
+}
+
+// Preview reads the start of file (a name relative to the collection, as Inspection.Files
+// lists them) in the analysis pod.
+func (o *Options) Preview(ctx context.Context, pod, id, file string) (Preview, error) {
+	in, err := o.Inspect(ctx, pod, id)
+	if err != nil {
+		return Preview{}, err
+	}
+	if in.Signature == SignatureFailed {
+		return Preview{}, errors.New(in.Problem)
+	}
+	known := false
+	for _, f := range in.Files {
+		known = known || f == file
+	}
+	if !known {
+		return Preview{}, fmt.Errorf("collection %s has no file %s", id, strconv.Quote(file))
+	}
+	out := &limitedBuffer{max: PreviewMax + 1}
+	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
+	defer cancel()
+	// head stops reading at the bound; the name is an argument, never shell code.
+	if err := o.exec.Exec(ctx, exec.Request{Target: in.Analysis, Command: []string{"head", "-c", strconv.Itoa(PreviewMax + 1), "--", in.Dir + "/" + file}, Stdout: out, Stderr: io.Discard}); err != nil {
+		return Preview{}, fmt.Errorf("reading %s in %s: %w", file, in.Analysis, err)
+	}
+	b := out.Bytes()
+	p := Preview{File: file, Truncated: len(b) > PreviewMax}
+	if p.Truncated {
+		b = b[:PreviewMax]
+	}
+	sum := sha256.Sum256(b)
+	p.Bytes, p.SHA256 = len(b), hex.EncodeToString(sum[:])
+	text := b
+	if p.Truncated { // a rune cut at the bound is not binary
+		for i := 0; i < utf8.UTFMax && len(text) > 0 && !utf8.Valid(text); i++ {
+			text = text[:len(text)-1]
+		}
+	}
+	if !utf8.Valid(text) || strings.ContainsRune(string(text), 0) {
+		p.Binary = true
+		return p, nil
+	}
+	p.Text = string(text)
+	return p, nil
+}
+
+// Ask sets a collection request on pod with the user's own identity (admission checks it
+// and records who asked) and returns the request's id. follow harvests every interval.
+func (o *Options) Ask(ctx context.Context, pod string, paths []string, container string, follow bool, interval string) (string, error) {
+	_, req, err := o.ask(ctx, pod, paths, collectFlags{container: container, follow: follow, interval: interval})
+	if err != nil {
+		return "", err
+	}
+	return req.ID(), nil
+}
+
+// Stop removes pod's request (a follow ships what is left and ends).
+func (o *Options) Stop(ctx context.Context, pod string) error {
+	_, err := o.patchAnnotations(ctx, pod, stopAnnotations())
+	return err
+}
+
+// linked is a file a tarSink wrote, for a hard link to it later.
+type linked struct {
+	size   int64
+	sha256 string
+}
+
+// tarSink writes a new tar stream: regular files and directories only, each name below
+// prefix, hard links as links to a file it wrote before.
+type tarSink struct {
+	tw      *tar.Writer
+	prefix  string
+	buf     []byte
+	started func()
+	sums    map[string]linked
+}
+
+func (t *tarSink) begin() {
+	if t.started != nil {
+		t.started()
+		t.started = nil
+	}
+}
+
+func (t *tarSink) mkdir(name string) error {
+	t.begin()
+	return t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: t.prefix + name + "/", Mode: 0o755, ModTime: time.Unix(0, 0)})
+}
+
+func (t *tarSink) create(hdr *tar.Header, name string, r io.Reader) (int64, string, error) {
+	t.begin()
+	if err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: t.prefix + name, Size: hdr.Size, Mode: 0o644, ModTime: hdr.ModTime}); err != nil {
+		return 0, "", err
+	}
+	h := sha256.New()
+	n, err := io.CopyBuffer(io.MultiWriter(t.tw, h), io.LimitReader(r, hdr.Size), t.buf)
+	if err == nil && n != hdr.Size {
+		err = fmt.Errorf("%s: the stream ended after %d of %d bytes", name, n, hdr.Size)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	t.sums[name] = linked{size: n, sha256: sum}
+	return n, sum, err
+}
+
+func (t *tarSink) link(name, target string) (int64, string, error) {
+	l, ok := t.sums[target]
+	if !ok {
+		return 0, "", errNoLinkTarget
+	}
+	t.begin()
+	err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: t.prefix + name, Linkname: t.prefix + target, Mode: 0o644, ModTime: time.Unix(0, 0)})
+	t.sums[name] = l
+	return l.size, l.sha256, err
+}

@@ -1,0 +1,445 @@
+package cli
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"go.uber.org/goleak"
+
+	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/internal/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/status"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestRequestAnnotations(t *testing.T) {
+	t.Parallel()
+	ann, err := requestAnnotations([]string{"/var/log/a", "/var/log/b"}, collectFlags{follow: true, interval: "10s", container: "app"}, metav1.Now().Time)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ann[request.AnnotationCollect] != "/var/log/a,/var/log/b" || ann[request.AnnotationMode] != "follow" || ann[request.AnnotationInterval] != "10s" ||
+		ann[request.AnnotationContainer] != "app" || ann[request.AnnotationSource] != nil || ann[request.AnnotationTrigger] == "" {
+		t.Fatalf("annotations %v", ann)
+	}
+	if _, ok := ann[request.AnnotationSource]; !ok {
+		t.Fatal("an unset key must be removed (null in the merge patch), not left as it was")
+	}
+	if _, err := requestAnnotations([]string{"/x"}, collectFlags{interval: "10s"}, metav1.Now().Time); err == nil {
+		t.Fatal("--interval without --follow was accepted")
+	}
+	now := time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC)
+	ann, err = requestAnnotations([]string{"/x"}, collectFlags{follow: true, forDuration: time.Hour}, now)
+	if err != nil || ann[request.AnnotationFollowUntil] != "2026-12-02T15:00:00Z" {
+		t.Fatalf("--for 1h: %v %v", ann, err)
+	}
+	if _, err := requestAnnotations([]string{"/x"}, collectFlags{forDuration: time.Hour}, now); err == nil {
+		t.Fatal("--for without --follow was accepted")
+	}
+	ann, err = requestAnnotations([]string{"/x"}, collectFlags{include: "spec,logs", collectOn: "termination"}, now)
+	if err != nil || ann[request.AnnotationInclude] != "spec,logs" || ann[request.AnnotationCollectOn] != "termination" {
+		t.Fatalf("--include, --on: %v %v", ann, err)
+	}
+	if v, ok := ann[request.AnnotationAlert]; !ok || v != nil {
+		t.Fatal("the plugin must remove an alert record, never keep or set one")
+	}
+}
+
+// analysisFake plays the analysis pod: cat of the manifest, tar of the collection, sha256sum.
+type analysisFake struct {
+	manifest []byte
+	archive  []byte
+	sums     string // sha256sum -c output
+	record   []byte // the custody record (nil: none)
+}
+
+func (a analysisFake) Exec(ctx context.Context, req exec.Request) error {
+	switch req.Command[0] {
+	case "sh":
+		if slices.Contains(req.Command, "podcopy-read") {
+			if a.record == nil {
+				return &exec.ExitError{Code: 3}
+			}
+			_, err := req.Stdout.Write(a.record)
+			return err
+		}
+	case "cat":
+		_, err := req.Stdout.Write(a.manifest)
+		return err
+	case "tar":
+		_, err := req.Stdout.Write(a.archive)
+		return err
+	case "sha256sum":
+		_, _ = io.Copy(io.Discard, req.Stdin)
+		_, err := io.WriteString(req.Stdout, a.sums)
+		if strings.Contains(a.sums, "FAILED") {
+			return &exec.ExitError{Code: 1}
+		}
+		return err
+	}
+	return fmt.Errorf("unexpected command %v", req.Command)
+}
+
+const id = "20261123T101500Z-1a2b3c4d"
+
+// collection builds a manifest and the tar stream the analysis pod's tar would print; edit
+// changes the archive's entries before they are written.
+func collection(t *testing.T, edit func(name string, data []byte) (string, []byte)) analysisFake {
+	t.Helper()
+	files := map[string]string{"/var/log/a.log": "alpha\n", "/var/log/dir/b.log": strings.Repeat("b", 70000)}
+	m := manifest.Manifest{Header: manifest.Header{Collection: id, Source: manifest.Source{Container: "app"}}}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	must(t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "./", Mode: 0o755}))
+	for _, p := range []string{"/var/log/a.log", "/var/log/dir/b.log"} {
+		data := []byte(files[p])
+		sum := sha256.Sum256(data)
+		m.Files = append(m.Files, manifest.File{Path: p, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])})
+		name := "./app" + p
+		if edit != nil {
+			name, data = edit(name, data)
+		}
+		if name == "" {
+			continue
+		}
+		must(t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o644}))
+		_, err := tw.Write(data)
+		must(t, err)
+	}
+	body, err := json.Marshal(m)
+	must(t, err)
+	must(t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "./manifest.json", Size: int64(len(body)), Mode: 0o644}))
+	_, err = tw.Write(body)
+	must(t, err)
+	must(t, tw.Close())
+	return analysisFake{manifest: body, archive: buf.Bytes()}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var ref = collectionRef{namespace: "ns", pod: "p", id: id, analysis: exec.Target{Namespace: "podcopy", Pod: "analysis-0", Container: "store"}, dir: "/collect/ns/p/" + id}
+
+func TestFetchVerifiesEveryFile(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		edit func(string, []byte) (string, []byte)
+		want string // in the error; "" = success
+	}{
+		{name: "intact"},
+		{name: "a byte changed", edit: func(n string, d []byte) (string, []byte) {
+			if strings.HasSuffix(n, "b.log") {
+				d = slices.Clone(d)
+				d[123] ^= 1
+			}
+			return n, d
+		}, want: "MISMATCH /var/log/dir/b.log"},
+		{name: "a file missing", edit: func(n string, d []byte) (string, []byte) {
+			if strings.HasSuffix(n, "a.log") {
+				return "", nil
+			}
+			return n, d
+		}, want: "MISSING  /var/log/a.log"},
+		{name: "a name climbing out", edit: func(n string, d []byte) (string, []byte) {
+			if strings.HasSuffix(n, "a.log") {
+				return "../../escape", d
+			}
+			return n, d
+		}, want: "EXTRA    ../../escape"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			out, dir := &bytes.Buffer{}, t.TempDir()
+			o := NewOptions(out, io.Discard).With(fake.NewClientset(), collection(t, tc.edit), "ns")
+			err := o.fetch(t.Context(), ref, dir)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, rerr := os.ReadFile(filepath.Join(dir, id, "app/var/log/dir/b.log"))
+				if rerr != nil || len(got) != 70000 || !strings.Contains(out.String(), "every SHA-256 matches") {
+					t.Fatalf("fetched %d bytes (%v); output %q", len(got), rerr, out.String())
+				}
+				if _, err := os.Stat(filepath.Join(dir, id, "manifest.json")); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "escape")); err == nil {
+				t.Fatal("written outside the output directory")
+			}
+		})
+	}
+}
+
+func TestVerifyNamesTheFile(t *testing.T) {
+	t.Parallel()
+	a := collection(t, nil)
+	a.sums = ref.dir + "/app/var/log/a.log: OK\n" + ref.dir + "/app/var/log/dir/b.log: FAILED\n"
+	o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), a, "ns")
+	err := o.verify(t.Context(), ref)
+	if err == nil || !strings.Contains(err.Error(), "MISMATCH /var/log/dir/b.log") || strings.Contains(err.Error(), "a.log") {
+		t.Fatalf("err = %v", err)
+	}
+	a.sums = ref.dir + "/app/var/log/a.log: OK\n" + ref.dir + "/app/var/log/dir/b.log: OK\n"
+	out := &bytes.Buffer{}
+	if err := NewOptions(out, io.Discard).With(fake.NewClientset(), a, "ns").verify(t.Context(), ref); err != nil || !strings.Contains(out.String(), "verified 2 files") {
+		t.Fatalf("err = %v, output %q", err, out.String())
+	}
+}
+
+// TestCollectWaitsForItsOwnRequest: collect sets the annotations, then reports the outcome
+// of that request (not an older one), non-zero on Failed with the agent's message.
+func TestCollectWaitsForItsOwnRequest(t *testing.T) {
+	t.Parallel()
+	for _, phase := range []status.Phase{status.Succeeded, status.Failed} {
+		t.Run(string(phase), func(t *testing.T) {
+			t.Parallel()
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Annotations: map[string]string{
+				status.Annotation: `{"request":"older","phase":"Succeeded"}`}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
+			cs := fake.NewClientset(pod)
+			// The agent: answer the request once it is there.
+			agent := exectest.Func(func(context.Context, exec.Request) error { return nil })
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for ctx.Err() == nil {
+					p, err := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
+					if err != nil {
+						return
+					}
+					if req, err := request.Parse(p, testPolicy()); err == nil && !strings.Contains(p.Annotations[status.Annotation], req.ID()) {
+						b, _ := json.Marshal(status.Status{Request: req.ID(), Phase: phase, Files: 1, Bytes: 6, Message: "the agent's words"})
+						p.Annotations[status.Annotation] = string(b)
+						_, _ = cs.CoreV1().Pods("ns").Update(ctx, p, metav1.UpdateOptions{})
+						return
+					}
+				}
+			}()
+			out := &bytes.Buffer{}
+			o := NewOptions(out, io.Discard).With(cs, agent, "ns")
+			err := o.collect(t.Context(), "p", []string{"/var/log/a.log"}, collectFlags{}, true)
+			cancel()
+			<-done
+			if phase == status.Succeeded && (err != nil || !strings.Contains(out.String(), "Succeeded: the agent's words")) {
+				t.Fatalf("err = %v, output %q", err, out.String())
+			}
+			if phase == status.Failed && (err == nil || !strings.Contains(err.Error(), "the agent's words")) {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+}
+
+func testPolicy() policy.Policy { return policy.Policy{AllowPaths: []string{"/**"}} }
+
+// TestStopRemovesTheRequest: stop ends a follow by removing the request annotations (the
+// agent then ships what is left and stops); others stay.
+func TestStopRemovesTheRequest(t *testing.T) {
+	t.Parallel()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Annotations: map[string]string{
+		request.AnnotationCollect: "/var/log/app.log", request.AnnotationMode: "follow", request.AnnotationInterval: "10s",
+		status.Annotation: `{"request":"x","phase":"Running"}`, "team": "payments"}}}
+	cs := fake.NewClientset(pod)
+	out := &bytes.Buffer{}
+	o := NewOptions(out, io.Discard).With(cs, nil, "ns")
+	cmd := NewCommand(o)
+	cmd.SetArgs([]string{"stop", "p"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	p, err := cs.CoreV1().Pods("ns").Get(t.Context(), "p", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{request.AnnotationCollect, request.AnnotationMode, request.AnnotationInterval} {
+		if _, ok := p.Annotations[k]; ok {
+			t.Errorf("%s is still set", k)
+		}
+	}
+	if p.Annotations["team"] != "payments" || p.Annotations[status.Annotation] == "" || !strings.Contains(out.String(), "stopped") {
+		t.Fatalf("annotations %v, output %q", p.Annotations, out.String())
+	}
+}
+
+// TestFetchGivesUpOnAStalledStream: an analysis pod that sends nothing more fails the fetch
+// with the reason, instead of holding it.
+func TestFetchGivesUpOnAStalledStream(t *testing.T) {
+	t.Parallel()
+	a := collection(t, nil)
+	stalled := exectest.Func(func(ctx context.Context, req exec.Request) error {
+		if req.Command[0] == "tar" {
+			<-ctx.Done() // the stream never moves
+			return ctx.Err()
+		}
+		return a.Exec(ctx, req)
+	})
+	o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), stalled, "ns")
+	o.Stall = 100 * time.Millisecond
+	err := o.fetch(t.Context(), ref, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "nothing arrived for 100ms") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestResolveRefusesAForgedStatus: a status set at the pod's creation by whoever created it
+// names a decoy pod, another directory or a collection id that climbs out of -o; resolve
+// refuses each, and accepts the status only where the agent could have written.
+func TestResolveRefusesAForgedStatus(t *testing.T) {
+	t.Parallel()
+	analysis := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "analysis-0", Namespace: "podcopy", Labels: map[string]string{"app.kubernetes.io/component": "analysis"}},
+		Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "store"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	decoy := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "decoy", Namespace: "ns"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}}
+	good := status.Status{Phase: status.Succeeded, Collection: id, Destination: "podcopy/analysis-0/store:/collect/ns/p/" + id, ManifestSHA256: "abc"}
+	for _, tc := range []struct {
+		name string
+		edit func(*status.Status)
+		want string // "" = accepted
+	}{
+		{name: "the agent's own", edit: func(*status.Status) {}},
+		{name: "collection climbing out of -o", edit: func(s *status.Status) { s.Collection = "../escaped" }, want: "refusing the pod's status"},
+		{name: "a decoy pod", edit: func(s *status.Status) { s.Destination = "ns/decoy/c:/collect/ns/p/" + id }, want: "--analysis-namespace"},
+		{name: "a pod outside the selector", edit: func(s *status.Status) { s.Destination = "podcopy/other/store:/collect/ns/p/" + id }, want: "does not match --analysis-selector"},
+		{name: "another directory", edit: func(s *status.Status) { s.Destination = "podcopy/analysis-0/store:/fake" }, want: "is not /collect/ns/p/"},
+		{name: "another pod's directory", edit: func(s *status.Status) { s.Destination = "podcopy/analysis-0/store:/collect/ns/victim/" + id }, want: "is not /collect/ns/p/"},
+		{name: "no such container", edit: func(s *status.Status) { s.Destination = "podcopy/analysis-0/evil:/collect/ns/p/" + id }, want: "no container"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := good
+			tc.edit(&st)
+			raw, err := json.Marshal(st)
+			must(t, err)
+			src := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Annotations: map[string]string{status.Annotation: string(raw)}}}
+			o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(src, analysis, decoy), collection(t, nil), "ns")
+			o.Dir, o.AnalysisNamespace, o.AnalysisSelector = "/collect", "podcopy", "app.kubernetes.io/component=analysis"
+			got, err := o.resolve(t.Context(), "p")
+			if tc.want == "" {
+				if err != nil || got.analysis.Pod != "analysis-0" || got.dir != "/collect/ns/p/"+id || got.manifestSHA256 != "abc" {
+					t.Fatalf("resolve = %+v, %v", got, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestManifestPinnedByTheStatus: a file rewritten together with its manifest passes the
+// per-file hashes, but not the manifest's hash the agent recorded in the status.
+func TestManifestPinnedByTheStatus(t *testing.T) {
+	t.Parallel()
+	a := collection(t, nil)
+	sum := sha256.Sum256(a.manifest)
+	pinned := ref
+	pinned.manifestSHA256 = hex.EncodeToString(sum[:])
+	a.sums = ref.dir + "/app/var/log/a.log: OK\n" + ref.dir + "/app/var/log/dir/b.log: OK\n"
+	if err := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), a, "ns").verify(t.Context(), pinned); err != nil {
+		t.Fatalf("the agent's own manifest: %v", err)
+	}
+	if err := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), a, "ns").fetch(t.Context(), pinned, t.TempDir()); err != nil {
+		t.Fatalf("fetch of the agent's own manifest: %v", err)
+	}
+	tampered := collection(t, func(n string, d []byte) (string, []byte) {
+		if strings.HasSuffix(n, "a.log") {
+			return n, []byte("rewritten\n")
+		}
+		return n, d
+	})
+	// The tamperer rewrote the manifest too: its hashes now match the rewritten file.
+	var m manifest.Manifest
+	must(t, json.Unmarshal(tampered.manifest, &m))
+	s := sha256.Sum256([]byte("rewritten\n"))
+	m.Files[0].SHA256, m.Files[0].Size = hex.EncodeToString(s[:]), 10
+	body, err := json.Marshal(m)
+	must(t, err)
+	tampered.manifest = body
+	tampered.sums = a.sums
+	for name, run := range map[string]func(*Options) error{
+		"verify": func(o *Options) error { return o.verify(t.Context(), pinned) },
+		"fetch":  func(o *Options) error { return o.fetch(t.Context(), pinned, t.TempDir()) },
+	} {
+		err := run(NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), tampered, "ns"))
+		if err == nil || !strings.Contains(err.Error(), "the manifest was changed afterwards") {
+			t.Errorf("%s of a rewritten file and manifest: %v", name, err)
+		}
+	}
+}
+
+// TestVerifyANameWithANewline (issue 20): a collected name with a newline cannot be a line of
+// sha256sum -c's input; it is hashed on its own, its name an argument.
+func TestVerifyANameWithANewline(t *testing.T) {
+	t.Parallel()
+	data := []byte("hidden\n")
+	sum := sha256.Sum256(data)
+	m := manifest.Manifest{Header: manifest.Header{Collection: id, Source: manifest.Source{Container: "app"}},
+		Files: []manifest.File{{Path: "/var/log/new\nline.log", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}}}
+	body, err := json.Marshal(m)
+	must(t, err)
+	for _, tc := range []struct {
+		name, printed, want string
+	}{
+		{name: "GNU (escaped line)", printed: "\\" + hex.EncodeToString(sum[:]) + "  " + ref.dir + "/app/var/log/new\\nline.log\n", want: "verified 1 files"},
+		{name: "busybox (raw)", printed: hex.EncodeToString(sum[:]) + "  " + ref.dir + "/app/var/log/new\nline.log\n", want: "verified 1 files"},
+		{name: "changed", printed: strings.Repeat("0", 64) + "  x\n", want: "MISMATCH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			analysisPod := exectest.Func(func(ctx context.Context, req exec.Request) error {
+				switch {
+				case slices.Contains(req.Command, "podcopy-read"): // no custody record
+					return &exec.ExitError{Code: 3}
+				case req.Command[0] == "cat":
+					_, err := req.Stdout.Write(body)
+					return err
+				case req.Command[0] == "sha256sum" && req.Command[1] == "-c":
+					_, _ = io.Copy(io.Discard, req.Stdin)
+					return nil
+				case req.Command[0] == "sha256sum" && req.Command[2] == ref.dir+"/app/var/log/new\nline.log":
+					_, err := io.WriteString(req.Stdout, tc.printed)
+					return err
+				}
+				return fmt.Errorf("unexpected %q", req.Command)
+			})
+			out := &bytes.Buffer{}
+			err := NewOptions(out, io.Discard).With(fake.NewClientset(), analysisPod, "ns").verify(t.Context(), ref)
+			if got := out.String() + fmt.Sprint(err); !strings.Contains(got, tc.want) {
+				t.Fatalf("output %q, err %v; want %q", out.String(), err, tc.want)
+			}
+		})
+	}
+}

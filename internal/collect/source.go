@@ -1,0 +1,142 @@
+package collect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/go-logr/logr"
+
+	"github.com/podcopy/podcopy/internal/courier"
+	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/internal/follow"
+	"github.com/podcopy/podcopy/internal/helper"
+	"github.com/podcopy/podcopy/internal/ship"
+	"github.com/podcopy/podcopy/pkg/request"
+)
+
+// helperStartTimeout bounds finding or starting the helper container.
+const helperStartTimeout = 3 * time.Minute
+
+// ReasonHelperFallback is the Event of a request read through the podcopy helper because
+// the container lacks tar or sh (podcopy/source=auto).
+const ReasonHelperFallback = "ReadingThroughHelper"
+
+// Helpers starts the podcopy helper that reads a container (package courier).
+type Helpers interface {
+	Ensure(ctx context.Context, pod *corev1.Pod, container string) (courier.Helper, error)
+}
+
+// sourceMode is how req's files are read: its podcopy/source, else the agent's source.mode.
+func (h *Handler) sourceMode(req request.Request) request.Source {
+	switch {
+	case req.Source != "":
+		return req.Source
+	case h.Settings.Source != "":
+		return h.Settings.Source
+	}
+	return request.SourceAuto
+}
+
+// helper starts (or finds) the helper reading container. A helper that cannot be started
+// for a reason the cluster states (refused by admission or Pod Security, an image that
+// cannot be pulled) is a permanent failure with that reason.
+func (h *Handler) helper(ctx context.Context, pod *corev1.Pod, container string) (courier.Helper, error) {
+	if h.Helpers == nil {
+		return courier.Helper{}, &ship.PermanentError{Err: errors.New("the podcopy helper is not available in this agent")}
+	}
+	// A deadline over the API calls and the wait for the container (which has its own, 2
+	// minutes): a stalled API connection fails this attempt instead of holding it.
+	ctx, cancel := context.WithTimeout(ctx, helperStartTimeout)
+	defer cancel()
+	hp, err := h.Helpers.Ensure(ctx, pod, container)
+	var cerr *courier.Error
+	if errors.As(err, &cerr) {
+		return hp, &ship.PermanentError{Err: err}
+	}
+	return hp, err
+}
+
+// missingTools reports the command the container lacks, if err says so.
+func missingTools(err error) (string, bool) {
+	var missing *exec.MissingCommandError
+	if errors.As(err, &missing) {
+		return missing.Command, true
+	}
+	return "", false
+}
+
+// runJob runs job with the source the request asks for. With auto, a container without tar
+// or sh is read once more through the helper, and an Event says so.
+func (h *Handler) runJob(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, job ship.Job) (ship.Result, error) {
+	mode := h.sourceMode(req)
+	if mode == request.SourceHelper || (mode == request.SourceAuto && h.isToolless(pod.UID, req.Container)) {
+		if err := h.withHelper(ctx, pod, req, &job); err != nil {
+			return ship.Result{}, err
+		}
+		return h.Runner.Run(ctx, job)
+	}
+	res, err := h.Runner.Run(ctx, job)
+	cmd, missing := missingTools(err)
+	if !missing {
+		return res, err
+	}
+	if mode != request.SourceAuto {
+		return res, &ship.PermanentError{Err: fmt.Errorf("%w; podcopy/source=%s reads with the container's own %s: use podcopy/source=helper (or auto) for a container without it", err, mode, cmd)}
+	}
+	h.markToolless(pod.UID, req.Container)
+	h.event(pod, corev1.EventTypeNormal, ReasonHelperFallback,
+		fmt.Sprintf("container %s has no %s; reading through the podcopy helper (podcopy/source=auto)", req.Container, cmd))
+	log.Info("the container lacks a tool; reading through the podcopy helper", "missing", cmd)
+	if err := h.withHelper(ctx, pod, req, &job); err != nil {
+		return ship.Result{}, fmt.Errorf("container %s has no %s, and the podcopy helper could not start: %w", req.Container, cmd, err)
+	}
+	return h.Runner.Run(ctx, job)
+}
+
+// withHelper points job at the helper reading req's container.
+func (h *Handler) withHelper(ctx context.Context, pod *corev1.Pod, req request.Request, job *ship.Job) error {
+	hp, err := h.helper(ctx, pod, req.Container)
+	if err != nil {
+		return err
+	}
+	job.Source = hp.Target
+	job.Reader = helper.Reader{Command: hp.Command}
+	if hp.Ephemeral { // the helper applies the deny list itself: a denied file is never opened
+		job.Reader = helper.Reader{Command: hp.Command, Deny: job.Policy.DenyPaths}
+	}
+	job.Gzip = job.Gzip || h.Settings.Compression == "auto"
+	job.SourceKind = "helper"
+	return nil
+}
+
+// helperSource is follow's source through the helper.
+func (h *Handler) helperSource(ctx context.Context, pod *corev1.Pod, container string) (follow.ExecSource, error) {
+	hp, err := h.helper(ctx, pod, container)
+	if err != nil {
+		return follow.ExecSource{}, err
+	}
+	return follow.ExecSource{Exec: h.Exec, Target: hp.Target, Helper: hp.Command}, nil
+}
+
+func (h *Handler) isToolless(uid types.UID, container string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.toolless[uid][container]
+}
+
+func (h *Handler) markToolless(uid types.UID, container string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.toolless == nil {
+		h.toolless = map[types.UID]map[string]bool{}
+	}
+	if h.toolless[uid] == nil {
+		h.toolless[uid] = map[string]bool{}
+	}
+	h.toolless[uid][container] = true
+}

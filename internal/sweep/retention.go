@@ -1,0 +1,203 @@
+package sweep
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/failure"
+	"github.com/podcopy/podcopy/pkg/layout"
+)
+
+//go:embed scripts/usage.sh
+var usageScript string
+
+//go:embed scripts/collections.sh
+var collectionsScript string
+
+// Usage is what one source namespace holds in an analysis pod.
+type Usage struct {
+	Bytes       int64
+	Collections int
+}
+
+// Measure reads namespace ns's usage below dir in the analysis pod dst.
+func Measure(ctx context.Context, ex exec.Executor, dst exec.Target, dir, ns string) (Usage, error) {
+	l, err := layout.New(dir, ns, "x") // the namespace's directory is the parent of any pod's root
+	if err != nil {
+		return Usage{}, err
+	}
+	nsDir := l.Root()[:strings.LastIndex(l.Root(), "/")]
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := ex.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", usageScript, "podcopy-usage", nsDir},
+		Stdout: &limited{b: &out, n: 256}}); err != nil {
+		return Usage{}, fmt.Errorf("measuring namespace %s in analysis pod %s: %w", ns, dst, err)
+	}
+	f := strings.Fields(out.String())
+	if len(f) != 2 {
+		return Usage{}, fmt.Errorf("measuring namespace %s in analysis pod %s: unexpected output %q", ns, dst, out.String())
+	}
+	kib, err1 := strconv.ParseInt(f[0], 10, 64)
+	n, err2 := strconv.Atoi(f[1])
+	if err := errors.Join(err1, err2); err != nil {
+		return Usage{}, fmt.Errorf("measuring namespace %s in analysis pod %s: %w", ns, dst, err)
+	}
+	return Usage{Bytes: kib << 10, Collections: n}, nil
+}
+
+// QuotaError is a collection refused because its namespace's quota is used up.
+type QuotaError struct{ Reason string }
+
+func (e *QuotaError) Error() string { return e.Reason }
+
+// FailureReason implements failure.Reasoned.
+func (e *QuotaError) FailureReason() string { return failure.QuotaExceeded }
+
+// Check refuses a new collection of namespace ns when u has reached q; otherwise it returns
+// the bytes the collection may still write (0: no bound).
+func Check(q destination.Quota, ns string, u Usage) (int64, error) {
+	maxBytes, err := q.BytesValue()
+	if err != nil {
+		return 0, err
+	}
+	if q.Collections > 0 && u.Collections >= q.Collections {
+		return 0, &QuotaError{Reason: fmt.Sprintf("namespace %s holds %d collections in the analysis pod, destination.quota.collections=%d; remove some (or wait for retention) and change podcopy/trigger to run it again",
+			ns, u.Collections, q.Collections)}
+	}
+	if maxBytes > 0 {
+		if u.Bytes >= maxBytes {
+			return 0, &QuotaError{Reason: fmt.Sprintf("namespace %s uses %d bytes in the analysis pod, destination.quota.bytes=%s; remove some collections (or wait for retention) and change podcopy/trigger to run it again",
+				ns, u.Bytes, q.Bytes)}
+		}
+		return maxBytes - u.Bytes, nil
+	}
+	return 0, nil
+}
+
+// collection is one published collection found in an analysis pod.
+type collection struct{ ns, pod, id string }
+
+// parseCollections reads collections.sh's output: only paths the layout itself would build
+// are believed (a name that is not a namespace, pod or collection id is ignored).
+func parseCollections(dir string, out []byte) []collection {
+	var cs []collection
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), strings.TrimSuffix(dir, "/")+"/")
+		parts := strings.Split(rest, "/")
+		if !ok || len(parts) != 4 || parts[3] != layout.ManifestName {
+			continue
+		}
+		l, err := layout.New(dir, parts[0], parts[1])
+		if err != nil {
+			continue
+		}
+		if _, err := l.Collection(parts[2]); err != nil {
+			continue
+		}
+		cs = append(cs, collection{ns: parts[0], pod: parts[1], id: parts[2]})
+	}
+	return cs
+}
+
+// expired picks what retention removes: per pod, all but the newest keep (0: keep all) and
+// every collection that started before cutoff (zero: none). Collection ids start with their
+// UTC start time, so they sort by age.
+func expired(cs []collection, keep int, cutoff time.Time) []collection {
+	byPod := map[[2]string][]string{}
+	for _, c := range cs {
+		k := [2]string{c.ns, c.pod}
+		byPod[k] = append(byPod[k], c.id)
+	}
+	var out []collection
+	limit := ""
+	if !cutoff.IsZero() {
+		limit = cutoff.UTC().Format("20060102T150405Z")
+	}
+	for k, ids := range byPod {
+		slices.Sort(ids)
+		for i, id := range ids {
+			old := limit != "" && id[:len(limit)] < limit
+			if old || (keep > 0 && i < len(ids)-keep) {
+				out = append(out, collection{ns: k[0], pod: k[1], id: id})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b collection) int { return strings.Compare(a.ns+"/"+a.pod+"/"+a.id, b.ns+"/"+b.pod+"/"+b.id) })
+	return out
+}
+
+// retain applies Retention in the analysis pod t and returns how many collections it removed.
+func (s Sweeper) retain(ctx context.Context, log logr.Logger, t exec.Target) int {
+	var out bytes.Buffer
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err := s.Exec.Exec(cctx, exec.Request{Target: t, Command: []string{"sh", "-c", collectionsScript, "podcopy-collections", s.Dir},
+		Stdout: &limited{b: &out, n: 64 << 20}})
+	cancel()
+	if err != nil {
+		log.Error(err, "listing collections for retention", "destination", t.String())
+		return 0
+	}
+	var cutoff time.Time
+	if s.Retention.MaxAge > 0 {
+		cutoff = s.now().Add(-s.Retention.MaxAge)
+	}
+	gone := expired(parseCollections(s.Dir, out.Bytes()), s.Retention.KeepLast, cutoff)
+	removed := 0
+	for batch := range slices.Chunk(gone, 64) {
+		cmd := []string{"rm", "-rf", "--"}
+		for _, c := range batch {
+			l, err := layout.New(s.Dir, c.ns, c.pod)
+			if err != nil {
+				continue
+			}
+			p, err := l.Collection(c.id)
+			if err != nil {
+				continue
+			}
+			cmd = append(cmd, p)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := s.Exec.Exec(cctx, exec.Request{Target: t, Command: cmd})
+		cancel()
+		if err != nil {
+			log.Error(err, "removing collections past retention", "destination", t.String())
+			continue
+		}
+		for _, p := range cmd[3:] {
+			log.Info("removed a collection past retention", "destination", t.String(), "path", p,
+				"keepLast", s.Retention.KeepLast, "maxAge", s.Retention.MaxAge.String())
+		}
+		removed += len(cmd) - 3
+	}
+	if s.RetentionRemoved != nil {
+		s.RetentionRemoved.Add(float64(removed))
+	}
+	return removed
+}
+
+// limited is a buffer that refuses to grow past n bytes.
+type limited struct {
+	b *bytes.Buffer
+	n int
+}
+
+func (l *limited) Write(p []byte) (int, error) {
+	if l.b.Len()+len(p) > l.n {
+		return 0, fmt.Errorf("output longer than %d bytes", l.n)
+	}
+	return l.b.Write(p)
+}

@@ -1,0 +1,117 @@
+// Package sweep is the janitor of the analysis pods: it removes staging directories that
+// collections cut off mid-way left (SPEC §3 destination.staleAfter; a collection in flight
+// keeps its own fresh), applies retention to published collections (destination.retention),
+// and measures a namespace's usage for its quota (destination.quota). Staging in flight and
+// follow files are never touched.
+package sweep
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/internal/ship"
+)
+
+// Sweeper removes stale staging directories below Dir in every analysis pod.
+type Sweeper struct {
+	Exec exec.Executor
+	// Targets lists the analysis pods.
+	Targets func(ctx context.Context) ([]exec.Target, error)
+	Dir     string
+	After   time.Duration
+	Removed prometheus.Counter
+	// Retention is applied on every sweep when enabled; RetentionRemoved counts what it
+	// removed.
+	Retention        destination.Retention
+	RetentionRemoved prometheus.Counter
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// Uploads, when set, is the bucket whose multipart uploads older than UploadAge() are
+	// aborted on every sweep: no live collection owns one (an attempt ends at
+	// policy.deadline and aborts its own); UploadsAborted counts them.
+	Uploads        UploadAborter
+	UploadAge      func() time.Duration
+	UploadsAborted prometheus.Counter
+	// Runs counts the rounds (nil: not counted).
+	Runs prometheus.Counter
+}
+
+// UploadAborter aborts a bucket's multipart uploads started before a time (objstore.Store).
+type UploadAborter interface {
+	AbortStale(ctx context.Context, before time.Time) (int, error)
+}
+
+func (s Sweeper) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// Run sweeps now and then every After/2 (between one and ten minutes) until ctx ends.
+func (s Sweeper) Run(ctx context.Context) error {
+	every := min(max(s.After/2, time.Minute), 10*time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if s.Runs != nil {
+			s.Runs.Inc()
+		}
+		s.Once(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Once sweeps every analysis pod and returns how many directories it removed.
+func (s Sweeper) Once(ctx context.Context) int {
+	log := logr.FromContextOrDiscard(ctx).WithName("sweep")
+	targets, err := s.Targets(ctx)
+	if err != nil {
+		log.Error(err, "listing analysis pods")
+		return 0
+	}
+	minutes := int(s.After.Minutes())
+	n := 0
+	for _, t := range targets {
+		var out bytes.Buffer
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := s.Exec.Exec(cctx, exec.Request{Target: t, Command: ship.StaleCommand(s.Dir, minutes), Stdout: &out})
+		cancel()
+		if err != nil {
+			log.Error(err, "removing stale staging directories", "destination", t.String())
+		}
+		sc := bufio.NewScanner(&out)
+		for sc.Scan() {
+			n++
+			s.Removed.Inc()
+			log.Info("removed a stale staging directory", "destination", t.String(), "path", sc.Text())
+		}
+		if s.Retention.Enabled() {
+			s.retain(ctx, log, t)
+		}
+	}
+	if s.Uploads != nil && s.UploadAge != nil {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		aborted, err := s.Uploads.AbortStale(actx, s.now().Add(-s.UploadAge()))
+		cancel()
+		if aborted > 0 {
+			s.UploadsAborted.Add(float64(aborted))
+			log.Info("aborted orphaned multipart uploads in the bucket", "count", aborted)
+		}
+		if err != nil {
+			log.Error(err, "aborting orphaned multipart uploads in the bucket")
+		}
+	}
+	return n
+}
