@@ -7,7 +7,7 @@ export PODCOPY_CACHE_DIR ?= $(CURDIR)/.cache
 
 .PHONY: help
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build bin/podcopy-agent for this machine.
@@ -82,6 +82,10 @@ deploy: cluster-up ## Build the agent image and install it with the Helm chart (
 
 E2E_GO_TEST = $(GO) test -tags e2e -count=1 -timeout 45m -v ./e2e/
 E2E_SUMMARY = grep -E '^(=== RUN|\s*--- |PASS|FAIL|ok)|^\s+\S+_test.go:[0-9]+:'
+
+.PHONY: e2e-on
+e2e-on: ## The e2e suite against another cluster: make e2e-on KUBECONFIG=admin.kubeconfig [RUN=regexp] (tests that need the local cluster itself skip).
+	PODCOPY_E2E_KUBECONFIG=$(KUBECONFIG) $(GO) test -tags e2e -count=1 -timeout 60m -v -run '$(or $(RUN),.)' ./e2e/
 
 .PHONY: e2e
 e2e: cluster-up chart-lint ## End-to-end suite on the local cluster: once installed with kustomize, then with Helm.

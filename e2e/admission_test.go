@@ -39,6 +39,7 @@ func userClient(t *testing.T, user string) kubernetes.Interface {
 // userConfig is a client-certificate identity, user, signed by the cluster's CA.
 func userConfig(t *testing.T, user string) *rest.Config {
 	t.Helper()
+	local(t, "CA (client-certificate users)")
 	caPEM, err := os.ReadFile(filepath.Join(state, "pki", "ca.crt"))
 	if err != nil {
 		t.Fatal(err)

@@ -60,6 +60,13 @@ func helmBin() string { return filepath.Join("hack", "cluster", "helm.sh") } // 
 
 func kubectlBin(t *testing.T) string {
 	t.Helper()
+	if foreign {
+		bin, err := osexec.LookPath("kubectl")
+		if err != nil {
+			t.Skipf("kubectl is not on PATH: %v", err)
+		}
+		return bin
+	}
 	env, err := os.ReadFile(filepath.Join(state, "env"))
 	if err != nil {
 		t.Fatal(err)

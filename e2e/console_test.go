@@ -38,7 +38,7 @@ func screenshot(t *testing.T, tab context.Context, name string) {
 	if err := chromedp.Run(tab, chromedp.FullScreenshot(&png, 100)); err != nil {
 		t.Fatal(err)
 	}
-	dirs := []string{filepath.Join(state, "..")}
+	dirs := []string{artifacts()}
 	if d := os.Getenv("PODCOPY_SCREENSHOTS"); d != "" {
 		dirs = append(dirs, d)
 	}

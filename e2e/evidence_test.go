@@ -45,6 +45,7 @@ type evidenceStore struct {
 
 func evidence(t *testing.T) evidenceStore {
 	t.Helper()
+	local(t, "evidence store (its port on this machine)")
 	port, err := os.ReadFile(filepath.Join(state, "evidence-port"))
 	if err != nil {
 		t.Fatalf("the evidence store is not deployed (hack/deploy.sh helm): %v", err)
@@ -219,7 +220,7 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 	}
 
 	// The plugin reads the bucket with the user's own S3 credentials (AWS environment).
-	admin, env := filepath.Join(state, "admin.kubeconfig"), store.env(t)
+	admin, env := kubeconfig, store.env(t)
 	if out, errOut, code := kubectlPodcopyEnv(t, env, admin, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 3 files") || !strings.Contains(out, "signed by key "+st.CustodyKeyID) {
 		t.Fatalf("verify %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
 	} else {
@@ -317,7 +318,7 @@ func TestBucketOnly(t *testing.T) {
 	if out, err := run(t, analysis(t), "sh", "-c", `ls -A "$1" 2>/dev/null | wc -l`, "sh", "/collect/"+ns); err != nil || strings.TrimSpace(out) != "0" {
 		t.Fatalf("the analysis pod holds %q entries for %s (%v)", out, ns, err)
 	}
-	admin := filepath.Join(state, "admin.kubeconfig")
+	admin := kubeconfig
 	if out, errOut, code := kubectlPodcopyEnv(t, store.env(t), admin, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 2 files") || !strings.Contains(out, "signed by key") {
 		t.Fatalf("verify %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
 	}
@@ -423,7 +424,7 @@ func TestEvidenceStoreKilled(t *testing.T) {
 	st := waitFinalWithin(t, ns, "big", "", terminalBound)
 	t.Logf("terminal %.1fs after the kill: %s, attempt %d: %s", time.Since(injected).Seconds(), st.Phase, st.Attempt, st.Message)
 	checkCompleteOrAbsent(t, ns, "big", st)
-	admin := filepath.Join(state, "admin.kubeconfig")
+	admin := kubeconfig
 	switch st.Phase {
 	case status.Succeeded:
 		if out, errOut, code := kubectlPodcopyEnv(t, store.env(t), admin, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 1 files") {

@@ -149,6 +149,7 @@ func TestFullDisk(t *testing.T) {
 func restart(component string) func(t *testing.T) {
 	return func(t *testing.T) {
 		t.Helper()
+		local(t, "processes (cluster.sh restart)")
 		cmd := osexec.CommandContext(t.Context(), "bash", filepath.Join("..", "hack", "cluster", "cluster.sh"), "restart", component, "3")
 		cmd.Env = append(os.Environ(), "PODCOPY_CLUSTER_STATE="+state)
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -246,7 +247,7 @@ func checkCompleteOrAbsent(t *testing.T, ns, pod string, st status.Status) {
 // agentPod is the agent pod on the first node, where the suite's pods run.
 func agentPod(t *testing.T) corev1.Pod {
 	t.Helper()
-	return agentOn(t, clustertest.FirstNode)
+	return agentOn(t, firstNode)
 }
 
 // agentOn is the live, Ready agent pod on node.

@@ -186,7 +186,7 @@ func deleteAgentPod(t *testing.T) {
 	}
 	t.Logf("deleted agent pod %s", old.Name)
 	waitFor(t, 2*time.Minute, "a new Ready agent pod", func(ctx context.Context) (bool, error) {
-		p, err := clustertest.AgentPod(ctx, client, clustertest.FirstNode)
+		p, err := clustertest.AgentPod(ctx, client, firstNode)
 		return err == nil && p.UID != old.UID, nil
 	})
 }

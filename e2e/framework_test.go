@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,31 +40,55 @@ const (
 )
 
 var (
-	state     string // the local cluster's state dir (PKI, env)
+	state     string // the local cluster's state dir (PKI, env); "" against another cluster
 	cfg       *rest.Config
 	client    kubernetes.Interface
 	executor  exec.Executor
 	agentPort string
+	// foreign is true when the suite runs against another cluster (PODCOPY_E2E_KUBECONFIG).
+	foreign bool
+	// kubeconfig is the admin kubeconfig the suite (and the plugin it runs) uses.
+	kubeconfig string
+	// firstNode is where the suite's pods run: the local cluster's first node, or
+	// PODCOPY_E2E_NODE (default: the first Ready node without a NoSchedule taint).
+	firstNode = clustertest.FirstNode
 )
 
+// TestMain connects to the local cluster (hack/cluster: its state directory), or to any
+// cluster with podcopy installed from this tree when PODCOPY_E2E_KUBECONFIG names an admin
+// kubeconfig (the test images loaded on its nodes under their podcopy.local names, as
+// `kind load image-archive` does). Tests that need the local cluster itself (its PKI, its
+// processes, its ports on this machine) then skip, naming what they need.
 func TestMain(m *testing.M) {
-	state = os.Getenv("PODCOPY_CLUSTER_STATE")
-	if state == "" {
-		cache := os.Getenv("PODCOPY_CACHE_DIR")
-		if cache == "" {
-			cache = filepath.Join("..", ".cache")
+	if kc := os.Getenv("PODCOPY_E2E_KUBECONFIG"); kc != "" {
+		foreign, kubeconfig = true, kc
+	} else {
+		state = os.Getenv("PODCOPY_CLUSTER_STATE")
+		if state == "" {
+			cache := os.Getenv("PODCOPY_CACHE_DIR")
+			if cache == "" {
+				cache = filepath.Join("..", ".cache")
+			}
+			state = filepath.Join(cache, "cluster")
 		}
-		state = filepath.Join(cache, "cluster")
+		kubeconfig = filepath.Join(state, "admin.kubeconfig")
 	}
 	var err error
-	cfg, err = clientcmd.BuildConfigFromFlags("", filepath.Join(state, "admin.kubeconfig"))
+	cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "no local cluster (run `make e2e`): %v\n", err)
+		fmt.Fprintf(os.Stderr, "no cluster (run `make e2e`, or set PODCOPY_E2E_KUBECONFIG): %v\n", err)
 		os.Exit(1)
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	client = kubernetes.NewForConfigOrDie(cfg)
 	executor = exec.NewRemote(cfg, client.CoreV1().RESTClient(), exec.TransportAuto)
+	if foreign {
+		if firstNode, err = schedulableNode(context.Background()); err != nil {
+			fmt.Fprintf(os.Stderr, "no node for the suite's pods: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(m.Run())
+	}
 	port, err := os.ReadFile(filepath.Join(state, "agent-port"))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "agent not deployed (run `make e2e`): %v\n", err)
@@ -71,6 +96,47 @@ func TestMain(m *testing.M) {
 	}
 	agentPort = strings.TrimSpace(string(port))
 	os.Exit(m.Run())
+}
+
+// schedulableNode is PODCOPY_E2E_NODE, or the first Ready node without a NoSchedule taint.
+func schedulableNode(ctx context.Context) (string, error) {
+	if n := os.Getenv("PODCOPY_E2E_NODE"); n != "" {
+		return n, nil
+	}
+	nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", err
+	}
+	for _, n := range nodes.Items {
+		ready, tainted := false, false
+		for _, c := range n.Status.Conditions {
+			ready = ready || (c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue)
+		}
+		for _, tn := range n.Spec.Taints {
+			tainted = tainted || tn.Effect == corev1.TaintEffectNoSchedule
+		}
+		if ready && !tainted {
+			return n.Name, nil
+		}
+	}
+	return "", errors.New("no Ready node without a NoSchedule taint; set PODCOPY_E2E_NODE")
+}
+
+// local skips a test that needs the local cluster itself when the suite runs against
+// another cluster.
+func local(t *testing.T, what string) {
+	t.Helper()
+	if foreign {
+		t.Skipf("needs the local cluster's %s (the suite runs against PODCOPY_E2E_KUBECONFIG)", what)
+	}
+}
+
+// artifacts is where screenshots go: next to the local cluster's state, else a temp dir.
+func artifacts() string {
+	if foreign {
+		return os.TempDir()
+	}
+	return artifacts()
 }
 
 // namespace makes a fresh namespace for one test and deletes it afterwards.
@@ -101,7 +167,11 @@ func namespace(t *testing.T) string {
 // sourcePod runs script in image and waits until it has touched /tmp/ready.
 func sourcePod(t *testing.T, ns, name, image, script string) *corev1.Pod {
 	t.Helper()
-	if _, err := client.CoreV1().Pods(ns).Create(t.Context(), clustertest.SourcePod(ns, name, image, script), metav1.CreateOptions{}); err != nil {
+	p := clustertest.SourcePod(ns, name, image, script)
+	if foreign {
+		p.Spec.NodeName = firstNode // where scrape reads the agent's metrics
+	}
+	if _, err := client.CoreV1().Pods(ns).Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := clustertest.WaitReady(t.Context(), client, ns, name, 2*time.Minute); err != nil {
@@ -242,12 +312,25 @@ func countEvents(t *testing.T, ns, pod, reason string) int {
 // (where the suite's pods run unless a test pins one elsewhere).
 func scrape(t *testing.T) map[string]float64 {
 	t.Helper()
-	return scrapeAt(t, agentAddr(t, clustertest.FirstNode, agentPort))
+	if foreign { // through the API server's proxy to the agent pod's metrics port
+		pod := agentOn(t, firstNode)
+		body, err := client.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, "metrics", "metrics", nil).DoRaw(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := clustertest.ParseMetrics(bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	return scrapeAt(t, agentAddr(t, firstNode, agentPort))
 }
 
 // agentAddr is where the agent on node serves port (its node's address), waiting for it.
 func agentAddr(t *testing.T, node, port string) string {
 	t.Helper()
+	local(t, "agents' addresses on this machine")
 	var addr string
 	waitFor(t, 2*time.Minute, "the agent on "+node, func(ctx context.Context) (bool, error) {
 		var err error

@@ -36,6 +36,7 @@ const receiverName = "podcopy-agent-receiver"
 // its bearer token.
 func receiverClient(t *testing.T) (base, token string, hc *http.Client) {
 	t.Helper()
+	local(t, "alert receiver (its port on this machine)")
 	port, err := os.ReadFile(filepath.Join(state, "receiver-port"))
 	if err != nil {
 		t.Fatalf("the alert receiver is not deployed (hack/deploy.sh helm): %v", err)
@@ -405,7 +406,7 @@ func TestCollectSelector(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	admin := filepath.Join(state, "admin.kubeconfig")
+	admin := kubeconfig
 	out, errOut, code := kubectlPodcopy(t, admin, "-n", ns, "collect", "-l", "app=mysql", "/var/log/mysql/slow.log", "--wait")
 	if code != 1 || !strings.Contains(errOut, "1 of 3 collections failed") || !strings.Contains(errOut, ns+"/db-2[app]: Failed") || !strings.Contains(errOut, "no such file") {
 		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, errOut)

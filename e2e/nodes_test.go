@@ -39,6 +39,7 @@ import (
 // clusterEnv is the local cluster's env file (hack/cluster/cluster.sh up).
 func clusterEnv(t *testing.T) map[string]string {
 	t.Helper()
+	local(t, "env file")
 	f, err := os.Open(filepath.Join(state, "env"))
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +84,7 @@ func pinnedPod(t *testing.T, ns, name, node, script string) *corev1.Pod {
 // cluster runs hack/cluster/cluster.sh with args (stop, resume, restart a component).
 func cluster(t *testing.T, args ...string) {
 	t.Helper()
+	local(t, "processes (cluster.sh)")
 	cmd := osexec.CommandContext(context.WithoutCancel(t.Context()), "bash", append([]string{filepath.Join("..", "hack", "cluster", "cluster.sh")}, args...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("cluster.sh %v: %v\n%s", args, err, out)
@@ -104,7 +106,7 @@ func nodeReady(t *testing.T, node string, want bool, timeout time.Duration) {
 
 // kubeletOf is the cluster.sh name of node's kubelet.
 func kubeletOf(node string) string {
-	if node == clustertest.FirstNode {
+	if node == firstNode {
 		return "kubelet"
 	}
 	return "kubelet-" + node
@@ -150,7 +152,7 @@ func succeeded(m map[string]float64) float64 {
 // node 2, and the web shell on node 1's agent opens a shell in a pod on node 2.
 func TestNodes(t *testing.T) {
 	node2 := secondNode(t)
-	node1 := clustertest.FirstNode
+	node1 := firstNode
 	ns := namespace(t)
 	agent1, agent2 := agentOn(t, node1), agentOn(t, node2)
 	addr1, addr2 := agentAddr(t, node1, agentPort), agentAddr(t, node2, agentPort)
@@ -251,7 +253,7 @@ func TestNodes(t *testing.T) {
 	}
 
 	// The plugin fetches from the analysis pod on node 2.
-	out, errOut, code := kubectlPodcopy(t, filepath.Join(state, "admin.kubeconfig"), "fetch", "to-two", "-n", ns, "-o", t.TempDir())
+	out, errOut, code := kubectlPodcopy(t, kubeconfig, "fetch", "to-two", "-n", ns, "-o", t.TempDir())
 	if code != 0 || !strings.Contains(out, "fetched 2 files") {
 		t.Fatalf("fetch from %s: exit %d\n%s\n%s", remote, code, out, errOut)
 	}
@@ -318,7 +320,7 @@ func shellInto(t *testing.T, ns, pod, container, line, want string) {
 			seen.Write(data)
 		}
 	}
-	t.Logf("web shell on %s's agent into %s/%s: saw %q", clustertest.FirstNode, ns, pod, want)
+	t.Logf("web shell on %s's agent into %s/%s: saw %q", firstNode, ns, pod, want)
 }
 
 // leader reports which of the agents at addrs holds the janitor's Lease ("" when none) and
@@ -346,7 +348,7 @@ func leader(t *testing.T, addrs map[string]string) (string, map[string]map[strin
 // the other takes over within the Lease's duration.
 func TestJanitorLease(t *testing.T) {
 	node2 := secondNode(t)
-	nodes := []string{clustertest.FirstNode, node2}
+	nodes := []string{firstNode, node2}
 	addrs := map[string]string{}
 	for _, n := range nodes {
 		addrs[n] = agentAddr(t, n, agentPort)

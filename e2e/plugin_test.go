@@ -175,7 +175,7 @@ func TestPluginProgressBar(t *testing.T) {
 	}
 	ns := namespace(t)
 	sourcePod(t, ns, "big", imageBusybox, "mkdir -p /var/log && head -c 524288000 /dev/urandom > /var/log/big.bin")
-	kc := filepath.Join(state, "admin.kubeconfig")
+	kc := kubeconfig
 	session := "podcopy-" + ns
 	cmd := fmt.Sprintf("%s --kubeconfig %s -n %s collect big /var/log/big.bin; echo EXIT=$?; sleep 60", plugin(t), kc, ns)
 	if out, err := osexec.Command("tmux", "new-session", "-d", "-s", session, "-x", "110", "-y", "8", cmd).CombinedOutput(); err != nil {
@@ -237,7 +237,7 @@ func grantCleanup(t *testing.T, ns, user string, rules ...rbacv1.PolicyRule) {
 func TestPluginTrustsNoTenantRecord(t *testing.T) {
 	t.Parallel()
 	ns := namespace(t)
-	admin := filepath.Join(state, "admin.kubeconfig")
+	admin := kubeconfig
 	sourcePod(t, ns, "app", imageBusybox, "mkdir -p /var/log/data && echo original > /var/log/data/a.log && echo other > /var/log/data/b.log")
 	sourcePod(t, ns, "decoy", imageBusybox, "mkdir -p /fake && echo decoy > /fake/manifest.json")
 	annotate(t, ns, "app", map[string]string{"podcopy/collect": "/var/log/data"})

@@ -18,8 +18,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/podcopy/podcopy/internal/clustertest"
 )
 
 // saToken makes a ServiceAccount in ns, binds rules to it in the analysis pod's namespace, and
@@ -54,11 +52,12 @@ func saToken(t *testing.T, ns, name string, rules ...rbacv1.PolicyRule) string {
 
 func shellURL(t *testing.T) string {
 	t.Helper()
+	local(t, "web shell (its port on this machine)")
 	port, err := os.ReadFile(filepath.Join(state, "shell-port"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return "http://" + agentAddr(t, clustertest.FirstNode, strings.TrimSpace(string(port))) + "/"
+	return "http://" + agentAddr(t, firstNode, strings.TrimSpace(string(port))) + "/"
 }
 
 func browser(t *testing.T) context.Context {
@@ -178,7 +177,7 @@ func TestWebShell(t *testing.T) {
 	if err := chromedp.Run(tab, chromedp.FullScreenshot(&png, 100)); err != nil {
 		t.Fatal(err)
 	}
-	shot, _ := filepath.Abs(filepath.Join(state, "..", "e2e-webshell.png"))
+	shot, _ := filepath.Abs(filepath.Join(artifacts(), "e2e-webshell.png"))
 	if err := os.WriteFile(shot, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
