@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -314,7 +315,17 @@ func scrape(t *testing.T) map[string]float64 {
 	t.Helper()
 	if foreign { // through the API server's proxy to the agent pod's metrics port
 		pod := agentOn(t, firstNode)
-		body, err := client.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, "metrics", "metrics", nil).DoRaw(t.Context())
+		port := ""
+		for _, c := range pod.Spec.Containers {
+			for _, p := range c.Ports {
+				if p.Name == "metrics" {
+					port = strconv.Itoa(int(p.ContainerPort))
+				}
+			}
+		}
+		// By number: kube-apiserver v1.37.2 answers a named port here with a nil-pointer
+		// panic (normalizeLocation), measured on the local cluster.
+		body, err := client.CoreV1().Pods(pod.Namespace).ProxyGet("", pod.Name, port, "metrics", nil).DoRaw(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
