@@ -5,8 +5,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -17,14 +19,34 @@ import (
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
+// subcommand is one of the binary's modes besides the per-node agent: it takes the rest of
+// the arguments and ends the process.
+type subcommand struct {
+	run  func(args []string)
+	help string
+}
+
+// subcommands are the binary's other modes, by their first argument.
+var subcommands = map[string]subcommand{
+	"source":   {sourceMain, "the reading side inside a container (the helper, the sidecar): list, tar, follow, glob, wait"},
+	"receiver": {receiverMain, "the alert receiver: Falcosidekick and Alertmanager webhooks to collection requests"},
+}
+
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "source" {
-		sourceMain(os.Args[2:]) // the agent's exec into a podcopy sidecar
-	}
-	if len(os.Args) > 1 && os.Args[1] == "receiver" {
-		receiverMain(os.Args[2:]) // the alert receiver (a Deployment)
+	if len(os.Args) > 1 {
+		if sc, ok := subcommands[os.Args[1]]; ok {
+			sc.run(os.Args[2:])
+			return
+		}
 	}
 	fs := pflag.NewFlagSet("podcopy-agent", pflag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: podcopy-agent [flags]          the per-node agent (or --mode=deployment|sidecar)\n")
+		for _, name := range slices.Sorted(maps.Keys(subcommands)) {
+			fmt.Fprintf(os.Stderr, "       podcopy-agent %-8s [args]  %s\n", name, subcommands[name].help)
+		}
+		fmt.Fprintf(os.Stderr, "Flags:\n%s", fs.FlagUsages())
+	}
 	loader := config.NewLoader(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	_ = fs.Parse(os.Args[1:])
