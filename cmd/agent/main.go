@@ -41,7 +41,7 @@ func main() {
 	}
 	fs := pflag.NewFlagSet("podcopy-agent", pflag.ExitOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: podcopy-agent [flags]          the per-node agent (or --mode=deployment|sidecar)\n")
+		fmt.Fprintf(os.Stderr, "Usage: podcopy-agent [flags]          the agent (or --mode=sidecar)\n")
 		for _, name := range slices.Sorted(maps.Keys(subcommands)) {
 			fmt.Fprintf(os.Stderr, "       podcopy-agent %-8s [args]  %s\n", name, subcommands[name].help)
 		}
