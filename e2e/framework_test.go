@@ -137,7 +137,7 @@ func artifacts() string {
 	if foreign {
 		return os.TempDir()
 	}
-	return artifacts()
+	return filepath.Join(state, "..")
 }
 
 // namespace makes a fresh namespace for one test and deletes it afterwards.
@@ -313,8 +313,14 @@ func countEvents(t *testing.T, ns, pod, reason string) int {
 // (where the suite's pods run unless a test pins one elsewhere).
 func scrape(t *testing.T) map[string]float64 {
 	t.Helper()
+	return scrapeNode(t, firstNode)
+}
+
+// scrapeNode returns the metric samples of the agent on node.
+func scrapeNode(t *testing.T, node string) map[string]float64 {
+	t.Helper()
 	if foreign { // through the API server's proxy to the agent pod's metrics port
-		pod := agentOn(t, firstNode)
+		pod := agentOn(t, node)
 		port := ""
 		for _, c := range pod.Spec.Containers {
 			for _, p := range c.Ports {
@@ -335,7 +341,23 @@ func scrape(t *testing.T) map[string]float64 {
 		}
 		return out
 	}
-	return scrapeAt(t, agentAddr(t, firstNode, agentPort))
+	return scrapeAt(t, agentAddr(t, node, agentPort))
+}
+
+// janitorNode is the node of the agent that holds the janitor's Lease (its identity starts
+// with the node's name), waiting for one to hold it.
+func janitorNode(t *testing.T) string {
+	t.Helper()
+	var node string
+	waitFor(t, 2*time.Minute, "the janitor's Lease holder", func(ctx context.Context) (bool, error) {
+		l, err := client.CoordinationV1().Leases("podcopy").Get(ctx, "podcopy-janitor", metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil {
+			return false, nil
+		}
+		node, _, _ = strings.Cut(*l.Spec.HolderIdentity, "/")
+		return node != "", nil
+	})
+	return node
 }
 
 // agentAddr is where the agent on node serves port (its node's address), waiting for it.
