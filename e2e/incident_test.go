@@ -89,7 +89,7 @@ func postAlert(t *testing.T, hc *http.Client, url, token, body string) (int, rec
 // recordedPayload is a payload recorded in the format its project documents, aimed at pod.
 func recordedPayload(t *testing.T, file, ns, pod string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "pkg", "alert", "testdata", file))
+	b, err := os.ReadFile(filepath.Join("..", "internal", "alert", "testdata", file))
 	if err != nil {
 		t.Fatal(err)
 	}
