@@ -61,11 +61,6 @@ type Inspection struct {
 	Files []string `json:"files"`
 }
 
-// Latest lists the latest request of every pod of the namespace, from their statuses.
-func (o *Options) Latest(ctx context.Context, selector string) ([]Row, error) {
-	return o.latest(ctx, false, selector)
-}
-
 // Collections lists every complete collection of pod in the analysis pod, newest first.
 func (o *Options) Collections(ctx context.Context, pod string) ([]Row, error) {
 	return o.podCollections(ctx, pod)

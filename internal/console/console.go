@@ -209,11 +209,11 @@ func (c *Console) user(h func(w http.ResponseWriter, r *http.Request, k call)) h
 		}
 		ns := r.URL.Query().Get("namespace")
 		if ns != "" && len(validation.IsDNS1123Label(ns)) > 0 {
-			writeError(w, http.StatusBadRequest, "invalid namespace "+quote(ns))
+			writeError(w, http.StatusBadRequest, "invalid namespace "+strconv.Quote(ns))
 			return
 		}
 		if pod := r.URL.Query().Get("pod"); pod != "" && len(validation.IsDNS1123Subdomain(pod)) > 0 {
-			writeError(w, http.StatusBadRequest, "invalid pod name "+quote(pod))
+			writeError(w, http.StatusBadRequest, "invalid pod name "+strconv.Quote(pod))
 			return
 		}
 		o := cli.NewOptions(io.Discard, io.Discard).With(client, ex, ns)
@@ -445,7 +445,7 @@ func (c *Console) collect(w http.ResponseWriter, r *http.Request, k call) {
 	}
 	for _, p := range req.Paths {
 		if p == "" || strings.Contains(p, ",") {
-			writeError(w, http.StatusBadRequest, "path "+quote(p)+": one absolute path per entry, without commas")
+			writeError(w, http.StatusBadRequest, "path "+strconv.Quote(p)+": one absolute path per entry, without commas")
 			return
 		}
 	}
@@ -640,5 +640,3 @@ func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	_ = json.NewEncoder(w).Encode(v)
 }
-
-func quote(s string) string { return fmt.Sprintf("%q", s) }
