@@ -9,7 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/podcopy/podcopy/internal/helper"
+	"github.com/podcopy/podcopy/internal/source"
 )
 
 // sidecarLinger is how long the sidecar stays after SIGTERM, so that the agent's last
@@ -29,10 +29,10 @@ func runSidecar(ctx context.Context) error {
 	return nil
 }
 
-// sourceMain runs "podcopy-agent source ..." (package helper) and exits with its code.
+// sourceMain runs "podcopy-agent source ..." (package source, the container's half of the reading side) and exits with its code.
 func sourceMain(args []string) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	code := helper.Main(ctx, args, os.Stdout, os.Stderr)
+	code := source.Main(ctx, args, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

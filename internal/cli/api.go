@@ -171,7 +171,7 @@ func (o *Options) Preview(ctx context.Context, pod, id, file string) (Preview, e
 	if !known {
 		return Preview{}, fmt.Errorf("collection %s has no file %s", id, strconv.Quote(file))
 	}
-	out := &limitedBuffer{max: PreviewMax + 1}
+	out := &exec.Output{Max: PreviewMax + 1}
 	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
 	// head stops reading at the bound; the name is an argument, never shell code.

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -441,5 +442,38 @@ func TestVerifyANameWithANewline(t *testing.T) {
 				t.Fatalf("output %q, err %v; want %q", out.String(), err, tc.want)
 			}
 		})
+	}
+}
+
+// endless is what a compromised analysis pod's cat prints: bytes without end (and no
+// WriteTo, as a network stream has none).
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// floodingAnalysis copies endless output into whatever the plugin reads, with io.Copy as
+// client-go's stream copy does (which prefers the writer's ReadFrom when it has one).
+type floodingAnalysis struct{ analysisFake }
+
+func (f floodingAnalysis) Exec(ctx context.Context, req exec.Request) error {
+	if req.Command[0] == "cat" || slices.Contains(req.Command, "podcopy-read") {
+		_, err := io.Copy(req.Stdout, endless{})
+		return err
+	}
+	return f.analysisFake.Exec(ctx, req)
+}
+
+// TestAnalysisPodOutputIsBounded: what the plugin reads whole from the analysis pod (the
+// manifest, the custody record) is bounded: an endless manifest fails the read at the
+// bound instead of filling the plugin's (or the console's) memory.
+func TestAnalysisPodOutputIsBounded(t *testing.T) {
+	t.Parallel()
+	o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), floodingAnalysis{collection(t, nil)}, "ns")
+	_, _, err := o.readManifestSum(t.Context(), ref)
+	if !errors.Is(err, exec.ErrOutputTooLong) {
+		t.Fatalf("an endless manifest.json: %v", err)
+	}
+	if _, err := o.readRecord(t.Context(), ref); !errors.Is(err, exec.ErrOutputTooLong) {
+		t.Fatalf("an endless custody record: %v", err)
 	}
 }

@@ -107,7 +107,7 @@ func (o *Options) checkRecord(ctx context.Context, raw []byte, where string) (*s
 
 // readRecord reads the collection's custody record in the analysis pod (nil: there is none).
 func (o *Options) readRecord(ctx context.Context, ref collectionRef) ([]byte, error) {
-	out := &limitedBuffer{max: custody.MaxRecordBytes}
+	out := &exec.Output{Max: custody.MaxRecordBytes}
 	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
 	p := ref.dir + "/" + custody.FileName

@@ -477,7 +477,7 @@ func writeFileN(root *os.Root, name string, r io.Reader, buf []byte, h io.Writer
 // newline cannot be a line of sha256sum -c's input). GNU sha256sum prefixes such a line with
 // a backslash; the hash is the 64 hex digits after it.
 func (o *Options) hashOne(ctx context.Context, ref collectionRef, p string) (string, error) {
-	out := &limitedBuffer{max: 64 << 10}
+	out := &exec.Output{Max: 64 << 10}
 	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
 	if err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"sha256sum", "--", p}, Stdout: out, Stderr: io.Discard}); err != nil {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -154,12 +153,12 @@ func (o *Options) podCollections(ctx context.Context, pod string) ([]Row, error)
 	if err != nil {
 		return nil, err
 	}
-	var out bytes.Buffer
+	out := &exec.Output{Max: maxListing}
 	// ls of the pod's directory: collection ids are directory names (staging and follow are
 	// skipped below); a missing directory is an empty list.
 	lctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
-	if err := o.exec.Exec(lctx, exec.Request{Target: a, Command: []string{"ls", "-1", "--", l.Root()}, Stdout: &out}); err != nil {
+	if err := o.exec.Exec(lctx, exec.Request{Target: a, Command: []string{"ls", "-1", "--", l.Root()}, Stdout: out}); err != nil {
 		if exit := (*exec.ExitError)(nil); !errors.As(err, &exit) {
 			return nil, err
 		}
@@ -193,10 +192,14 @@ func (o *Options) readManifest(ctx context.Context, ref collectionRef) (manifest
 // policy.maxManifestBytes, 8 MiB by default).
 const maxManifestRead = 64 << 20
 
+// maxListing bounds the listing of a pod's directory in the analysis pod (a collection's
+// name is about 30 bytes: half a million of them).
+const maxListing = 16 << 20
+
 // readManifestSum reads the collection's manifest.json (at most maxManifestRead bytes) and
 // its SHA-256, and refuses it when the pod's status recorded another hash for it.
 func (o *Options) readManifestSum(ctx context.Context, ref collectionRef) (manifest.Manifest, string, error) {
-	out := &limitedBuffer{max: maxManifestRead}
+	out := &exec.Output{Max: maxManifestRead}
 	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
 	if err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"cat", "--", ref.dir + "/manifest.json"}, Stdout: out}); err != nil {
@@ -213,17 +216,4 @@ func (o *Options) readManifestSum(ctx context.Context, ref collectionRef) (manif
 		return m, got, fmt.Errorf("%s/manifest.json: %w", ref.dir, err)
 	}
 	return m, got, nil
-}
-
-// limitedBuffer is a bytes.Buffer that refuses to grow past max.
-type limitedBuffer struct {
-	bytes.Buffer
-	max int
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if b.Len()+len(p) > b.max {
-		return 0, fmt.Errorf("manifest.json is larger than %d bytes", b.max)
-	}
-	return b.Buffer.Write(p)
 }

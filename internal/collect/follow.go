@@ -17,6 +17,7 @@ import (
 	"github.com/podcopy/podcopy/internal/destination"
 	"github.com/podcopy/podcopy/internal/exec"
 	"github.com/podcopy/podcopy/internal/follow"
+	"github.com/podcopy/podcopy/internal/source"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/layout"
@@ -473,8 +474,8 @@ func (h *Handler) describeSegments(pod *corev1.Pod, container string) func(prefi
 
 // followSource reads the request's files with the container's shell (the first tick
 // switches to the helper when it is asked for, or when auto finds no shell).
-func (h *Handler) followSource(pod *corev1.Pod, req request.Request) follow.ExecSource {
-	return follow.ExecSource{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}}
+func (h *Handler) followSource(pod *corev1.Pod, req request.Request) source.Remote {
+	return source.Remote{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}, Reader: source.Shell{}}
 }
 
 // tickMissingTools reports the command the container lacks, if a tick failed for that.

@@ -21,8 +21,8 @@ import (
 	"github.com/podcopy/podcopy/internal/courier"
 	"github.com/podcopy/podcopy/internal/exec"
 	"github.com/podcopy/podcopy/internal/exec/exectest"
-	"github.com/podcopy/podcopy/internal/helper"
 	"github.com/podcopy/podcopy/internal/ship"
+	"github.com/podcopy/podcopy/internal/source"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -135,7 +135,7 @@ func TestAgentShutdownLeavesFollowRunningForTheNextAgent(t *testing.T) {
 // helper runs the real helper as a separate process.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "podcopy-source" {
-		os.Exit(helper.Main(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
+		os.Exit(source.Main(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
 	}
 	goleak.VerifyTestMain(m)
 }

@@ -13,9 +13,8 @@ import (
 
 	"github.com/podcopy/podcopy/internal/courier"
 	"github.com/podcopy/podcopy/internal/exec"
-	"github.com/podcopy/podcopy/internal/follow"
-	"github.com/podcopy/podcopy/internal/helper"
 	"github.com/podcopy/podcopy/internal/ship"
+	"github.com/podcopy/podcopy/internal/source"
 	"github.com/podcopy/podcopy/pkg/request"
 )
 
@@ -100,27 +99,37 @@ func (h *Handler) runJob(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 
 // withHelper points job at the helper reading req's container.
 func (h *Handler) withHelper(ctx context.Context, pod *corev1.Pod, req request.Request, job *ship.Job) error {
-	hp, err := h.helper(ctx, pod, req.Container)
+	target, r, err := h.helperReader(ctx, pod, req.Container, job.Policy.DenyPaths)
 	if err != nil {
 		return err
 	}
-	job.Source = hp.Target
-	job.Reader = helper.Reader{Command: hp.Command}
-	if hp.Ephemeral { // the helper applies the deny list itself: a denied file is never opened
-		job.Reader = helper.Reader{Command: hp.Command, Deny: job.Policy.DenyPaths}
-	}
+	job.Source, job.Reader = target, r
 	job.Gzip = job.Gzip || h.Settings.Compression == "auto"
-	job.SourceKind = "helper"
 	return nil
 }
 
 // helperSource is follow's source through the helper.
-func (h *Handler) helperSource(ctx context.Context, pod *corev1.Pod, container string) (follow.ExecSource, error) {
+func (h *Handler) helperSource(ctx context.Context, pod *corev1.Pod, container string) (source.Remote, error) {
+	target, r, err := h.helperReader(ctx, pod, container, nil)
+	if err != nil {
+		return source.Remote{}, err
+	}
+	return source.Remote{Exec: h.Exec, Target: target, Reader: r}, nil
+}
+
+// helperReader starts (or finds) the helper reading container's files and says where it
+// runs and how to read through it. An ephemeral helper is given deny (policy.denyPaths) and
+// never opens a denied file; the sidecar shares only the volume it was given.
+func (h *Handler) helperReader(ctx context.Context, pod *corev1.Pod, container string, deny []string) (exec.Target, source.Reader, error) {
 	hp, err := h.helper(ctx, pod, container)
 	if err != nil {
-		return follow.ExecSource{}, err
+		return exec.Target{}, nil, err
 	}
-	return follow.ExecSource{Exec: h.Exec, Target: hp.Target, Helper: hp.Command}, nil
+	r := source.Helper{Command: hp.Command}
+	if hp.Ephemeral {
+		r.Deny = deny
+	}
+	return hp.Target, r, nil
 }
 
 func (h *Handler) isToolless(uid types.UID, container string) bool {

@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podcopy/podcopy/internal/exec"
-	"github.com/podcopy/podcopy/internal/helper"
+	"github.com/podcopy/podcopy/internal/source"
 )
 
 // Name is the ephemeral container's name (with -2, -3, ... when an earlier one aimed at
@@ -76,7 +76,7 @@ func (c *Courier) Ensure(ctx context.Context, pod *corev1.Pod, container string)
 	}
 	for _, ct := range append(slices.Clone(fresh.Spec.InitContainers), fresh.Spec.Containers...) {
 		if ct.Name == container && isSidecar(ct) {
-			return Helper{Target: target(fresh, container), Command: helper.Command(0)}, nil
+			return Helper{Target: target(fresh, container), Command: source.HelperCommand(0)}, nil
 		}
 	}
 	if fresh.Spec.ShareProcessNamespace != nil && *fresh.Spec.ShareProcessNamespace {
@@ -93,7 +93,7 @@ func (c *Courier) Ensure(ctx context.Context, pod *corev1.Pod, container string)
 	if err := c.waitRunning(ctx, fresh, name); err != nil {
 		return Helper{}, err
 	}
-	return Helper{Target: target(fresh, name), Command: helper.Command(1), Ephemeral: true}, nil
+	return Helper{Target: target(fresh, name), Command: source.HelperCommand(1), Ephemeral: true}, nil
 }
 
 func target(pod *corev1.Pod, container string) exec.Target {
@@ -163,10 +163,8 @@ func reusable(pod *corev1.Pod, container, image string) string {
 }
 
 func isHelper(ec corev1.EphemeralContainer) bool {
-	return slices.Equal(ec.Command, waitCommand())
+	return slices.Equal(ec.Command, source.WaitCommand())
 }
-
-func waitCommand() []string { return []string{helper.Binary, "source", "wait"} }
 
 func ephemeralStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
 	for i := range pod.Status.EphemeralContainerStatuses {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podcopy/podcopy/internal/source"
 )
 
 // Spec is the helper ephemeral container aimed at container of pod.
@@ -58,7 +60,7 @@ func Spec(pod *corev1.Pod, container, image string) (corev1.EphemeralContainer, 
 			Name:                     freeName(pod),
 			Image:                    image,
 			ImagePullPolicy:          corev1.PullIfNotPresent,
-			Command:                  waitCommand(),
+			Command:                  source.WaitCommand(),
 			SecurityContext:          sc,
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		},

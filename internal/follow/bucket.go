@@ -19,6 +19,7 @@ import (
 
 	"github.com/podcopy/podcopy/internal/exec"
 	"github.com/podcopy/podcopy/internal/objstore"
+	"github.com/podcopy/podcopy/internal/source"
 	"github.com/podcopy/podcopy/pkg/custody"
 )
 
@@ -64,7 +65,7 @@ type SegmentPredicate struct {
 	Length     int64 `json:"length"`
 	// Source is the checkpoint the segment starts at: the source file (inode, its prefix)
 	// and offset.
-	Source Checkpoint `json:"source"`
+	Source source.Checkpoint `json:"source"`
 	// Previous is the SHA-256 of the previous segment's record ("" for the first).
 	Previous string `json:"previous"`
 	Time     string `json:"time"`
@@ -90,18 +91,18 @@ type chain struct {
 	seq        int    // the last segment's number
 	prev       string // its record's SHA-256
 	size       int64  // bytes in all segments
-	checkpoint Checkpoint
+	checkpoint source.Checkpoint
 }
 
 // Probe reads the last recorded segment under prefix: the checkpoint after it and the
 // harvested size. A segment without its record is absent (its upload was cut).
-func (b *BucketSink) Probe(ctx context.Context, _ exec.Target, prefix, _ string) (Checkpoint, int64, bool, error) {
+func (b *BucketSink) Probe(ctx context.Context, _ exec.Target, prefix, _ string) (source.Checkpoint, int64, bool, error) {
 	last := 0
 	p := s3.NewListObjectsV2Paginator(b.Store.Client, &s3.ListObjectsV2Input{Bucket: aws.String(b.Store.Bucket), Prefix: aws.String(prefix)})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return Checkpoint{}, 0, false, &objstore.Error{Err: err}
+			return source.Checkpoint{}, 0, false, &objstore.Error{Err: err}
 		}
 		for _, o := range page.Contents {
 			if n, ok := ParseRecordName(strings.TrimPrefix(aws.ToString(o.Key), prefix)); ok && n > last {
@@ -111,26 +112,26 @@ func (b *BucketSink) Probe(ctx context.Context, _ exec.Target, prefix, _ string)
 	}
 	if last == 0 {
 		b.set(prefix, chain{})
-		return Checkpoint{}, 0, false, nil
+		return source.Checkpoint{}, 0, false, nil
 	}
 	out, err := b.Store.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.Store.Bucket), Key: aws.String(prefix + RecordName(last))})
 	if err != nil {
-		return Checkpoint{}, 0, false, &objstore.Error{Err: err}
+		return source.Checkpoint{}, 0, false, &objstore.Error{Err: err}
 	}
 	raw, err := io.ReadAll(io.LimitReader(out.Body, 1<<20))
 	_ = out.Body.Close()
 	if err != nil {
-		return Checkpoint{}, 0, false, &objstore.Error{Err: err}
+		return source.Checkpoint{}, 0, false, &objstore.Error{Err: err}
 	}
 	// The agent's own record: its signature is checked with its own key, so a record
 	// planted in the bucket cannot move the checkpoint.
 	rec, err := custody.Verify(ctx, raw, []*custody.PublicKey{b.Key.Public()})
 	if err != nil {
-		return Checkpoint{}, 0, false, fmt.Errorf("the last segment record under %s: %w", prefix, err)
+		return source.Checkpoint{}, 0, false, fmt.Errorf("the last segment record under %s: %w", prefix, err)
 	}
 	var sp SegmentPredicate
 	if err := json.Unmarshal(rec.Raw, &sp); err != nil {
-		return Checkpoint{}, 0, false, err
+		return source.Checkpoint{}, 0, false, err
 	}
 	sum := sha256.Sum256(raw)
 	cp := sp.Source
@@ -159,7 +160,7 @@ func (b *BucketSink) get(prefix string) (chain, bool) {
 // Append writes r as the next segment object, then its signed record. Either both land (the
 // segment's bytes count) or the record does not (nothing counts: the next Append writes the
 // same sequence number again).
-func (b *BucketSink) Append(ctx context.Context, dst exec.Target, prefix, state string, start Checkpoint, r io.Reader) (int64, error) {
+func (b *BucketSink) Append(ctx context.Context, dst exec.Target, prefix, state string, start source.Checkpoint, r io.Reader) (int64, error) {
 	c, ok := b.get(prefix)
 	if !ok {
 		if _, _, _, err := b.Probe(ctx, dst, prefix, state); err != nil {

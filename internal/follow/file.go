@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/internal/source"
 )
 
 // maxSegments bounds the segments one Tick ships (an old generation, then the new file).
@@ -30,7 +31,7 @@ type File struct {
 	// not set aside (tests of other behaviour).
 	Retired func(uid string) (file, state string, err error)
 
-	cp       Checkpoint
+	cp       source.Checkpoint
 	dst      exec.Target // where cp was read from; a new destination is probed again
 	known    bool
 	lastSize int64 // size of file cp.Inode when last seen
@@ -72,7 +73,7 @@ func (f *File) Tick(ctx context.Context, dst exec.Target) (Report, error) {
 			size = 0
 		}
 		if !ok || cp.UID != f.UID {
-			cp = Checkpoint{UID: f.UID} // a new destination, or a new pod with this name
+			cp = source.Checkpoint{UID: f.UID} // a new destination, or a new pod with this name
 		}
 		f.cp, f.dst, f.known, f.destSize, f.lastSize = cp, dst, true, size, cp.Offset
 	}
@@ -86,7 +87,7 @@ func (f *File) Tick(ctx context.Context, dst exec.Target) (Report, error) {
 		if short {
 			continue // the rest of the segment again, from what landed
 		}
-		if seg.Status == StatusMissing || seg.Status == StatusNotFile || seg.Status == StatusLinked || seg.Inode == seg.PathInode {
+		if seg.Status == source.StatusMissing || seg.Status == source.StatusNotFile || seg.Status == source.StatusLinked || seg.Inode == seg.PathInode {
 			break
 		}
 	}
@@ -94,26 +95,26 @@ func (f *File) Tick(ctx context.Context, dst exec.Target) (Report, error) {
 }
 
 // segment ships one segment; short says fewer bytes landed than were sent.
-func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first bool) (Segment, bool, error) {
-	var seg Segment
+func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first bool) (source.Segment, bool, error) {
+	var seg source.Segment
 	var short bool
-	err := f.Source.Read(ctx, f.Path, f.cp, func(s Segment, r io.Reader) error {
+	err := f.Source.Read(ctx, f.Path, f.cp, func(s source.Segment, r io.Reader) error {
 		seg = s
 		switch s.Status {
-		case StatusMissing:
+		case source.StatusMissing:
 			rep.Missing = fmt.Sprintf("%s does not exist", f.Path)
 			return nil
-		case StatusNotFile:
+		case source.StatusNotFile:
 			rep.Missing = fmt.Sprintf("%s is not a regular file (symlinks are not followed)", f.Path)
-		case StatusLinked:
+		case source.StatusLinked:
 			rep.Missing = fmt.Sprintf("%s is below a symbolic link; podcopy does not read through symlinked directories", f.Path)
 			return nil
-		case StatusRotated, StatusGone:
+		case source.StatusRotated, source.StatusGone:
 			rep.Rotations++
-			if s.Status == StatusGone && f.lastSize > f.cp.Offset {
+			if s.Status == source.StatusGone && f.lastSize > f.cp.Offset {
 				rep.Lost += f.lastSize - f.cp.Offset
 			}
-		case StatusTruncated:
+		case source.StatusTruncated:
 			rep.Truncations++
 			if f.lastSize > f.cp.Offset {
 				rep.Lost += f.lastSize - f.cp.Offset
@@ -122,7 +123,7 @@ func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first 
 		if first {
 			rep.Pending = pending(f.cp, s)
 		}
-		f.cp, f.lastSize = Checkpoint{UID: f.UID, Inode: s.Inode, Offset: s.Start, Prefix: s.Prefix}, s.Size
+		f.cp, f.lastSize = source.Checkpoint{UID: f.UID, Inode: s.Inode, Offset: s.Start, Prefix: s.Prefix}, s.Size
 		br := bufio.NewReaderSize(r, 32<<10)
 		if _, err := br.Peek(1); errors.Is(err, io.EOF) {
 			return nil // nothing new
@@ -166,7 +167,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 // pending is what the source holds beyond cp, as the segment's header tells.
-func pending(cp Checkpoint, s Segment) int64 {
+func pending(cp source.Checkpoint, s source.Segment) int64 {
 	switch {
 	case s.Inode == cp.Inode && s.Inode == s.PathInode:
 		return max(0, s.Size-cp.Offset)

@@ -10,7 +10,6 @@ package follow
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,125 +18,39 @@ import (
 
 	"github.com/podcopy/podcopy/internal/exec"
 	"github.com/podcopy/podcopy/internal/metrics"
+	"github.com/podcopy/podcopy/internal/source"
 )
-
-// Status of a segment, as the source reports it.
-const (
-	StatusOK        = "ok"
-	StatusRotated   = "rotated"
-	StatusGone      = "gone"
-	StatusTruncated = "truncated"
-	StatusMissing   = "missing"
-	StatusNotFile   = "notfile"
-	StatusLinked    = "linked"
-)
-
-// Checkpoint is a position in a source file: every byte before Offset of file Inode of pod
-// UID has reached the destination. Inode 0 means nothing was shipped yet. Prefix is the
-// hex of the file's first (up to 32) bytes, "-" or "" when unknown: a file that reuses the
-// inode number of a deleted one is told apart by it.
-type Checkpoint struct {
-	UID    string `json:"uid"`
-	Inode  uint64 `json:"inode"`
-	Offset int64  `json:"offset"`
-	Prefix string `json:"prefix,omitempty"`
-}
-
-// Segment is what a source is about to stream: the bytes of file Inode from Start on.
-// PathInode and PathSize describe the file the followed path names now (0 if none).
-type Segment struct {
-	Status    string
-	Inode     uint64
-	Start     int64
-	Size      int64
-	PathInode uint64
-	PathSize  int64
-	// Prefix is the hex of file Inode's first (up to 32) bytes, "-" when it is empty.
-	Prefix string
-}
-
-// prefixLen is how many leading bytes of a file its Prefix covers.
-const prefixLen = 32
 
 // Source reads a followed file after a checkpoint. Read calls fn once with the segment and
 // its bytes (to their end) and returns when the read is over; fn may stop early.
 type Source interface {
-	Read(ctx context.Context, path string, cp Checkpoint, fn func(Segment, io.Reader) error) error
+	Read(ctx context.Context, path string, cp source.Checkpoint, fn func(source.Segment, io.Reader) error) error
 }
 
 // Sink is the destination side: it tells the checkpoint and appends segments.
 type Sink interface {
 	// Probe returns the checkpoint recorded with the destination file and the file's size;
 	// ok is false when there is no checkpoint.
-	Probe(ctx context.Context, dst exec.Target, file, state string) (cp Checkpoint, size int64, ok bool, err error)
+	Probe(ctx context.Context, dst exec.Target, file, state string) (cp source.Checkpoint, size int64, ok bool, err error)
 	// Append records that a segment starting at start follows, then appends r to file. It
 	// returns the bytes that landed in file, which can be fewer than it read from r.
-	Append(ctx context.Context, dst exec.Target, file, state string, start Checkpoint, r io.Reader) (int64, error)
+	Append(ctx context.Context, dst exec.Target, file, state string, start source.Checkpoint, r io.Reader) (int64, error)
 	// Retire renames file and state (an earlier pod's, with the same name) to toFile and
 	// toState, so the new pod's bytes never extend them.
 	Retire(ctx context.Context, dst exec.Target, file, state, toFile, toState string) error
 }
 
-// parseHeader reads "podcopy-follow 1 status inode start size pathInode pathSize prefix".
-func parseHeader(line string) (Segment, error) {
-	f := strings.Fields(line)
-	if len(f) != 9 || f[0] != argv0 || f[1] != "1" || !validPrefix(f[8]) {
-		return Segment{}, fmt.Errorf("unexpected header from the source container: %q", line)
-	}
-	s := Segment{Status: f[2], Prefix: f[8]}
-	var errs []error
-	u := func(v string) uint64 {
-		n, err := strconv.ParseUint(v, 10, 64)
-		errs = append(errs, err)
-		return n
-	}
-	i := func(v string) int64 {
-		n, err := strconv.ParseInt(v, 10, 64)
-		errs = append(errs, err)
-		return n
-	}
-	s.Inode, s.Start, s.Size, s.PathInode, s.PathSize = u(f[3]), i(f[4]), i(f[5]), u(f[6]), i(f[7])
-	if err := errors.Join(errs...); err != nil {
-		return Segment{}, fmt.Errorf("unexpected header from the source container %q: %w", line, err)
-	}
-	switch s.Status {
-	case StatusOK, StatusRotated, StatusGone, StatusTruncated, StatusMissing, StatusNotFile, StatusLinked:
-	default:
-		return Segment{}, fmt.Errorf("unexpected status in header %q", line)
-	}
-	return s, nil
-}
-
 // stateLine is what appendScript records before the destination size.
-func stateLine(cp Checkpoint) string {
+func stateLine(cp source.Checkpoint) string {
 	uid := cp.UID
 	if uid == "" {
 		uid = "-"
 	}
-	return fmt.Sprintf("1 %s %d %d %s", uid, cp.Inode, cp.Offset, prefixArg(cp.Prefix))
-}
-
-// prefixArg is a prefix as the scripts take it: hex, or "-".
-func prefixArg(p string) string {
-	if p == "" || !validPrefix(p) {
-		return "-"
-	}
-	return p
-}
-
-func validPrefix(p string) bool {
-	if p == "-" {
-		return true
-	}
-	if p == "" || len(p)%2 != 0 || len(p) > 2*prefixLen {
-		return false
-	}
-	_, err := hex.DecodeString(p)
-	return err == nil
+	return fmt.Sprintf("1 %s %d %d %s", uid, cp.Inode, cp.Offset, cp.PrefixArg())
 }
 
 // parseProbe turns probeScript's output into the checkpoint the destination holds.
-func parseProbe(out string) (cp Checkpoint, size int64, ok bool, err error) {
+func parseProbe(out string) (cp source.Checkpoint, size int64, ok bool, err error) {
 	lines := strings.SplitN(strings.TrimRight(out, "\n"), "\n", 2)
 	if len(lines) != 2 {
 		return cp, 0, false, fmt.Errorf("unexpected probe output %q", out)
@@ -149,7 +62,7 @@ func parseProbe(out string) (cp Checkpoint, size int64, ok bool, err error) {
 		return cp, size, false, nil
 	}
 	f := strings.Fields(lines[1])
-	if len(f) != 6 || f[0] != "1" || !validPrefix(f[4]) {
+	if len(f) != 6 || f[0] != "1" || !source.ValidPrefix(f[4]) {
 		return cp, size, false, fmt.Errorf("unreadable checkpoint %q", lines[1])
 	}
 	ino, err1 := strconv.ParseUint(f[2], 10, 64)
@@ -158,7 +71,7 @@ func parseProbe(out string) (cp Checkpoint, size int64, ok bool, err error) {
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return cp, size, false, fmt.Errorf("unreadable checkpoint %q: %w", lines[1], err)
 	}
-	cp = Checkpoint{UID: f[1], Inode: ino, Offset: srcStart, Prefix: f[4]}
+	cp = source.Checkpoint{UID: f[1], Inode: ino, Offset: srcStart, Prefix: f[4]}
 	if cp.UID == "-" {
 		cp.UID = ""
 	}

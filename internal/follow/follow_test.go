@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"github.com/podcopy/podcopy/internal/exec"
 	"github.com/podcopy/podcopy/internal/exec/exectest"
 	"github.com/podcopy/podcopy/internal/rootfs"
+	"github.com/podcopy/podcopy/internal/source"
 	"github.com/podcopy/podcopy/pkg/layout"
 )
 
@@ -23,23 +23,7 @@ import (
 // so the helper flavour runs the real protocol server as a separate process.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "podcopy-source" {
-		verb, path, cp, err := ParseServeArgs(os.Args[2:])
-		var root *rootfs.Root
-		if err == nil {
-			root, err = rootfs.Open("/")
-		}
-		if err == nil {
-			if verb == "follow" {
-				err = ServeRead(context.Background(), os.Stdout, root, path, cp)
-			} else {
-				err = ServeGlob(context.Background(), os.Stdout, root, path)
-			}
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		os.Exit(source.Main(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
 	}
 	goleak.VerifyTestMain(m)
 }
@@ -62,7 +46,7 @@ type flavour struct {
 
 func flavours() []flavour {
 	execSource := func(t *testing.T, ex exec.Executor) Source {
-		return ExecSource{Exec: ex, Target: exec.Target{Pod: "src"}}
+		return source.Remote{Exec: ex, Target: exec.Target{Pod: "src"}}
 	}
 	return []flavour{
 		{name: "exec-gnu", source: execSource, shell: func(t *testing.T) string { return "" }},
@@ -74,14 +58,14 @@ func flavours() []flavour {
 			return p
 		}},
 		{name: "exec-helper", source: func(t *testing.T, ex exec.Executor) Source {
-			return ExecSource{Exec: ex, Target: exec.Target{Pod: "src"}, Helper: []string{os.Args[0], "podcopy-source"}}
+			return source.Remote{Exec: ex, Target: exec.Target{Pod: "src"}, Reader: source.Helper{Command: []string{os.Args[0], "podcopy-source"}}}
 		}, shell: func(t *testing.T) string { return "" }},
 		{name: "local", source: func(t *testing.T, ex exec.Executor) Source {
 			root, err := rootfs.Open("/")
 			if err != nil {
 				t.Fatal(err)
 			}
-			l := &LocalSource{Root: root}
+			l := &source.Local{Root: root}
 			t.Cleanup(func() { _ = l.Close(); _ = root.Close() })
 			return l
 		}, shell: func(t *testing.T) string { return "" }},
@@ -241,7 +225,7 @@ type cutSink struct {
 	limit int64
 }
 
-func (c cutSink) Append(ctx context.Context, dst exec.Target, file, state string, start Checkpoint, r io.Reader) (int64, error) {
+func (c cutSink) Append(ctx context.Context, dst exec.Target, file, state string, start source.Checkpoint, r io.Reader) (int64, error) {
 	n, _ := c.Sink.Append(ctx, dst, file, state, start, io.LimitReader(r, c.limit))
 	return n, errors.New("agent killed")
 }
@@ -309,40 +293,18 @@ func TestHostilePathIsData(t *testing.T) {
 	}
 }
 
-func TestParseHeader(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		line string
-		ok   bool
-	}{
-		{"podcopy-follow 1 ok 12 0 100 12 100 6162", true},
-		{"podcopy-follow 1 rotated 13 0 5 13 5 -", true},
-		{"podcopy-follow 1 ok 12 0 100 12 100", false},
-		{"podcopy-follow 1 ok 12 0 100 12 100 xyz", false},
-		{"podcopy-follow 2 ok 12 0 100 12 100 -", false},
-		{"podcopy-follow 1 weird 12 0 100 12 100 -", false},
-		{"podcopy-follow 1 ok x 0 100 12 100 -", false},
-		{"stat: not found", false},
-	} {
-		_, err := parseHeader(tc.line)
-		if (err == nil) != tc.ok {
-			t.Errorf("%q: err %v", tc.line, err)
-		}
-	}
-}
-
 func TestParseProbe(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		out  string
-		cp   Checkpoint
+		cp   source.Checkpoint
 		ok   bool
 		fail bool
 	}{
 		{out: "0\nnone\n"},
-		{out: "100\n1 uid 7 100 ab 100\n", cp: Checkpoint{UID: "uid", Inode: 7, Offset: 100, Prefix: "ab"}, ok: true},
-		{out: "150\n1 uid 7 100 - 100\n", cp: Checkpoint{UID: "uid", Inode: 7, Offset: 150, Prefix: "-"}, ok: true},
-		{out: "150\n1 - 7 0 - 140\n", cp: Checkpoint{Inode: 7, Offset: 10, Prefix: "-"}, ok: true},
+		{out: "100\n1 uid 7 100 ab 100\n", cp: source.Checkpoint{UID: "uid", Inode: 7, Offset: 100, Prefix: "ab"}, ok: true},
+		{out: "150\n1 uid 7 100 - 100\n", cp: source.Checkpoint{UID: "uid", Inode: 7, Offset: 150, Prefix: "-"}, ok: true},
+		{out: "150\n1 - 7 0 - 140\n", cp: source.Checkpoint{Inode: 7, Offset: 10, Prefix: "-"}, ok: true},
 		{out: "150\n1 - 7 0 \\$(x) 140\n", fail: true},
 		{out: "garbage", fail: true},
 		{out: "1\n1 uid x 1 1\n", fail: true},
@@ -396,7 +358,7 @@ type tailDroppingSink struct {
 	drops *int
 }
 
-func (d tailDroppingSink) Append(ctx context.Context, dst exec.Target, file, state string, start Checkpoint, r io.Reader) (int64, error) {
+func (d tailDroppingSink) Append(ctx context.Context, dst exec.Target, file, state string, start source.Checkpoint, r io.Reader) (int64, error) {
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, r); err != nil {
 		return 0, err

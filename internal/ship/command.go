@@ -9,73 +9,15 @@ import (
 	"github.com/podcopy/podcopy/pkg/pathname"
 )
 
-// The shell programs run in containers are fixed text, embedded from scripts/ (checked by
-// shellcheck); everything the agent passes reaches them only as positional arguments.
+// The shell programs run in the analysis pod are fixed text, embedded from scripts/ (checked
+// by shellcheck); everything the agent passes reaches them only as positional arguments.
+// What runs in the source container is package source's.
 var (
-	//go:embed scripts/list.sh
-	listScript string
 	//go:embed scripts/publish.sh
 	publishScript string
 	//go:embed scripts/stale.sh
 	staleScript string
 )
-
-// Reader is how a source container is read: the commands the agent runs in it. They print
-// what the container's own tools print (the listing of scripts/list.sh, tar streams), so one
-// pipeline consumes either.
-type Reader interface {
-	// ListCommand lists what pattern (absolute) matches, NUL-terminated.
-	ListCommand(pattern string) []string
-	// AncestorsCommand archives directories without their content (tar --no-recursion).
-	AncestorsCommand(dirs []string) []string
-	// ArchiveCommand archives paths (canonical, vetted) as tar, gzip-compressed with gzip.
-	ArchiveCommand(paths []string, gzip bool) []string
-}
-
-// TarReader reads with the container's own tar (and sh for globs) below Root ("/" in
-// production).
-type TarReader struct{ Root string }
-
-// ListCommand implements Reader.
-func (r TarReader) ListCommand(pattern string) []string { return ListCommand(r.Root, pattern) }
-
-// AncestorsCommand implements Reader.
-func (r TarReader) AncestorsCommand(dirs []string) []string { return AncestorsCommand(r.Root, dirs) }
-
-// ArchiveCommand implements Reader.
-func (r TarReader) ArchiveCommand(paths []string, gzip bool) []string {
-	return SourceCommand(r.Root, paths, gzip)
-}
-
-// ListCommand lists what pattern (absolute) matches below root, NUL-terminated.
-func ListCommand(root, pattern string) []string {
-	return []string{"sh", "-c", listScript, "podcopy-list", root, "." + pattern}
-}
-
-// AncestorsCommand archives the given directories themselves (not their content), so the
-// agent sees which of them are symbolic links. It needs only tar.
-func AncestorsCommand(root string, dirs []string) []string {
-	cmd := []string{"tar", "-c", "--no-recursion", "-f", "-", "-C", root}
-	for _, d := range dirs {
-		cmd = append(cmd, "."+d)
-	}
-	return cmd
-}
-
-// SourceCommand is the argv run in the source container to archive paths (absolute,
-// canonical, vetted) below root ("/" in production). It needs only tar: globs were
-// expanded before, by ListCommand.
-func SourceCommand(root string, paths []string, gzip bool) []string {
-	cmd := []string{"tar", "-c"}
-	if gzip {
-		cmd = append(cmd, "-z")
-	}
-	cmd = append(cmd, "-f", "-", "-C", root)
-	for _, p := range paths {
-		cmd = append(cmd, "."+p) // "./..." can never be taken for an option
-	}
-	return cmd
-}
 
 // PublishCommand extracts a collection from stdin (gzip-compressed when gzip) into
 // stagingRoot and renames stagingRoot/id to final once complete, printing

@@ -90,9 +90,8 @@ func firstLinked(path string, links map[string]bool) string {
 
 // list runs ListCommand and returns the matches as absolute names (not yet vetted).
 func (s *Shipper) list(ctx context.Context, job Job, pattern string) ([]string, error) {
-	var out bytes.Buffer
-	src := job.Source
-	if err := s.Exec.Exec(ctx, exec.Request{Target: src, Command: s.reader(job).ListCommand(pattern), Stdout: &limitedWriter{b: &out, n: maxListBytes}}); err != nil {
+	out := &exec.Output{Max: maxListBytes}
+	if err := s.Exec.Exec(ctx, exec.Request{Target: job.Source, Command: job.Reader.ListCommand(pattern), Stdout: out}); err != nil {
 		return nil, fmt.Errorf("expanding %s in container %s: %w", pattern, job.Header.Source.Container, err)
 	}
 	var names []string
@@ -122,7 +121,7 @@ func (s *Shipper) symlinkedDirs(ctx context.Context, job Job, paths []string) (m
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := s.Exec.Exec(ctx, exec.Request{Target: src, Command: s.reader(job).AncestorsCommand(dirs), Stdout: pw})
+		err := s.Exec.Exec(ctx, exec.Request{Target: src, Command: job.Reader.AncestorsCommand(dirs), Stdout: pw})
 		pw.CloseWithError(err) // nil: the reader sees io.EOF
 		done <- err
 	}()
@@ -162,16 +161,3 @@ func (s *Shipper) symlinkedDirs(ctx context.Context, job Job, paths []string) (m
 }
 
 var errStopped = errors.New("reader stopped")
-
-// limitedWriter keeps at most n bytes and fails past them.
-type limitedWriter struct {
-	b *bytes.Buffer
-	n int
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if l.b.Len()+len(p) > l.n {
-		return 0, errors.New("output too long")
-	}
-	return l.b.Write(p)
-}

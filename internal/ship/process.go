@@ -341,14 +341,10 @@ func (w *writer) seal(ctx context.Context, at time.Time) error {
 	if w.job.Custody == nil {
 		return nil
 	}
-	kind := w.job.SourceKind
-	if kind == "" {
-		kind = "tar"
-	}
 	h := w.job.Header
 	h.CompletionTime = at.UTC().Format(time.RFC3339)
 	subjects := append(w.subjects, custody.Subject{Name: custody.ManifestSubject, SHA256: w.res.ManifestSHA256})
-	rec, err := custody.Seal(ctx, w.job.Custody, subjects, custody.PredicateFor(h, w.mb.Totals(), kind))
+	rec, err := custody.Seal(ctx, w.job.Custody, subjects, custody.PredicateFor(h, w.mb.Totals(), w.job.Reader.Kind()))
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/internal/source"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/layout"
@@ -104,17 +105,15 @@ type Job struct {
 	Policy policy.Policy
 	Limits Limits
 	Gzip   bool
-	// Reader runs the reads in the source container: its own tar when nil (TarReader), or
-	// the podcopy helper (package helper) for containers with no tar.
-	Reader Reader
+	// Reader runs the reads in the source container: its own tar when nil (source.Shell),
+	// or the podcopy helper (source.Helper) for containers with no tar. Its Kind is how the
+	// custody record says the files were read.
+	Reader source.Reader
 	// Progress, when set, is updated as files are written (read it from another goroutine).
 	Progress *Progress
 	// Custody, when set, signs the collection's custody record (package custody), written
 	// beside the manifest and published with it.
 	Custody *custody.PrivateKey
-	// SourceKind is how the files are read, for the custody record: "tar" (the container's
-	// own, when empty) or "helper".
-	SourceKind string
 	// Bucket, when set, receives every object of the collection too (package objstore):
 	// files as they stream, then the manifest, then the custody record.
 	Bucket Bucket
@@ -248,6 +247,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b 
 // the agent's stale sweep removes what this could not).
 func (s *Shipper) Run(ctx context.Context, job Job) (Result, error) {
 	id := job.Header.Collection
+	job.Reader = s.reader(job)
 	final, err := job.Layout.Collection(id)
 	if err != nil {
 		return Result{}, err
@@ -327,7 +327,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		err := s.Exec.Exec(ctx, exec.Request{Target: job.Source, Command: s.reader(job).ArchiveCommand(p.paths, job.Gzip), Stdout: wd.writer(srcW)})
+		err := s.Exec.Exec(ctx, exec.Request{Target: job.Source, Command: job.Reader.ArchiveCommand(p.paths, job.Gzip), Stdout: wd.writer(srcW)})
 		if ctx.Err() != nil {
 			// Stopped by the other side or the caller: that cause is the error, not this exit.
 			srcW.CloseWithError(context.Cause(ctx))
@@ -431,18 +431,13 @@ func describeSkipped(sk []manifest.Skipped) string {
 	return strings.Join(parts, "; ")
 }
 
-func (s *Shipper) reader(job Job) Reader {
+// reader is how job's source container is read: job.Reader, else its own tar below
+// SourceRoot.
+func (s *Shipper) reader(job Job) source.Reader {
 	if job.Reader != nil {
 		return job.Reader
 	}
-	return TarReader{Root: s.root()}
-}
-
-func (s *Shipper) root() string {
-	if s.SourceRoot == "" {
-		return "/"
-	}
-	return s.SourceRoot
+	return source.Shell{Root: s.SourceRoot}
 }
 
 func (s *Shipper) now() time.Time {

@@ -39,11 +39,10 @@ func Measure(ctx context.Context, ex exec.Executor, dst exec.Target, dir, ns str
 		return Usage{}, err
 	}
 	nsDir := l.Root()[:strings.LastIndex(l.Root(), "/")]
-	var out bytes.Buffer
+	out := &exec.Output{Max: 256}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := ex.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", usageScript, "podcopy-usage", nsDir},
-		Stdout: &limited{b: &out, n: 256}}); err != nil {
+	if err := ex.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", usageScript, "podcopy-usage", nsDir}, Stdout: out}); err != nil {
 		return Usage{}, fmt.Errorf("measuring namespace %s in analysis pod %s: %w", ns, dst, err)
 	}
 	f := strings.Fields(out.String())
@@ -142,10 +141,9 @@ func expired(cs []collection, keep int, cutoff time.Time) []collection {
 
 // retain applies Retention in the analysis pod t and returns how many collections it removed.
 func (s Sweeper) retain(ctx context.Context, log logr.Logger, t exec.Target) int {
-	var out bytes.Buffer
+	out := &exec.Output{Max: 64 << 20}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	err := s.Exec.Exec(cctx, exec.Request{Target: t, Command: []string{"sh", "-c", collectionsScript, "podcopy-collections", s.Dir},
-		Stdout: &limited{b: &out, n: 64 << 20}})
+	err := s.Exec.Exec(cctx, exec.Request{Target: t, Command: []string{"sh", "-c", collectionsScript, "podcopy-collections", s.Dir}, Stdout: out})
 	cancel()
 	if err != nil {
 		log.Error(err, "listing collections for retention", "destination", t.String())
@@ -187,17 +185,4 @@ func (s Sweeper) retain(ctx context.Context, log logr.Logger, t exec.Target) int
 		s.RetentionRemoved.Add(float64(removed))
 	}
 	return removed
-}
-
-// limited is a buffer that refuses to grow past n bytes.
-type limited struct {
-	b *bytes.Buffer
-	n int
-}
-
-func (l *limited) Write(p []byte) (int, error) {
-	if l.b.Len()+len(p) > l.n {
-		return 0, fmt.Errorf("output longer than %d bytes", l.n)
-	}
-	return l.b.Write(p)
 }

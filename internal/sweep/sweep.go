@@ -19,6 +19,9 @@ import (
 	"github.com/podcopy/podcopy/internal/ship"
 )
 
+// maxStaleOutput bounds what the stale sweep prints (one line per directory it removed).
+const maxStaleOutput = 16 << 20
+
 // Sweeper removes stale staging directories below Dir in every analysis pod.
 type Sweeper struct {
 	Exec exec.Executor
@@ -84,14 +87,14 @@ func (s Sweeper) Once(ctx context.Context) int {
 	minutes := int(s.After.Minutes())
 	n := 0
 	for _, t := range targets {
-		var out bytes.Buffer
+		out := &exec.Output{Max: maxStaleOutput}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		err := s.Exec.Exec(cctx, exec.Request{Target: t, Command: ship.StaleCommand(s.Dir, minutes), Stdout: &out})
+		err := s.Exec.Exec(cctx, exec.Request{Target: t, Command: ship.StaleCommand(s.Dir, minutes), Stdout: out})
 		cancel()
 		if err != nil {
 			log.Error(err, "removing stale staging directories", "destination", t.String())
 		}
-		sc := bufio.NewScanner(&out)
+		sc := bufio.NewScanner(bytes.NewReader(out.Bytes()))
 		for sc.Scan() {
 			n++
 			s.Removed.Inc()

@@ -1,4 +1,4 @@
-package follow
+package source
 
 import (
 	"context"
@@ -16,11 +16,11 @@ import (
 	"github.com/podcopy/podcopy/internal/rootfs"
 )
 
-// LocalSource reads followed files from a container's filesystem, confined below Root (the
-// helper's side of ExecSource: "/" in the podcopy sidecar, the target's /proc/<pid>/root in
+// Local reads followed files from a container's filesystem, confined below Root (the
+// helper's side of Remote: "/" in the podcopy sidecar, the target's /proc/<pid>/root in
 // the ephemeral helper). It keeps the file it follows open, so after a rename rotation the
 // old generation is finished from the open descriptor even if it was already deleted.
-type LocalSource struct {
+type Local struct {
 	// Root is where every path is resolved, with no symbolic link followed.
 	Root *rootfs.Root
 
@@ -29,7 +29,7 @@ type LocalSource struct {
 }
 
 // Close releases the files held open.
-func (l *LocalSource) Close() error {
+func (l *Local) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var errs []error
@@ -40,8 +40,8 @@ func (l *LocalSource) Close() error {
 	return errors.Join(errs...)
 }
 
-// Read implements Source with the semantics of sourceScript.
-func (l *LocalSource) Read(ctx context.Context, path string, cp Checkpoint, fn func(Segment, io.Reader) error) error {
+// Read is Remote.Read with the semantics of followScript, in process.
+func (l *Local) Read(ctx context.Context, path string, cp Checkpoint, fn func(Segment, io.Reader) error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.held == nil {
@@ -96,8 +96,8 @@ func prefix(f *os.File, n int) string {
 	return hex.EncodeToString(b[:k])
 }
 
-// Glob implements Globber below the root.
-func (l *LocalSource) Glob(_ context.Context, pattern string) ([]string, error) {
+// Glob lists the regular files (not symlinks) pattern matches below the root.
+func (l *Local) Glob(_ context.Context, pattern string) ([]string, error) {
 	matches, err := l.Root.Glob(pattern)
 	if err != nil {
 		return nil, err
@@ -112,7 +112,7 @@ func (l *LocalSource) Glob(_ context.Context, pattern string) ([]string, error) 
 }
 
 // hold keeps f as path's open generation (the previous one is closed, unless it is f).
-func (l *LocalSource) hold(path string, f *os.File) {
+func (l *Local) hold(path string, f *os.File) {
 	if prev := l.held[path]; prev != nil && prev != f {
 		_ = prev.Close()
 	}
@@ -121,7 +121,7 @@ func (l *LocalSource) hold(path string, f *os.File) {
 
 // old returns an open descriptor of inode: the held one, or a file of the same directory.
 // The caller closes it; it is no longer held.
-func (l *LocalSource) old(path string, inode uint64) *os.File {
+func (l *Local) old(path string, inode uint64) *os.File {
 	if f := l.held[path]; f != nil {
 		delete(l.held, path)
 		if ino, _, err := stat(f); err == nil && ino == inode {
@@ -160,7 +160,7 @@ func (l *LocalSource) old(path string, inode uint64) *os.File {
 // kernel refuses them: no check-then-open race). A missing path is (nil, "", nil); a
 // symlink or special file gives status notfile, a symlinked directory above it status
 // linked.
-func (l *LocalSource) openRegular(path string) (*os.File, uint64, int64, string, error) {
+func (l *Local) openRegular(path string) (*os.File, uint64, int64, string, error) {
 	info, err := l.Root.Lstat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -1,4 +1,4 @@
-package helper
+package source
 
 import (
 	"archive/tar"

@@ -1,6 +1,6 @@
 #!/bin/sh
-# podcopy follow: stream the bytes of PATH after a checkpoint (see script.go).
-# Usage: sh -c "$(cat source.sh)" podcopy-follow PATH INODE OFFSET PREFIX
+# podcopy follow: stream the bytes of PATH after a checkpoint (see source.go: followScript).
+# Usage: sh -c "$(cat follow.sh)" podcopy-follow PATH INODE OFFSET PREFIX
 p=$1 ino=$2 off=$3 fp=$4
 hdr() { printf 'podcopy-follow 1 %s %s %s %s %s %s %s\n' "$@"; }
 prefix() { x=$(od -An -v -tx1 -N"$2" "$1" | tr -d ' \n') || exit 3; printf '%s' "${x:--}"; }

@@ -1,10 +1,10 @@
-// Package helper is the podcopy binary's source mode ("podcopy-agent source ..."): the
-// reading side of a collection for containers with no shell and no tar (distroless,
-// scratch). The agent execs it in a helper container (an ephemeral container aimed at the
-// target, or the podcopy sidecar); it speaks exactly what the agent already reads from tar
-// and the follow scripts, and every path is resolved by the kernel below the target's root
-// with no symbolic link followed (package rootfs).
-package helper
+package source
+
+// The podcopy binary's source mode ("podcopy-agent source ..."): the container's half of
+// the reading side, for containers with no shell and no tar (distroless, scratch). The agent
+// execs it in a helper container (an ephemeral container aimed at the target, or the podcopy
+// sidecar); it prints exactly what tar and the scripts print for each verb, and every path is
+// resolved by the kernel below the target's root with no symbolic link followed (rootfs).
 
 import (
 	"bufio"
@@ -17,57 +17,9 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
-	"github.com/podcopy/podcopy/internal/follow"
 	"github.com/podcopy/podcopy/internal/rootfs"
 	"github.com/podcopy/podcopy/pkg/policy"
 )
-
-// Binary is the podcopy binary's path in its image (and so in the helper container).
-const Binary = "/podcopy-agent"
-
-// Command is the argv prefix that runs the source mode. pid > 0 reads the root of that
-// process (the target container's main process, seen from an ephemeral container sharing
-// its process namespace); pid 0 reads the helper container's own filesystem (the sidecar,
-// which shares the application's volume).
-func Command(pid int) []string {
-	cmd := []string{Binary, "source"}
-	if pid > 0 {
-		cmd = append(cmd, "--pid="+strconv.Itoa(pid))
-	}
-	return cmd
-}
-
-// Reader reads a source container with the helper whose argv prefix is Command (it
-// implements ship.Reader). Deny (policy.denyPaths) is passed to the helper, which then never
-// opens a denied file: the agent refuses them as well, this is the second line.
-type Reader struct {
-	Command []string
-	Deny    []string
-}
-
-func (r Reader) with(args ...string) []string {
-	return append(append([]string{}, r.Command...), args...)
-}
-
-// ListCommand lists what pattern matches, NUL-terminated (as scripts/list.sh does).
-func (r Reader) ListCommand(pattern string) []string { return r.with("list", pattern) }
-
-// AncestorsCommand archives dirs without their content (as tar --no-recursion does).
-func (r Reader) AncestorsCommand(dirs []string) []string {
-	return r.with(append([]string{"ancestors"}, dirs...)...)
-}
-
-// ArchiveCommand archives paths as tar (as tar -c does).
-func (r Reader) ArchiveCommand(paths []string, gz bool) []string {
-	args := []string{"tar"}
-	if gz {
-		args = append(args, "--gzip")
-	}
-	for _, d := range r.Deny {
-		args = append(args, "--deny="+d)
-	}
-	return r.with(append(args, paths...)...)
-}
 
 // Exit codes, as tar's: 1 a warning on a complete archive, 2 an incomplete one or an error.
 const (
@@ -126,16 +78,18 @@ func serve(ctx context.Context, root *rootfs.Root, args []string, out io.Writer,
 		return exitError, errUsage
 	}
 	switch args[0] {
-	case "follow", "glob":
-		verb, path, cp, err := follow.ParseServeArgs(args)
+	case "follow":
+		path, cp, err := parseFollowArgs(args[1:])
 		if err != nil {
 			return exitError, err
 		}
-		if verb == "follow" {
-			err = follow.ServeRead(ctx, out, root, path, cp)
-		} else {
-			err = follow.ServeGlob(ctx, out, root, path)
+		err = serveFollow(ctx, out, root, path, cp)
+		return codeOf(err), err
+	case "glob":
+		if len(args) != 2 {
+			return exitError, errUsage
 		}
+		err := serveGlob(ctx, out, root, args[1])
 		return codeOf(err), err
 	case "list":
 		if len(args) != 2 {
@@ -171,12 +125,7 @@ func list(root *rootfs.Root, pattern string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
-		if _, err := fmt.Fprintf(out, "%s\x00", n); err != nil {
-			return err
-		}
-	}
-	return nil
+	return writeNames(out, names)
 }
 
 // archive writes the tar stream of paths (gzip-compressed with --gzip).
@@ -220,4 +169,37 @@ func (p prefixed) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return p.w.Write(b)
+}
+
+// serveFollow writes what followScript prints for path after cp (the header line, then the
+// segment's bytes), with the kernel refusing symbolic links on the way (openat2).
+func serveFollow(ctx context.Context, w io.Writer, root *rootfs.Root, path string, cp Checkpoint) error {
+	l := &Local{Root: root}
+	defer func() { _ = l.Close() }()
+	return l.Read(ctx, path, cp, func(seg Segment, r io.Reader) error {
+		if _, err := io.WriteString(w, formatHeader(seg)); err != nil {
+			return err
+		}
+		_, err := io.Copy(w, r)
+		return err
+	})
+}
+
+// serveGlob writes, NUL-terminated, the regular files pattern matches below root.
+func serveGlob(ctx context.Context, w io.Writer, root *rootfs.Root, pattern string) error {
+	names, err := (&Local{Root: root}).Glob(ctx, pattern)
+	if err != nil {
+		return err
+	}
+	return writeNames(w, names)
+}
+
+// writeNames writes names NUL-terminated.
+func writeNames(w io.Writer, names []string) error {
+	for _, n := range names {
+		if _, err := fmt.Fprintf(w, "%s\x00", n); err != nil {
+			return err
+		}
+	}
+	return nil
 }

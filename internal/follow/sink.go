@@ -1,0 +1,52 @@
+package follow
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/internal/source"
+)
+
+// ExecSink keeps followed files and their checkpoints in the analysis pod over exec (the
+// scripts of script.go), reading what it prints within small bounds.
+type ExecSink struct {
+	Exec exec.Executor
+}
+
+// Probe implements Sink.
+func (s ExecSink) Probe(ctx context.Context, dst exec.Target, file, state string) (source.Checkpoint, int64, bool, error) {
+	out := &exec.Output{Max: 4096}
+	err := s.Exec.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", probeScript, argv0, file, state}, Stdout: out})
+	if err != nil {
+		return source.Checkpoint{}, 0, false, fmt.Errorf("reading the checkpoint of %s in %s: %w", file, dst, err)
+	}
+	return parseProbe(out.String())
+}
+
+// Retire implements Sink.
+func (s ExecSink) Retire(ctx context.Context, dst exec.Target, file, state, toFile, toState string) error {
+	errb := &exec.Output{Max: 4096}
+	err := s.Exec.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", retireScript, argv0, file, state, toFile, toState}, Stderr: errb})
+	if err != nil {
+		return fmt.Errorf("setting aside the earlier pod's %s in %s: %w (%s)", file, dst, err, strings.TrimSpace(errb.String()))
+	}
+	return nil
+}
+
+// Append implements Sink.
+func (s ExecSink) Append(ctx context.Context, dst exec.Target, file, state string, start source.Checkpoint, r io.Reader) (int64, error) {
+	out := &exec.Output{Max: 256}
+	err := s.Exec.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", appendScript, argv0, file, state, stateLine(start)},
+		Stdin: r, Stdout: out})
+	if err != nil {
+		return 0, fmt.Errorf("appending to %s in %s: %w", file, dst, err)
+	}
+	var before, after int64
+	if _, err := fmt.Sscanf(out.String(), "%d %d\n", &before, &after); err != nil || after < before {
+		return 0, fmt.Errorf("appending to %s in %s: unexpected output %q", file, dst, out.String())
+	}
+	return after - before, nil
+}
