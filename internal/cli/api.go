@@ -13,9 +13,13 @@ import (
 	"time"
 	"unicode/utf8"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/podcopy/podcopy/internal/exec"
 	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/status"
 )
 
 // The evidence API: what a server (the web console) calls with a user's own clients (set
@@ -61,9 +65,67 @@ type Inspection struct {
 	Files []string `json:"files"`
 }
 
-// Collections lists every complete collection of pod in the analysis pod, newest first.
-func (o *Options) Collections(ctx context.Context, pod string) ([]Row, error) {
-	return o.podCollections(ctx, pod)
+// Listed is one collection in a pod's list, inspected: its row (from the manifest, when it
+// could be believed) and its inspection.
+type Listed struct {
+	Row        Row
+	Inspection Inspection
+}
+
+// InspectAll lists pod's complete collections in the analysis pod, newest first and at
+// most max, each inspected as Inspect does: one read of its record and one of its manifest.
+// A collection whose evidence fails verification is listed with that state (and a row
+// that says only its id); one with no manifest yet is not complete and not listed.
+func (o *Options) InspectAll(ctx context.Context, pod string, max int) ([]Listed, error) {
+	refs, err := o.collectionRefs(ctx, pod)
+	if err != nil {
+		return nil, err
+	}
+	o.pinLatest(ctx, pod, refs)
+	var out []Listed
+	for _, ref := range refs {
+		if len(out) >= max {
+			break
+		}
+		in, err := o.inspect(ctx, ref)
+		if err != nil {
+			continue // not complete, or not readable now: not listed (as ls does)
+		}
+		row := Row{Namespace: ref.namespace, Pod: ref.pod, Collection: ref.id, Where: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
+		if in.Manifest != nil && in.Signature != SignatureFailed { // a failed one's counts are not believed
+			row = rowOf(ref, *in.Manifest)
+		}
+		out = append(out, Listed{Row: row, Inspection: in})
+	}
+	return out, nil
+}
+
+// pinLatest gives the collection the pod's status names the manifest hash the agent
+// recorded there, as resolve does, when the status is believed (trustedDestination) and
+// names the directory listed. A status that is refused pins nothing: the record's signature
+// still decides.
+func (o *Options) pinLatest(ctx context.Context, pod string, refs []collectionRef) {
+	p, err := o.client.CoreV1().Pods(o.namespace).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return
+	}
+	st, ok := status.Get(p)
+	if !ok || st.Phase != status.Succeeded || st.ManifestSHA256 == "" {
+		return
+	}
+	l, err := layout.New(o.Dir, o.namespace, pod)
+	if err != nil {
+		return
+	}
+	a, dir, err := o.trustedDestination(ctx, l, st)
+	if err != nil {
+		return
+	}
+	for i := range refs {
+		if refs[i].id == st.Collection && refs[i].analysis == a && refs[i].dir == dir {
+			refs[i].manifestSHA256 = st.ManifestSHA256
+		}
+	}
 }
 
 // Inspect reads collection id of pod and checks its signature and manifest.
@@ -72,6 +134,11 @@ func (o *Options) Inspect(ctx context.Context, pod, id string) (Inspection, erro
 	if err != nil {
 		return Inspection{}, err
 	}
+	return o.inspect(ctx, ref)
+}
+
+// inspect reads ref's record and manifest and checks them (Inspect).
+func (o *Options) inspect(ctx context.Context, ref collectionRef) (Inspection, error) {
 	in := Inspection{Namespace: ref.namespace, Pod: ref.pod, Collection: ref.id, Analysis: ref.analysis, Dir: ref.dir}
 	sig, m, sum, err := o.signedManifest(ctx, ref)
 	var failed *failedError

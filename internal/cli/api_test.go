@@ -5,14 +5,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/podcopy/podcopy/internal/exec"
 	"github.com/podcopy/podcopy/pkg/custody"
 )
 
@@ -138,4 +142,104 @@ func TestEvidenceAPI(t *testing.T) {
 			t.Fatalf("inspect = %+v", in)
 		}
 	})
+}
+
+// shelf plays an analysis pod holding several collections of pod p (paths relative to
+// /collect/ns/p/) and counts the commands run in it.
+type shelf struct {
+	files map[string][]byte
+	mu    sync.Mutex
+	runs  map[string]int
+}
+
+func (s *shelf) Exec(_ context.Context, req exec.Request) error {
+	const root = "/collect/ns/p"
+	last := req.Command[len(req.Command)-1]
+	rel := strings.TrimPrefix(last, root+"/")
+	verb := req.Command[0]
+	if slices.Contains(req.Command, "podcopy-read") {
+		verb = "read"
+	}
+	s.mu.Lock()
+	s.runs[verb]++
+	s.mu.Unlock()
+	switch verb {
+	case "ls":
+		seen := map[string]bool{}
+		for name := range s.files {
+			dir, _, _ := strings.Cut(name, "/")
+			if !seen[dir] {
+				seen[dir] = true
+				fmt.Fprintln(req.Stdout, dir)
+			}
+		}
+		return nil
+	case "read", "cat":
+		data, ok := s.files[rel]
+		if !ok {
+			return &exec.ExitError{Code: 3}
+		}
+		_, err := req.Stdout.Write(data)
+		return err
+	}
+	return fmt.Errorf("unexpected command %q", req.Command)
+}
+
+// TestInspectAll: the console's list reads each collection's record and manifest once,
+// newest first, at most max; a tampered one is listed FAILED, and so is a directory whose
+// record and manifest are gone (a collection appears under its name only complete: it is
+// renamed there from staging); names that are not collections are not listed.
+func TestInspectAll(t *testing.T) {
+	t.Parallel()
+	key, _, err := custody.GenerateKey()
+	must(t, err)
+	ids := []string{"20261201T100000Z-00000001", "20261202T100000Z-00000002", "20261202T110000Z-00000003"}
+	s := &shelf{files: map[string][]byte{}, runs: map[string]int{}}
+	for _, cid := range ids {
+		for name, data := range signedCollection(t, key, cid) {
+			s.files[cid+"/"+name] = data
+		}
+	}
+	// The middle one's file and manifest were rewritten to match each other.
+	tampered := ids[1] + "/manifest.json"
+	s.files[tampered] = bytes.Replace(s.files[tampered], []byte(`"/var/log/a.log"`), []byte(`"/var/log/z.log"`), 1)
+	// Emptied: its record and manifest were removed. Not collections: staging and follow.
+	emptied := "20261202T120000Z-00000004"
+	s.files[emptied+"/app/var/log/a.log"] = []byte("alpha\n")
+	s.files[".staging/x"] = nil
+	s.files["follow/app/x"] = nil
+
+	pod := &signedPod{files: map[string][]byte{}}
+	o := consoleOptions(t, pod, key.Public())
+	o.exec = s
+	listed, err := o.InspectAll(t.Context(), "p", 10)
+	must(t, err)
+	var got []string
+	for _, l := range listed {
+		got = append(got, l.Row.Collection+" "+l.Inspection.Signature)
+	}
+	want := []string{emptied + " " + SignatureFailed, ids[2] + " " + SignatureVerified, ids[1] + " " + SignatureFailed, ids[0] + " " + SignatureVerified}
+	if !slices.Equal(got, want) {
+		t.Fatalf("listed %q, want %q", got, want)
+	}
+	if !strings.Contains(listed[0].Inspection.Problem, "has no "+custody.FileName) {
+		t.Errorf("an emptied collection: %+v", listed[0].Inspection)
+	}
+	listed = listed[1:]
+	if r := listed[0].Row; r.Files != 2 || r.Bytes != 70006 || r.Phase != "Succeeded" || !strings.HasSuffix(r.Where, "/collect/ns/p/"+ids[2]) {
+		t.Errorf("row %+v", r)
+	}
+	if listed[1].Row.Files != 0 || listed[1].Row.Bytes != 0 || !strings.Contains(listed[1].Inspection.Problem, "manifest.json: sha256") {
+		t.Errorf("a FAILED collection's manifest was believed: %+v", listed[1])
+	}
+	// One ls; one record and one manifest read per collection (none for the emptied one's
+	// manifest: its missing record already failed it).
+	if s.runs["ls"] != 1 || s.runs["read"] != len(ids)+1 || s.runs["cat"] != len(ids) {
+		t.Errorf("commands run: %v", s.runs)
+	}
+	short, err := o.InspectAll(t.Context(), "p", 1)
+	must(t, err)
+	if len(short) != 1 || short[0].Row.Collection != emptied {
+		t.Errorf("max 1: %+v", short)
+	}
 }

@@ -33,25 +33,34 @@ func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:
 // newSignedPod writes the collection as the agent would: files, manifest, record signed by key.
 func newSignedPod(t *testing.T, key *custody.PrivateKey) *signedPod {
 	t.Helper()
-	p := &signedPod{files: map[string][]byte{
+	return &signedPod{files: signedCollection(t, key, id)}
+}
+
+// signedCollection is collection cid's files, by name relative to its directory: two
+// files, the manifest and the custody record signed with key.
+func signedCollection(t *testing.T, key *custody.PrivateKey, cid string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{
 		"app/var/log/a.log":     []byte("alpha\n"),
 		"app/var/log/dir/b.log": bytes.Repeat([]byte("b"), 70000),
-	}}
-	m := manifest.Manifest{Header: manifest.Header{Collection: id, Source: manifest.Source{Container: "app"}}}
+	}
+	m := manifest.Manifest{Header: manifest.Header{Collection: cid, Source: manifest.Source{Container: "app"}}}
 	var subjects []custody.Subject
 	for _, f := range []string{"/var/log/a.log", "/var/log/dir/b.log"} {
-		data := p.files["app"+f]
+		data := files["app"+f]
 		m.Files = append(m.Files, manifest.File{Path: f, Size: int64(len(data)), SHA256: sum(data)})
+		m.Totals.Files++
+		m.Totals.Bytes += int64(len(data))
 		subjects = append(subjects, custody.Subject{Name: "app" + f, SHA256: sum(data)})
 	}
 	body, err := json.Marshal(m)
 	must(t, err)
-	p.files["manifest.json"] = body
+	files["manifest.json"] = body
 	subjects = append(subjects, custody.Subject{Name: custody.ManifestSubject, SHA256: sum(body)})
 	rec, err := custody.Seal(t.Context(), key, subjects, custody.PredicateFor(m.Header, m.Totals, "tar"))
 	must(t, err)
-	p.files[custody.FileName] = rec
-	return p
+	files[custody.FileName] = rec
+	return files
 }
 
 // rewrite changes a file and rewrites the manifest to match it, as someone with exec in

@@ -145,6 +145,31 @@ func (o *Options) latest(ctx context.Context, all bool, selector string) ([]Row,
 // podCollections lists every complete collection of pod in the analysis pod (those with a
 // manifest), newest first.
 func (o *Options) podCollections(ctx context.Context, pod string) ([]Row, error) {
+	refs, err := o.collectionRefs(ctx, pod)
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for _, ref := range refs {
+		m, err := o.readManifest(ctx, ref)
+		if err != nil {
+			continue // not complete (no manifest yet): not listed
+		}
+		rows = append(rows, rowOf(ref, m))
+	}
+	return rows, nil
+}
+
+// rowOf is collection ref's line in a list, from its manifest.
+func rowOf(ref collectionRef, m manifest.Manifest) Row {
+	return Row{Namespace: ref.namespace, Pod: ref.pod, Collection: ref.id, Phase: string(status.Succeeded),
+		Files: m.Totals.Files, Bytes: m.Totals.Bytes, Started: m.StartTime, RequestedBy: m.RequestedBy,
+		Where: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
+}
+
+// collectionRefs lists the collection directories of pod in the analysis pod, newest first
+// (complete or not: nothing is read in them).
+func (o *Options) collectionRefs(ctx context.Context, pod string) ([]collectionRef, error) {
 	l, err := layout.New(o.Dir, o.namespace, pod)
 	if err != nil {
 		return nil, err
@@ -163,22 +188,17 @@ func (o *Options) podCollections(ctx context.Context, pod string) ([]Row, error)
 			return nil, err
 		}
 	}
-	var rows []Row
+	var refs []collectionRef
 	for _, id := range strings.Fields(out.String()) {
 		ref := collectionRef{namespace: o.namespace, pod: pod, id: id, analysis: a}
 		if ref.dir, err = l.Collection(id); err != nil {
 			continue // not a collection id: the follow directory or staging
 		}
-		m, err := o.readManifest(ctx, ref)
-		if err != nil {
-			continue // not complete (no manifest yet): not listed
-		}
-		rows = append(rows, Row{Namespace: o.namespace, Pod: pod, Collection: id, Phase: string(status.Succeeded),
-			Files: m.Totals.Files, Bytes: m.Totals.Bytes, Started: m.StartTime, RequestedBy: m.RequestedBy,
-			Where: fmt.Sprintf("%s:%s", a, ref.dir)})
+		refs = append(refs, ref)
 	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].Collection > rows[j].Collection })
-	return rows, nil
+	// Collection ids begin with their UTC start time: newest first.
+	sort.Slice(refs, func(i, j int) bool { return refs[i].id > refs[j].id })
+	return refs, nil
 }
 
 // readManifest reads a collection's manifest.json from the analysis pod (bounded by the

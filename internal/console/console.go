@@ -318,23 +318,17 @@ func (c *Console) collections(w http.ResponseWriter, r *http.Request, k call) {
 	if !ok {
 		return
 	}
-	rows, err := k.opts.Collections(r.Context(), pod)
+	listed, err := k.opts.InspectAll(r.Context(), pod, maxCollections)
 	if err != nil {
 		writeAPIError(w, err)
 		return
 	}
 	out := []CollectionView{}
-	for _, row := range rows[:min(len(rows), maxCollections)] {
-		v := CollectionView{Row: row, Retention: c.retention(row.Started, nil)}
-		in, err := k.opts.Inspect(r.Context(), pod, row.Collection)
-		switch {
-		case err != nil:
-			v.Signature, v.Problem = cli.SignatureFailed, err.Error()
-		default:
-			v.Signature, v.Problem = in.Signature, in.Problem
-			if in.Manifest != nil {
-				v.Retention = c.retention(row.Started, in.Manifest.Destination.Retention)
-			}
+	for _, l := range listed {
+		in := l.Inspection
+		v := CollectionView{Row: l.Row, Signature: in.Signature, Problem: in.Problem, Retention: c.retention(l.Row.Started, nil)}
+		if in.Manifest != nil && in.Signature != cli.SignatureFailed {
+			v.Retention = c.retention(l.Row.Started, in.Manifest.Destination.Retention)
 		}
 		out = append(out, v)
 	}

@@ -107,9 +107,11 @@
     body.replaceChildren(el("tr", {}, el("td", { colSpan: 7 }, "reading the analysis pod ...")));
     try {
       const cols = await api("collections?" + q({ namespace: state.ns, pod: state.pod.name }));
+      // A FAILED collection's manifest is not believed: its counts are not shown.
+      const failed = (c) => c.signature === "FAILED";
       body.replaceChildren(...cols.map((c) => el("tr", {},
         el("td", {}, el("button", { className: "link", type: "button", onclick: () => openCollection(c.collection) }, c.collection)),
-        el("td", {}, c.startTime), el("td", {}, c.files), el("td", {}, size(c.bytes)), el("td", {}, c.requestedBy || ""),
+        el("td", {}, c.startTime || ""), el("td", {}, failed(c) ? "—" : c.files), el("td", {}, failed(c) ? "—" : size(c.bytes)), el("td", {}, c.requestedBy || ""),
         el("td", { title: c.problem || "" }, badge(c.signature)), el("td", {}, c.retention || ""))));
       if (!cols.length) body.replaceChildren(el("tr", {}, el("td", { colSpan: 7 }, "no complete collection of this pod in the analysis pod")));
     } catch (e) {
