@@ -66,6 +66,12 @@ func waitJS(t *testing.T, tab context.Context, what, expr, show string) {
 	})
 }
 
+// clickNow clicks what sel finds in the page's own turn: the pod list is rebuilt every 2 s,
+// and a node chromedp found a moment before may be gone by the time it clicks it.
+func clickNow(sel string) chromedp.Action {
+	return chromedp.Evaluate(`document.querySelector(`+jsString(sel)+`).click()`, nil)
+}
+
 func textOf(t *testing.T, tab context.Context, sel string) string {
 	t.Helper()
 	var s string
@@ -127,7 +133,7 @@ func TestConsole(t *testing.T) {
 
 	// Start a collection; the bar reaches 100 %.
 	if err := chromedp.Run(tab,
-		chromedp.Click(`#pods tr[data-pod="web"] button`, chromedp.ByQuery),
+		clickNow(`#pods tr[data-pod="web"] button`),
 		chromedp.WaitVisible(`#collect-form`, chromedp.ByID),
 		chromedp.SetValue(`#paths`, "/var/log/mysql/slow.log", chromedp.ByID),
 		chromedp.Click(`#start`, chromedp.ByID),
@@ -267,7 +273,7 @@ func TestConsole(t *testing.T) {
 	}
 	waitJS(t, itab, "the intern's pod list", `[...document.querySelectorAll('#pods tbody tr')].some(r => r.dataset.pod === 'web')`, `document.body.innerText`)
 	if err := chromedp.Run(itab,
-		chromedp.Click(`#pods tr[data-pod="web"] button`, chromedp.ByQuery),
+		clickNow(`#pods tr[data-pod="web"] button`),
 		chromedp.SetValue(`#paths`, "/var/log/app/a.log", chromedp.ByID),
 		chromedp.Click(`#start`, chromedp.ByID),
 	); err != nil {

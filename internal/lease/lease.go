@@ -1,5 +1,13 @@
 // Package lease runs cluster-wide chores (the janitor: the staging sweep and retention) on
 // one agent at a time, under a coordination.k8s.io Lease (client-go leader election).
+//
+// Every agent of the DaemonSet is a candidate, so a plain election would have every
+// non-holder poll the Lease every RetryPeriod: at 5,000 nodes, thousands of quorum reads a
+// second of one object, forever (docs/scale.md). Here a non-holder watches the Lease instead
+// (one watch, served from the API server's watch cache: no request while the holder renews)
+// and campaigns, with client-go's election and its guarantees, only once the Lease looks
+// free: absent, released, or not renewed for StaleAfter. A campaign that sees another
+// agent win, or that does not win within CampaignFor, goes back to watching.
 package lease
 
 import (
@@ -22,6 +30,13 @@ const (
 	LeaseDuration = 15 * time.Second
 	RenewDeadline = 10 * time.Second
 	RetryPeriod   = 2 * time.Second
+
+	// StaleAfter is how long a non-holder watches a Lease go unrenewed (the holder renews it
+	// every RetryPeriod) before it campaigns.
+	StaleAfter = 3 * RetryPeriod
+	// CampaignFor bounds a campaign that neither wins nor sees another agent win (a holder
+	// that came back): then the agent goes back to watching.
+	CampaignFor = 2*LeaseDuration + RenewDeadline
 )
 
 // Chore runs fn while this process holds Lease Name in Namespace, as Identity; Holder is
@@ -53,13 +68,30 @@ func (c Chore) Run(ctx context.Context, fn func(context.Context) error) error {
 		Client:     c.Client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: c.Identity},
 	}
+	gate, stop := c.watch(ctx, log)
+	defer stop()
 	var running sync.WaitGroup // fn's runs: client-go starts them and does not wait for them
 	defer running.Wait()
 	for ctx.Err() == nil {
+		stale := ""
+		if gate != nil {
+			var ok bool
+			if stale, ok = gate.free(ctx); !ok {
+				return nil // ctx ended
+			}
+		}
+		cctx, cancel := context.WithCancel(ctx)
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock: lock, LeaseDuration: LeaseDuration, RenewDeadline: RenewDeadline, RetryPeriod: RetryPeriod,
 			ReleaseOnCancel: true, Name: c.Name,
 			Callbacks: leaderelection.LeaderCallbacks{
+				// Another agent won (not the stale holder the gate saw go quiet): stop
+				// campaigning and watch again. client-go calls this in a goroutine of its own.
+				OnNewLeader: func(id string) {
+					if gate != nil && id != c.Identity && id != stale {
+						cancel()
+					}
+				},
 				OnStartedLeading: func(lctx context.Context) {
 					running.Add(1)
 					defer running.Done()
@@ -76,9 +108,17 @@ func (c Chore) Run(ctx context.Context, fn func(context.Context) error) error {
 			},
 		})
 		if err != nil {
+			cancel()
 			return err
 		}
-		le.Run(ctx) // returns when the Lease is lost or ctx ends
+		giveUp := time.AfterFunc(CampaignFor, func() {
+			if gate != nil && !le.IsLeader() {
+				cancel()
+			}
+		})
+		le.Run(cctx) // returns when the Lease is lost, the campaign is given up, or ctx ends
+		giveUp.Stop()
+		cancel()
 		running.Wait()
 	}
 	return nil
