@@ -12,7 +12,6 @@ package lease
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -70,8 +69,6 @@ func (c Chore) Run(ctx context.Context, fn func(context.Context) error) error {
 	}
 	gate, stop := c.watch(ctx, log)
 	defer stop()
-	var running sync.WaitGroup // fn's runs: client-go starts them and does not wait for them
-	defer running.Wait()
 	for ctx.Err() == nil {
 		stale := ""
 		if gate != nil {
@@ -81,6 +78,9 @@ func (c Chore) Run(ctx context.Context, fn func(context.Context) error) error {
 			}
 		}
 		cctx, cancel := context.WithCancel(ctx)
+		// client-go starts OnStartedLeading in a goroutine of its own and does not wait for
+		// it; it only hands over the leading context here, and fn runs in this goroutine.
+		leading := make(chan context.Context, 1)
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock: lock, LeaseDuration: LeaseDuration, RenewDeadline: RenewDeadline, RetryPeriod: RetryPeriod,
 			ReleaseOnCancel: true, Name: c.Name,
@@ -92,15 +92,7 @@ func (c Chore) Run(ctx context.Context, fn func(context.Context) error) error {
 						cancel()
 					}
 				},
-				OnStartedLeading: func(lctx context.Context) {
-					running.Add(1)
-					defer running.Done()
-					c.Holder.Set(1)
-					log.Info("holding the janitor's Lease")
-					if err := fn(lctx); err != nil {
-						log.Error(err, "janitor")
-					}
-				},
+				OnStartedLeading: func(lctx context.Context) { leading <- lctx },
 				OnStoppedLeading: func() {
 					c.Holder.Set(0)
 					log.Info("not holding the janitor's Lease")
@@ -116,10 +108,23 @@ func (c Chore) Run(ctx context.Context, fn func(context.Context) error) error {
 				cancel()
 			}
 		})
-		le.Run(cctx) // returns when the Lease is lost, the campaign is given up, or ctx ends
+		ran := make(chan struct{})
+		go func() { // owned: waited for below
+			defer close(ran)
+			le.Run(cctx) // returns when the Lease is lost, the campaign is given up, or ctx ends
+		}()
+		select {
+		case lctx := <-leading: // lctx ends when the Lease is lost
+			c.Holder.Set(1)
+			log.Info("holding the janitor's Lease")
+			if err := fn(lctx); err != nil {
+				log.Error(err, "janitor")
+			}
+		case <-ran:
+		}
+		<-ran
 		giveUp.Stop()
 		cancel()
-		running.Wait()
 	}
 	return nil
 }
