@@ -606,8 +606,10 @@ func (o *Options) verifyInPlace(ctx context.Context, ref collectionRef) (Result,
 		byLocal[local] = f.src
 		fmt.Fprintf(&list, "%s  %s\n", f.sha256, local)
 	}
-	var out bytes.Buffer
-	wctx, w, stop := watched(ctx, o.Stall, &out, "hashing in "+ref.analysis.String())
+	// sha256sum -c prints a line per input line: "PATH: OK" or "PATH: FAILED open or read",
+	// never longer than the input line plus its verdict. More is not sha256sum talking.
+	out := &exec.Output{Max: list.Len() + 32*len(files) + 4096}
+	wctx, w, stop := watched(ctx, o.Stall, out, "hashing in "+ref.analysis.String())
 	err = o.exec.Exec(wctx, exec.Request{Target: ref.analysis, Command: []string{"sha256sum", "-c", "-"}, Stdin: &list, Stdout: w, Stderr: io.Discard})
 	if cause := context.Cause(wctx); err != nil && cause != nil && ctx.Err() == nil {
 		err = cause

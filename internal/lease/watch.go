@@ -16,11 +16,9 @@ import (
 
 // gate watches the Lease and says when it looks free.
 type gate struct {
-	leases    coordlisters.LeaseNamespaceLister
-	name      string
-	changed   chan struct{} // a change was seen (capacity 1: never blocks the informer)
-	now       func() time.Time
-	staleness time.Duration
+	leases  coordlisters.LeaseNamespaceLister
+	name    string
+	changed chan struct{} // a change was seen (capacity 1: never blocks the informer)
 }
 
 // watch starts the gate's informer over the one Lease. It returns nil (campaign as a plain
@@ -38,9 +36,10 @@ func (c Chore) watch(ctx context.Context, log logr.Logger) (*gate, func()) {
 		return nil, func() {}
 	}
 	f := informers.NewSharedInformerFactoryWithOptions(c.Client, 0, informers.WithNamespace(c.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = selector }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = selector }),
+		informers.WithTransform(dropManagedFields))
 	inf := f.Coordination().V1().Leases()
-	g := &gate{leases: inf.Lister().Leases(c.Namespace), name: c.Name, changed: make(chan struct{}, 1), now: time.Now, staleness: StaleAfter}
+	g := &gate{leases: inf.Lister().Leases(c.Namespace), name: c.Name, changed: make(chan struct{}, 1)}
 	signal := func(any) {
 		select {
 		case g.changed <- struct{}{}:
@@ -63,10 +62,10 @@ func (c Chore) watch(ctx context.Context, log logr.Logger) (*gate, func()) {
 }
 
 // free blocks until the Lease looks free: absent, released (no holder), or not renewed for
-// the staleness. It returns the holder that went quiet ("" for none), and false when ctx
+// StaleAfter. It returns the holder that went quiet ("" for none), and false when ctx
 // ended first.
 func (g *gate) free(ctx context.Context) (string, bool) {
-	seen, since := "", g.now()
+	seen, since := "", time.Now()
 	tick := time.NewTicker(RetryPeriod) // staleness grows with time, not with events
 	defer tick.Stop()
 	for {
@@ -79,8 +78,8 @@ func (g *gate) free(ctx context.Context) (string, bool) {
 			return "", true
 		}
 		if mark := holder + " " + renewedAt(l); mark != seen {
-			seen, since = mark, g.now()
-		} else if g.now().Sub(since) >= g.staleness {
+			seen, since = mark, time.Now()
+		} else if time.Since(since) >= StaleAfter {
 			return holder, true
 		}
 		select {
@@ -90,6 +89,14 @@ func (g *gate) free(ctx context.Context) (string, bool) {
 		case <-tick.C:
 		}
 	}
+}
+
+// dropManagedFields keeps what the gate reads of the Lease (its spec).
+func dropManagedFields(obj any) (any, error) {
+	if l, ok := obj.(*coordinationv1.Lease); ok {
+		l.ManagedFields = nil
+	}
+	return obj, nil
 }
 
 func holderOf(l *coordinationv1.Lease) string {

@@ -162,30 +162,35 @@ func (l *Local) old(path string, inode uint64) *os.File {
 // linked.
 func (l *Local) openRegular(path string) (*os.File, uint64, int64, string, error) {
 	info, err := l.Root.Lstat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, 0, 0, "", nil
-	case errors.Is(err, rootfs.ErrLinked):
-		return nil, 0, 0, StatusLinked, nil
-	case err != nil:
-		return nil, 0, 0, "", err
-	case !info.Mode().IsRegular():
+	if err != nil {
+		st, err := openStatus(err)
+		return nil, 0, 0, st, err
+	}
+	if !info.Mode().IsRegular() {
 		return nil, 0, 0, StatusNotFile, nil
 	}
 	f, err := l.Root.Open(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, 0, 0, "", nil
-	case errors.Is(err, rootfs.ErrLinked):
-		return nil, 0, 0, StatusLinked, nil
-	case err != nil:
-		return nil, 0, 0, "", err
+	if err != nil { // it changed since the Lstat
+		st, err := openStatus(err)
+		return nil, 0, 0, st, err
 	}
 	ino, size, err := stat(f)
 	if err != nil {
 		return nil, 0, 0, "", errors.Join(err, f.Close())
 	}
 	return f, ino, size, "", nil
+}
+
+// openStatus says what an Lstat or Open error of a followed path means: missing (no
+// status, no error), below a symbolic link (StatusLinked), or a failure.
+func openStatus(err error) (string, error) {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", nil
+	case errors.Is(err, rootfs.ErrLinked):
+		return StatusLinked, nil
+	}
+	return "", err
 }
 
 func stat(f *os.File) (uint64, int64, error) {
