@@ -237,11 +237,12 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	}
 	if opts.Shell.Enabled {
 		con := &console.Console{
-			Clients:     shell.UserClients(restConfig, transport),
-			Keys:        consoleKeys(client, agentNamespace(opts), opts.Signing.PublicKeys, key.Public()),
-			Destination: opts.Destination,
-			Metrics:     console.NewMetrics(m.Registry),
-			Log:         log.WithName("console"),
+			Clients:          shell.UserClients(restConfig, transport),
+			Keys:             consoleKeys(client, agentNamespace(opts), opts.Signing.PublicKeys, key.Public()),
+			Destination:      opts.Destination,
+			Metrics:          console.NewMetrics(m.Registry),
+			MaxManifestBytes: int(current.Load().limits.MaxManifestBytes),
+			Log:              log.WithName("console"),
 		}
 		sh := &shell.Server{
 			Config:        opts.Shell.Config,

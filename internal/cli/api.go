@@ -20,27 +20,17 @@ import (
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/status"
+	"github.com/podcopy/podcopy/pkg/verify"
 )
 
 // The evidence API: what a server (the web console) calls with a user's own clients (set
 // with With), so that it reads nothing the user could not read with the plugin.
 
-// failedError is a verification that failed (as opposed to a read that did): the evidence
-// was read and does not match what was signed or recorded.
-type failedError struct{ err error }
-
-func (e *failedError) Error() string { return e.err.Error() }
-func (e *failedError) Unwrap() error { return e.err }
-
-func failedf(format string, args ...any) error {
-	return &failedError{err: fmt.Errorf(format, args...)}
-}
-
 // Signature states of a collection, as the console shows them.
 const (
-	SignatureVerified = "verified"
-	SignatureUnsigned = "not signed"
-	SignatureFailed   = "FAILED"
+	SignatureVerified = verify.Verified
+	SignatureUnsigned = verify.Unsigned
+	SignatureFailed   = verify.Failed
 )
 
 // Inspection is one collection as read and checked without hashing its files: the custody
@@ -88,10 +78,13 @@ func (o *Options) InspectAll(ctx context.Context, pod string, max int) ([]Listed
 			break
 		}
 		in, err := o.inspect(ctx, ref)
-		if err != nil {
+		row := Row{Namespace: ref.namespace, Pod: ref.pod, Collection: ref.id, Where: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
+		if errors.Is(err, exec.ErrOutputTooLong) { // listed, with why it is refused
+			in = Inspection{Namespace: ref.namespace, Pod: ref.pod, Collection: ref.id, Analysis: ref.analysis, Dir: ref.dir,
+				Signature: SignatureFailed, Problem: "refused: " + err.Error() + fmt.Sprintf(" (this reader reads at most %d bytes of a record and %d of a manifest)", o.maxRecord(), o.maxManifest())}
+		} else if err != nil {
 			continue // not complete, or not readable now: not listed (as ls does)
 		}
-		row := Row{Namespace: ref.namespace, Pod: ref.pod, Collection: ref.id, Where: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
 		if in.Manifest != nil && in.Signature != SignatureFailed { // a failed one's counts are not believed
 			row = rowOf(ref, *in.Manifest)
 		}
@@ -123,64 +116,62 @@ func (o *Options) pinLatest(ctx context.Context, pod string, refs []collectionRe
 	}
 	for i := range refs {
 		if refs[i].id == st.Collection && refs[i].analysis == a && refs[i].dir == dir {
-			refs[i].manifestSHA256 = st.ManifestSHA256
+			refs[i].manifestSHA256, refs[i].uid = st.ManifestSHA256, string(p.UID)
 		}
 	}
 }
 
 // Inspect reads collection id of pod and checks its signature and manifest.
 func (o *Options) Inspect(ctx context.Context, pod, id string) (Inspection, error) {
-	ref, err := o.resolve(ctx, pod+"/"+id)
+	ref, err := o.resolveCollection(ctx, pod, id)
 	if err != nil {
 		return Inspection{}, err
 	}
 	return o.inspect(ctx, ref)
 }
 
-// inspect reads ref's record and manifest and checks them (Inspect).
+// resolveCollection is collection id (required, one id) of pod in the options' namespace.
+func (o *Options) resolveCollection(ctx context.Context, pod, id string) (collectionRef, error) {
+	if id == "" {
+		return collectionRef{}, errors.New("a collection id is required")
+	}
+	return o.resolveIn(ctx, o.namespace, pod, id)
+}
+
+// inspect reads ref's record and manifest and has the verifier check them (Inspect).
 func (o *Options) inspect(ctx context.Context, ref collectionRef) (Inspection, error) {
 	in := Inspection{Namespace: ref.namespace, Pod: ref.pod, Collection: ref.id, Analysis: ref.analysis, Dir: ref.dir}
-	sig, m, sum, err := o.signedManifest(ctx, ref)
-	var failed *failedError
-	if errors.As(err, &failed) {
-		in.Signature, in.Problem = SignatureFailed, failed.Error()
-		return in, nil
-	}
+	c, err := o.open(ctx, ref)
 	if err != nil {
 		return in, err
 	}
-	in.Manifest = &m
-	for _, e := range expectations(m, sig) {
-		in.Files = append(in.Files, e.rel)
-	}
-	if sig == nil {
-		in.Signature = SignatureUnsigned
+	v := c.Opened()
+	in.Signature, in.SignedBy = v.Signature, v.SignedBy
+	if problems := append(v.Problems, v.Mismatched...); len(problems) > 0 {
+		in.Signature, in.Problem = SignatureFailed, "verification FAILED: "+strings.Join(problems, "; ")
 		return in, nil
 	}
-	var res Result
-	sig.checkManifest(sum, &res)
-	in.SignedBy = sig.rec.KeyID
-	if len(res.Mismatched) > 0 {
-		in.Signature, in.Problem = SignatureFailed, "verification FAILED: "+strings.Join(res.Mismatched, "; ")
-		return in, nil
+	in.Manifest = c.Believed()
+	for _, f := range c.Files() {
+		in.Files = append(in.Files, f.Name)
 	}
-	in.Signature, in.Custody = SignatureVerified, &sig.rec.Predicate
+	if rec := c.Record(); rec != nil {
+		in.Custody = &rec.Predicate
+	}
 	return in, nil
 }
 
-// Verify re-hashes every file of the collection in place in the analysis pod (the plugin's
-// verify). A failed signature is a Result with the problem in Mismatched, not an error.
+// Verify streams every file of the collection from the analysis pod and hashes it here (the
+// plugin's verify). A verification that fails is a Result, not an error.
 func (o *Options) Verify(ctx context.Context, pod, id string) (Result, error) {
-	ref, err := o.resolve(ctx, pod+"/"+id)
+	ref, err := o.resolveCollection(ctx, pod, id)
 	if err != nil {
 		return Result{}, err
 	}
 	res, err := o.verifyInPlace(ctx, ref)
-	var failed *failedError
-	if errors.As(err, &failed) {
-		return Result{Collection: ref.id, Mismatched: []string{failed.Error()}}, nil
+	if failed := (*verify.Error)(nil); errors.As(err, &failed) {
+		return res, nil
 	}
-	res.Dir = fmt.Sprintf("%s:%s", ref.analysis, ref.dir)
 	return res, err
 }
 
@@ -190,15 +181,17 @@ func (o *Options) Verify(ctx context.Context, pod, id string) (Result, error) {
 // once the collection has been checked and just before the first byte is written (a server
 // sends its headers then).
 func (o *Options) Download(ctx context.Context, pod, id string, w io.Writer, started func()) (Result, error) {
-	ref, err := o.resolve(ctx, pod+"/"+id)
+	ref, err := o.resolveCollection(ctx, pod, id)
 	if err != nil {
 		return Result{}, err
 	}
 	tw := tar.NewWriter(w)
 	res, err := o.stream(ctx, ref, &tarSink{tw: tw, prefix: ref.id + "/", buf: make([]byte, 256<<10), started: started, sums: map[string]linked{}})
-	var failed *failedError
-	if errors.As(err, &failed) {
-		return Result{Collection: ref.id, Mismatched: []string{failed.Error()}}, nil
+	if failed := (*verify.Error)(nil); errors.As(err, &failed) {
+		if res.Signature == verify.Failed { // nothing was streamed: the record did not hold
+			return res, nil
+		}
+		return res, tw.Close()
 	}
 	if err != nil {
 		return res, err
@@ -305,30 +298,31 @@ func (t *tarSink) begin() {
 	}
 }
 
-func (t *tarSink) mkdir(name string) error {
+func (t *tarSink) Mkdir(name string) error {
 	t.begin()
 	return t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: t.prefix + name + "/", Mode: 0o755, ModTime: time.Unix(0, 0)})
 }
 
-func (t *tarSink) create(hdr *tar.Header, name string, r io.Reader) (int64, string, error) {
+func (t *tarSink) Create(e verify.Entry, r io.Reader) (int64, string, error) {
 	t.begin()
-	if err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: t.prefix + name, Size: hdr.Size, Mode: 0o644, ModTime: hdr.ModTime}); err != nil {
+	name := e.Name
+	if err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: t.prefix + name, Size: e.Size, Mode: 0o644, ModTime: e.ModTime}); err != nil {
 		return 0, "", err
 	}
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(t.tw, h), io.LimitReader(r, hdr.Size), t.buf)
-	if err == nil && n != hdr.Size {
-		err = fmt.Errorf("%s: the stream ended after %d of %d bytes", name, n, hdr.Size)
+	n, err := io.CopyBuffer(io.MultiWriter(t.tw, h), io.LimitReader(r, e.Size), t.buf)
+	if err == nil && n != e.Size {
+		err = fmt.Errorf("%s: the stream ended after %d of %d bytes", name, n, e.Size)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	t.sums[name] = linked{size: n, sha256: sum}
 	return n, sum, err
 }
 
-func (t *tarSink) link(name, target string) (int64, string, error) {
+func (t *tarSink) Link(name, target string) (int64, string, error) {
 	l, ok := t.sums[target]
 	if !ok {
-		return 0, "", errNoLinkTarget
+		return 0, "", verify.ErrNoLinkTarget
 	}
 	t.begin()
 	err := t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: t.prefix + name, Linkname: t.prefix + target, Mode: 0o644, ModTime: time.Unix(0, 0)})

@@ -53,7 +53,7 @@ func TestEvidenceAPI(t *testing.T) {
 		started := 0
 		res, err := o.Download(t.Context(), "p", id, &out, func() { started++ })
 		must(t, err)
-		if !res.ok() || res.Files != 2 || started != 1 {
+		if !res.OK() || res.Files != 2 || started != 1 {
 			t.Fatalf("download = %+v (started %d)", res, started)
 		}
 		got := map[string][]byte{}
@@ -83,7 +83,7 @@ func TestEvidenceAPI(t *testing.T) {
 		}
 		v, err := o.Verify(t.Context(), "p", id)
 		must(t, err)
-		if !v.ok() || v.Files != 2 {
+		if !v.OK() || v.Files != 2 {
 			t.Fatalf("verify = %+v", v)
 		}
 	})
@@ -103,7 +103,7 @@ func TestEvidenceAPI(t *testing.T) {
 		} {
 			res, err := run()
 			must(t, err)
-			if res.ok() || len(res.Mismatched) != 1 || !strings.Contains(res.Mismatched[0], "/var/log/a.log") {
+			if res.OK() || len(res.Mismatched) != 1 || !strings.Contains(res.Mismatched[0], "/var/log/a.log") {
 				t.Errorf("%s = %+v", verb, res)
 			}
 		}
@@ -128,7 +128,7 @@ func TestEvidenceAPI(t *testing.T) {
 		if in.Signature != SignatureFailed || in.Manifest != nil {
 			t.Fatalf("inspect = %+v", in)
 		}
-		if res, err := o.Download(t.Context(), "p", id, io.Discard, func() { t.Error("a byte was written for a collection that failed its signature") }); err != nil || res.ok() {
+		if res, err := o.Download(t.Context(), "p", id, io.Discard, func() { t.Error("a byte was written for a collection that failed its signature") }); err != nil || res.OK() {
 			t.Fatalf("download = %+v, %v", res, err)
 		}
 	})

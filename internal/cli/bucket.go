@@ -2,9 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,12 +13,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podcopy/podcopy/internal/follow"
 	"github.com/podcopy/podcopy/internal/objstore"
 	"github.com/podcopy/podcopy/pkg/custody"
-	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/pathname"
+	"github.com/podcopy/podcopy/pkg/status"
+	"github.com/podcopy/podcopy/pkg/verify"
 )
 
 // bucketRef is a collection in a bucket: s3://<bucket>/<namespace>/<pod>/<collection id>/.
@@ -68,9 +67,14 @@ func (o *Options) s3Client(ctx context.Context) (*s3.Client, error) {
 	return objstore.NewClient(ctx, endpoint, o.S3Region, o.S3CA)
 }
 
-// readObject reads key (at most max bytes); nil when it does not exist.
-func readObject(ctx context.Context, c *s3.Client, bucket, key string, max int64) ([]byte, error) {
-	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+// readObject reads version (""; the latest) of key, at most max bytes; nil when it does not
+// exist.
+func readObject(ctx context.Context, c *s3.Client, bucket, key, version string, max int) ([]byte, error) {
+	in := &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}
+	if version != "" {
+		in.VersionId = aws.String(version)
+	}
+	out, err := c.GetObject(ctx, in)
 	var nsk *types.NoSuchKey
 	if errors.As(err, &nsk) {
 		return nil, nil
@@ -79,124 +83,161 @@ func readObject(ctx context.Context, c *s3.Client, bucket, key string, max int64
 		return nil, fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
 	}
 	defer func() { _ = out.Body.Close() }()
-	b, err := io.ReadAll(io.LimitReader(out.Body, max+1))
-	if err == nil && int64(len(b)) > max {
+	b, err := io.ReadAll(io.LimitReader(out.Body, int64(max)+1))
+	if err == nil && len(b) > max {
 		err = fmt.Errorf("s3://%s/%s is larger than %d bytes", bucket, key, max)
 	}
 	return b, err
 }
 
-// bucketCollection verifies (and with root, fetches into it) a collection in a bucket: the
-// custody record's signature, then every object against the signed digests, streaming
-// each object once; objects under the prefix that nothing signed are reported.
-func (o *Options) bucketCollection(ctx context.Context, ref bucketRef, root *os.Root, res *Result) error {
+// maxVersions bounds a versioned listing of one collection or followed file (ten per
+// object of a collection at policy.maxFiles' default).
+const maxVersions = 1_000_000
+
+// listVersions lists every version and delete marker below prefix (names relative to it).
+// A store without versioning answers with its objects, each the latest and unversioned.
+func listVersions(ctx context.Context, c *s3.Client, bucket, prefix string) ([]verify.Version, error) {
+	var out []verify.Version
+	in := &s3.ListObjectVersionsInput{Bucket: aws.String(bucket), Prefix: aws.String(prefix)}
+	for {
+		page, err := c.ListObjectVersions(ctx, in)
+		if err != nil {
+			return listLatest(ctx, c, bucket, prefix, err)
+		}
+		for _, v := range page.Versions {
+			out = append(out, verify.Version{Name: strings.TrimPrefix(aws.ToString(v.Key), prefix), VersionID: versionID(v.VersionId),
+				Latest: aws.ToBool(v.IsLatest), Size: aws.ToInt64(v.Size), ModTime: aws.ToTime(v.LastModified)})
+		}
+		for _, d := range page.DeleteMarkers {
+			out = append(out, verify.Version{Name: strings.TrimPrefix(aws.ToString(d.Key), prefix), VersionID: versionID(d.VersionId),
+				Latest: aws.ToBool(d.IsLatest), DeleteMarker: true, ModTime: aws.ToTime(d.LastModified)})
+		}
+		if len(out) > maxVersions {
+			return nil, fmt.Errorf("s3://%s/%s holds more than %d object versions", bucket, prefix, maxVersions)
+		}
+		if !aws.ToBool(page.IsTruncated) {
+			return out, nil
+		}
+		in.KeyMarker, in.VersionIdMarker = page.NextKeyMarker, page.NextVersionIdMarker
+	}
+}
+
+// versionID is a listed version's id; "null" (an object written before versioning) is "".
+func versionID(v *string) string {
+	if s := aws.ToString(v); s != "null" {
+		return s
+	}
+	return ""
+}
+
+// listLatest lists the objects below prefix, each as its only version, for a store that
+// cannot list versions (verr says why).
+func listLatest(ctx context.Context, c *s3.Client, bucket, prefix string, verr error) ([]verify.Version, error) {
+	var out []verify.Version
+	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing s3://%s/%s: %w (and its versions: %v)", bucket, prefix, err, verr)
+		}
+		for _, obj := range page.Contents {
+			out = append(out, verify.Version{Name: strings.TrimPrefix(aws.ToString(obj.Key), prefix), Latest: true, Size: aws.ToInt64(obj.Size), ModTime: aws.ToTime(obj.LastModified)})
+		}
+		if len(out) > maxVersions {
+			return nil, fmt.Errorf("s3://%s/%s holds more than %d objects", bucket, prefix, maxVersions)
+		}
+	}
+	return out, nil
+}
+
+// bucketCollection verifies a collection in a bucket into s (a directory with root, or
+// nowhere): the verifier reads the record, binds it to the collection the prefix names (and
+// to the pod's status when the cluster is reachable and names it), reads the manifest at the
+// version the record names, then every signed object at its recorded version, streaming
+// each once; newer versions and delete markers over recorded ones are tampering.
+func (o *Options) bucketCollection(ctx context.Context, ref bucketRef, root *os.Root, s verify.Sink) (Result, error) {
 	c, err := o.s3Client(ctx)
 	if err != nil {
-		return err
+		return Result{}, err
 	}
-	raw, err := readObject(ctx, c, ref.bucket, ref.prefix+custody.FileName, custody.MaxRecordBytes)
+	keys, err := o.verifyKeys(ctx)
 	if err != nil {
-		return err
+		return Result{}, err
 	}
-	sig, err := o.checkRecord(ctx, raw, ref.String())
+	versions, err := listVersions(ctx, c, ref.bucket, ref.prefix)
 	if err != nil {
-		return err
+		return Result{}, err
 	}
-	mraw, err := readObject(ctx, c, ref.bucket, ref.prefix+custody.ManifestSubject, maxManifestRead)
-	if err != nil {
-		return err
+	var raw []byte
+	if verify.LatestRecord(versions) {
+		if raw, err = readObject(ctx, c, ref.bucket, ref.prefix+custody.FileName, "", o.maxRecord()); err != nil {
+			return Result{}, err
+		}
 	}
-	if mraw == nil {
-		return fmt.Errorf("%s has no manifest.json: the collection is absent (not complete)", ref)
-	}
-	var m manifest.Manifest
-	if err := json.Unmarshal(mraw, &m); err != nil {
-		return fmt.Errorf("%smanifest.json: %w", ref, err)
-	}
-	sum := sha256.Sum256(mraw)
-	sig.checkManifest(hex.EncodeToString(sum[:]), res)
-	if root != nil {
-		for name, data := range map[string][]byte{custody.ManifestSubject: mraw, custody.FileName: raw} {
-			if data != nil {
-				if err := root.WriteFile(name, data, 0o644); err != nil {
-					return err
+	check := verify.Open(ctx, keys, o.bucketIdentity(ctx, ref), ref.String(), raw)
+	if !check.Failed() {
+		mraw, err := readObject(ctx, c, ref.bucket, ref.prefix+custody.ManifestSubject, check.Version(custody.ManifestSubject), o.maxManifest())
+		if err != nil {
+			return Result{}, err
+		}
+		if mraw == nil && !check.Signed() {
+			return Result{}, fmt.Errorf("%s has no manifest.json: the collection is absent (not complete)", ref)
+		}
+		check.Manifest(mraw)
+		if root != nil && !check.Failed() {
+			for name, data := range map[string][]byte{custody.ManifestSubject: mraw, custody.FileName: raw} {
+				if data != nil {
+					if err := root.WriteFile(name, data, 0o644); err != nil {
+						return Result{}, err
+					}
 				}
 			}
 		}
 	}
-	want := map[string]expected{}
-	for _, e := range expectations(m, sig) {
-		want[e.rel] = e
-	}
-	// Every object under the prefix: signed ones are hashed (and written), others reported.
-	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(ref.bucket), Prefix: aws.String(ref.prefix)})
-	buf := make([]byte, 256<<10)
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return fmt.Errorf("listing %s: %w", ref, err)
-		}
-		for _, obj := range page.Contents {
-			rel := strings.TrimPrefix(aws.ToString(obj.Key), ref.prefix)
-			if rel == custody.FileName || rel == custody.ManifestSubject {
-				continue
+	if !check.Failed() {
+		open := func(ctx context.Context, name, version string) (io.ReadCloser, error) {
+			in := &s3.GetObjectInput{Bucket: aws.String(ref.bucket), Key: aws.String(ref.prefix + name)}
+			if version != "" {
+				in.VersionId = aws.String(version)
 			}
-			e, ok := want[rel]
-			if !ok {
-				res.Unexpected = append(res.Unexpected, rel+" (not in the "+digestOrigin(sig)+")")
-				continue
-			}
-			delete(want, rel)
-			got, n, err := o.hashObject(ctx, c, ref.bucket, aws.ToString(obj.Key), root, rel, buf)
+			out, err := c.GetObject(ctx, in)
 			if err != nil {
-				return err
+				return nil, fmt.Errorf("reading s3://%s/%s%s: %w", ref.bucket, ref.prefix, name, err)
 			}
-			if got != e.sha256 {
-				res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, %s %s", e.src, got, digestOrigin(sig), e.sha256))
-				continue
-			}
-			res.Files++
-			res.Bytes += n
+			return out.Body, nil
+		}
+		if err := check.Bucket(ctx, versions, open, s); err != nil {
+			return check.Finish(), err
 		}
 	}
-	for _, e := range want {
-		res.Missing = append(res.Missing, e.src)
-	}
-	sort.Strings(res.Missing)
-	return nil
+	v := check.Finish()
+	v.Dir = ref.String()
+	return v, v.Err()
 }
 
-// digestOrigin names where a collection's digests came from.
-func digestOrigin(s *signed) string {
-	if s != nil {
-		return "signed record"
+// bucketIdentity is what the collection at ref must be: the namespace, pod and id its
+// prefix names, and, when the cluster is reachable and the pod's status names this
+// collection in this bucket, the pod's UID and the status's manifest pin.
+func (o *Options) bucketIdentity(ctx context.Context, ref bucketRef) verify.Identity {
+	parts := strings.Split(ref.prefix, "/")
+	want := verify.Identity{Namespace: parts[0], Pod: parts[1], Collection: ref.id}
+	if o.client == nil {
+		return want
 	}
-	return "manifest"
-}
-
-// hashObject streams key, hashing it, into rel below root when root is set.
-func (o *Options) hashObject(ctx context.Context, c *s3.Client, bucket, key string, root *os.Root, rel string, buf []byte) (string, int64, error) {
-	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	p, err := o.client.CoreV1().Pods(want.Namespace).Get(ctx, want.Pod, metav1.GetOptions{})
 	if err != nil {
-		return "", 0, fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
+		return want
 	}
-	defer func() { _ = out.Body.Close() }()
-	h := sha256.New()
-	if root == nil {
-		n, err := io.CopyBuffer(h, out.Body, buf)
-		return hex.EncodeToString(h.Sum(nil)), n, err
+	if st, ok := status.Get(p); ok && st.Collection == ref.id && st.Bucket == ref.String() && st.Phase == status.Succeeded {
+		want.UID, want.ManifestSHA256 = string(p.UID), st.ManifestSHA256
 	}
-	if pathname.Canonical("/"+rel) != nil {
-		return "", 0, fmt.Errorf("object %s is not a clean name", key)
-	}
-	n, err := writeFileN(root, rel, out.Body, buf, h)
-	return hex.EncodeToString(h.Sum(nil)), n, err
+	return want
 }
 
-// verifyBucket verifies a collection in a bucket in place.
+// verifyBucket verifies a collection in a bucket, hashing every object here.
 func (o *Options) verifyBucket(ctx context.Context, ref bucketRef) error {
-	res := Result{Collection: ref.id, Dir: ref.String()}
-	if err := o.bucketCollection(ctx, ref, nil, &res); err != nil {
+	res, err := o.bucketCollection(ctx, ref, nil, verify.NewDiscard())
+	if failed := (*verify.Error)(nil); err != nil && !errors.As(err, &failed) {
 		return err
 	}
 	return o.report(res, "verified", fmt.Sprintf("%d files (%s) in %s", res.Files, size(res.Bytes), ref))
@@ -216,10 +257,11 @@ func (o *Options) fetchBucket(ctx context.Context, ref bucketRef, out string) er
 		return err
 	}
 	defer func() { _ = root.Close() }()
-	res := Result{Collection: ref.id, Dir: dest}
-	if err := o.bucketCollection(ctx, ref, root, &res); err != nil {
+	res, err := o.bucketCollection(ctx, ref, root, &rootSink{root: root, buf: make([]byte, 256<<10)})
+	if failed := (*verify.Error)(nil); err != nil && !errors.As(err, &failed) {
 		return err
 	}
+	res.Dir = dest
 	return o.report(res, "fetched", fmt.Sprintf("%d files (%s) from %s to %s", res.Files, size(res.Bytes), ref, dest))
 }
 

@@ -42,6 +42,12 @@ type Options struct {
 	// S3Endpoint, S3Region and S3CA reach a bucket for s3:// collections (credentials: the
 	// AWS environment and profiles).
 	S3Endpoint, S3Region, S3CA string
+	// Expect and ExpectUID name the collection an offline verify expects (--expect
+	// NS/POD[/ID], --expect-uid).
+	Expect, ExpectUID string
+	// MaxManifestBytes and MaxRecordBytes bound the manifest and custody record read of
+	// each collection (0: 64 MiB each; a server sets the agent's own caps).
+	MaxManifestBytes, MaxRecordBytes int
 
 	Out, Err io.Writer
 	// Terminal reports whether progress may be drawn (stderr is a terminal).
@@ -54,6 +60,22 @@ type Options struct {
 	client    kubernetes.Interface
 	exec      exec.Executor
 	namespace string
+}
+
+// maxManifest bounds a manifest read (MaxManifestBytes, else maxManifestRead).
+func (o *Options) maxManifest() int {
+	if o.MaxManifestBytes > 0 {
+		return o.MaxManifestBytes
+	}
+	return maxManifestRead
+}
+
+// maxRecord bounds a custody record read (MaxRecordBytes, else custody.MaxRecordBytes).
+func (o *Options) maxRecord() int {
+	if o.MaxRecordBytes > 0 {
+		return o.MaxRecordBytes
+	}
+	return custody.MaxRecordBytes
 }
 
 // NewOptions are the options of a plugin writing to out and errOut.

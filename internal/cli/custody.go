@@ -2,15 +2,12 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -18,7 +15,8 @@ import (
 
 	"github.com/podcopy/podcopy/internal/exec"
 	"github.com/podcopy/podcopy/pkg/custody"
-	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/pkg/layout"
+	"github.com/podcopy/podcopy/pkg/verify"
 )
 
 // DefaultSigningKeys is the ConfigMap the agent publishes its custody keys in (the agent's
@@ -73,41 +71,40 @@ func (o *Options) custodyKeys(ctx context.Context) (keys []*custody.PublicKey, p
 	return keys, true, nil
 }
 
-// signed is what a custody record says, once verified: the digests a collection must have.
-type signed struct {
-	rec custody.Record
-	// sum is the record's own SHA-256 (fetch compares the streamed copy with it).
-	sum string
+// verifyKeys are the keys and whether the cluster signs (custodyKeys), as the verifier
+// takes them.
+func (o *Options) verifyKeys(ctx context.Context) (verify.Keys, error) {
+	keys, published, err := o.custodyKeys(ctx)
+	return verify.Keys{Keys: keys, Required: published}, err
 }
 
-// checkRecord verifies raw (nil: the collection has no record) with the known keys. It
-// returns nil, nil for an unsigned collection where nothing is published (the caller then
-// falls back to the manifest alone, and says so).
-func (o *Options) checkRecord(ctx context.Context, raw []byte, where string) (*signed, error) {
-	keys, published, err := o.custodyKeys(ctx)
+// open reads ref's custody record and manifest from the analysis pod and hands them to the
+// verifier, bound to the collection ref names. The check says whether they hold; an error
+// is a read that failed.
+func (o *Options) open(ctx context.Context, ref collectionRef) (*verify.Check, error) {
+	keys, err := o.verifyKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if raw == nil {
-		if published {
-			return nil, failedf("verification FAILED: %s has no %s, but custody keys are published (or given with --key): its record was removed, or it was not written by a signing agent", where, custody.FileName)
-		}
-		return nil, nil
-	}
-	rec, err := custody.Verify(ctx, raw, keys)
+	raw, err := o.readRecord(ctx, ref)
 	if err != nil {
-		return nil, failedf("verification FAILED for %s: %w", where, err)
+		return nil, err
 	}
-	if rec.PredicateType != custody.PredicateType {
-		return nil, failedf("verification FAILED for %s: its record is a %s, not a collection's", where, rec.PredicateType)
+	c := verify.Open(ctx, keys, ref.identity(), fmt.Sprintf("collection %s in %s", ref.id, ref.analysis), raw)
+	if c.Failed() {
+		return c, nil
 	}
-	sum := sha256.Sum256(raw)
-	return &signed{rec: rec, sum: hex.EncodeToString(sum[:])}, nil
+	mraw, err := o.readManifestRaw(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	c.Manifest(mraw)
+	return c, nil
 }
 
 // readRecord reads the collection's custody record in the analysis pod (nil: there is none).
 func (o *Options) readRecord(ctx context.Context, ref collectionRef) ([]byte, error) {
-	out := &exec.Output{Max: custody.MaxRecordBytes}
+	out := &exec.Output{Max: o.maxRecord()}
 	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
 	p := ref.dir + "/" + custody.FileName
@@ -120,66 +117,6 @@ func (o *Options) readRecord(ctx context.Context, ref collectionRef) ([]byte, er
 		return nil, fmt.Errorf("reading %s in %s: %w", p, ref.analysis, err)
 	}
 	return out.Bytes(), nil
-}
-
-// expected is one file a verification hashes: its name relative to the collection
-// directory, the source path it is reported by, and the digest it must have.
-type expected struct {
-	rel, src, sha256 string
-	size             int64
-}
-
-// expectations are the files to check: the signed subjects when the collection is signed
-// (the manifest is then one of them), else the manifest's files.
-func expectations(m manifest.Manifest, s *signed) []expected {
-	sizes := map[string]int64{}
-	var out []expected
-	for _, f := range m.Files {
-		rel := custody.FileSubject(m.Source.Container, f.Path)
-		sizes[rel] = f.Size
-		if s == nil {
-			out = append(out, expected{rel: rel, src: f.Path, sha256: f.SHA256, size: f.Size})
-		}
-	}
-	for _, r := range m.Records {
-		sizes[r.Name] = r.Size
-		if s == nil && r.SHA256 != "" {
-			out = append(out, expected{rel: r.Name, src: r.Name, sha256: r.SHA256, size: r.Size})
-		}
-	}
-	if s == nil {
-		return out
-	}
-	for _, name := range s.rec.Names() {
-		if name == custody.ManifestSubject {
-			continue
-		}
-		src := name
-		if c, p, ok := strings.Cut(name, "/"); ok && c == s.rec.Predicate.Container.Name {
-			src = "/" + p
-		}
-		out = append(out, expected{rel: name, src: src, sha256: s.rec.Subjects[name], size: sizes[name]})
-	}
-	return out
-}
-
-// recordSum is the record's SHA-256, "" when unsigned.
-func (s *signed) recordSum() string {
-	if s == nil {
-		return ""
-	}
-	return s.sum
-}
-
-// checkManifest compares the manifest's hash with the signed one.
-func (s *signed) checkManifest(sum string, res *Result) {
-	if s == nil {
-		return
-	}
-	res.SignedBy = s.rec.KeyID
-	if want := s.rec.Subjects[custody.ManifestSubject]; want != sum {
-		res.Mismatched = append(res.Mismatched, fmt.Sprintf("manifest.json: sha256 %s, but the custody record signed %s", sum, want))
-	}
 }
 
 func (o *Options) keyCommand() *cobra.Command {
@@ -209,84 +146,72 @@ func (o *Options) keyCommand() *cobra.Command {
 }
 
 // verifyLocal verifies a fetched collection directory on this machine: the custody record's
-// signature with the keys, then every file against the signed digests; nothing of the
-// cluster is needed when --key is given.
+// signature with the keys, bound to the directory's collection id (its name) and to what
+// --expect names, then every file against the signed digests; nothing of the cluster is
+// needed when --key is given.
 func (o *Options) verifyLocal(ctx context.Context, dir string) error {
+	want, err := o.expectedLocal(dir)
+	if err != nil {
+		return err
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = root.Close() }()
-	raw, err := readLocal(root, custody.FileName, custody.MaxRecordBytes)
+	raw, err := readLocal(root, custody.FileName, int64(o.maxRecord()))
 	if errors.Is(err, fs.ErrNotExist) {
 		raw, err = nil, nil
 	}
 	if err != nil {
 		return err
 	}
-	s, err := o.checkRecord(ctx, raw, dir)
+	keys, err := o.verifyKeys(ctx)
 	if err != nil {
 		return err
 	}
-	if s == nil {
+	if raw == nil && !keys.Required {
 		return fmt.Errorf("%s has no %s: offline verification needs the signed record (fetch it with kubectl podcopy fetch)", dir, custody.FileName)
 	}
-	res := Result{Collection: s.rec.Predicate.Collection, Dir: dir}
-	mraw, err := readLocal(root, custody.ManifestSubject, maxManifestRead)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		res.Missing = append(res.Missing, custody.ManifestSubject)
-		res.SignedBy = s.rec.KeyID
-	case err != nil:
-		return err
-	default:
-		sum := sha256.Sum256(mraw)
-		s.checkManifest(hex.EncodeToString(sum[:]), &res)
-	}
-	want := map[string]expected{}
-	for _, e := range expectations(manifest.Manifest{}, s) {
-		want[e.rel] = e
-	}
-	buf := make([]byte, 256<<10)
-	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+	c := verify.Open(ctx, keys, want, dir, raw)
+	if !c.Failed() {
+		mraw, err := readLocal(root, custody.ManifestSubject, int64(o.maxManifest()))
+		if errors.Is(err, fs.ErrNotExist) {
+			mraw, err = nil, nil
+		}
 		if err != nil {
 			return err
 		}
-		if d.IsDir() || p == custody.FileName || p == custody.ManifestSubject {
-			return nil
-		}
-		e, ok := want[p]
-		if !ok || !d.Type().IsRegular() {
-			res.Unexpected = append(res.Unexpected, p+" (not in the signed record)")
-			return nil
-		}
-		delete(want, p)
-		f, err := root.Open(p)
-		if err != nil {
+		c.Manifest(mraw)
+		if err := c.Dir(root); err != nil {
 			return err
 		}
-		h := sha256.New()
-		n, err := io.CopyBuffer(h, f, buf)
-		_ = f.Close()
-		if err != nil {
-			return err
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != e.sha256 {
-			res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, signed %s", e.src, got, e.sha256))
-			return nil
-		}
-		res.Files++
-		res.Bytes += n
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	for _, e := range want {
-		res.Missing = append(res.Missing, e.src)
+	v := c.Finish()
+	v.Dir = dir
+	return o.report(v, "verified", fmt.Sprintf("%d files (%s) in %s", v.Files, size(v.Bytes), dir))
+}
+
+// expectedLocal is the identity a fetched directory must have: the collection id is the
+// directory's name (fetch writes <id>/) unless --expect names it; the namespace, pod and
+// uid are what --expect and --expect-uid name (not checked when not named: the verdict
+// prints the record's, so the person sees what was verified).
+func (o *Options) expectedLocal(dir string) (verify.Identity, error) {
+	want := verify.Identity{Collection: filepath.Base(filepath.Clean(dir)), UID: o.ExpectUID}
+	if o.Expect != "" {
+		parts := strings.Split(o.Expect, "/")
+		if len(parts) < 2 || len(parts) > 3 || slicesContainsEmpty(parts) {
+			return want, fmt.Errorf("--expect %q: use NAMESPACE/POD or NAMESPACE/POD/COLLECTION-ID", o.Expect)
+		}
+		want.Namespace, want.Pod = parts[0], parts[1]
+		if len(parts) == 3 {
+			want.Collection = parts[2]
+		}
 	}
-	sort.Strings(res.Missing)
-	return o.report(res, "verified", fmt.Sprintf("%d files (%s) in %s", res.Files, size(res.Bytes), dir))
+	if err := layout.ValidCollectionID(want.Collection); err != nil {
+		return want, fmt.Errorf("%w: name the directory by its collection id, or pass --expect NAMESPACE/POD/COLLECTION-ID", err)
+	}
+	return want, nil
 }
 
 // readLocal reads name below root, at most max bytes.

@@ -44,7 +44,7 @@ func signedCollection(t *testing.T, key *custody.PrivateKey, cid string) map[str
 		"app/var/log/a.log":     []byte("alpha\n"),
 		"app/var/log/dir/b.log": bytes.Repeat([]byte("b"), 70000),
 	}
-	m := manifest.Manifest{Header: manifest.Header{Collection: cid, Source: manifest.Source{Container: "app"}}}
+	m := manifest.Manifest{Header: manifest.Header{Collection: cid, Source: manifest.Source{Namespace: "ns", Pod: "p", Container: "app"}}}
 	var subjects []custody.Subject
 	for _, f := range []string{"/var/log/a.log", "/var/log/dir/b.log"} {
 		data := files["app"+f]
@@ -174,7 +174,7 @@ func TestSignedCollection(t *testing.T) {
 		o := signedOptions(t, newSignedPod(t, key), out, key.Public())
 		must(t, o.verify(t.Context(), ref))
 		must(t, o.fetch(t.Context(), ref, dir))
-		if n := strings.Count(out.String(), "signed by key "+key.Public().ID()); n != 2 {
+		if n := strings.Count(out.String(), "every SHA-256 matches the custody record signed by key "+key.Public().ID()); n != 2 {
 			t.Fatalf("output %q", out.String())
 		}
 		// Offline: the fetched directory and a key file, no cluster.

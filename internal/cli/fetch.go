@@ -3,7 +3,6 @@ package cli
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,7 +13,6 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -23,12 +21,11 @@ import (
 
 	"github.com/podcopy/podcopy/internal/destination"
 	"github.com/podcopy/podcopy/internal/exec"
-	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/layout"
-	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/pathname"
 	"github.com/podcopy/podcopy/pkg/status"
+	"github.com/podcopy/podcopy/pkg/verify"
 )
 
 // collectionRef is one collection in an analysis pod.
@@ -36,9 +33,14 @@ type collectionRef struct {
 	namespace, pod, id string
 	analysis           exec.Target
 	dir                string // the collection's directory in the analysis pod
-	// manifestSHA256 is the manifest's hash the agent recorded in the pod's status ("" when
-	// the status is about another collection).
-	manifestSHA256 string
+	// manifestSHA256 is the manifest's hash the agent recorded in the pod's status, and uid
+	// the pod's UID, when the status names this collection ("" otherwise).
+	manifestSHA256, uid string
+}
+
+// identity is what the collection must be, as the verifier takes it.
+func (r collectionRef) identity() verify.Identity {
+	return verify.Identity{Namespace: r.namespace, Pod: r.pod, Collection: r.id, UID: r.uid, ManifestSHA256: r.manifestSHA256}
 }
 
 // analysis is the analysis pod the agent would choose (its configuration given by flags).
@@ -50,17 +52,28 @@ func (o *Options) analysis(ctx context.Context) (exec.Target, error) {
 // resolve reads COLLECTION: POD (its latest collection, from its status), POD/ID or
 // NS/POD/ID.
 func (o *Options) resolve(ctx context.Context, arg string) (collectionRef, error) {
-	ref := collectionRef{namespace: o.namespace}
+	ns, pod, id := o.namespace, "", ""
 	parts := strings.Split(arg, "/")
 	switch len(parts) {
 	case 1:
-		ref.pod = parts[0]
+		pod = parts[0]
 	case 2:
-		ref.pod, ref.id = parts[0], parts[1]
+		pod, id = parts[0], parts[1]
 	case 3:
-		ref.namespace, ref.pod, ref.id = parts[0], parts[1], parts[2]
+		ns, pod, id = parts[0], parts[1], parts[2]
 	default:
-		return ref, fmt.Errorf("collection %q: use POD, POD/COLLECTION-ID or NAMESPACE/POD/COLLECTION-ID", arg)
+		return collectionRef{}, fmt.Errorf("collection %q: use POD, POD/COLLECTION-ID or NAMESPACE/POD/COLLECTION-ID", arg)
+	}
+	return o.resolveIn(ctx, ns, pod, id)
+}
+
+// resolveIn finds collection id ("": the latest the status names) of pod in namespace ns.
+func (o *Options) resolveIn(ctx context.Context, ns, pod, id string) (collectionRef, error) {
+	ref := collectionRef{namespace: ns, pod: pod, id: id}
+	if id != "" {
+		if err := layout.ValidCollectionID(id); err != nil {
+			return ref, err
+		}
 	}
 	l, err := layout.New(o.Dir, ref.namespace, ref.pod)
 	if err != nil {
@@ -74,7 +87,7 @@ func (o *Options) resolve(ctx context.Context, arg string) (collectionRef, error
 			if ref.analysis, ref.dir, err = o.trustedDestination(ctx, l, st); err != nil {
 				return ref, err
 			}
-			ref.id, ref.manifestSHA256 = st.Collection, st.ManifestSHA256
+			ref.id, ref.manifestSHA256, ref.uid = st.Collection, st.ManifestSHA256, string(p.UID)
 			return ref, nil
 		}
 	} else if ref.id == "" {
@@ -228,22 +241,8 @@ func (o *Options) fetchSelected(ctx context.Context, selector, out string) error
 	return nil
 }
 
-// Result is what a fetch, a download or a verification found.
-type Result struct {
-	Collection string   `json:"collection"`
-	Dir        string   `json:"dir"`
-	Files      int      `json:"files"`
-	Bytes      int64    `json:"bytes"`
-	Mismatched []string `json:"mismatched,omitempty"`
-	Missing    []string `json:"missing,omitempty"`
-	Unexpected []string `json:"unexpected,omitempty"`
-	// SignedBy is the key id whose signature on the custody record verified ("": unsigned).
-	SignedBy string `json:"signedBy,omitempty"`
-}
-
-func (r Result) ok() bool {
-	return len(r.Mismatched)+len(r.Missing)+len(r.Unexpected) == 0
-}
+// Result is what a fetch, a download or a verification found: the verifier's verdict.
+type Result = verify.Verdict
 
 // fetch streams the collection as tar from the analysis pod into <out>/<id>, hashing each
 // file as it is written, and compares every hash with the manifest read first.
@@ -261,31 +260,29 @@ func (o *Options) fetch(ctx context.Context, ref collectionRef, out string) erro
 	}
 	defer func() { _ = root.Close() }()
 	res, err := o.stream(ctx, ref, &rootSink{root: root, buf: make([]byte, 256<<10)})
-	if err != nil {
+	res.Dir = dest
+	if failed := (*verify.Error)(nil); err != nil && !errors.As(err, &failed) {
 		return err
 	}
-	res.Dir = dest
 	return o.report(res, "fetched", fmt.Sprintf("%d files (%s) to %s", res.Files, size(res.Bytes), dest))
 }
 
 // stream reads the collection as tar from the analysis pod into s, hashing each file as it
-// passes, and compares every hash with the (signed) manifest read first. Nothing is held
-// whole: each file goes from the exec's stream to s.
-func (o *Options) stream(ctx context.Context, ref collectionRef, s sink) (Result, error) {
-	sig, m, sum, err := o.signedManifest(ctx, ref)
+// passes here, and has the verifier compare every hash with the signed digests (checked
+// first, with the manifest). Nothing is held whole: each file goes from the exec's stream
+// to s. A verdict that fails is returned with its *verify.Error.
+func (o *Options) stream(ctx context.Context, ref collectionRef, s verify.Sink) (Result, error) {
+	c, err := o.open(ctx, ref)
 	if err != nil {
 		return Result{}, err
 	}
-	ref.manifestSHA256 = sum // the manifest.json in the stream must be the one just read
-	want := map[string]expected{}
-	for _, e := range expectations(m, sig) {
-		want[e.rel] = e
+	if c.Failed() {
+		v := c.Finish()
+		return v, v.Err()
 	}
-	res := Result{Collection: ref.id}
-	sig.checkManifest(sum, &res)
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	wctx, stdout, stop := watched(ctx, o.Stall, pw, "fetching from "+ref.analysis.String())
+	wctx, stdout, stop := watched(ctx, o.Stall, pw, "reading from "+ref.analysis.String())
 	defer stop()
 	go func() {
 		err := o.exec.Exec(wctx, exec.Request{Target: ref.analysis, Command: []string{"tar", "-c", "-f", "-", "-C", ref.dir, "."}, Stdout: stdout})
@@ -295,7 +292,7 @@ func (o *Options) stream(ctx context.Context, ref collectionRef, s sink) (Result
 		pw.CloseWithError(err) // nil: the reader sees io.EOF
 		done <- err
 	}()
-	werr := untar(s, tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), sums{manifest: ref.manifestSHA256, record: sig.recordSum()}, want, &res)
+	werr := c.Tar(tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), s)
 	if werr != nil {
 		pr.CloseWithError(werr)
 	} else {
@@ -304,105 +301,13 @@ func (o *Options) stream(ctx context.Context, ref collectionRef, s sink) (Result
 	if err := <-done; err != nil && werr == nil {
 		werr = fmt.Errorf("reading the collection from %s: %w", ref.analysis, err)
 	}
+	v := c.Finish()
+	v.Dir = fmt.Sprintf("%s:%s", ref.analysis, ref.dir)
 	if werr != nil {
-		return res, werr
+		return v, werr
 	}
-	for _, e := range want {
-		res.Missing = append(res.Missing, e.src)
-	}
-	sort.Strings(res.Missing)
-	return res, nil
+	return v, v.Err()
 }
-
-// sums are the hashes the stream's manifest.json and custody record must have (the copies
-// read and checked before the stream); record is "" for an unsigned collection.
-type sums struct{ manifest, record string }
-
-// sink is where a checked stream goes: a directory (fetch) or a new tar stream (the web
-// console's download). Both hash what they write.
-type sink interface {
-	// mkdir makes a directory (and its parents).
-	mkdir(name string) error
-	// create writes a new regular file from r and returns its size and hex SHA-256.
-	create(hdr *tar.Header, name string, r io.Reader) (int64, string, error)
-	// link makes name the same content as target, written before, and returns its size and
-	// hex SHA-256.
-	link(name, target string) (int64, string, error)
-}
-
-// untar writes regular files and directories of the stream to s, checking names and
-// hashes. A file is found in want by its name in the collection, then removed from want.
-func untar(s sink, tr *tar.Reader, sums sums, want map[string]expected, res *Result) error {
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reading the collection stream: %w", err)
-		}
-		name := strings.TrimPrefix(path.Clean(hdr.Name), "./")
-		if name == "." {
-			continue
-		}
-		if meta, ok := map[string]string{custody.ManifestSubject: sums.manifest, custody.FileName: sums.record}[name]; ok && hdr.Typeflag == tar.TypeReg {
-			if meta == "" { // a record where none was read: not written, not believed
-				res.Unexpected = append(res.Unexpected, name+" (appeared after the collection was checked)")
-				continue
-			}
-			_, got, err := s.create(hdr, name, tr)
-			if err != nil {
-				return err
-			}
-			if got != meta {
-				res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, but %s was read and checked", name, got, meta))
-			}
-			continue
-		}
-		if pathname.Canonical("/"+name) != nil {
-			res.Unexpected = append(res.Unexpected, hdr.Name+" (not a clean name)")
-			continue
-		}
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := s.mkdir(name); err != nil {
-				return err
-			}
-			continue
-		case tar.TypeReg, tar.TypeLink:
-		default:
-			res.Unexpected = append(res.Unexpected, name+" (not a regular file)")
-			continue
-		}
-		e, known := want[name]
-		if !known {
-			res.Unexpected = append(res.Unexpected, name+" (not in the "+recordName(sums)+")")
-			continue
-		}
-		delete(want, name)
-		var n int64
-		var got string
-		if hdr.Typeflag == tar.TypeLink { // a hard link of a file written before
-			if n, got, err = s.link(name, strings.TrimPrefix(path.Clean(hdr.Linkname), "./")); errors.Is(err, errNoLinkTarget) {
-				res.Mismatched = append(res.Mismatched, e.src+" (its hard link target is missing)")
-				continue
-			}
-		} else {
-			n, got, err = s.create(hdr, name, tr)
-		}
-		if err != nil {
-			return err
-		}
-		if got != e.sha256 {
-			res.Mismatched = append(res.Mismatched, fmt.Sprintf("%s: sha256 %s, %s %s", e.src, got, recordName(sums), e.sha256))
-		}
-		res.Files++
-		res.Bytes += n
-	}
-}
-
-// errNoLinkTarget is a hard link whose target was not written before it.
-var errNoLinkTarget = errors.New("hard link target missing")
 
 // rootSink writes below a directory; every name stays inside it (os.Root).
 type rootSink struct {
@@ -410,48 +315,21 @@ type rootSink struct {
 	buf  []byte
 }
 
-func (r *rootSink) mkdir(name string) error { return r.root.MkdirAll(name, 0o755) }
+func (r *rootSink) Mkdir(name string) error { return r.root.MkdirAll(name, 0o755) }
 
-func (r *rootSink) create(_ *tar.Header, name string, src io.Reader) (int64, string, error) {
+func (r *rootSink) Create(e verify.Entry, src io.Reader) (int64, string, error) {
 	h := sha256.New()
-	n, err := writeFileN(r.root, name, src, r.buf, h)
+	n, err := writeFileN(r.root, e.Name, src, r.buf, h)
 	return n, hex.EncodeToString(h.Sum(nil)), err
 }
 
-func (r *rootSink) link(name, target string) (int64, string, error) {
+func (r *rootSink) Link(name, target string) (int64, string, error) {
 	lf, err := r.root.Open(target)
 	if err != nil {
-		return 0, "", errNoLinkTarget
+		return 0, "", verify.ErrNoLinkTarget
 	}
 	defer func() { _ = lf.Close() }()
-	return r.create(nil, name, lf) // a copy, hashed again
-}
-
-// recordName names where the digests came from.
-func recordName(s sums) string {
-	if s.record != "" {
-		return digestOrigin(&signed{})
-	}
-	return digestOrigin(nil)
-}
-
-// signedManifest reads and checks the collection's custody record (nil when the cluster does
-// not sign), then its manifest and the manifest's SHA-256. With a record, the signed digest
-// decides (and names what differs) instead of the status's pin.
-func (o *Options) signedManifest(ctx context.Context, ref collectionRef) (*signed, manifest.Manifest, string, error) {
-	raw, err := o.readRecord(ctx, ref)
-	if err != nil {
-		return nil, manifest.Manifest{}, "", err
-	}
-	sig, err := o.checkRecord(ctx, raw, fmt.Sprintf("collection %s in %s", ref.id, ref.analysis))
-	if err != nil {
-		return nil, manifest.Manifest{}, "", err
-	}
-	if sig != nil {
-		ref.manifestSHA256 = ""
-	}
-	m, sum, err := o.readManifestSum(ctx, ref)
-	return sig, m, sum, err
+	return r.Create(verify.Entry{Name: name}, lf) // a copy, hashed again
 }
 
 // writeFileN writes a new file name below root from r, and says how many bytes.
@@ -473,60 +351,24 @@ func writeFileN(root *os.Root, name string, r io.Reader, buf []byte, h io.Writer
 	return n, errors.Join(err, f.Close())
 }
 
-// hashOne hashes one file in the analysis pod, its name passed as an argument (a name with a
-// newline cannot be a line of sha256sum -c's input). GNU sha256sum prefixes such a line with
-// a backslash; the hash is the 64 hex digits after it.
-func (o *Options) hashOne(ctx context.Context, ref collectionRef, p string) (string, error) {
-	out := &exec.Output{Max: 64 << 10}
-	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
-	defer cancel()
-	if err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"sha256sum", "--", p}, Stdout: out, Stderr: io.Discard}); err != nil {
-		return "", err
-	}
-	s := strings.TrimPrefix(out.String(), "\\")
-	if len(s) < 64 {
-		return "", fmt.Errorf("sha256sum printed %q", out.String())
-	}
-	return s[:64], nil
-}
-
-// digestSource says what a file's digest came from.
-func digestSource(s *signed) string {
-	if s != nil {
-		return "sha256 the custody record signed"
-	}
-	return "manifest's sha256"
-}
-
-// report prints a fetch or verify result; anything wrong is an error naming the files.
-func (o *Options) report(res Result, verb, summary string) error {
+// report prints a fetch or verify verdict: the record's identity first, then the result;
+// anything wrong is an error naming every problem.
+func (o *Options) report(v Result, verb, summary string) error {
 	if o.Output == "json" {
-		if err := o.printJSON(res); err != nil {
+		if err := o.printJSON(v); err != nil {
 			return err
 		}
+		return v.Err()
 	}
-	if res.ok() {
-		if o.Output != "json" {
-			against := "manifest.json (the collection is unsigned: no custody key is published)"
-			if res.SignedBy != "" {
-				against = "the custody record signed by key " + res.SignedBy
-			}
-			fmt.Fprintf(o.Out, "%s %s; every SHA-256 matches %s\n", verb, summary, against)
-		}
-		return nil
+	if !v.OK() {
+		return v.Err()
 	}
-	var lines []string
-	for _, l := range res.Mismatched {
-		lines = append(lines, "  MISMATCH "+status.Printable(l))
+	if r := v.Record; r != nil {
+		fmt.Fprintf(o.Out, "custody record: collection %s of pod %s/%s (uid %s) on node %s, signed by key %s\n",
+			status.Printable(r.Collection), status.Printable(r.Namespace), status.Printable(r.Pod), status.Printable(r.UID), status.Printable(r.Node), v.SignedBy)
 	}
-	for _, l := range res.Missing {
-		lines = append(lines, "  MISSING  "+status.Printable(l))
-	}
-	for _, l := range res.Unexpected {
-		lines = append(lines, "  EXTRA    "+status.Printable(l))
-	}
-	return fmt.Errorf("verification FAILED for collection %s (%d mismatched, %d missing, %d unexpected):\n%s",
-		res.Collection, len(res.Mismatched), len(res.Missing), len(res.Unexpected), strings.Join(lines, "\n"))
+	fmt.Fprintf(o.Out, "%s %s; every SHA-256 matches %s\n", verb, summary, v.Against())
+	return nil
 }
 
 func (o *Options) verifyCommand() *cobra.Command {
@@ -572,84 +414,24 @@ func (o *Options) verifyCommand() *cobra.Command {
 		},
 	}
 	o.keysFlags(cmd)
+	cmd.Flags().StringVar(&o.Expect, "expect", "", "offline (DIR): the collection the directory must be, NAMESPACE/POD[/COLLECTION-ID] (default: the collection id is the directory's name; namespace and pod are printed, not checked)")
+	cmd.Flags().StringVar(&o.ExpectUID, "expect-uid", "", "offline (DIR): the source pod's UID the record must name")
 	return cmd
 }
 
-// verify runs sha256sum -c in the analysis pod over the manifest's files and reports.
+// verify reads the collection from the analysis pod and hashes it here (nothing the
+// analysis pod computes is believed), then reports.
 func (o *Options) verify(ctx context.Context, ref collectionRef) error {
 	res, err := o.verifyInPlace(ctx, ref)
-	if err != nil {
+	if failed := (*verify.Error)(nil); err != nil && !errors.As(err, &failed) {
 		return err
 	}
 	return o.report(res, "verified", fmt.Sprintf("%d files (%s) in %s", res.Files, size(res.Bytes), res.Dir))
 }
 
-// verifyInPlace checks the custody record and the manifest, then runs sha256sum -c in the
-// analysis pod over every file they name.
+// verifyInPlace streams the collection's bytes from the analysis pod to this process, as
+// fetch does but without writing, and has the verifier hash and check them: names the
+// directory holds that nothing signed are reported too.
 func (o *Options) verifyInPlace(ctx context.Context, ref collectionRef) (Result, error) {
-	sig, m, sum, err := o.signedManifest(ctx, ref)
-	if err != nil {
-		return Result{}, err
-	}
-	res := Result{Collection: ref.id, Dir: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
-	sig.checkManifest(sum, &res)
-	var list bytes.Buffer
-	byLocal := map[string]string{}
-	var special []expected // names sha256sum -c cannot take on a line (newline, backslash)
-	files := expectations(m, sig)
-	for _, f := range files {
-		local := ref.dir + "/" + f.rel
-		if strings.ContainsAny(local, "\n\r\\") {
-			special = append(special, f)
-			continue
-		}
-		byLocal[local] = f.src
-		fmt.Fprintf(&list, "%s  %s\n", f.sha256, local)
-	}
-	// sha256sum -c prints a line per input line: "PATH: OK" or "PATH: FAILED open or read",
-	// never longer than the input line plus its verdict. More is not sha256sum talking.
-	out := &exec.Output{Max: list.Len() + 32*len(files) + 4096}
-	wctx, w, stop := watched(ctx, o.Stall, out, "hashing in "+ref.analysis.String())
-	err = o.exec.Exec(wctx, exec.Request{Target: ref.analysis, Command: []string{"sha256sum", "-c", "-"}, Stdin: &list, Stdout: w, Stderr: io.Discard})
-	if cause := context.Cause(wctx); err != nil && cause != nil && ctx.Err() == nil {
-		err = cause
-	}
-	stop()
-	if exit := (*exec.ExitError)(nil); err != nil && !errors.As(err, &exit) {
-		return res, fmt.Errorf("hashing in %s: %w", ref.analysis, err)
-	}
-	for _, line := range strings.Split(out.String(), "\n") {
-		local, verdict, ok := strings.Cut(line, ": ")
-		src, known := byLocal[local]
-		if !ok || !known {
-			continue
-		}
-		delete(byLocal, local)
-		switch {
-		case verdict == "OK":
-			res.Files++
-		case strings.Contains(verdict, "open or read"):
-			res.Missing = append(res.Missing, src)
-		default:
-			res.Mismatched = append(res.Mismatched, src+": content differs from the "+digestSource(sig))
-		}
-	}
-	for _, src := range byLocal { // no verdict at all: not hashed (unreadable or missing)
-		res.Missing = append(res.Missing, src)
-	}
-	for _, f := range special {
-		switch got, err := o.hashOne(ctx, ref, ref.dir+"/"+f.rel); {
-		case err != nil:
-			res.Missing = append(res.Missing, f.src)
-		case got == f.sha256:
-			res.Files++
-		default:
-			res.Mismatched = append(res.Mismatched, f.src+": content differs from the "+digestSource(sig))
-		}
-	}
-	sort.Strings(res.Missing)
-	for _, f := range files {
-		res.Bytes += f.size
-	}
-	return res, nil
+	return o.stream(ctx, ref, verify.NewDiscard())
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/podcopy/podcopy/internal/exec"
 	"github.com/podcopy/podcopy/internal/shell"
 	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
@@ -92,12 +93,58 @@ type Console struct {
 	// Destination is the agent's destination settings: where analysis pods are, their
 	// directory, retention.
 	Destination destination.Config
-	Log         logr.Logger
+	// MaxManifestBytes is the agent's own cap on a manifest (policy.maxManifestBytes): the
+	// most the console reads of one; a record is read up to 4/3 of it (base64) plus 64 KiB.
+	// 0: 8 MiB.
+	MaxManifestBytes int
+	// Parallel bounds the evidence requests served at once (reading records and manifests
+	// and hashing), and again the downloads streaming at once (0: 2 each): the console runs
+	// inside the agent, whose memory holds collections in flight too.
+	Parallel int
+	Log      logr.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
 	mu        sync.Mutex
 	downloads map[string]*download
+	slotsOnce sync.Once
+	reading   chan struct{} // evidence reads in progress
+	streaming chan struct{} // downloads in progress
+}
+
+// slotWait is how long a request waits for a slot before it is told the console is busy.
+const slotWait = 10 * time.Second
+
+// slot holds one of slots for the request, or answers 503 (busy) and returns false.
+func (c *Console) slot(w http.ResponseWriter, r *http.Request, slots func() chan struct{}) (release func(), ok bool) {
+	c.slotsOnce.Do(func() {
+		n := c.Parallel
+		if n <= 0 {
+			n = 2
+		}
+		c.reading, c.streaming = make(chan struct{}, n), make(chan struct{}, n)
+	})
+	ch := slots()
+	t := time.NewTimer(slotWait)
+	defer t.Stop()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, true
+	case <-r.Context().Done():
+	case <-t.C:
+	}
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, "the console is busy reading other collections; try again in a few seconds")
+	return nil, false
+}
+
+// limits are the read caps the console gives the evidence library.
+func (c *Console) limits() (manifestMax, recordMax int) {
+	manifestMax = c.MaxManifestBytes
+	if manifestMax <= 0 {
+		manifestMax = 8 << 20
+	}
+	return manifestMax, manifestMax/3*4 + 64<<10
 }
 
 // download is one download ticket: who asked for which collection, and what happened.
@@ -115,26 +162,44 @@ type download struct {
 
 // Register adds the routes to mux.
 func (c *Console) Register(mux *http.ServeMux) {
+	reading := func() chan struct{} { return c.reading }
 	for _, r := range []struct {
 		method, path string
 		h            func(w http.ResponseWriter, r *http.Request, k call)
+		reads        bool // reads evidence: records, manifests, files
 	}{
-		{"GET", "namespaces", c.namespaces},
-		{"GET", "pods", c.pods},
-		{"GET", "collections", c.collections},
-		{"GET", "collection", c.collection},
-		{"GET", "preview", c.preview},
-		{"POST", "verify", c.verify},
-		{"POST", "collect", c.collect},
-		{"POST", "stop", c.stop},
-		{"POST", "downloads", c.newDownload},
-		{"GET", "downloads/{ticket}/result", c.downloadResult},
+		{"GET", "namespaces", c.namespaces, false},
+		{"GET", "pods", c.pods, false},
+		{"GET", "collections", c.collections, true},
+		{"GET", "collection", c.collection, true},
+		{"GET", "preview", c.preview, true},
+		{"POST", "verify", c.verify, true},
+		{"POST", "collect", c.collect, false},
+		{"POST", "stop", c.stop, false},
+		{"POST", "downloads", c.newDownload, false},
+		{"GET", "downloads/{ticket}/result", c.downloadResult, false},
 	} {
-		mux.HandleFunc(r.method+" "+Prefix+r.path, c.counted(r.path, c.user(r.h)))
+		h := c.user(r.h)
+		if r.reads {
+			h = c.limited(reading, h)
+		}
+		mux.HandleFunc(r.method+" "+Prefix+r.path, c.counted(r.path, h))
 	}
 	// The archive itself is fetched by the browser's own download (no Authorization
 	// header): the ticket, random, single-use and short-lived, stands for the sign-in.
-	mux.HandleFunc("GET "+Prefix+"downloads/{ticket}", c.counted("downloads/{ticket}", c.serveDownload))
+	mux.HandleFunc("GET "+Prefix+"downloads/{ticket}", c.counted("downloads/{ticket}", c.limited(func() chan struct{} { return c.streaming }, c.serveDownload)))
+}
+
+// limited serves h only while it holds one of slots (503 when none frees in time).
+func (c *Console) limited(slots func() chan struct{}, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		release, ok := c.slot(w, r, slots)
+		if !ok {
+			return
+		}
+		defer release()
+		h(w, r)
+	}
 }
 
 // codeWriter remembers the status code written.
@@ -219,6 +284,7 @@ func (c *Console) user(h func(w http.ResponseWriter, r *http.Request, k call)) h
 		o := cli.NewOptions(io.Discard, io.Discard).With(client, ex, ns)
 		o.AnalysisNamespace, o.AnalysisSelector, o.Dir = c.Destination.Namespace, c.Destination.Selector, c.Destination.Dir
 		o.KeySource = c.Keys
+		o.MaxManifestBytes, o.MaxRecordBytes = c.limits()
 		ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
 		defer cancel()
 		h(w, r.WithContext(ctx), call{user: u, client: client, exec: ex, opts: o})
@@ -243,6 +309,10 @@ func (c *Console) mayRead(ctx context.Context, k call, ns, pod string) error {
 func (c *Console) readable(w http.ResponseWriter, r *http.Request, k call) (ns, pod, id string, ok bool) {
 	q := r.URL.Query()
 	ns, pod, id = q.Get("namespace"), q.Get("pod"), q.Get("id")
+	if id != "" && layout.ValidCollectionID(id) != nil { // one id, never a path that names another namespace
+		writeError(w, http.StatusBadRequest, "invalid collection id "+strconv.Quote(id))
+		return ns, pod, id, false
+	}
 	if err := c.mayRead(r.Context(), k, ns, pod); err != nil {
 		writeAPIError(w, err)
 		return ns, pod, id, false

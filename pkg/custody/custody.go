@@ -44,7 +44,13 @@ const (
 type Subject struct {
 	Name   string
 	SHA256 string
+	// VersionID is the bucket object's version id the agent wrote ("" for an analysis pod, or
+	// a bucket without versioning). Readers of a bucket read exactly that version.
+	VersionID string
 }
+
+// VersionAnnotation is the subject annotation that carries its bucket object's version id.
+const VersionAnnotation = "s3VersionId"
 
 // FileSubject is the subject name of a collected file: the file's source path below its
 // container's directory, as the layout writes it.
@@ -137,6 +143,10 @@ func ImageDigest(imageID string) string {
 // FollowPredicateType names the predicate of a followed file's segment in a bucket.
 const FollowPredicateType = "https://podcopy.dev/follow-segment/v1"
 
+// FollowEndPredicateType names the predicate of a followed file's closing record: written
+// when the follow ends, it binds the chain's last segment, so a cut tail is seen.
+const FollowEndPredicateType = "https://podcopy.dev/follow-end/v1"
+
 // Statement is the in-toto Statement of subjects and collection predicate p, as JSON.
 func Statement(subjects []Subject, p Predicate) ([]byte, error) {
 	return statement(subjects, PredicateType, p)
@@ -157,7 +167,11 @@ func statement(subjects []Subject, predicateType string, p any) ([]byte, error) 
 	}
 	st := &ita1.Statement{Type: ita1.StatementTypeUri, PredicateType: predicateType, Predicate: pred}
 	for _, s := range subjects {
-		st.Subject = append(st.Subject, &ita1.ResourceDescriptor{Name: s.Name, Digest: map[string]string{"sha256": s.SHA256}})
+		rd := &ita1.ResourceDescriptor{Name: s.Name, Digest: map[string]string{"sha256": s.SHA256}}
+		if s.VersionID != "" {
+			rd.Annotations = &structpb.Struct{Fields: map[string]*structpb.Value{VersionAnnotation: structpb.NewStringValue(s.VersionID)}}
+		}
+		st.Subject = append(st.Subject, rd)
 	}
 	if err := st.Validate(); err != nil {
 		return nil, fmt.Errorf("custody statement: %w", err)
@@ -193,6 +207,8 @@ type Record struct {
 	KeyID string
 	// Subjects maps each signed name to its hex SHA-256.
 	Subjects map[string]string
+	// Versions maps a signed name to its bucket object's version id, where one was recorded.
+	Versions map[string]string
 	// PredicateType is the statement's; Predicate is decoded when it is PredicateType (a
 	// collection), Raw holds the predicate as JSON whatever its type.
 	PredicateType string
@@ -246,10 +262,10 @@ func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, er
 	if err := st.Validate(); err != nil {
 		return Record{}, fmt.Errorf("custody statement: %w", err)
 	}
-	if st.GetPredicateType() != PredicateType && st.GetPredicateType() != FollowPredicateType {
+	if pt := st.GetPredicateType(); pt != PredicateType && pt != FollowPredicateType && pt != FollowEndPredicateType {
 		return Record{}, fmt.Errorf("custody statement's predicate type is %q, not %s", st.GetPredicateType(), PredicateType)
 	}
-	rec := Record{KeyID: accepted[0].KeyID, Subjects: map[string]string{}, PredicateType: st.GetPredicateType()}
+	rec := Record{KeyID: accepted[0].KeyID, Subjects: map[string]string{}, Versions: map[string]string{}, PredicateType: st.GetPredicateType()}
 	for _, s := range st.GetSubject() {
 		sum, ok := s.GetDigest()["sha256"]
 		if !ok {
@@ -259,6 +275,9 @@ func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, er
 			return Record{}, fmt.Errorf("custody subject %q appears twice", s.GetName())
 		}
 		rec.Subjects[s.GetName()] = sum
+		if v := s.GetAnnotations().GetFields()[VersionAnnotation].GetStringValue(); v != "" {
+			rec.Versions[s.GetName()] = v
+		}
 	}
 	pj, err := st.GetPredicate().MarshalJSON()
 	if err != nil {

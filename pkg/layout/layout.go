@@ -58,10 +58,19 @@ func (l Layout) Root() string { return path.Join(l.dir, l.namespace, l.pod) }
 // StagingRoot is <root>/.partial, where collections are extracted before they are complete.
 func (l Layout) StagingRoot() string { return path.Join(l.Root(), StagingName) }
 
+// ValidCollectionID fails for anything that is not one collection id
+// (<YYYYMMDDThhmmssZ>-<8 hex>): no slash, no dots, nothing else.
+func ValidCollectionID(id string) error {
+	if !collectionID.MatchString(id) {
+		return fmt.Errorf("collection id %q is not <YYYYMMDDThhmmssZ>-<8 hex>", id)
+	}
+	return nil
+}
+
 // Collection is <root>/<id>, the final name of a complete collection.
 func (l Layout) Collection(id string) (string, error) {
-	if !collectionID.MatchString(id) {
-		return "", fmt.Errorf("collection id %q is not <YYYYMMDDThhmmssZ>-<8 hex>", id)
+	if err := ValidCollectionID(id); err != nil {
+		return "", err
 	}
 	return l.confine(path.Join(l.Root(), id))
 }

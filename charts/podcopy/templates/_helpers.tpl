@@ -50,3 +50,15 @@ app.kubernetes.io/component: analysis
 {{- end }}
 {{- toJson $s3 }}
 {{- end -}}
+
+{{/*
+GOMEMLIMIT: 80 % of resources.limits.memory when it is given in Mi or Gi ("" otherwise).
+*/}}
+{{- define "podcopy.goMemLimit" -}}
+{{- $m := toString (dig "limits" "memory" "" (.Values.resources | default dict)) -}}
+{{- if hasSuffix "Mi" $m -}}
+{{- div (mul (trimSuffix "Mi" $m | int) 4) 5 }}MiB
+{{- else if hasSuffix "Gi" $m -}}
+{{- div (mul (trimSuffix "Gi" $m | int) 4096) 5 }}MiB
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,285 @@
+package verify
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/pathname"
+)
+
+// Entry is one file a source hands to a Sink.
+type Entry struct {
+	// Name is relative to the collection.
+	Name    string
+	Size    int64
+	ModTime time.Time
+}
+
+// Sink is where checked bytes go while they are hashed: a directory (fetch), a new tar
+// stream (the console's download), or nowhere (Discard: verify in place).
+type Sink interface {
+	// Mkdir makes a directory (and its parents).
+	Mkdir(name string) error
+	// Create writes a new regular file from r and returns its size and hex SHA-256.
+	Create(e Entry, r io.Reader) (int64, string, error)
+	// Link makes name the same content as target, written before, and returns its size and
+	// hex SHA-256 (ErrNoLinkTarget when target was not written).
+	Link(name, target string) (int64, string, error)
+}
+
+// Discard is a Sink that only hashes: verification where the user is, nothing written.
+type Discard struct {
+	buf  []byte
+	sums map[string]hashed
+}
+
+// hashed is a file a Discard hashed, for a hard link to it later.
+type hashed struct {
+	size int64
+	sum  string
+}
+
+// NewDiscard is a Discard with its copy buffer.
+func NewDiscard() *Discard { return &Discard{buf: make([]byte, 256<<10), sums: map[string]hashed{}} }
+
+// Mkdir implements Sink.
+func (d *Discard) Mkdir(string) error { return nil }
+
+// Create implements Sink.
+func (d *Discard) Create(e Entry, r io.Reader) (int64, string, error) {
+	n, sum, err := hashCopy(nil, r, d.buf)
+	d.sums[e.Name] = hashed{n, sum}
+	return n, sum, err
+}
+
+// Link implements Sink.
+func (d *Discard) Link(name, target string) (int64, string, error) {
+	s, ok := d.sums[target]
+	if !ok {
+		return 0, "", ErrNoLinkTarget
+	}
+	d.sums[name] = s
+	return s.size, s.sum, nil
+}
+
+// Tar reads a collection's tar stream (names relative to the collection, "./" or not) into
+// s, hashing every regular file as it passes. Only clean names of regular files and
+// directories are handed to s; anything else is reported. The stream's manifest.json and
+// record must be the bytes Open and Manifest checked.
+func (c *Check) Tar(tr *tar.Reader, s Sink) error {
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading the collection stream: %w", err)
+		}
+		name := strings.TrimPrefix(path.Clean(hdr.Name), "./")
+		if name == "." {
+			continue
+		}
+		if _, meta := c.meta(name); meta && hdr.Typeflag == tar.TypeReg {
+			if want, _ := c.meta(name); want == "" { // a record where none was read: not written
+				c.Extra(name, "appeared after the collection was checked")
+				continue
+			}
+			n, sum, err := s.Create(Entry{Name: name, Size: hdr.Size, ModTime: hdr.ModTime}, tr)
+			if err != nil {
+				return err
+			}
+			c.Got(name, n, sum)
+			continue
+		}
+		if pathname.Canonical("/"+name) != nil {
+			c.Extra(hdr.Name, "not a clean name")
+			continue
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := s.Mkdir(name); err != nil {
+				return err
+			}
+			continue
+		case tar.TypeReg, tar.TypeLink:
+		default:
+			c.Extra(name, "not a regular file")
+			continue
+		}
+		if _, known := c.Expected(name); !known {
+			c.Got(name, 0, "") // reported as extra, nothing written
+			continue
+		}
+		var n int64
+		var sum string
+		if hdr.Typeflag == tar.TypeLink { // a hard link of a file written before
+			n, sum, err = s.Link(name, strings.TrimPrefix(path.Clean(hdr.Linkname), "./"))
+			if errors.Is(err, ErrNoLinkTarget) {
+				c.Lost(name, "its hard link target is missing")
+				continue
+			}
+		} else {
+			n, sum, err = s.Create(Entry{Name: name, Size: hdr.Size, ModTime: hdr.ModTime}, tr)
+		}
+		if err != nil {
+			return err
+		}
+		c.Got(name, n, sum)
+	}
+}
+
+// Dir checks a fetched collection directory: every regular file below root is hashed
+// (nothing is written) and compared; anything else, and any name nothing signed, is
+// reported. The manifest and record were read by the caller for Open and Manifest.
+func (c *Check) Dir(root *os.Root) error {
+	buf := make([]byte, 256<<10)
+	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || p == custody.FileName || p == custody.ManifestSubject {
+			return nil
+		}
+		if _, ok := c.Expected(p); !ok || !d.Type().IsRegular() {
+			c.Extra(p, "not in the "+c.origin())
+			return nil
+		}
+		f, err := root.Open(p)
+		if err != nil {
+			return err
+		}
+		n, sum, err := hashCopy(nil, f, buf)
+		_ = f.Close()
+		if err != nil {
+			return err
+		}
+		c.Got(p, n, sum)
+		return nil
+	})
+}
+
+// Version is one version of an object below a collection's prefix, as a versioned
+// listing (ListObjectVersions) gives it.
+type Version struct {
+	// Name is relative to the collection's prefix.
+	Name      string
+	VersionID string
+	// Latest is the version a plain GET reads; DeleteMarker hides the versions before it.
+	Latest       bool
+	DeleteMarker bool
+	Size         int64
+	ModTime      time.Time
+}
+
+// Opener reads one version of an object ("" versionID: the latest).
+type Opener func(ctx context.Context, name, versionID string) (io.ReadCloser, error)
+
+// LatestRecord says whether the latest version of the record can be read: false when a
+// delete marker hides it (the caller then has no record to Open).
+func LatestRecord(versions []Version) bool {
+	for _, v := range versions {
+		if v.Name == custody.FileName && v.Latest {
+			return !v.DeleteMarker
+		}
+	}
+	return false
+}
+
+// Bucket checks a collection in a bucket from the listing of every version below its
+// prefix: each signed object is read at exactly the version the record names (the latest
+// when none is named), hashed into s; a newer version or a delete marker over a recorded
+// one, and a record or manifest written more than once, is reported as tampering; objects
+// nothing signed are reported as extra.
+func (c *Check) Bucket(ctx context.Context, versions []Version, open Opener, s Sink) error {
+	byName := map[string][]Version{}
+	var names []string
+	for _, v := range versions {
+		if byName[v.Name] == nil {
+			names = append(names, v.Name)
+		}
+		byName[v.Name] = append(byName[v.Name], v)
+	}
+	for _, name := range names {
+		vs := byName[name]
+		latest := latestOf(vs)
+		switch name {
+		case custody.FileName, custody.ManifestSubject:
+			recorded := c.Version(name)
+			if name == custody.FileName && len(vs) > 1 {
+				c.Tampered(fmt.Sprintf("%s has %d versions and delete markers: the agent writes it once", name, len(vs)))
+			} else if recorded != "" && latest.VersionID != recorded {
+				c.Tampered(c.over(name, recorded, latest))
+			} else if latest.DeleteMarker {
+				c.Tampered(fmt.Sprintf("%s: a delete marker hides it", name))
+			}
+			continue
+		}
+		f, expected := c.Expected(name)
+		if pathname.Canonical("/"+name) != nil {
+			c.Extra(name, "not a clean name")
+			continue
+		}
+		if !expected {
+			if !latest.DeleteMarker {
+				c.Extra(name, "not in the "+c.origin())
+			}
+			continue
+		}
+		read := latest
+		if f.VersionID != "" {
+			found := false
+			for _, v := range vs {
+				if v.VersionID == f.VersionID && !v.DeleteMarker {
+					read, found = v, true
+				}
+			}
+			if !found {
+				continue // missing: its recorded version is gone
+			}
+			if latest.VersionID != f.VersionID {
+				c.Tampered(c.over(f.Source, f.VersionID, latest))
+			}
+		} else if latest.DeleteMarker {
+			c.Tampered(fmt.Sprintf("%s: a delete marker hides it", f.Source))
+			continue
+		}
+		body, err := open(ctx, name, f.VersionID)
+		if err != nil {
+			return err
+		}
+		n, sum, err := s.Create(Entry{Name: name, Size: read.Size, ModTime: read.ModTime}, body)
+		_ = body.Close()
+		if err != nil {
+			return err
+		}
+		c.Got(name, n, sum)
+	}
+	return nil
+}
+
+// over says what hides a recorded version.
+func (c *Check) over(name, recorded string, latest Version) string {
+	if latest.DeleteMarker {
+		return fmt.Sprintf("%s: a delete marker over the recorded version %s", name, recorded)
+	}
+	return fmt.Sprintf("%s: version %s written over the recorded version %s", name, latest.VersionID, recorded)
+}
+
+// latestOf is the latest of an object's versions (the first when none says so).
+func latestOf(vs []Version) Version {
+	for _, v := range vs {
+		if v.Latest {
+			return v
+		}
+	}
+	return vs[0]
+}
