@@ -331,6 +331,12 @@ type followRef struct {
 	bucket, prefix, path string
 }
 
+// identity is the followed file the prefix names: every record of the chain must be of it.
+func (r followRef) identity() follow.ChainIdentity {
+	parts := strings.Split(strings.TrimSuffix(r.prefix, "/"), "/")
+	return follow.ChainIdentity{Namespace: parts[0], Pod: parts[1], Container: parts[3], Path: r.path, UID: parts[len(parts)-1]}
+}
+
 // parseFollowRef reads a followed file's prefix (ok false when arg is not one).
 func parseFollowRef(arg string) (followRef, bool, error) {
 	rest, ok := strings.CutPrefix(arg, "s3://")
@@ -375,7 +381,11 @@ func (o *Options) followChain(ctx context.Context, ref followRef, out string) er
 		defer func() { _ = f.Close() }()
 		w = f
 	}
-	rep, err := follow.Reassemble(ctx, c, ref.bucket, ref.prefix, keys, w)
+	versions, err := listVersions(ctx, c, ref.bucket, ref.prefix)
+	if err != nil {
+		return err
+	}
+	rep, err := follow.Reassemble(ctx, c, ref.bucket, ref.prefix, ref.identity(), keys, versions, w)
 	if err != nil {
 		return err
 	}
@@ -390,6 +400,13 @@ func (o *Options) followChain(ctx context.Context, ref followRef, out string) er
 	if dest != "" {
 		verb = "fetched to " + dest + ";"
 	}
-	fmt.Fprintf(o.Out, "%s %s: %d segments (%s), each signed, chained to the one before, no gap and no edit\n", verb, ref.path, rep.Segments, size(rep.Bytes))
+	end := "its end bound by the signed closing record"
+	switch {
+	case !rep.Closed:
+		end = "the chain is open (no closing record yet: the follow is running, or its agent stopped without ending it); its tail is bound only by the bucket's versions (a delete marker or an overwrite would be reported)"
+	case rep.ClosedAt < rep.Segments:
+		end = fmt.Sprintf("closed at segment %d; segments after it are a follow resumed since (open)", rep.ClosedAt)
+	}
+	fmt.Fprintf(o.Out, "%s %s: %d segments (%s), each signed, chained to the one before, no gap and no edit; %s\n", verb, ref.path, rep.Segments, size(rep.Bytes), end)
 	return nil
 }

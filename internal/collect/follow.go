@@ -240,6 +240,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	for {
 		t.run(ctx)
 		if t.capped != "" {
+			t.closeChains(ctx, t.capped)
 			t.failed(ctx, t.capped)
 			h.markFinished(pod.UID, req.ID())
 			return
@@ -248,6 +249,9 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 		case <-f.stop:
 			if f.final {
 				t.run(ctx)
+			}
+			if f.why != "" {
+				t.closeChains(ctx, f.why)
 			}
 			t.stopped(ctx, f.why)
 			return
@@ -438,6 +442,20 @@ func (t *followTick) stopped(ctx context.Context, why string) {
 	}
 	t.h.event(t.pod, corev1.EventTypeNormal, ReasonFollowStopped, st.Message)
 	t.log.Info("follow stopped", "reason", why)
+}
+
+// closeChains writes the closing record of every chain the follow kept in a bucket.
+func (t *followTick) closeChains(ctx context.Context, why string) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	for _, s := range []*follow.Set{t.set, t.mirror} {
+		if s == nil {
+			continue
+		}
+		if err := s.Close(wctx, why); err != nil {
+			t.log.Error(err, "closing followed chains")
+		}
+	}
 }
 
 // failed ends following with a Failed status (reason LimitExceeded) and a Warning Event.

@@ -2,6 +2,7 @@ package follow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -160,6 +161,31 @@ func joinErrors(errs []error) error {
 		return nil
 	}
 	return joinedErrors(errs)
+}
+
+// chainCloser is a Sink that ends a followed file's chain when its follow ends (BucketSink).
+type chainCloser interface {
+	Close(ctx context.Context, file, why string) error
+}
+
+// Close ends the chain of every file followed, where the sink keeps chains: a closing
+// record binds each chain's last segment. why says why the follow ended.
+func (s *Set) Close(ctx context.Context, why string) error {
+	c, ok := s.Sink.(chainCloser)
+	if !ok {
+		return nil
+	}
+	var errs []error
+	for _, p := range s.Followed() {
+		file, _, err := s.Layout(p)
+		if err == nil {
+			err = c.Close(ctx, file, why)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("closing the chain of %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Followed returns the files followed now (after the last Tick).

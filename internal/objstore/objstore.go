@@ -256,6 +256,30 @@ type Upload struct {
 	wg       sync.WaitGroup
 	errMu    sync.Mutex
 	err      error
+	// versions are the version ids the store gave each object written (a store with
+	// versioning: a custody record names them, and readers read exactly those).
+	versions map[string]string
+}
+
+// setVersion remembers the version id the store gave key.
+func (u *Upload) setVersion(key string, v *string) {
+	if aws.ToString(v) == "" || aws.ToString(v) == "null" {
+		return
+	}
+	u.errMu.Lock()
+	defer u.errMu.Unlock()
+	if u.versions == nil {
+		u.versions = map[string]string{}
+	}
+	u.versions[key] = aws.ToString(v)
+}
+
+// Version is the version id of key, an object this upload completed ("" when the store
+// gave none: no versioning). Call it after Wait.
+func (u *Upload) Version(key string) string {
+	u.errMu.Lock()
+	defer u.errMu.Unlock()
+	return u.versions[key]
 }
 
 // asyncMaxBytes is the largest object Close may leave in flight (copied out of the part
@@ -460,12 +484,13 @@ func (o *object) Close() error {
 			return err
 		}
 	}
-	_, err := s.Client.CompleteMultipartUpload(o.ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
+	out, err := s.Client.CompleteMultipartUpload(o.ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
 		UploadId: aws.String(o.uploadID), MultipartUpload: &types.CompletedMultipartUpload{Parts: o.parts}})
 	if err != nil {
 		o.abort(context.WithoutCancel(o.ctx))
 		return &Error{Err: fmt.Errorf("%s: completing the upload: %w", o.key, err)}
 	}
+	o.u.setVersion(o.key, out.VersionId)
 	o.done = true
 	return nil
 }
@@ -475,12 +500,13 @@ func (o *object) put(data []byte) error {
 	s := o.u.s
 	sum := sha256.Sum256(data)
 	mode, until, hold := o.lockInput()
-	_, err := s.Client.PutObject(o.ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
+	out, err := s.Client.PutObject(o.ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
 		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumSHA256: b64(sum[:]),
 		ObjectLockMode: mode, ObjectLockRetainUntilDate: until, ObjectLockLegalHoldStatus: hold})
 	if err != nil {
 		return &Error{Err: fmt.Errorf("%s: %w", o.key, err)}
 	}
+	o.u.setVersion(o.key, out.VersionId)
 	return nil
 }
 
@@ -530,12 +556,13 @@ func (u *Upload) Copy(ctx context.Context, dst, src string) error {
 	}
 	o := &object{u: u}
 	mode, until, hold := o.lockInput()
-	_, err := u.s.Client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(u.s.Bucket), Key: aws.String(dst),
+	out, err := u.s.Client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(u.s.Bucket), Key: aws.String(dst),
 		CopySource: aws.String(u.s.Bucket + "/" + escapeKey(src)), ChecksumAlgorithm: types.ChecksumAlgorithmSha256,
 		ObjectLockMode: mode, ObjectLockRetainUntilDate: until, ObjectLockLegalHoldStatus: hold})
 	if err != nil {
 		return &Error{Err: fmt.Errorf("copying %s to %s: %w", src, dst, err)}
 	}
+	u.setVersion(dst, out.VersionId)
 	return nil
 }
 

@@ -344,6 +344,15 @@ func (w *writer) seal(ctx context.Context, at time.Time) error {
 	h := w.job.Header
 	h.CompletionTime = at.UTC().Format(time.RFC3339)
 	subjects := append(w.subjects, custody.Subject{Name: custody.ManifestSubject, SHA256: w.res.ManifestSHA256})
+	if w.job.Bucket != nil { // every object is complete: the record names the versions written
+		if err := w.job.Bucket.Wait(ctx); err != nil {
+			return err
+		}
+		prefix := w.job.Layout.ObjectPrefix(h.Collection)
+		for i := range subjects {
+			subjects[i].VersionID = w.job.Bucket.Version(prefix + subjects[i].Name)
+		}
+	}
 	rec, err := custody.Seal(ctx, w.job.Custody, subjects, custody.PredicateFor(h, w.mb.Totals(), w.job.Reader.Kind()))
 	if err != nil {
 		return err

@@ -142,6 +142,8 @@ type Bucket interface {
 	Wait(ctx context.Context) error
 	// Abort ends the collection's uploads still open (a failed collection).
 	Abort(ctx context.Context)
+	// Version is the version id the store gave object key, once complete ("": none).
+	Version(key string) string
 }
 
 // Progress is how far a running collection is. Expected is the collection's size when it
