@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podcopy/podcopy/internal/follow"
@@ -76,7 +77,7 @@ func readObject(ctx context.Context, c *s3.Client, bucket, key, version string, 
 	}
 	out, err := c.GetObject(ctx, in)
 	var nsk *types.NoSuchKey
-	if errors.As(err, &nsk) {
+	if errors.As(err, &nsk) || notFound(err) {
 		return nil, nil
 	}
 	if err != nil {
@@ -409,4 +410,16 @@ func (o *Options) followChain(ctx context.Context, ref followRef, out string) er
 	}
 	fmt.Fprintf(o.Out, "%s %s: %d segments (%s), each signed, chained to the one before, no gap and no edit; %s\n", verb, ref.path, rep.Segments, size(rep.Bytes), end)
 	return nil
+}
+
+// notFound is a store's answer that a key or a version does not exist.
+func notFound(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchKey", "NoSuchVersion", "NotFound":
+			return true
+		}
+	}
+	return false
 }

@@ -548,7 +548,7 @@ type ResultView struct {
 }
 
 func resultView(res cli.Result) ResultView {
-	return ResultView{Result: res, Verified: len(res.Mismatched)+len(res.Missing)+len(res.Unexpected) == 0}
+	return ResultView{Result: res, Verified: res.OK()}
 }
 
 func (c *Console) newDownload(w http.ResponseWriter, r *http.Request, k call) {

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -217,7 +218,7 @@ func (c *Check) Bucket(ctx context.Context, versions []Version, open Opener, s S
 			if name == custody.FileName && len(vs) > 1 {
 				c.Tampered(fmt.Sprintf("%s has %d versions and delete markers: the agent writes it once", name, len(vs)))
 			} else if recorded != "" && latest.VersionID != recorded {
-				c.Tampered(c.over(name, recorded, latest))
+				c.Tampered(c.over(name, recorded, latest, slices.ContainsFunc(vs, func(v Version) bool { return v.VersionID == recorded })))
 			} else if latest.DeleteMarker {
 				c.Tampered(fmt.Sprintf("%s: a delete marker hides it", name))
 			}
@@ -242,11 +243,13 @@ func (c *Check) Bucket(ctx context.Context, versions []Version, open Opener, s S
 					read, found = v, true
 				}
 			}
-			if !found {
-				continue // missing: its recorded version is gone
+			if !found { // its recorded version is gone: removed with the lock bypassed
+				c.seen[name] = true
+				c.Tampered(c.over(f.Source, f.VersionID, latest, false))
+				continue
 			}
 			if latest.VersionID != f.VersionID {
-				c.Tampered(c.over(f.Source, f.VersionID, latest))
+				c.Tampered(c.over(f.Source, f.VersionID, latest, true))
 			}
 		} else if latest.DeleteMarker {
 			c.Tampered(fmt.Sprintf("%s: a delete marker hides it", f.Source))
@@ -267,8 +270,13 @@ func (c *Check) Bucket(ctx context.Context, versions []Version, open Opener, s S
 }
 
 // over says what hides a recorded version.
-func (c *Check) over(name, recorded string, latest Version) string {
-	if latest.DeleteMarker {
+func (c *Check) over(name, recorded string, latest Version, kept bool) string {
+	switch {
+	case !kept && latest.DeleteMarker:
+		return fmt.Sprintf("%s: the recorded version %s is gone (removed with the lock bypassed), and a delete marker hides the name", name, recorded)
+	case !kept:
+		return fmt.Sprintf("%s: the recorded version %s is gone (removed with the lock bypassed); version %s stands in its place", name, recorded, latest.VersionID)
+	case latest.DeleteMarker:
 		return fmt.Sprintf("%s: a delete marker over the recorded version %s", name, recorded)
 	}
 	return fmt.Sprintf("%s: version %s written over the recorded version %s", name, latest.VersionID, recorded)

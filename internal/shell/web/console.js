@@ -216,8 +216,12 @@
   }
 
   function describe(r) {
-    if (r.verified) return "VERIFIED: " + r.files + " files (" + size(r.bytes) + "); every SHA-256 matches " + (r.signedBy ? "the custody record signed by key " + r.signedBy : "manifest.json (unsigned)");
+    const rec = r.record ? "record of collection " + r.record.collection + ", pod " + r.record.namespace + "/" + r.record.pod + " (uid " + r.record.uid + ")" : "";
+    if (r.verified) return "VERIFIED: " + r.files + " files (" + size(r.bytes) + "); every SHA-256 matches " + (r.signedBy ? "the custody record signed by key " + r.signedBy + (rec ? ", " + rec : "") : "manifest.json (unsigned)");
     const lines = [];
+    if (rec) lines.push("RECORD   " + rec);
+    for (const x of r.problems || []) lines.push("BINDING  " + x);
+    for (const x of r.tampered || []) lines.push("TAMPERED " + x);
     for (const x of r.mismatched || []) lines.push("MISMATCH " + x);
     for (const x of r.missing || []) lines.push("MISSING  " + x);
     for (const x of r.unexpected || []) lines.push("EXTRA    " + x);
