@@ -38,7 +38,9 @@ func collectOnce(t *testing.T, ns, pod, paths string) status.Status {
 }
 
 // collectionDir is where a status says its collection is in the analysis pod.
-func collectionDir(st status.Status) string { return st.Destination[strings.Index(st.Destination, ":")+1:] }
+func collectionDir(st status.Status) string {
+	return st.Destination[strings.Index(st.Destination, ":")+1:]
+}
 
 // TestCustodyBindings (issue 33): every attack on a collection in the analysis pod fails,
 // naming its cause: the replay of an older collection of the same pod, the replay of another

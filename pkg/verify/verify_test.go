@@ -302,9 +302,9 @@ func TestBucket(t *testing.T) {
 func TestVerdictJSON(t *testing.T) {
 	t.Parallel()
 	v := Verdict{Collection: id, Dir: "podcopy/analysis-0/store:/collect/ns/web/" + id, Signature: Failed, SignedBy: "4bb1",
-		Record:     &Bound{Namespace: "ns", Pod: "web", UID: "uid-0", Collection: "20261101T000000Z-00000001", Node: "node1", Container: "app", EndTime: "2026-11-01T00:00:05Z"},
-		Problems:   []string{`the record is of collection "20261101T000000Z-00000001", not "` + id + `": a genuine record of another collection, copied over this one`},
-		Files:      1, Bytes: 6,
+		Record:   &Bound{Namespace: "ns", Pod: "web", UID: "uid-0", Collection: "20261101T000000Z-00000001", Node: "node1", Container: "app", EndTime: "2026-11-01T00:00:05Z"},
+		Problems: []string{`the record is of collection "20261101T000000Z-00000001", not "` + id + `": a genuine record of another collection, copied over this one`},
+		Files:    1, Bytes: 6,
 		Mismatched: []string{"/var/log/b.log: sha256 00, signed record 11"}, Missing: []string{"/var/log/c.log"},
 		Unexpected: []string{"app/x (not in the signed record)"}, Tampered: []string{"/var/log/a.log: a delete marker over the recorded version va1"}}
 	b, err := json.MarshalIndent(v, "", "  ")
