@@ -251,6 +251,11 @@ func (b *BucketSink) Close(ctx context.Context, prefix, why string) error {
 	if !ok || c.seq == 0 || c.closed == c.seq {
 		return nil
 	}
+	if _, err := b.Store.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.Store.Bucket), Key: aws.String(prefix + EndName(c.seq))}); err == nil {
+		c.closed = c.seq // closed before this agent restarted: a closing record is written once
+		b.set(prefix, c)
+		return nil
+	}
 	d := b.Describe(prefix)
 	ep := EndPredicate{Pod: d.Pod, Container: d.Container, Path: d.Path, LastSeq: c.seq, Last: c.prev, Bytes: c.size, Why: why}
 	if b.Now != nil {
