@@ -97,7 +97,8 @@ func TestCustodyBindings(t *testing.T) {
 
 	// The analysis pod's sha256sum replaced by one that says OK to anything, and a byte of the
 	// evidence changed: verify hashes the bytes where the user is and names the file.
-	sum := strings.TrimSpace(mustRun(t, an, "sh", "-c", "command -v sha256sum"))
+	// The file exec finds on PATH (busybox's shell may run applets itself; exec does not).
+	sum := strings.TrimSpace(mustRun(t, an, "sh", "-c", `IFS=:; for d in $PATH; do [ -e "$d/sha256sum" ] && { echo "$d/sha256sum"; exit 0; }; done; exit 1`))
 	mustRun(t, an, "sh", "-c", `cp -a "$1" /tmp/sha256sum.real && rm -f "$1" && printf '#!/bin/sh\ncat >/dev/null 2>&1\necho "$2: OK"\n' > "$1" && chmod +x "$1"`, "sh", sum)
 	t.Cleanup(func() { _, _ = run(t, an, "sh", "-c", `rm -f "$1" && cp -a /tmp/sha256sum.real "$1"`, "sh", sum) })
 	mustRun(t, an, "sh", "-c", `printf X | dd of="$1" bs=1 seek=0 conv=notrunc 2>/dev/null`, "sh", dir+"/app/var/log/c/a.log")

@@ -174,6 +174,11 @@ func Stream(ctx context.Context, ex remotecommand.Executor, req Request) error {
 		opts.Stderr = tail
 	}
 	err := ex.StreamWithContext(ctx, opts)
+	if out, ok := req.Stdout.(*Output); ok && out.Err() != nil {
+		// client-go drops a stdout writer's error: the bound is reported here, whatever the
+		// command's own end was.
+		return fmt.Errorf("exec in %s: %w", req.Target, out.Err())
+	}
 	if err == nil {
 		return nil
 	}

@@ -16,14 +16,25 @@ var ErrOutputTooLong = errors.New("output too long")
 // everything.
 type Output struct {
 	// Max is the most bytes kept.
-	Max int
-	buf bytes.Buffer
+	Max  int
+	buf  bytes.Buffer
+	over bool
+}
+
+// Err is ErrOutputTooLong once more than Max bytes were offered (client-go's stream copy
+// logs a writer's error and drops it, so Stream asks here after the exec).
+func (o *Output) Err() error {
+	if o.over {
+		return fmt.Errorf("%w: more than %d bytes", ErrOutputTooLong, o.Max)
+	}
+	return nil
 }
 
 // Write implements io.Writer within the bound.
 func (o *Output) Write(p []byte) (int, error) {
 	if o.buf.Len()+len(p) > o.Max {
-		return 0, fmt.Errorf("%w: more than %d bytes", ErrOutputTooLong, o.Max)
+		o.over = true
+		return 0, o.Err()
 	}
 	return o.buf.Write(p)
 }
