@@ -29,7 +29,7 @@ import (
 func collectOnce(t *testing.T, ns, pod, paths string) status.Status {
 	t.Helper()
 	before, _ := getStatus(t, ns, pod)
-	annotate(t, ns, pod, map[string]string{"podcopy/collect": paths, "podcopy/mode": "once"})
+	annotate(t, ns, pod, map[string]string{"podcopy/collect": paths, "podcopy/mode": "once", "podcopy/trigger": time.Now().Format(time.RFC3339Nano)})
 	st := waitFinal(t, ns, pod, before.Request)
 	if st.Phase != status.Succeeded {
 		t.Fatalf("collect %s on %s/%s: %+v", paths, ns, pod, st)
