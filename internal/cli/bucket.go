@@ -170,8 +170,8 @@ func (o *Options) bucketCollection(ctx context.Context, ref bucketRef, root *os.
 		return Result{}, err
 	}
 	var raw []byte
-	if verify.LatestRecord(versions) {
-		if raw, err = readObject(ctx, c, ref.bucket, ref.prefix+custody.FileName, "", o.maxRecord()); err != nil {
+	if version, ok := verify.RecordVersion(versions); ok {
+		if raw, err = readObject(ctx, c, ref.bucket, ref.prefix+custody.FileName, version, o.maxRecord()); err != nil {
 			return Result{}, err
 		}
 	}

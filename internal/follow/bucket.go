@@ -301,6 +301,11 @@ type ChainIdentity struct {
 type objectState struct {
 	latest   verify.Version
 	versions int
+	// oldest is the first version written (""); written: whether any version is not a
+	// delete marker.
+	oldest  string
+	written bool
+	first   time.Time
 }
 
 // Reassemble reads every segment of the chain under prefix in order, from versions (the
@@ -325,6 +330,9 @@ func Reassemble(ctx context.Context, c *s3.Client, bucket, prefix string, want C
 		if v.Latest {
 			o.latest = v
 		}
+		if !v.DeleteMarker && (!o.written || !v.ModTime.After(o.first)) { // listings are newest first
+			o.oldest, o.first, o.written = v.VersionID, v.ModTime, true
+		}
 	}
 	records, segments := map[int]bool{}, map[int]bool{}
 	endSeq := 0
@@ -348,15 +356,15 @@ func Reassemble(ctx context.Context, c *s3.Client, bucket, prefix string, want C
 			}
 			segments[n] = !o.latest.DeleteMarker || o.versions > 1 // a recorded version may be under a marker
 		} else {
+			// The agent writes a record once: its first version is read (Object Lock keeps it
+			// under a marker or a newer version), and anything over it is named.
 			switch {
 			case o.latest.DeleteMarker:
-				problem("segment %d: a delete marker hides its record %s (tampering: Object Lock keeps the original)", n, name)
+				problem("segment %d: a delete marker hides its record %s (tampering: Object Lock keeps the original, read here)", n, name)
 			case o.versions > 1:
-				problem("segment %d: its record %s has %d versions (the agent writes a record once)", n, name, o.versions)
-				records[n] = true
-			default:
-				records[n] = true
+				problem("segment %d: its record %s has %d versions (the agent writes a record once; the first is read)", n, name, o.versions)
 			}
+			records[n] = o.written
 		}
 		if !seen[n] {
 			seen[n] = true
@@ -397,7 +405,7 @@ func Reassemble(ctx context.Context, c *s3.Client, bucket, prefix string, want C
 			prev = ""
 			continue
 		}
-		raw, err := get(ctx, c, bucket, prefix+RecordName(seq), "", 1<<20)
+		raw, err := get(ctx, c, bucket, prefix+RecordName(seq), objects[RecordName(seq)].oldest, 1<<20)
 		if err != nil {
 			return rep, err
 		}

@@ -184,15 +184,25 @@ type Version struct {
 // Opener reads one version of an object ("" versionID: the latest).
 type Opener func(ctx context.Context, name, versionID string) (io.ReadCloser, error)
 
-// LatestRecord says whether the latest version of the record can be read: false when a
-// delete marker hides it (the caller then has no record to Open).
-func LatestRecord(versions []Version) bool {
-	for _, v := range versions {
-		if v.Name == custody.FileName && v.Latest {
-			return !v.DeleteMarker
+// RecordVersion is the version of the record to read: the agent writes it once, before
+// anyone else can know the collection's id, so with several versions or a delete marker over
+// it (tampering, which Bucket reports) the oldest one is the agent's. ok is false when no
+// version holds a record.
+func RecordVersion(versions []Version) (versionID string, ok bool) {
+	var oldest *Version
+	for i := range versions {
+		v := &versions[i]
+		if v.Name != custody.FileName || v.DeleteMarker {
+			continue
+		}
+		if oldest == nil || !v.ModTime.After(oldest.ModTime) { // listings are newest first
+			oldest = v
 		}
 	}
-	return false
+	if oldest == nil {
+		return "", false
+	}
+	return oldest.VersionID, true
 }
 
 // Bucket checks a collection in a bucket from the listing of every version below its
