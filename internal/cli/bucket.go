@@ -16,7 +16,6 @@ import (
 	"github.com/aws/smithy-go"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podcopy/podcopy/internal/follow"
 	"github.com/podcopy/podcopy/internal/objstore"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/pathname"
@@ -66,6 +65,21 @@ func (o *Options) s3Client(ctx context.Context) (*s3.Client, error) {
 		}
 	}
 	return objstore.NewClient(ctx, endpoint, o.S3Region, o.S3CA)
+}
+
+// opener reads one version ("": the latest) of an object below prefix.
+func opener(c *s3.Client, bucket, prefix string) verify.Opener {
+	return func(ctx context.Context, name, version string) (io.ReadCloser, error) {
+		in := &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(prefix + name)}
+		if version != "" {
+			in.VersionId = aws.String(version)
+		}
+		out, err := c.GetObject(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("reading s3://%s/%s%s: %w", bucket, prefix, name, err)
+		}
+		return out.Body, nil
+	}
 }
 
 // readObject reads version (""; the latest) of key, at most max bytes; nil when it does not
@@ -196,18 +210,7 @@ func (o *Options) bucketCollection(ctx context.Context, ref bucketRef, root *os.
 		}
 	}
 	if !check.Failed() {
-		open := func(ctx context.Context, name, version string) (io.ReadCloser, error) {
-			in := &s3.GetObjectInput{Bucket: aws.String(ref.bucket), Key: aws.String(ref.prefix + name)}
-			if version != "" {
-				in.VersionId = aws.String(version)
-			}
-			out, err := c.GetObject(ctx, in)
-			if err != nil {
-				return nil, fmt.Errorf("reading s3://%s/%s%s: %w", ref.bucket, ref.prefix, name, err)
-			}
-			return out.Body, nil
-		}
-		if err := check.Bucket(ctx, versions, open, s); err != nil {
+		if err := check.Bucket(ctx, versions, opener(c, ref.bucket, ref.prefix), s); err != nil {
 			return check.Finish(), err
 		}
 	}
@@ -333,9 +336,9 @@ type followRef struct {
 }
 
 // identity is the followed file the prefix names: every record of the chain must be of it.
-func (r followRef) identity() follow.ChainIdentity {
+func (r followRef) identity() verify.ChainIdentity {
 	parts := strings.Split(strings.TrimSuffix(r.prefix, "/"), "/")
-	return follow.ChainIdentity{Namespace: parts[0], Pod: parts[1], Container: parts[3], Path: r.path, UID: parts[len(parts)-1]}
+	return verify.ChainIdentity{Namespace: parts[0], Pod: parts[1], Container: parts[3], Path: r.path, UID: parts[len(parts)-1]}
 }
 
 // parseFollowRef reads a followed file's prefix (ok false when arg is not one).
@@ -386,7 +389,7 @@ func (o *Options) followChain(ctx context.Context, ref followRef, out string) er
 	if err != nil {
 		return err
 	}
-	rep, err := follow.Reassemble(ctx, c, ref.bucket, ref.prefix, ref.identity(), keys, versions, w)
+	rep, err := verify.Chain(ctx, "s3://"+ref.bucket+"/"+ref.prefix, ref.identity(), keys, versions, opener(c, ref.bucket, ref.prefix), w)
 	if err != nil {
 		return err
 	}

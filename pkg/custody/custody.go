@@ -291,3 +291,40 @@ func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, er
 	}
 	return rec, nil
 }
+
+// SegmentPredicate is what a followed file's segment record says (predicate type
+// FollowPredicateType, contract §4).
+type SegmentPredicate struct {
+	// Pod, Container and Path name the followed file; Agent the writer.
+	Pod       Pod            `json:"pod"`
+	Container string         `json:"container"`
+	Path      string         `json:"path"`
+	Agent     map[string]any `json:"agent,omitempty"`
+	// Seq numbers the segments from 1; DestOffset is where the segment starts in the
+	// harvested file (the sum of the segments before it).
+	Seq        int   `json:"seq"`
+	DestOffset int64 `json:"destOffset"`
+	Length     int64 `json:"length"`
+	// Source is the checkpoint the segment starts at (the source file's inode, its prefix,
+	// and offset), as the agent's follow engine writes it.
+	Source json.RawMessage `json:"source"`
+	// Previous is the SHA-256 of the previous segment's record ("" for the first).
+	Previous string `json:"previous"`
+	Time     string `json:"time"`
+	// SegmentVersion is the segment object's version id in a bucket with versioning.
+	SegmentVersion string `json:"segmentVersion,omitempty"`
+}
+
+// FollowEnd is what a chain's closing record says (predicate type
+// FollowEndPredicateType): the followed file, its last segment and that segment record's
+// SHA-256 (the record's one subject), so a tail cut after it is seen.
+type FollowEnd struct {
+	Pod       Pod    `json:"pod"`
+	Container string `json:"container"`
+	Path      string `json:"path"`
+	LastSeq   int    `json:"lastSeq"`
+	Last      string `json:"last"`
+	Bytes     int64  `json:"bytes"`
+	Why       string `json:"why,omitempty"`
+	Time      string `json:"time"`
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -230,3 +231,47 @@ func checkContainer(c string) error {
 	}
 	return nil
 }
+
+// A followed file in a bucket is a chain of objects below its prefix (FollowObjectPrefix):
+// segment N is "<N as 10 digits>.seg", its signed record "<N>.intoto.json", and the closing
+// record written when a follow ends after segment N "<N>.end.intoto.json".
+const (
+	segmentSuffix = ".seg"
+	recordSuffix  = ".intoto.json"
+	endSuffix     = ".end.intoto.json"
+	seqDigits     = 10
+)
+
+// SegmentName is segment seq's object name below its followed file's prefix.
+func SegmentName(seq int) string { return fmt.Sprintf("%0*d%s", seqDigits, seq, segmentSuffix) }
+
+// RecordName is the name of segment seq's signed record.
+func RecordName(seq int) string { return fmt.Sprintf("%0*d%s", seqDigits, seq, recordSuffix) }
+
+// EndName is the name of the closing record written when a follow ends after segment seq.
+func EndName(seq int) string { return fmt.Sprintf("%0*d%s", seqDigits, seq, endSuffix) }
+
+// ChainObject is what a name below a followed file's prefix is: a segment, its record or a
+// closing record, with its sequence number (kind "" for anything else). Names are parsed
+// within a bounded length: exactly 10 digits, so a planted "99999999999.seg" is no segment.
+func ChainObject(name string) (kind string, seq int) {
+	for _, k := range []string{endSuffix, recordSuffix, segmentSuffix} {
+		num, ok := strings.CutSuffix(name, k)
+		if !ok || len(num) != seqDigits || strings.Trim(num, "0123456789") != "" {
+			continue
+		}
+		n, err := strconv.Atoi(num)
+		if err != nil || n <= 0 {
+			return "", 0
+		}
+		return k, n
+	}
+	return "", 0
+}
+
+// Kinds of ChainObject.
+const (
+	ChainSegment = segmentSuffix
+	ChainRecord  = recordSuffix
+	ChainEnd     = endSuffix
+)
