@@ -172,17 +172,16 @@ type File struct {
 
 // Check is one verification in progress. It is not safe for concurrent use.
 type Check struct {
-	keys         Keys
-	want         Identity
-	v            Verdict
-	rec          *custody.Record
-	raw          []byte // the record's bytes
-	recSum       string
-	manSum       string
-	manifest     *manifest.Manifest
-	expect       map[string]File
-	seen         map[string]bool
-	manifestSeen bool
+	keys     Keys
+	want     Identity
+	v        Verdict
+	rec      *custody.Record
+	raw      []byte // the record's bytes
+	recSum   string
+	manSum   string
+	manifest *manifest.Manifest
+	expect   map[string]File
+	seen     map[string]bool
 }
 
 // Open verifies record (nil: none was found) with keys and binds it to want. where names
