@@ -58,7 +58,7 @@ web: ## Rebuild the web shell's browser assets from npm (package-lock.json) into
 
 .PHONY: fuzz
 fuzz: ## Fuzz the tar sanitizer for 60s, then the alert receiver's payload parsers for 60s.
-	$(GO) test ./internal/ship -run '^$$' -fuzz FuzzProcess -fuzztime 60s
+	$(GO) test ./pkg/ship -run '^$$' -fuzz FuzzProcess -fuzztime 60s
 	$(GO) test ./internal/alert -run '^$$' -fuzz FuzzParse -fuzztime 60s
 
 .PHONY: cluster-up
@@ -98,7 +98,7 @@ e2e: cluster-up chart-lint ## End-to-end suite on the local cluster: once instal
 BENCH_ARGS ?=
 .PHONY: bench
 bench: deploy ## Benchmarks on the local cluster: podcopy vs kubectl pipe and kubectl cp; memory, CPU, scale (bench/results).
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/ship | tee bench/results/pipeline.txt
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/ship | tee bench/results/pipeline.txt
 	cd bench && $(GO) run . $(BENCH_ARGS)
 
 .PHONY: demo

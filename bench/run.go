@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 )
 
 // workload is one thing to copy, prepared in the source pod under /var/log/bench.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 

@@ -20,7 +20,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -60,7 +60,9 @@ func TestCustodyBindings(t *testing.T) {
 	dir := collectionDir(incident)
 	backup := "/tmp/" + ns + "-incident"
 	mustRun(t, an, "cp", "-a", dir, backup)
-	t.Cleanup(func() { _, _ = run(t, an, "rm", "-rf", backup) })
+	t.Cleanup(func() {
+		_ = executor.Exec(context.Background(), exec.Request{Target: an, Command: []string{"rm", "-rf", backup}, Stdout: io.Discard, Stderr: io.Discard})
+	})
 	restore := func() { mustRun(t, an, "sh", "-c", `rm -rf "$1" && cp -a "$2" "$1"`, "sh", dir, backup) }
 	admin := kubeconfig
 	if out, errOut, code := kubectlPodcopy(t, admin, "-n", ns, "verify", "app"); code != 0 || !strings.Contains(out, "custody record: collection "+incident.Collection+" of pod "+ns+"/app") {
@@ -100,7 +102,12 @@ func TestCustodyBindings(t *testing.T) {
 	// The file exec finds on PATH (busybox's shell may run applets itself; exec does not).
 	sum := strings.TrimSpace(mustRun(t, an, "sh", "-c", `IFS=:; for d in $PATH; do [ -e "$d/sha256sum" ] && { echo "$d/sha256sum"; exit 0; }; done; exit 1`))
 	mustRun(t, an, "sh", "-c", `cp -a "$1" /tmp/sha256sum.real && rm -f "$1" && printf '#!/bin/sh\ncat >/dev/null 2>&1\necho "$2: OK"\n' > "$1" && chmod +x "$1"`, "sh", sum)
-	t.Cleanup(func() { _, _ = run(t, an, "sh", "-c", `rm -f "$1" && cp -a /tmp/sha256sum.real "$1"`, "sh", sum) })
+	t.Cleanup(func() { // t.Context() is done by now: the shared analysis pod must get its sha256sum back
+		err := executor.Exec(context.Background(), exec.Request{Target: an, Command: []string{"sh", "-c", `rm -f "$1" && cp -a /tmp/sha256sum.real "$1" && rm -f /tmp/sha256sum.real`, "sh", sum}, Stdout: io.Discard, Stderr: io.Discard})
+		if err != nil {
+			t.Errorf("putting the analysis pod's sha256sum back: %v", err)
+		}
+	})
 	mustRun(t, an, "sh", "-c", `printf X | dd of="$1" bs=1 seek=0 conv=notrunc 2>/dev/null`, "sh", dir+"/app/var/log/c/a.log")
 	if _, errOut, code := kubectlPodcopy(t, admin, "-n", ns, "verify", "app"); code == 0 || !strings.Contains(errOut, "MISMATCH /var/log/c/a.log") {
 		t.Fatalf("verify with a lying sha256sum: exit %d\n%s", code, errOut)
@@ -294,7 +301,9 @@ func TestConsoleBounds(t *testing.T) {
 	an := analysis(t)
 	planted := strings.Replace(collectionDir(mine), mine.Collection, "20200101T000000Z-00000000", 1)
 	mustRun(t, an, "sh", "-c", `mkdir -p "$1" && cp "$2"/manifest.json "$1"/ && head -c 62914560 /dev/zero | tr '\0' a > "$1"/custody.intoto.json`, "sh", planted, collectionDir(mine))
-	t.Cleanup(func() { _, _ = run(t, an, "rm", "-rf", planted) })
+	t.Cleanup(func() {
+		_ = executor.Exec(context.Background(), exec.Request{Target: an, Command: []string{"rm", "-rf", planted}, Stdout: io.Discard, Stderr: io.Discard})
+	})
 	agents, err := client.CoreV1().Pods("podcopy").List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/podcopy/podcopy/internal/collect"
 	"github.com/podcopy/podcopy/internal/courier"
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 

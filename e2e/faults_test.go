@@ -19,7 +19,7 @@ import (
 
 	"github.com/podcopy/podcopy/internal/clustertest"
 	"github.com/podcopy/podcopy/internal/destination"
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 

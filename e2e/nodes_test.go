@@ -26,7 +26,7 @@ import (
 
 	"github.com/podcopy/podcopy/internal/clustertest"
 	"github.com/podcopy/podcopy/internal/destination"
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/internal/nodeloss"
 	"github.com/podcopy/podcopy/internal/shell"
 	"github.com/podcopy/podcopy/pkg/failure"

@@ -9,7 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/podcopy/podcopy/internal/source"
+	"github.com/podcopy/podcopy/pkg/source"
 )
 
 // sidecarLinger is how long the sidecar stays after SIGTERM, so that the agent's last

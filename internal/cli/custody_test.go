@@ -19,7 +19,7 @@ import (
 
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/manifest"
 )

@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podcopy/podcopy/internal/destination"
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 )
 
 // SourcePod is a pod whose container "app" runs script in image, touches /tmp/ready and

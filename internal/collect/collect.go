@@ -20,10 +20,10 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/podcopy/podcopy/internal/destination"
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/internal/metrics"
 	"github.com/podcopy/podcopy/internal/objstore"
-	"github.com/podcopy/podcopy/internal/ship"
+	"github.com/podcopy/podcopy/pkg/ship"
 	"github.com/podcopy/podcopy/internal/sweep"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/failure"

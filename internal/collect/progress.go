@@ -6,7 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/podcopy/podcopy/internal/ship"
+	"github.com/podcopy/podcopy/pkg/ship"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 

@@ -12,9 +12,9 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/podcopy/podcopy/internal/courier"
-	"github.com/podcopy/podcopy/internal/exec"
-	"github.com/podcopy/podcopy/internal/ship"
-	"github.com/podcopy/podcopy/internal/source"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/ship"
+	"github.com/podcopy/podcopy/pkg/source"
 	"github.com/podcopy/podcopy/pkg/request"
 )
 

@@ -31,7 +31,7 @@ import (
 
 	"github.com/podcopy/podcopy/internal/cli"
 	"github.com/podcopy/podcopy/internal/destination"
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/internal/shell"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/layout"

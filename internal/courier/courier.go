@@ -22,8 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/podcopy/podcopy/internal/exec"
-	"github.com/podcopy/podcopy/internal/source"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/source"
 )
 
 // Name is the ephemeral container's name (with -2, -3, ... when an earlier one aimed at

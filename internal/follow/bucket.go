@@ -14,9 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/internal/objstore"
-	"github.com/podcopy/podcopy/internal/source"
+	"github.com/podcopy/podcopy/pkg/source"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/layout"
 )

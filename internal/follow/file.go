@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/podcopy/podcopy/internal/exec"
-	"github.com/podcopy/podcopy/internal/source"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/source"
 )
 
 // maxSegments bounds the segments one Tick ships (an old generation, then the new file).

@@ -16,9 +16,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/internal/metrics"
-	"github.com/podcopy/podcopy/internal/source"
+	"github.com/podcopy/podcopy/pkg/source"
 )
 
 // Source reads a followed file after a checkpoint. Read calls fn once with the segment and

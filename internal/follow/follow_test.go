@@ -12,10 +12,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/podcopy/podcopy/internal/exec"
-	"github.com/podcopy/podcopy/internal/exec/exectest"
-	"github.com/podcopy/podcopy/internal/rootfs"
-	"github.com/podcopy/podcopy/internal/source"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/rootfs"
+	"github.com/podcopy/podcopy/pkg/source"
 	"github.com/podcopy/podcopy/pkg/layout"
 )
 

@@ -6,8 +6,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/podcopy/podcopy/internal/exec"
-	"github.com/podcopy/podcopy/internal/source"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/source"
 )
 
 // ExecSink keeps followed files and their checkpoints in the analysis pod over exec (the

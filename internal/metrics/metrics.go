@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )

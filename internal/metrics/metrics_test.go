@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 

@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
-	"github.com/podcopy/podcopy/internal/exec"
-	"github.com/podcopy/podcopy/internal/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/exec/exectest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

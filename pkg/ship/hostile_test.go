@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podcopy/podcopy/internal/exec"
-	"github.com/podcopy/podcopy/internal/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/internal/hostile"
 	"github.com/podcopy/podcopy/pkg/failure"
 )

@@ -8,7 +8,7 @@ import (
 	"io"
 	"testing"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
 )
@@ -35,7 +35,7 @@ func benchArchive(b *testing.B, files int, size int) []byte {
 
 // BenchmarkPipeline is the agent's own work per byte: read the source tar, validate, SHA-256,
 // write the destination tar (and the manifest). Compare with BenchmarkSHA256 of the same
-// bytes: `go test -bench . -benchmem ./internal/ship`.
+// bytes: `go test -bench . -benchmem ./pkg/ship`.
 func BenchmarkPipeline(b *testing.B) {
 	for _, c := range []struct{ files, size int }{{1, 64 << 20}, {1000, 64 << 20}} {
 		b.Run(fmt.Sprintf("files=%d/size=%dMiB", c.files, c.size>>20), func(b *testing.B) {

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 )
 
 // Remote reads followed files in a container over exec, with Reader's follow verbs (the

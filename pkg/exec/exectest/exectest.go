@@ -13,7 +13,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/podcopy/podcopy/internal/exec"
+	"github.com/podcopy/podcopy/pkg/exec"
 )
 
 // Local runs every command as a local process. Env PATH is set to Path when non-empty, which

@@ -17,7 +17,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
-	"github.com/podcopy/podcopy/internal/rootfs"
+	"github.com/podcopy/podcopy/pkg/rootfs"
 	"github.com/podcopy/podcopy/pkg/policy"
 )
 

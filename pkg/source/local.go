@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/podcopy/podcopy/internal/rootfs"
+	"github.com/podcopy/podcopy/pkg/rootfs"
 )
 
 // Local reads followed files from a container's filesystem, confined below Root (the
