@@ -101,6 +101,9 @@ type Console struct {
 	// and hashing), and again the downloads streaming at once (0: 2 each): the console runs
 	// inside the agent, whose memory holds collections in flight too.
 	Parallel int
+	// SlotWait is how long a request waits for a slot before it is told the console is busy
+	// (0: 10 s).
+	SlotWait time.Duration
 	Log      logr.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
@@ -112,8 +115,6 @@ type Console struct {
 	streaming chan struct{} // downloads in progress
 }
 
-// slotWait is how long a request waits for a slot before it is told the console is busy.
-const slotWait = 10 * time.Second
 
 // slot holds one of slots for the request, or answers 503 (busy) and returns false.
 func (c *Console) slot(w http.ResponseWriter, r *http.Request, slots func() chan struct{}) (release func(), ok bool) {
@@ -125,7 +126,11 @@ func (c *Console) slot(w http.ResponseWriter, r *http.Request, slots func() chan
 		c.reading, c.streaming = make(chan struct{}, n), make(chan struct{}, n)
 	})
 	ch := slots()
-	t := time.NewTimer(slotWait)
+	wait := c.SlotWait
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case ch <- struct{}{}:

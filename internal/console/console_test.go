@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -27,10 +28,10 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/podcopy/podcopy/internal/destination"
-	"github.com/podcopy/podcopy/pkg/exec"
-	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/internal/shell"
 	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/request"
 )
@@ -90,6 +91,12 @@ func analysisPod(t *testing.T, files map[string][]byte) exec.Executor {
 // newConsole serves a console whose users are "token-<name>"; mallory may not get pods.
 func newConsole(t *testing.T, ex exec.Executor) (*httptest.Server, *fake.Clientset) {
 	t.Helper()
+	return newConsoleWith(t, ex, nil)
+}
+
+// newConsoleWith is newConsole with edit applied to the Console before it serves.
+func newConsoleWith(t *testing.T, ex exec.Executor, edit func(*Console)) (*httptest.Server, *fake.Clientset) {
+	t.Helper()
 	analysis := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "analysis-0", Namespace: "podcopy", Labels: map[string]string{"app": "analysis"}},
 		Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "store"}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
@@ -121,6 +128,9 @@ func newConsole(t *testing.T, ex exec.Executor) (*httptest.Server, *fake.Clients
 		Keys:        func(context.Context) ([]*custody.PublicKey, bool, error) { return nil, false, nil },
 		Destination: destination.Config{Namespace: "podcopy", Selector: "app=analysis", Dir: "/collect", Retention: destination.Retention{KeepLast: 3}},
 		Log:         logr.Discard(),
+	}
+	if edit != nil {
+		edit(c)
 	}
 	mux := http.NewServeMux()
 	c.Register(mux)
@@ -273,4 +283,63 @@ func TestTicketsExpire(t *testing.T) {
 	if _, ok := c.downloads["new"]; !ok || len(c.downloads) != 1 {
 		t.Fatalf("after prune: %v", c.downloads)
 	}
+}
+
+// TestCollectionIDIsOne (issue 33): an id that is not exactly one collection id is refused
+// before anything is read: "web/<id>" would otherwise name another namespace's collection
+// once joined as NS/POD/ID.
+func TestCollectionIDIsOne(t *testing.T) {
+	t.Parallel()
+	read := 0
+	srv, _ := newConsole(t, exectest.Func(func(context.Context, exec.Request) error { read++; return errors.New("nothing may be read") }))
+	for _, route := range []string{"GET /collection", "GET /preview", "POST /verify", "POST /downloads"} {
+		method, path, _ := strings.Cut(route, " ")
+		for _, id := range []string{"web/" + collectionID, "../" + collectionID, collectionID + "/x", "x"} {
+			code, body := do(t, srv, method, Prefix[:len(Prefix)-1]+path+"?namespace=ns&pod=ns&id="+url.QueryEscape(id)+"&file=app/a", "token-alice", nil)
+			if code != http.StatusBadRequest {
+				t.Errorf("%s id %q: %d %s", route, id, code, body)
+			}
+		}
+	}
+	if read != 0 {
+		t.Fatalf("%d commands ran for refused ids", read)
+	}
+}
+
+// TestBusy: evidence reads beyond Parallel wait for a slot, then are told the console is
+// busy (503, Retry-After); the pod list is not limited.
+func TestBusy(t *testing.T) {
+	t.Parallel()
+	release, started := make(chan struct{}), make(chan struct{}, 1)
+	ex := exectest.Func(func(ctx context.Context, req exec.Request) error {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return errors.New("released")
+	})
+	srv, _ := newConsoleWith(t, ex, func(c *Console) { c.Parallel, c.SlotWait = 1, 50*time.Millisecond })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+Prefix+"collections?namespace=ns&pod=web", nil)
+		req.Header.Set("Authorization", "Bearer token-alice")
+		if resp, err := srv.Client().Do(req); err == nil {
+			_ = resp.Body.Close()
+		}
+	}()
+	<-started
+	code, body := do(t, srv, http.MethodGet, Prefix+"collection?namespace=ns&pod=web&id="+collectionID, "token-alice", nil)
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "busy") {
+		t.Fatalf("a second evidence read while the only slot is held: %d %s", code, body)
+	}
+	if code, _ := do(t, srv, http.MethodGet, Prefix+"pods?namespace=ns", "token-alice", nil); code != http.StatusOK {
+		t.Fatalf("pods while busy: %d", code)
+	}
+	close(release)
+	<-done
 }
