@@ -26,9 +26,9 @@ import (
 
 	"github.com/podcopy/podcopy/internal/clustertest"
 	"github.com/podcopy/podcopy/internal/destination"
-	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/internal/nodeloss"
 	"github.com/podcopy/podcopy/internal/shell"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/status"
 )

@@ -21,10 +21,10 @@ import (
 	"github.com/podcopy/podcopy/internal/courier"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
-	"github.com/podcopy/podcopy/pkg/ship"
-	"github.com/podcopy/podcopy/pkg/source"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/ship"
+	"github.com/podcopy/podcopy/pkg/source"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 

@@ -13,9 +13,9 @@ import (
 
 	"github.com/podcopy/podcopy/internal/courier"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/ship"
 	"github.com/podcopy/podcopy/pkg/source"
-	"github.com/podcopy/podcopy/pkg/request"
 )
 
 // helperStartTimeout bounds finding or starting the helper container.

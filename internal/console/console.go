@@ -31,9 +31,9 @@ import (
 
 	"github.com/podcopy/podcopy/internal/cli"
 	"github.com/podcopy/podcopy/internal/destination"
-	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/internal/shell"
 	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/request"
@@ -114,7 +114,6 @@ type Console struct {
 	reading   chan struct{} // evidence reads in progress
 	streaming chan struct{} // downloads in progress
 }
-
 
 // slot holds one of slots for the request, or answers 503 (busy) and returns false.
 func (c *Console) slot(w http.ResponseWriter, r *http.Request, slots func() chan struct{}) (release func(), ok bool) {

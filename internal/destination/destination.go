@@ -16,8 +16,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 
-	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/internal/objstore"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/pathname"
 )

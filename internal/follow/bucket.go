@@ -14,11 +14,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/internal/objstore"
-	"github.com/podcopy/podcopy/pkg/source"
 	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/layout"
+	"github.com/podcopy/podcopy/pkg/source"
 )
 
 // Objects of a followed file in a bucket, below its prefix (SPEC §9): objects cannot be

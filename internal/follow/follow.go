@@ -16,8 +16,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/internal/metrics"
+	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/source"
 )
 

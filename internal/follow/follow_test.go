@@ -14,9 +14,9 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/rootfs"
 	"github.com/podcopy/podcopy/pkg/source"
-	"github.com/podcopy/podcopy/pkg/layout"
 )
 
 // TestMain doubles as the podcopy binary's source mode ("podcopy-source follow|glob ..."),

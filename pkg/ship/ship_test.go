@@ -22,13 +22,13 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
-	"github.com/podcopy/podcopy/pkg/source"
-	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/source"
 )
 
 // TestMain doubles as the podcopy binary's source mode ("podcopy-source ..."), so the

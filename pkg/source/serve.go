@@ -17,8 +17,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
-	"github.com/podcopy/podcopy/pkg/rootfs"
 	"github.com/podcopy/podcopy/pkg/policy"
+	"github.com/podcopy/podcopy/pkg/rootfs"
 )
 
 // Exit codes, as tar's: 1 a warning on a complete archive, 2 an incomplete one or an error.
