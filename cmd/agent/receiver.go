@@ -141,24 +141,7 @@ func runReceiver(ctx context.Context, o receiverOptions) error {
 	}
 	log.Info("alert receiver listening", "addr", ln.Addr().String(), "tls", o.TLSCertFile != "", "profiles", o.ProfilesFile, "version", version)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		var err error
-		if o.TLSCertFile != "" {
-			err = srv.ServeTLS(ln, o.TLSCertFile, o.TLSKeyFile)
-		} else {
-			err = srv.Serve(ln)
-		}
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+	serve(g, gctx, srv, ln, o.TLSCertFile, o.TLSKeyFile, 10*time.Second)
 	return g.Wait()
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -188,9 +189,13 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		"destination", opts.Destination, "transport", transport, "concurrency", opts.Concurrency)
 
 	srv := &http.Server{Addr: opts.Listen, Handler: mux(m, ctrl.Ready, opts.Debug.Pprof), ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", opts.Listen, err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(gctx) })
-	serve(g, gctx, srv)
+	serve(g, gctx, srv, ln, "", "", 5*time.Second)
 	sweeper := sweep.Sweeper{Exec: executor, Targets: chooser.All, Dir: opts.Destination.Dir,
 		After: opts.Destination.StaleAfter, Removed: m.StalePartialsRemoved,
 		Retention: opts.Destination.Retention, RetentionRemoved: m.RetentionRemoved}
@@ -282,17 +287,24 @@ func reloadable(o config.Options) *settings {
 	return &settings{policy: p, limits: l}
 }
 
-// serve runs srv in g until ctx is done.
-func serve(g *errgroup.Group, ctx context.Context, srv *http.Server) {
+// serve runs srv on ln in g (TLS with certFile and keyFile when set) until ctx is done, then
+// shuts it down within grace.
+func serve(g *errgroup.Group, ctx context.Context, srv *http.Server, ln net.Listener, certFile, keyFile string, grace time.Duration) {
 	g.Go(func() error {
-		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("listen %s: %w", srv.Addr, err)
+		var err error
+		if certFile != "" {
+			err = srv.ServeTLS(ln, certFile, keyFile)
+		} else {
+			err = srv.Serve(ln)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving %s: %w", ln.Addr(), err)
 		}
 		return nil
 	})
 	g.Go(func() error {
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
