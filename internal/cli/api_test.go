@@ -16,13 +16,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/podcopy/podcopy/internal/evidence"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/verify"
 )
 
 // consoleOptions are options as the web console builds them: the user's clients, the
 // agent's destination settings and a key source.
-func consoleOptions(t *testing.T, pod *signedPod, keys ...*custody.PublicKey) *Options {
+func consoleOptions(t *testing.T, pod *signedPod, keys ...*custody.PublicKey) *evidence.Reader {
 	t.Helper()
 	analysis := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "analysis-0", Namespace: "podcopy", Labels: map[string]string{"app.kubernetes.io/component": "analysis"}},
 		Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "store"}}},
@@ -30,7 +32,7 @@ func consoleOptions(t *testing.T, pod *signedPod, keys ...*custody.PublicKey) *O
 	o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(analysis), pod, "ns")
 	o.Dir, o.AnalysisNamespace, o.AnalysisSelector = "/collect", "podcopy", "app.kubernetes.io/component=analysis"
 	o.KeySource = func(ctx context.Context) ([]*custody.PublicKey, bool, error) { return keys, len(keys) > 0, nil }
-	return o
+	return o.evidence()
 }
 
 // TestEvidenceAPI: what the web console calls. Inspect says verified, not signed or FAILED
@@ -46,7 +48,7 @@ func TestEvidenceAPI(t *testing.T) {
 		o := consoleOptions(t, pod, key.Public())
 		in, err := o.Inspect(t.Context(), "p", id)
 		must(t, err)
-		if in.Signature != SignatureVerified || in.SignedBy != key.Public().ID() || in.Custody == nil || in.Manifest == nil || len(in.Files) != 2 {
+		if in.Signature != verify.Verified || in.SignedBy != key.Public().ID() || in.Custody == nil || in.Manifest == nil || len(in.Files) != 2 {
 			t.Fatalf("inspect = %+v", in)
 		}
 		var out bytes.Buffer
@@ -75,7 +77,7 @@ func TestEvidenceAPI(t *testing.T) {
 		}
 		p, err := o.Preview(t.Context(), "p", id, "app/var/log/dir/b.log")
 		must(t, err)
-		if !p.Truncated || p.Bytes != PreviewMax || p.Binary || len(p.Text) != PreviewMax {
+		if !p.Truncated || p.Bytes != evidence.PreviewMax || p.Binary || len(p.Text) != evidence.PreviewMax {
 			t.Fatalf("preview of a 70,000-byte file: truncated %v, %d bytes, binary %v", p.Truncated, p.Bytes, p.Binary)
 		}
 		if _, err := o.Preview(t.Context(), "p", id, "../../etc/passwd"); err == nil || !strings.Contains(err.Error(), "has no file") {
@@ -94,7 +96,7 @@ func TestEvidenceAPI(t *testing.T) {
 		o := consoleOptions(t, pod, key.Public())
 		in, err := o.Inspect(t.Context(), "p", id)
 		must(t, err)
-		if in.Signature != SignatureVerified { // the record and manifest are intact: only hashing finds it
+		if in.Signature != verify.Verified { // the record and manifest are intact: only hashing finds it
 			t.Fatalf("inspect = %+v", in)
 		}
 		for verb, run := range map[string]func() (Result, error){
@@ -114,7 +116,7 @@ func TestEvidenceAPI(t *testing.T) {
 		pod.rewrite(t, "app/var/log/a.log", []byte("planted\n"))
 		in, err := consoleOptions(t, pod, key.Public()).Inspect(t.Context(), "p", id)
 		must(t, err)
-		if in.Signature != SignatureFailed || !strings.Contains(in.Problem, "manifest.json") || in.Custody != nil {
+		if in.Signature != verify.Failed || !strings.Contains(in.Problem, "manifest.json") || in.Custody != nil {
 			t.Fatalf("inspect = %+v", in)
 		}
 	})
@@ -125,7 +127,7 @@ func TestEvidenceAPI(t *testing.T) {
 		o := consoleOptions(t, newSignedPod(t, other), key.Public())
 		in, err := o.Inspect(t.Context(), "p", id)
 		must(t, err)
-		if in.Signature != SignatureFailed || in.Manifest != nil {
+		if in.Signature != verify.Failed || in.Manifest != nil {
 			t.Fatalf("inspect = %+v", in)
 		}
 		if res, err := o.Download(t.Context(), "p", id, io.Discard, func() { t.Error("a byte was written for a collection that failed its signature") }); err != nil || res.OK() {
@@ -138,7 +140,7 @@ func TestEvidenceAPI(t *testing.T) {
 		delete(pod.files, custody.FileName)
 		in, err := consoleOptions(t, pod).Inspect(t.Context(), "p", id)
 		must(t, err)
-		if in.Signature != SignatureUnsigned || in.Manifest == nil {
+		if in.Signature != verify.Unsigned || in.Manifest == nil {
 			t.Fatalf("inspect = %+v", in)
 		}
 	})
@@ -211,14 +213,14 @@ func TestInspectAll(t *testing.T) {
 
 	pod := &signedPod{files: map[string][]byte{}}
 	o := consoleOptions(t, pod, key.Public())
-	o.exec = s
+	o.Exec = s
 	listed, err := o.InspectAll(t.Context(), "p", 10)
 	must(t, err)
 	var got []string
 	for _, l := range listed {
 		got = append(got, l.Row.Collection+" "+l.Inspection.Signature)
 	}
-	want := []string{emptied + " " + SignatureFailed, ids[2] + " " + SignatureVerified, ids[1] + " " + SignatureFailed, ids[0] + " " + SignatureVerified}
+	want := []string{emptied + " " + verify.Failed, ids[2] + " " + verify.Verified, ids[1] + " " + verify.Failed, ids[0] + " " + verify.Verified}
 	if !slices.Equal(got, want) {
 		t.Fatalf("listed %q, want %q", got, want)
 	}

@@ -19,9 +19,11 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/internal/evidence"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
+	"github.com/podcopy/podcopy/pkg/verify"
 )
 
 // Options are the flags every verb shares.
@@ -62,21 +64,18 @@ type Options struct {
 	namespace string
 }
 
-// maxManifest bounds a manifest read (MaxManifestBytes, else maxManifestRead).
-func (o *Options) maxManifest() int {
-	if o.MaxManifestBytes > 0 {
-		return o.MaxManifestBytes
-	}
-	return maxManifestRead
+// evidence is the evidence reader with o's clients, its flags and its keys.
+func (o *Options) evidence() *evidence.Reader {
+	return &evidence.Reader{Client: o.client, Exec: o.exec, Namespace: o.namespace,
+		AnalysisNamespace: o.AnalysisNamespace, AnalysisSelector: o.AnalysisSelector, Dir: o.Dir,
+		Keys: o.verifyKeys, S3: o.s3Client, MaxManifestBytes: o.MaxManifestBytes, MaxRecordBytes: o.MaxRecordBytes, Stall: o.Stall}
 }
 
-// maxRecord bounds a custody record read (MaxRecordBytes, else custody.MaxRecordBytes).
-func (o *Options) maxRecord() int {
-	if o.MaxRecordBytes > 0 {
-		return o.MaxRecordBytes
-	}
-	return custody.MaxRecordBytes
-}
+// Row is one collection in ls (and in the web console).
+type Row = evidence.Row
+
+// Result is what a fetch, a download or a verification found: the verifier's verdict.
+type Result = verify.Verdict
 
 // NewOptions are the options of a plugin writing to out and errOut.
 func NewOptions(out, errOut io.Writer) *Options {
@@ -149,7 +148,8 @@ func (o *Options) complete() error {
 	return nil
 }
 
-// With sets the clients directly (tests).
+// With sets the clients directly instead of from the kubeconfig flags: a server acting with
+// a user's own clients (the console's Ask and Stop), and tests.
 func (o *Options) With(client kubernetes.Interface, ex exec.Executor, namespace string) *Options {
 	o.client, o.exec, o.namespace = client, ex, namespace
 	return o

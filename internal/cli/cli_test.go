@@ -23,6 +23,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/podcopy/podcopy/internal/evidence"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/pkg/manifest"
@@ -140,7 +141,7 @@ func must(t *testing.T, err error) {
 	}
 }
 
-var ref = collectionRef{namespace: "ns", pod: "p", id: id, analysis: exec.Target{Namespace: "podcopy", Pod: "analysis-0", Container: "store"}, dir: "/collect/ns/p/" + id}
+var ref = evidence.Ref{Namespace: "ns", Pod: "p", ID: id, Analysis: exec.Target{Namespace: "podcopy", Pod: "analysis-0", Container: "store"}, Dir: "/collect/ns/p/" + id}
 
 func TestFetchVerifiesEveryFile(t *testing.T) {
 	t.Parallel()
@@ -376,9 +377,9 @@ func TestResolveRefusesAForgedStatus(t *testing.T) {
 			src := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Annotations: map[string]string{status.Annotation: string(raw)}}}
 			o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(src, analysis, decoy), collection(t, nil), "ns")
 			o.Dir, o.AnalysisNamespace, o.AnalysisSelector = "/collect", "podcopy", "app.kubernetes.io/component=analysis"
-			got, err := o.resolve(t.Context(), "p")
+			got, err := o.evidence().ResolveArg(t.Context(), "p")
 			if tc.want == "" {
-				if err != nil || got.analysis.Pod != "analysis-0" || got.dir != "/collect/ns/p/"+id || got.manifestSHA256 != "abc" {
+				if err != nil || got.Analysis.Pod != "analysis-0" || got.Dir != "/collect/ns/p/"+id || got.ManifestSHA256 != "abc" {
 					t.Fatalf("resolve = %+v, %v", got, err)
 				}
 				return
@@ -397,7 +398,7 @@ func TestManifestPinnedByTheStatus(t *testing.T) {
 	a := collection(t, nil)
 	sum := sha256.Sum256(a.manifest)
 	pinned := ref
-	pinned.manifestSHA256 = hex.EncodeToString(sum[:])
+	pinned.ManifestSHA256 = hex.EncodeToString(sum[:])
 	if err := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), a, "ns").verify(t.Context(), pinned); err != nil {
 		t.Fatalf("the agent's own manifest: %v", err)
 	}
@@ -491,11 +492,11 @@ func (f floodingAnalysis) Exec(ctx context.Context, req exec.Request) error {
 func TestAnalysisPodOutputIsBounded(t *testing.T) {
 	t.Parallel()
 	o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), floodingAnalysis{collection(t, nil)}, "ns")
-	_, err := o.readManifestRaw(t.Context(), ref)
+	_, err := o.evidence().ReadManifestRaw(t.Context(), ref)
 	if !errors.Is(err, exec.ErrOutputTooLong) {
 		t.Fatalf("an endless manifest.json: %v", err)
 	}
-	if _, err := o.readRecord(t.Context(), ref); !errors.Is(err, exec.ErrOutputTooLong) {
+	if _, err := o.evidence().ReadRecord(t.Context(), ref); !errors.Is(err, exec.ErrOutputTooLong) {
 		t.Fatalf("an endless custody record: %v", err)
 	}
 }

@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/podcopy/podcopy/pkg/custody"
-	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/verify"
 )
@@ -78,47 +76,6 @@ func (o *Options) verifyKeys(ctx context.Context) (verify.Keys, error) {
 	return verify.Keys{Keys: keys, Required: published}, err
 }
 
-// open reads ref's custody record and manifest from the analysis pod and hands them to the
-// verifier, bound to the collection ref names. The check says whether they hold; an error
-// is a read that failed.
-func (o *Options) open(ctx context.Context, ref collectionRef) (*verify.Check, error) {
-	keys, err := o.verifyKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := o.readRecord(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	c := verify.Open(ctx, keys, ref.identity(), fmt.Sprintf("collection %s in %s", ref.id, ref.analysis), raw)
-	if c.Failed() {
-		return c, nil
-	}
-	mraw, err := o.readManifestRaw(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	c.Manifest(mraw)
-	return c, nil
-}
-
-// readRecord reads the collection's custody record in the analysis pod (nil: there is none).
-func (o *Options) readRecord(ctx context.Context, ref collectionRef) ([]byte, error) {
-	out := &exec.Output{Max: o.maxRecord()}
-	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
-	defer cancel()
-	p := ref.dir + "/" + custody.FileName
-	err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"sh", "-c", `[ -f "$1" ] || exit 3; exec cat -- "$1"`, "podcopy-read", p}, Stdout: out, Stderr: io.Discard})
-	var exit *exec.ExitError
-	if errors.As(err, &exit) && exit.Code == 3 {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading %s in %s: %w", p, ref.analysis, err)
-	}
-	return out.Bytes(), nil
-}
-
 func (o *Options) keyCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "key",
@@ -154,41 +111,10 @@ func (o *Options) verifyLocal(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	root, err := os.OpenRoot(dir)
+	v, err := o.evidence().VerifyDir(ctx, dir, want)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = root.Close() }()
-	raw, err := readLocal(root, custody.FileName, int64(o.maxRecord()))
-	if errors.Is(err, fs.ErrNotExist) {
-		raw, err = nil, nil
-	}
-	if err != nil {
-		return err
-	}
-	keys, err := o.verifyKeys(ctx)
-	if err != nil {
-		return err
-	}
-	if raw == nil && !keys.Required {
-		return fmt.Errorf("%s has no %s: offline verification needs the signed record (fetch it with kubectl podcopy fetch)", dir, custody.FileName)
-	}
-	c := verify.Open(ctx, keys, want, dir, raw)
-	if !c.Failed() {
-		mraw, err := readLocal(root, custody.ManifestSubject, int64(o.maxManifest()))
-		if errors.Is(err, fs.ErrNotExist) {
-			mraw, err = nil, nil
-		}
-		if err != nil {
-			return err
-		}
-		c.Manifest(mraw)
-		if err := c.Dir(root); err != nil {
-			return err
-		}
-	}
-	v := c.Finish()
-	v.Dir = dir
 	return o.report(v, "verified", fmt.Sprintf("%d files (%s) in %s", v.Files, size(v.Bytes), dir))
 }
 
@@ -200,7 +126,7 @@ func (o *Options) expectedLocal(dir string) (verify.Identity, error) {
 	want := verify.Identity{Collection: filepath.Base(filepath.Clean(dir)), UID: o.ExpectUID}
 	if o.Expect != "" {
 		parts := strings.Split(o.Expect, "/")
-		if len(parts) < 2 || len(parts) > 3 || slicesContainsEmpty(parts) {
+		if len(parts) < 2 || len(parts) > 3 || slices.ContainsFunc(parts, func(p string) bool { return p == "" || p == "." || p == ".." }) {
 			return want, fmt.Errorf("--expect %q: use NAMESPACE/POD or NAMESPACE/POD/COLLECTION-ID", o.Expect)
 		}
 		want.Namespace, want.Pod = parts[0], parts[1]
@@ -212,20 +138,6 @@ func (o *Options) expectedLocal(dir string) (verify.Identity, error) {
 		return want, fmt.Errorf("%w: name the directory by its collection id, or pass --expect NAMESPACE/POD/COLLECTION-ID", err)
 	}
 	return want, nil
-}
-
-// readLocal reads name below root, at most max bytes.
-func readLocal(root *os.Root, name string, max int64) ([]byte, error) {
-	f, err := root.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = f.Close() }()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err == nil && int64(len(b)) > max {
-		err = fmt.Errorf("%s is larger than %d bytes", filepath.Join(root.Name(), name), max)
-	}
-	return b, err
 }
 
 // isLocalCollection reports whether arg names a fetched collection directory on this

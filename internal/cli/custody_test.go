@@ -19,6 +19,7 @@ import (
 
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/podcopy/podcopy/internal/evidence"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/manifest"
@@ -81,7 +82,7 @@ func (p *signedPod) rewrite(t *testing.T, name string, data []byte) {
 }
 
 func (p *signedPod) Exec(_ context.Context, req exec.Request) error {
-	rel := func(path string) string { return strings.TrimPrefix(path, ref.dir+"/") }
+	rel := func(path string) string { return strings.TrimPrefix(path, ref.Dir+"/") }
 	switch {
 	case slices.Contains(req.Command, "podcopy-read"):
 		data, ok := p.files[rel(req.Command[len(req.Command)-1])]
@@ -258,8 +259,8 @@ func TestParseBucketRef(t *testing.T) {
 		"s3://evidence//pod/x":                            "error",
 		"mysql-0":                                         "not a bucket",
 	} {
-		ref, ok, err := parseBucketRef(arg)
-		got := ref.bucket + " " + ref.prefix
+		ref, ok, err := evidence.ParseBucketRef(arg)
+		got := ref.Bucket + " " + ref.Prefix
 		switch {
 		case !ok:
 			got = "not a bucket"

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -12,9 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podcopy/podcopy/pkg/exec"
-	"github.com/podcopy/podcopy/pkg/layout"
-	"github.com/podcopy/podcopy/pkg/manifest"
+	"github.com/podcopy/podcopy/internal/evidence"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -56,19 +52,6 @@ func (o *Options) statusCommand() *cobra.Command {
 			return w.Flush()
 		},
 	}
-}
-
-// Row is one collection in ls (and in the web console).
-type Row struct {
-	Namespace   string `json:"namespace"`
-	Pod         string `json:"pod"`
-	Collection  string `json:"collection"`
-	Phase       string `json:"phase"`
-	Files       int    `json:"files"`
-	Bytes       int64  `json:"bytes"`
-	Started     string `json:"startTime"`
-	RequestedBy string `json:"requestedBy,omitempty"`
-	Where       string `json:"destination"`
 }
 
 func (o *Options) lsCommand() *cobra.Command {
@@ -143,89 +126,17 @@ func (o *Options) latest(ctx context.Context, all bool, selector string) ([]Row,
 // podCollections lists every complete collection of pod in the analysis pod (those with a
 // manifest), newest first.
 func (o *Options) podCollections(ctx context.Context, pod string) ([]Row, error) {
-	refs, err := o.collectionRefs(ctx, pod)
+	refs, err := o.evidence().Refs(ctx, pod)
 	if err != nil {
 		return nil, err
 	}
 	var rows []Row
 	for _, ref := range refs {
-		m, err := o.readManifest(ctx, ref)
+		m, err := o.evidence().ReadManifest(ctx, ref)
 		if err != nil {
 			continue // not complete (no manifest yet): not listed
 		}
-		rows = append(rows, rowOf(ref, m))
+		rows = append(rows, evidence.RowOf(ref, m))
 	}
 	return rows, nil
-}
-
-// rowOf is collection ref's line in a list, from its manifest.
-func rowOf(ref collectionRef, m manifest.Manifest) Row {
-	return Row{Namespace: ref.namespace, Pod: ref.pod, Collection: ref.id, Phase: string(status.Succeeded),
-		Files: m.Totals.Files, Bytes: m.Totals.Bytes, Started: m.StartTime, RequestedBy: m.RequestedBy,
-		Where: fmt.Sprintf("%s:%s", ref.analysis, ref.dir)}
-}
-
-// collectionRefs lists the collection directories of pod in the analysis pod, newest first
-// (complete or not: nothing is read in them).
-func (o *Options) collectionRefs(ctx context.Context, pod string) ([]collectionRef, error) {
-	l, err := layout.New(o.Dir, o.namespace, pod)
-	if err != nil {
-		return nil, err
-	}
-	a, err := o.analysis(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := &exec.Output{Max: maxListing}
-	// ls of the pod's directory: collection ids are directory names (staging and follow are
-	// skipped below); a missing directory is an empty list.
-	lctx, cancel := context.WithTimeout(ctx, metadataTimeout)
-	defer cancel()
-	if err := o.exec.Exec(lctx, exec.Request{Target: a, Command: []string{"ls", "-1", "--", l.Root()}, Stdout: out}); err != nil {
-		if exit := (*exec.ExitError)(nil); !errors.As(err, &exit) {
-			return nil, err
-		}
-	}
-	var refs []collectionRef
-	for _, id := range strings.Fields(out.String()) {
-		ref := collectionRef{namespace: o.namespace, pod: pod, id: id, analysis: a}
-		if ref.dir, err = l.Collection(id); err != nil {
-			continue // not a collection id: the follow directory or staging
-		}
-		refs = append(refs, ref)
-	}
-	// Collection ids begin with their UTC start time: newest first.
-	sort.Slice(refs, func(i, j int) bool { return refs[i].id > refs[j].id })
-	return refs, nil
-}
-
-// readManifest reads a collection's manifest.json from the analysis pod, for a listing
-// (ls believes it as ls always has: fetch and verify check it).
-func (o *Options) readManifest(ctx context.Context, ref collectionRef) (manifest.Manifest, error) {
-	var m manifest.Manifest
-	raw, err := o.readManifestRaw(ctx, ref)
-	if err == nil {
-		err = json.Unmarshal(raw, &m)
-	}
-	return m, err
-}
-
-// maxManifestRead bounds what the plugin reads as a manifest (the agent caps it at
-// policy.maxManifestBytes, 8 MiB by default).
-const maxManifestRead = 64 << 20
-
-// maxListing bounds the listing of a pod's directory in the analysis pod (a collection's
-// name is about 30 bytes: half a million of them).
-const maxListing = 16 << 20
-
-// readManifestRaw reads the collection's manifest.json (at most maxManifest bytes); a
-// missing one is an error (the collection is not complete).
-func (o *Options) readManifestRaw(ctx context.Context, ref collectionRef) ([]byte, error) {
-	out := &exec.Output{Max: o.maxManifest()}
-	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
-	defer cancel()
-	if err := o.exec.Exec(ctx, exec.Request{Target: ref.analysis, Command: []string{"cat", "--", ref.dir + "/manifest.json"}, Stdout: out}); err != nil {
-		return nil, fmt.Errorf("reading %s/manifest.json in %s: %w", ref.dir, ref.analysis, err)
-	}
-	return out.Bytes(), nil
 }

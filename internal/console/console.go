@@ -31,6 +31,7 @@ import (
 
 	"github.com/podcopy/podcopy/internal/cli"
 	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/internal/evidence"
 	"github.com/podcopy/podcopy/internal/shell"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
@@ -38,6 +39,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
+	"github.com/podcopy/podcopy/pkg/verify"
 )
 
 // Prefix is where the console's routes live.
@@ -142,6 +144,12 @@ func (c *Console) slot(w http.ResponseWriter, r *http.Request, slots func() chan
 	return nil, false
 }
 
+// verifyKeys are the published keys, as the verifier takes them.
+func (c *Console) verifyKeys(ctx context.Context) (verify.Keys, error) {
+	keys, published, err := c.Keys(ctx)
+	return verify.Keys{Keys: keys, Required: published}, err
+}
+
 // limits are the read caps the console gives the evidence library.
 func (c *Console) limits() (manifestMax, recordMax int) {
 	manifestMax = c.MaxManifestBytes
@@ -158,10 +166,10 @@ type download struct {
 	created            time.Time
 	state              string // "pending", "streaming", "done"
 	ended              time.Time
-	result             *cli.Result
+	result             *evidence.Result
 	err                string
 	// opts are the user's clients for the download, held until the ticket is used.
-	opts *cli.Options
+	reader *evidence.Reader
 }
 
 // Register adds the routes to mux.
@@ -248,7 +256,8 @@ type call struct {
 	user   shell.User
 	client kubernetes.Interface
 	exec   exec.Executor
-	opts   *cli.Options
+	// evidence reads collections with the user's clients only.
+	evidence *evidence.Reader
 }
 
 func (c *Console) now() time.Time {
@@ -285,13 +294,13 @@ func (c *Console) user(h func(w http.ResponseWriter, r *http.Request, k call)) h
 			writeError(w, http.StatusBadRequest, "invalid pod name "+strconv.Quote(pod))
 			return
 		}
-		o := cli.NewOptions(io.Discard, io.Discard).With(client, ex, ns)
-		o.AnalysisNamespace, o.AnalysisSelector, o.Dir = c.Destination.Namespace, c.Destination.Selector, c.Destination.Dir
-		o.KeySource = c.Keys
-		o.MaxManifestBytes, o.MaxRecordBytes = c.limits()
+		manifestMax, recordMax := c.limits()
+		ev := &evidence.Reader{Client: client, Exec: ex, Namespace: ns,
+			AnalysisNamespace: c.Destination.Namespace, AnalysisSelector: c.Destination.Selector, Dir: c.Destination.Dir,
+			Keys: c.verifyKeys, MaxManifestBytes: manifestMax, MaxRecordBytes: recordMax}
 		ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
 		defer cancel()
-		h(w, r.WithContext(ctx), call{user: u, client: client, exec: ex, opts: o})
+		h(w, r.WithContext(ctx), call{user: u, client: client, exec: ex, evidence: ev})
 	}
 }
 
@@ -381,7 +390,7 @@ func (c *Console) pods(w http.ResponseWriter, r *http.Request, k call) {
 // CollectionView is one collection in a pod's list, with its signature state and
 // retention.
 type CollectionView struct {
-	cli.Row
+	evidence.Row
 	Signature string `json:"signature"`
 	Problem   string `json:"problem,omitempty"`
 	Retention string `json:"retention,omitempty"`
@@ -392,7 +401,7 @@ func (c *Console) collections(w http.ResponseWriter, r *http.Request, k call) {
 	if !ok {
 		return
 	}
-	listed, err := k.opts.InspectAll(r.Context(), pod, maxCollections)
+	listed, err := k.evidence.InspectAll(r.Context(), pod, maxCollections)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -401,7 +410,7 @@ func (c *Console) collections(w http.ResponseWriter, r *http.Request, k call) {
 	for _, l := range listed {
 		in := l.Inspection
 		v := CollectionView{Row: l.Row, Signature: in.Signature, Problem: in.Problem, Retention: c.retention(l.Row.Started, nil)}
-		if in.Manifest != nil && in.Signature != cli.SignatureFailed {
+		if in.Manifest != nil && in.Signature != verify.Failed {
 			v.Retention = c.retention(l.Row.Started, in.Manifest.Destination.Retention)
 		}
 		out = append(out, v)
@@ -438,7 +447,7 @@ func (c *Console) retention(started string, lock *manifest.Retention) string {
 
 // Detail is one collection: what Inspect read, and its retention.
 type Detail struct {
-	cli.Inspection
+	evidence.Inspection
 	Retention string `json:"retention"`
 }
 
@@ -447,7 +456,7 @@ func (c *Console) collection(w http.ResponseWriter, r *http.Request, k call) {
 	if !ok {
 		return
 	}
-	in, err := k.opts.Inspect(r.Context(), pod, id)
+	in, err := k.evidence.Inspect(r.Context(), pod, id)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -464,7 +473,7 @@ func (c *Console) preview(w http.ResponseWriter, r *http.Request, k call) {
 	if !ok {
 		return
 	}
-	p, err := k.opts.Preview(r.Context(), pod, id, r.URL.Query().Get("file"))
+	p, err := k.evidence.Preview(r.Context(), pod, id, r.URL.Query().Get("file"))
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -477,7 +486,7 @@ func (c *Console) verify(w http.ResponseWriter, r *http.Request, k call) {
 	if !ok {
 		return
 	}
-	res, err := k.opts.Verify(r.Context(), pod, id)
+	res, err := k.evidence.Verify(r.Context(), pod, id)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -517,11 +526,11 @@ func (c *Console) collect(w http.ResponseWriter, r *http.Request, k call) {
 			return
 		}
 	}
-	k.opts = k.opts.With(k.client, k.exec, req.Namespace)
+	o := cli.NewOptions(io.Discard, io.Discard).With(k.client, k.exec, req.Namespace)
 	// The request is the user's own annotation patch: admission checks their exec right and
 	// records them as requestedBy; the agent parses and checks the paths (its status says
 	// what it refused).
-	id, err := k.opts.Ask(r.Context(), req.Pod, req.Paths, req.Container, req.Follow, req.Interval)
+	id, err := o.Ask(r.Context(), req.Pod, req.Paths, req.Container, req.Follow, req.Interval)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -536,7 +545,7 @@ func (c *Console) stop(w http.ResponseWriter, r *http.Request, k call) {
 		writeError(w, http.StatusBadRequest, "namespace and pod are required")
 		return
 	}
-	if err := k.opts.Stop(r.Context(), q.Get("pod")); err != nil {
+	if err := cli.NewOptions(io.Discard, io.Discard).With(k.client, k.exec, q.Get("namespace")).Stop(r.Context(), q.Get("pod")); err != nil {
 		writeAPIError(w, err)
 		return
 	}
@@ -546,12 +555,12 @@ func (c *Console) stop(w http.ResponseWriter, r *http.Request, k call) {
 
 // ResultView is a verification or download result as the page shows it.
 type ResultView struct {
-	cli.Result
+	evidence.Result
 	// Verified is true when every file matched.
 	Verified bool `json:"verified"`
 }
 
-func resultView(res cli.Result) ResultView {
+func resultView(res evidence.Result) ResultView {
 	return ResultView{Result: res, Verified: res.OK()}
 }
 
@@ -585,7 +594,7 @@ func (c *Console) newDownload(w http.ResponseWriter, r *http.Request, k call) {
 	}
 	// The ticket keeps the user's token out of the URL: the download runs with the token
 	// of the request that made the ticket, held only in memory.
-	c.downloads[ticket] = &download{user: k.user.Name, namespace: ns, pod: pod, id: id, created: c.now(), state: "pending", opts: k.opts}
+	c.downloads[ticket] = &download{user: k.user.Name, namespace: ns, pod: pod, id: id, created: c.now(), state: "pending", reader: k.evidence}
 	writeJSON(w, map[string]string{"ticket": ticket, "url": strings.TrimPrefix(Prefix, "/") + "downloads/" + ticket})
 }
 
@@ -605,9 +614,9 @@ func (c *Console) serveDownload(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	c.prune()
 	d, ok := c.downloads[ticket]
-	var o *cli.Options
+	var o *evidence.Reader
 	if ok && d.state == "pending" { // single use
-		d.state, o, d.opts = "streaming", d.opts, nil
+		d.state, o, d.reader = "streaming", d.reader, nil
 	}
 	c.mu.Unlock()
 	if o == nil {

@@ -1,4 +1,4 @@
-package cli
+package evidence
 
 import (
 	"context"
@@ -53,3 +53,11 @@ func (s stallWriter) Write(p []byte) (int, error) {
 	}
 	return s.w.Write(p)
 }
+
+// maxManifestRead bounds what is read as a manifest by default (the agent caps it at
+// policy.maxManifestBytes, 8 MiB by default).
+const maxManifestRead = 64 << 20
+
+// maxListing bounds the listing of a pod's directory in the analysis pod (a collection's
+// name is about 30 bytes: half a million of them).
+const maxListing = 16 << 20

@@ -1,0 +1,114 @@
+package evidence
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+
+	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/verify"
+)
+
+// Stream reads the collection as tar from the analysis pod into s, hashing each file as it
+// passes here, and has the verifier compare every hash with the signed digests (checked
+// first, with the manifest). Nothing is held whole: each file goes from the exec's stream
+// to s. A verdict that fails is returned with its *verify.Error.
+func (r *Reader) Stream(ctx context.Context, ref Ref, s verify.Sink) (Result, error) {
+	c, err := r.open(ctx, ref)
+	if err != nil {
+		return Result{}, err
+	}
+	if c.Failed() {
+		v := c.Finish()
+		return v, v.Err()
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	wctx, stdout, stop := watched(ctx, r.Stall, pw, "reading from "+ref.Analysis.String())
+	defer stop()
+	go func() {
+		err := r.Exec.Exec(wctx, exec.Request{Target: ref.Analysis, Command: []string{"tar", "-c", "-f", "-", "-C", ref.Dir, "."}, Stdout: stdout})
+		if cause := context.Cause(wctx); err != nil && cause != nil && ctx.Err() == nil {
+			err = cause // the stall, not the cancelled stream
+		}
+		pw.CloseWithError(err) // nil: the reader sees io.EOF
+		done <- err
+	}()
+	werr := c.Tar(tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), s)
+	if werr != nil {
+		pr.CloseWithError(werr)
+	} else {
+		_, _ = io.Copy(io.Discard, pr)
+	}
+	if err := <-done; err != nil && werr == nil {
+		werr = fmt.Errorf("reading the collection from %s: %w", ref.Analysis, err)
+	}
+	v := c.Finish()
+	v.Dir = fmt.Sprintf("%s:%s", ref.Analysis, ref.Dir)
+	if werr != nil {
+		return v, werr
+	}
+	return v, v.Err()
+}
+
+// DirSink writes below a directory; every name stays inside it (os.Root).
+type DirSink struct {
+	root *os.Root
+	buf  []byte
+}
+
+// NewDirSink writes below root.
+func NewDirSink(root *os.Root) *DirSink { return &DirSink{root: root, buf: make([]byte, 256<<10)} }
+
+// Mkdir implements verify.Sink.
+func (r *DirSink) Mkdir(name string) error { return r.root.MkdirAll(name, 0o755) }
+
+// Create implements verify.Sink.
+func (r *DirSink) Create(e verify.Entry, src io.Reader) (int64, string, error) {
+	h := sha256.New()
+	n, err := writeFileN(r.root, e.Name, src, r.buf, h)
+	return n, hex.EncodeToString(h.Sum(nil)), err
+}
+
+// Link implements verify.Sink.
+func (r *DirSink) Link(name, target string) (int64, string, error) {
+	lf, err := r.root.Open(target)
+	if err != nil {
+		return 0, "", verify.ErrNoLinkTarget
+	}
+	defer func() { _ = lf.Close() }()
+	return r.Create(verify.Entry{Name: name}, lf) // a copy, hashed again
+}
+
+// writeFileN writes a new file name below root from r, and says how many bytes.
+func writeFileN(root *os.Root, name string, r io.Reader, buf []byte, h io.Writer) (int64, error) {
+	if dir := path.Dir(name); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return 0, err
+		}
+	}
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	var w io.Writer = f
+	if h != nil {
+		w = io.MultiWriter(f, h)
+	}
+	n, err := io.CopyBuffer(w, r, buf)
+	return n, errors.Join(err, f.Close())
+}
+
+// VerifyInPlace streams the collection's bytes from the analysis pod to this process, as
+// fetch does but without writing, and has the verifier hash and check them: names the
+// directory holds that nothing signed are reported too.
+func (r *Reader) VerifyInPlace(ctx context.Context, ref Ref) (Result, error) {
+	return r.Stream(ctx, ref, verify.NewDiscard())
+}
