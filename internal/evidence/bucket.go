@@ -26,9 +26,10 @@ type BucketRef struct {
 	Bucket, Prefix, ID string
 }
 
+// String is the collection's prefix as a URL.
 func (r BucketRef) String() string { return "s3://" + r.Bucket + "/" + r.Prefix }
 
-// parseBucketRef reads s3://BUCKET/NAMESPACE/POD/COLLECTION-ID[/].
+// ParseBucketRef reads s3://BUCKET/NAMESPACE/POD/COLLECTION-ID[/].
 func ParseBucketRef(arg string) (BucketRef, bool, error) {
 	rest, ok := strings.CutPrefix(arg, "s3://")
 	if !ok {
@@ -236,7 +237,7 @@ func (r FollowRef) Identity() verify.ChainIdentity {
 	return verify.ChainIdentity{Namespace: parts[0], Pod: parts[1], Container: parts[3], Path: r.Path, UID: parts[len(parts)-1]}
 }
 
-// parseFollowRef reads a followed file's prefix (ok false when arg is not one).
+// ParseFollowRef reads a followed file's prefix (ok false when arg is not one).
 func ParseFollowRef(arg string) (FollowRef, bool, error) {
 	rest, ok := strings.CutPrefix(arg, "s3://")
 	if !ok {
