@@ -112,21 +112,12 @@ type Console struct {
 
 	mu        sync.Mutex
 	downloads map[string]*download
-	slotsOnce sync.Once
-	reading   chan struct{} // evidence reads in progress
-	streaming chan struct{} // downloads in progress
+	reading   chan struct{} // evidence reads in progress (made by Register)
+	streaming chan struct{} // downloads in progress (made by Register)
 }
 
 // slot holds one of slots for the request, or answers 503 (busy) and returns false.
-func (c *Console) slot(w http.ResponseWriter, r *http.Request, slots func() chan struct{}) (release func(), ok bool) {
-	c.slotsOnce.Do(func() {
-		n := c.Parallel
-		if n <= 0 {
-			n = 2
-		}
-		c.reading, c.streaming = make(chan struct{}, n), make(chan struct{}, n)
-	})
-	ch := slots()
+func (c *Console) slot(w http.ResponseWriter, r *http.Request, slots chan struct{}) (release func(), ok bool) {
 	wait := c.SlotWait
 	if wait <= 0 {
 		wait = 10 * time.Second
@@ -134,8 +125,8 @@ func (c *Console) slot(w http.ResponseWriter, r *http.Request, slots func() chan
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
-	case ch <- struct{}{}:
-		return func() { <-ch }, true
+	case slots <- struct{}{}:
+		return func() { <-slots }, true
 	case <-r.Context().Done():
 	case <-t.C:
 	}
@@ -168,13 +159,17 @@ type download struct {
 	ended              time.Time
 	result             *evidence.Result
 	err                string
-	// opts are the user's clients for the download, held until the ticket is used.
+	// reader reads with the user's clients, held until the ticket is used.
 	reader *evidence.Reader
 }
 
 // Register adds the routes to mux.
 func (c *Console) Register(mux *http.ServeMux) {
-	reading := func() chan struct{} { return c.reading }
+	n := c.Parallel
+	if n <= 0 {
+		n = 2
+	}
+	c.reading, c.streaming = make(chan struct{}, n), make(chan struct{}, n)
 	for _, r := range []struct {
 		method, path string
 		h            func(w http.ResponseWriter, r *http.Request, k call)
@@ -191,19 +186,19 @@ func (c *Console) Register(mux *http.ServeMux) {
 		{"POST", "downloads", c.newDownload, false},
 		{"GET", "downloads/{ticket}/result", c.downloadResult, false},
 	} {
-		h := c.user(r.h)
-		if r.reads {
-			h = c.limited(reading, h)
+		h := r.h
+		if r.reads { // after sign-in: an anonymous request never holds a slot
+			h = c.heldCall(h)
 		}
-		mux.HandleFunc(r.method+" "+Prefix+r.path, c.counted(r.path, h))
+		mux.HandleFunc(r.method+" "+Prefix+r.path, c.counted(r.path, c.user(h)))
 	}
 	// The archive itself is fetched by the browser's own download (no Authorization
 	// header): the ticket, random, single-use and short-lived, stands for the sign-in.
-	mux.HandleFunc("GET "+Prefix+"downloads/{ticket}", c.counted("downloads/{ticket}", c.limited(func() chan struct{} { return c.streaming }, c.serveDownload)))
+	mux.HandleFunc("GET "+Prefix+"downloads/{ticket}", c.counted("downloads/{ticket}", c.held(c.streaming, c.serveDownload)))
 }
 
-// limited serves h only while it holds one of slots (503 when none frees in time).
-func (c *Console) limited(slots func() chan struct{}, h http.HandlerFunc) http.HandlerFunc {
+// held serves h only while it holds one of slots (503 when none frees in time).
+func (c *Console) held(slots chan struct{}, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		release, ok := c.slot(w, r, slots)
 		if !ok {
@@ -211,6 +206,13 @@ func (c *Console) limited(slots func() chan struct{}, h http.HandlerFunc) http.H
 		}
 		defer release()
 		h(w, r)
+	}
+}
+
+// heldCall is held for a signed-in evidence read.
+func (c *Console) heldCall(h func(w http.ResponseWriter, r *http.Request, k call)) func(w http.ResponseWriter, r *http.Request, k call) {
+	return func(w http.ResponseWriter, r *http.Request, k call) {
+		c.held(c.reading, func(w http.ResponseWriter, r *http.Request) { h(w, r, k) })(w, r)
 	}
 }
 

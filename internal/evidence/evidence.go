@@ -71,9 +71,6 @@ func (r *Reader) maxRecord() int {
 	return custody.MaxRecordBytes
 }
 
-// MaxReads are the bounds in force: of a record, of a manifest.
-func (r *Reader) MaxReads() (record, manifest int) { return r.maxRecord(), r.maxManifest() }
-
 // Ref is one collection in an analysis pod.
 type Ref struct {
 	Namespace, Pod, ID string

@@ -25,13 +25,6 @@ import (
 // appended to, so every shipped segment is an object of its own, followed by its signed
 // record, which carries the SHA-256 of the previous record: the chain proves that the
 // harvested file has no gap and no edit.
-// SegmentName, RecordName and EndName are the chain's object names (package layout).
-var (
-	SegmentName = layout.SegmentName
-	RecordName  = layout.RecordName
-	EndName     = layout.EndName
-)
-
 // ParseRecordName reads the sequence number of a segment record's name.
 func ParseRecordName(name string) (int, bool) {
 	kind, n := layout.ChainObject(name)
@@ -86,7 +79,7 @@ func (b *BucketSink) Probe(ctx context.Context, _ exec.Target, prefix, _ string)
 		b.set(prefix, chain{})
 		return source.Checkpoint{}, 0, false, nil
 	}
-	out, err := b.Store.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.Store.Bucket), Key: aws.String(prefix + RecordName(last))})
+	out, err := b.Store.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.Store.Bucket), Key: aws.String(prefix + layout.RecordName(last))})
 	if err != nil {
 		return source.Checkpoint{}, 0, false, &objstore.Error{Err: err}
 	}
@@ -145,7 +138,7 @@ func (b *BucketSink) Append(ctx context.Context, dst exec.Target, prefix, state 
 	}
 	seq := c.seq + 1
 	up := b.Store.Begin(b.Store.RetentionFor(time.Now()), 0) // a record only after its segment
-	w, err := up.Create(ctx, prefix+SegmentName(seq), -1)
+	w, err := up.Create(ctx, prefix+layout.SegmentName(seq), -1)
 	if err != nil {
 		return 0, err
 	}
@@ -167,18 +160,15 @@ func (b *BucketSink) Append(ctx context.Context, dst exec.Target, prefix, state 
 		return 0, err
 	}
 	sp.Seq, sp.DestOffset, sp.Length, sp.Previous = seq, c.size, n, c.prev
-	if err := up.Wait(ctx); err != nil {
-		return 0, err
-	}
-	sp.SegmentVersion = up.Version(prefix + SegmentName(seq))
+	sp.SegmentVersion = up.Version(prefix + layout.SegmentName(seq)) // Close (no parallel objects) completed it
 	if b.Now != nil {
 		sp.Time = b.Now()
 	}
-	rec, err := custody.SealAs(ctx, b.Key, []custody.Subject{{Name: SegmentName(seq), SHA256: hex.EncodeToString(h.Sum(nil))}}, custody.FollowPredicateType, sp)
+	rec, err := custody.SealAs(ctx, b.Key, []custody.Subject{{Name: layout.SegmentName(seq), SHA256: hex.EncodeToString(h.Sum(nil))}}, custody.FollowPredicateType, sp)
 	if err != nil {
 		return 0, err
 	}
-	if err := up.Put(ctx, prefix+RecordName(seq), rec); err != nil {
+	if err := up.Put(ctx, prefix+layout.RecordName(seq), rec); err != nil {
 		return 0, err
 	}
 	sum := sha256.Sum256(rec)
@@ -196,7 +186,7 @@ func (b *BucketSink) Close(ctx context.Context, prefix, why string) error {
 	if !ok || c.seq == 0 || c.closed == c.seq {
 		return nil
 	}
-	if _, err := b.Store.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.Store.Bucket), Key: aws.String(prefix + EndName(c.seq))}); err == nil {
+	if _, err := b.Store.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.Store.Bucket), Key: aws.String(prefix + layout.EndName(c.seq))}); err == nil {
 		c.closed = c.seq // closed before this agent restarted: a closing record is written once
 		b.set(prefix, c)
 		return nil
@@ -206,11 +196,11 @@ func (b *BucketSink) Close(ctx context.Context, prefix, why string) error {
 	if b.Now != nil {
 		ep.Time = b.Now()
 	}
-	rec, err := custody.SealAs(ctx, b.Key, []custody.Subject{{Name: RecordName(c.seq), SHA256: c.prev}}, custody.FollowEndPredicateType, ep)
+	rec, err := custody.SealAs(ctx, b.Key, []custody.Subject{{Name: layout.RecordName(c.seq), SHA256: c.prev}}, custody.FollowEndPredicateType, ep)
 	if err != nil {
 		return err
 	}
-	if err := b.Store.Begin(b.Store.RetentionFor(time.Now()), 0).Put(ctx, prefix+EndName(c.seq), rec); err != nil {
+	if err := b.Store.Begin(b.Store.RetentionFor(time.Now()), 0).Put(ctx, prefix+layout.EndName(c.seq), rec); err != nil {
 		return err
 	}
 	c.closed = c.seq

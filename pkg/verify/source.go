@@ -89,8 +89,8 @@ func (c *Check) Tar(tr *tar.Reader, s Sink) error {
 		if name == "." {
 			continue
 		}
-		if _, meta := c.meta(name); meta && hdr.Typeflag == tar.TypeReg {
-			if want, _ := c.meta(name); want == "" { // a record where none was read: not written
+		if want, meta := c.meta(name); meta && hdr.Typeflag == tar.TypeReg {
+			if want == "" { // a record where none was read: not written
 				c.Extra(name, "appeared after the collection was checked")
 				continue
 			}
@@ -116,8 +116,8 @@ func (c *Check) Tar(tr *tar.Reader, s Sink) error {
 			c.Extra(name, "not a regular file")
 			continue
 		}
-		if _, known := c.Expected(name); !known {
-			c.Got(name, 0, "") // reported as extra, nothing written
+		if _, known := c.Expected(name); !known { // reported, nothing written
+			c.Extra(name, "not in the "+c.origin())
 			continue
 		}
 		var n int64

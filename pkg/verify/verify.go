@@ -56,14 +56,6 @@ type Identity struct {
 	ManifestSHA256 string `json:"manifestSHA256,omitempty"`
 }
 
-func (id Identity) String() string {
-	s := id.Namespace + "/" + id.Pod + "/" + id.Collection
-	if id.UID != "" {
-		s += " (uid " + id.UID + ")"
-	}
-	return s
-}
-
 // Keys are the public keys records verify with.
 type Keys struct {
 	Keys []*custody.PublicKey
@@ -172,11 +164,9 @@ type File struct {
 
 // Check is one verification in progress. It is not safe for concurrent use.
 type Check struct {
-	keys     Keys
 	want     Identity
 	v        Verdict
 	rec      *custody.Record
-	raw      []byte // the record's bytes
 	recSum   string
 	manSum   string
 	manifest *manifest.Manifest
@@ -188,7 +178,7 @@ type Check struct {
 // the collection's place for messages. A failure is in the verdict (Failed), never an
 // error: a caller that stops at Failed() reports Finish().
 func Open(ctx context.Context, keys Keys, want Identity, where string, record []byte) *Check {
-	c := &Check{keys: keys, want: want, v: Verdict{Collection: want.Collection, Dir: where, Signature: Unsigned}, expect: map[string]File{}, seen: map[string]bool{}}
+	c := &Check{want: want, v: Verdict{Collection: want.Collection, Dir: where, Signature: Unsigned}, expect: map[string]File{}, seen: map[string]bool{}}
 	if record == nil {
 		if keys.Required {
 			c.fail(fmt.Sprintf("%s has no %s, but custody keys are published (or given with --key): its record was removed, or it was not written by a signing agent", where, custody.FileName))
@@ -204,7 +194,7 @@ func Open(ctx context.Context, keys Keys, want Identity, where string, record []
 		c.fail(fmt.Sprintf("its record is a %s, not a collection's", rec.PredicateType))
 		return c
 	}
-	c.rec, c.raw = &rec, record
+	c.rec = &rec
 	sum := sha256.Sum256(record)
 	c.recSum = hex.EncodeToString(sum[:])
 	p := rec.Predicate
