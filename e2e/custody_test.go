@@ -61,7 +61,7 @@ func TestCustodyBindings(t *testing.T) {
 	backup := "/tmp/" + ns + "-incident"
 	mustRun(t, an, "cp", "-a", dir, backup)
 	t.Cleanup(func() {
-		_ = executor.Exec(context.Background(), exec.Request{Target: an, Command: []string{"rm", "-rf", backup}, Stdout: io.Discard, Stderr: io.Discard})
+		_ = executor.Exec(cleanupContext(t), exec.Request{Target: an, Command: []string{"rm", "-rf", backup}, Stdout: io.Discard, Stderr: io.Discard})
 	})
 	restore := func() { mustRun(t, an, "sh", "-c", `rm -rf "$1" && cp -a "$2" "$1"`, "sh", dir, backup) }
 	admin := kubeconfig
@@ -103,7 +103,7 @@ func TestCustodyBindings(t *testing.T) {
 	sum := strings.TrimSpace(mustRun(t, an, "sh", "-c", `IFS=:; for d in $PATH; do [ -e "$d/sha256sum" ] && { echo "$d/sha256sum"; exit 0; }; done; exit 1`))
 	mustRun(t, an, "sh", "-c", `cp -a "$1" /tmp/sha256sum.real && rm -f "$1" && printf '#!/bin/sh\ncat >/dev/null 2>&1\necho "$2: OK"\n' > "$1" && chmod +x "$1"`, "sh", sum)
 	t.Cleanup(func() { // t.Context() is done by now: the shared analysis pod must get its sha256sum back
-		err := executor.Exec(context.Background(), exec.Request{Target: an, Command: []string{"sh", "-c", `rm -f "$1" && cp -a /tmp/sha256sum.real "$1" && rm -f /tmp/sha256sum.real`, "sh", sum}, Stdout: io.Discard, Stderr: io.Discard})
+		err := executor.Exec(cleanupContext(t), exec.Request{Target: an, Command: []string{"sh", "-c", `rm -f "$1" && cp -a /tmp/sha256sum.real "$1" && rm -f /tmp/sha256sum.real`, "sh", sum}, Stdout: io.Discard, Stderr: io.Discard})
 		if err != nil {
 			t.Errorf("putting the analysis pod's sha256sum back: %v", err)
 		}
@@ -302,7 +302,7 @@ func TestConsoleBounds(t *testing.T) {
 	planted := strings.Replace(collectionDir(mine), mine.Collection, "20200101T000000Z-00000000", 1)
 	mustRun(t, an, "sh", "-c", `mkdir -p "$1" && cp "$2"/manifest.json "$1"/ && head -c 62914560 /dev/zero | tr '\0' a > "$1"/custody.intoto.json`, "sh", planted, collectionDir(mine))
 	t.Cleanup(func() {
-		_ = executor.Exec(context.Background(), exec.Request{Target: an, Command: []string{"rm", "-rf", planted}, Stdout: io.Discard, Stderr: io.Discard})
+		_ = executor.Exec(cleanupContext(t), exec.Request{Target: an, Command: []string{"rm", "-rf", planted}, Stdout: io.Discard, Stderr: io.Discard})
 	})
 	agents, err := client.CoreV1().Pods("podcopy").List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
 	if err != nil {
@@ -352,4 +352,11 @@ func TestConsoleBounds(t *testing.T) {
 	if after := restarts(); after != before || len(agents.Items) == 0 {
 		t.Fatalf("agent restarts %d -> %d", before, after)
 	}
+}
+
+// cleanupContext bounds an exec in a cleanup (t.Context() is done there).
+func cleanupContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
 }
