@@ -23,6 +23,7 @@ import (
 	"github.com/podcopy/podcopy/internal/metrics"
 	"github.com/podcopy/podcopy/internal/objstore"
 	"github.com/podcopy/podcopy/internal/sweep"
+	"github.com/podcopy/podcopy/pkg/analysis"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
@@ -470,7 +471,7 @@ func (h *Handler) discardStaging(ctx context.Context, log logr.Logger, pod *core
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := h.Exec.Exec(cctx, exec.Request{Target: dst, Command: ship.CleanupCommand(staging)}); err != nil {
+	if err := (analysis.Pod{Exec: h.Exec, Target: dst}).Discard(cctx, staging); err != nil {
 		log.Error(err, "removing the interrupted collection's staging directory; the sweep will", "path", staging)
 	}
 }

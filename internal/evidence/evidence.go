@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/pkg/analysis"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
@@ -86,6 +86,9 @@ type Ref struct {
 func (r Ref) Identity() verify.Identity {
 	return verify.Identity{Namespace: r.Namespace, Pod: r.Pod, Collection: r.ID, UID: r.UID, ManifestSHA256: r.ManifestSHA256}
 }
+
+// pod runs commands in the analysis pod a through the user's executor.
+func (r *Reader) pod(a exec.Target) analysis.Pod { return analysis.Pod{Exec: r.Exec, Target: a} }
 
 // analysis is the analysis pod the agent would choose (its configuration given by flags).
 func (r *Reader) analysis(ctx context.Context) (exec.Target, error) {
@@ -229,9 +232,8 @@ func (r *Reader) ReadRecord(ctx context.Context, ref Ref) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
 	p := ref.Dir + "/" + custody.FileName
-	err := r.Exec.Exec(ctx, exec.Request{Target: ref.Analysis, Command: []string{"sh", "-c", `[ -f "$1" ] || exit 3; exec cat -- "$1"`, "podcopy-read", p}, Stdout: out, Stderr: io.Discard})
-	var exit *exec.ExitError
-	if errors.As(err, &exit) && exit.Code == 3 {
+	found, err := r.pod(ref.Analysis).ReadFile(ctx, p, out)
+	if err == nil && !found {
 		return nil, nil
 	}
 	if err != nil {
@@ -256,7 +258,7 @@ func (r *Reader) Refs(ctx context.Context, pod string) ([]Ref, error) {
 	// skipped below); a missing directory is an empty list.
 	lctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
-	if err := r.Exec.Exec(lctx, exec.Request{Target: a, Command: []string{"ls", "-1", "--", l.Root()}, Stdout: out}); err != nil {
+	if err := r.pod(a).List(lctx, l.Root(), out); err != nil {
 		if exit := (*exec.ExitError)(nil); !errors.As(err, &exit) {
 			return nil, err
 		}
@@ -291,7 +293,7 @@ func (r *Reader) ReadManifestRaw(ctx context.Context, ref Ref) ([]byte, error) {
 	out := &exec.Output{Max: r.maxManifest()}
 	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
-	if err := r.Exec.Exec(ctx, exec.Request{Target: ref.Analysis, Command: []string{"cat", "--", ref.Dir + "/manifest.json"}, Stdout: out}); err != nil {
+	if err := r.pod(ref.Analysis).Cat(ctx, ref.Dir+"/"+layout.ManifestName, out); err != nil {
 		return nil, fmt.Errorf("reading %s/manifest.json in %s: %w", ref.Dir, ref.Analysis, err)
 	}
 	return out.Bytes(), nil

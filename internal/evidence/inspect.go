@@ -250,7 +250,7 @@ func (r *Reader) Preview(ctx context.Context, pod, id, file string) (Preview, er
 	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
 	defer cancel()
 	// head stops reading at the bound; the name is an argument, never shell code.
-	if err := r.Exec.Exec(ctx, exec.Request{Target: in.Analysis, Command: []string{"head", "-c", strconv.Itoa(PreviewMax + 1), "--", in.Dir + "/" + file}, Stdout: out, Stderr: io.Discard}); err != nil {
+	if err := r.pod(in.Analysis).Head(ctx, in.Dir+"/"+file, PreviewMax+1, out); err != nil {
 		return Preview{}, fmt.Errorf("reading %s in %s: %w", file, in.Analysis, err)
 	}
 	b := out.Bytes()

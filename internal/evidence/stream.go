@@ -12,7 +12,6 @@ import (
 	"os"
 	"path"
 
-	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/verify"
 )
 
@@ -34,7 +33,7 @@ func (r *Reader) Stream(ctx context.Context, ref Ref, s verify.Sink) (Result, er
 	wctx, stdout, stop := watched(ctx, r.Stall, pw, "reading from "+ref.Analysis.String())
 	defer stop()
 	go func() {
-		err := r.Exec.Exec(wctx, exec.Request{Target: ref.Analysis, Command: []string{"tar", "-c", "-f", "-", "-C", ref.Dir, "."}, Stdout: stdout})
+		err := r.pod(ref.Analysis).Archive(wctx, ref.Dir, stdout)
 		if cause := context.Cause(wctx); err != nil && cause != nil && ctx.Err() == nil {
 			err = cause // the stall, not the cancelled stream
 		}

@@ -40,7 +40,7 @@ type Sink interface {
 	Retire(ctx context.Context, dst exec.Target, file, state, toFile, toState string) error
 }
 
-// stateLine is what appendScript records before the destination size.
+// stateLine is what analysis.Pod.Append records before the destination size.
 func stateLine(cp source.Checkpoint) string {
 	uid := cp.UID
 	if uid == "" {
@@ -49,7 +49,7 @@ func stateLine(cp source.Checkpoint) string {
 	return fmt.Sprintf("1 %s %d %d %s", uid, cp.Inode, cp.Offset, cp.PrefixArg())
 }
 
-// parseProbe turns probeScript's output into the checkpoint the destination holds.
+// parseProbe turns analysis.Pod.Probe's output into the checkpoint the destination holds.
 func parseProbe(out string) (cp source.Checkpoint, size int64, ok bool, err error) {
 	lines := strings.SplitN(strings.TrimRight(out, "\n"), "\n", 2)
 	if len(lines) != 2 {

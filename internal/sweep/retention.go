@@ -5,32 +5,22 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 
 	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/pkg/analysis"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/layout"
 )
 
-//go:embed scripts/usage.sh
-var usageScript string
-
-//go:embed scripts/collections.sh
-var collectionsScript string
-
 // Usage is what one source namespace holds in an analysis pod.
-type Usage struct {
-	Bytes       int64
-	Collections int
-}
+type Usage = analysis.Usage
 
 // Measure reads namespace ns's usage below dir in the analysis pod dst.
 func Measure(ctx context.Context, ex exec.Executor, dst exec.Target, dir, ns string) (Usage, error) {
@@ -39,22 +29,13 @@ func Measure(ctx context.Context, ex exec.Executor, dst exec.Target, dir, ns str
 		return Usage{}, err
 	}
 	nsDir := l.Root()[:strings.LastIndex(l.Root(), "/")]
-	out := &exec.Output{Max: 256}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := ex.Exec(ctx, exec.Request{Target: dst, Command: []string{"sh", "-c", usageScript, "podcopy-usage", nsDir}, Stdout: out}); err != nil {
+	u, err := analysis.Pod{Exec: ex, Target: dst}.Usage(ctx, nsDir)
+	if err != nil {
 		return Usage{}, fmt.Errorf("measuring namespace %s in analysis pod %s: %w", ns, dst, err)
 	}
-	f := strings.Fields(out.String())
-	if len(f) != 2 {
-		return Usage{}, fmt.Errorf("measuring namespace %s in analysis pod %s: unexpected output %q", ns, dst, out.String())
-	}
-	kib, err1 := strconv.ParseInt(f[0], 10, 64)
-	n, err2 := strconv.Atoi(f[1])
-	if err := errors.Join(err1, err2); err != nil {
-		return Usage{}, fmt.Errorf("measuring namespace %s in analysis pod %s: %w", ns, dst, err)
-	}
-	return Usage{Bytes: kib << 10, Collections: n}, nil
+	return u, nil
 }
 
 // QuotaError is a collection refused because its namespace's quota is used up.
@@ -143,7 +124,8 @@ func expired(cs []collection, keep int, cutoff time.Time) []collection {
 func (s Sweeper) retain(ctx context.Context, log logr.Logger, t exec.Target) int {
 	out := &exec.Output{Max: 64 << 20}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	err := s.Exec.Exec(cctx, exec.Request{Target: t, Command: []string{"sh", "-c", collectionsScript, "podcopy-collections", s.Dir}, Stdout: out})
+	dst := analysis.Pod{Exec: s.Exec, Target: t}
+	err := dst.Collections(cctx, s.Dir, out)
 	cancel()
 	if err != nil {
 		log.Error(err, "listing collections for retention", "destination", t.String())
@@ -156,7 +138,7 @@ func (s Sweeper) retain(ctx context.Context, log logr.Logger, t exec.Target) int
 	gone := expired(parseCollections(s.Dir, out.Bytes()), s.Retention.KeepLast, cutoff)
 	removed := 0
 	for batch := range slices.Chunk(gone, 64) {
-		cmd := []string{"rm", "-rf", "--"}
+		var dirs []string
 		for _, c := range batch {
 			l, err := layout.New(s.Dir, c.ns, c.pod)
 			if err != nil {
@@ -166,20 +148,20 @@ func (s Sweeper) retain(ctx context.Context, log logr.Logger, t exec.Target) int
 			if err != nil {
 				continue
 			}
-			cmd = append(cmd, p)
+			dirs = append(dirs, p)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		err := s.Exec.Exec(cctx, exec.Request{Target: t, Command: cmd})
+		err := dst.Remove(cctx, dirs)
 		cancel()
 		if err != nil {
 			log.Error(err, "removing collections past retention", "destination", t.String())
 			continue
 		}
-		for _, p := range cmd[3:] {
+		for _, p := range dirs {
 			log.Info("removed a collection past retention", "destination", t.String(), "path", p,
 				"keepLast", s.Retention.KeepLast, "maxAge", s.Retention.MaxAge.String())
 		}
-		removed += len(cmd) - 3
+		removed += len(dirs)
 	}
 	if s.RetentionRemoved != nil {
 		s.RetentionRemoved.Add(float64(removed))

@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/pkg/analysis"
 	"github.com/podcopy/podcopy/pkg/exec"
-	"github.com/podcopy/podcopy/pkg/ship"
 )
 
 // maxStaleOutput bounds what the stale sweep prints (one line per directory it removed).
@@ -89,7 +89,7 @@ func (s Sweeper) Once(ctx context.Context) int {
 	for _, t := range targets {
 		out := &exec.Output{Max: maxStaleOutput}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		err := s.Exec.Exec(cctx, exec.Request{Target: t, Command: ship.StaleCommand(s.Dir, minutes), Stdout: out})
+		err := analysis.Pod{Exec: s.Exec, Target: t}.SweepStale(cctx, s.Dir, minutes, out)
 		cancel()
 		if err != nil {
 			log.Error(err, "removing stale staging directories", "destination", t.String())

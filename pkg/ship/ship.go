@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/podcopy/podcopy/pkg/analysis"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
@@ -281,7 +282,7 @@ func (s *Shipper) cleanup(ctx context.Context, dst exec.Target, staging string) 
 	delay := 500 * time.Millisecond
 	for {
 		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
-		err := s.Exec.Exec(cctx, exec.Request{Target: dst, Command: CleanupCommand(staging)})
+		err := analysis.Pod{Exec: s.Exec, Target: dst}.Discard(cctx, staging)
 		ccancel()
 		if err == nil {
 			return nil
@@ -352,16 +353,15 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 			return
 		}
 		// A failure in the analysis pod is reported on stdout the moment it happens (see
-		// scripts/publish.sh): its exit status arrives only once stdin is closed.
+		// analysis.Publish): its exit status arrives only once stdin is closed.
 		out := &lineWatcher{max: 4096, onLine: func(line string) {
-			if reason, ok := strings.CutPrefix(line, failedPrefix); ok {
+			if reason, ok := strings.CutPrefix(line, analysis.FailedPrefix); ok {
 				cancel(&DestinationError{Err: &PermanentError{Err: fmt.Errorf("writing to analysis pod %s: %s", job.Destination, reason)}})
 			}
 		}}
-		dstErr = s.Exec.Exec(ctx, exec.Request{Target: job.Destination,
-			Command: PublishCommand(job.Layout.StagingRoot(), job.Header.Collection, final, gz, job.Custody != nil),
-			Stdin:   dstR, Stdout: out})
-		if dstErr == nil && !strings.HasSuffix(out.String(), CompleteMarker(job.Header.Collection)) {
+		pub := analysis.Publish{StagingRoot: job.Layout.StagingRoot(), ID: job.Header.Collection, Final: final, Gzip: gz, Signed: job.Custody != nil}
+		dstErr = analysis.Pod{Exec: s.Exec, Target: job.Destination}.Publish(ctx, pub, dstR, out)
+		if dstErr == nil && !strings.HasSuffix(out.String(), analysis.CompleteMarker(job.Header.Collection)) {
 			dstErr = fmt.Errorf("the analysis pod's extraction ended without confirming the collection (output %q)", out.String())
 		}
 		if dstErr != nil {
@@ -416,7 +416,7 @@ func (s *Shipper) heartbeat(ctx context.Context, dst exec.Target, staging string
 		case <-t.C:
 		}
 		hctx, cancel := context.WithTimeout(ctx, s.Heartbeat)
-		_ = s.Exec.Exec(hctx, exec.Request{Target: dst, Command: HeartbeatCommand(staging)})
+		_ = analysis.Pod{Exec: s.Exec, Target: dst}.Heartbeat(hctx, staging)
 		cancel()
 	}
 }
@@ -511,9 +511,6 @@ func permanent(format string, args ...any) error {
 func notFound(format string, args ...any) error {
 	return &PermanentError{Err: fmt.Errorf(format, args...), Token: failure.NotFound}
 }
-
-// failedPrefix starts the line publish.sh prints when it fails.
-const failedPrefix = "podcopy-failed "
 
 // lineWatcher keeps what is written (at most max bytes) and calls onLine with each complete
 // line as it arrives.
