@@ -382,3 +382,50 @@ func scrapeAt(t *testing.T, addr string) map[string]float64 {
 	}
 	return out
 }
+
+// logJanitorOnFailure logs, when t fails, the janitor's Lease and each agent's log lines
+// about it (what a failed retention or sweep wait needs to be understood).
+func logJanitorOnFailure(t *testing.T) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if l, err := client.CoordinationV1().Leases("podcopy").Get(ctx, "podcopy-janitor", metav1.GetOptions{}); err == nil {
+			holder, renewed, transitions := "", "", int32(0)
+			if l.Spec.HolderIdentity != nil {
+				holder = *l.Spec.HolderIdentity
+			}
+			if l.Spec.RenewTime != nil {
+				renewed = l.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
+			}
+			if l.Spec.LeaseTransitions != nil {
+				transitions = *l.Spec.LeaseTransitions
+			}
+			t.Logf("janitor Lease: holder %q, renewed %s, %d transitions (now %s)", holder, renewed, transitions, time.Now().UTC().Format(time.RFC3339Nano))
+		}
+		pods, err := client.CoreV1().Pods("podcopy").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Logf("listing agents: %v", err)
+			return
+		}
+		for _, p := range pods.Items {
+			if !strings.HasPrefix(p.Name, "podcopy-agent-") {
+				continue
+			}
+			b, err := client.CoreV1().Pods("podcopy").GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+			if err != nil {
+				t.Logf("log of %s: %v", p.Name, err)
+				continue
+			}
+			var lines []string
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.Contains(line, "sweep") || strings.Contains(line, "retention") || strings.Contains(line, "janitor") || strings.Contains(line, "lease") {
+					lines = append(lines, line)
+				}
+			}
+			t.Logf("agent %s on %s, its janitor lines (last 40 of %d):\n%s", p.Name, p.Spec.NodeName, len(lines), strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
+}

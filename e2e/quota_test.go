@@ -77,6 +77,7 @@ func TestQuotaAndRetention(t *testing.T) {
 	})
 	t.Run("retention", func(t *testing.T) {
 		t.Parallel()
+		logJanitorOnFailure(t)
 		ns := namespace(t)
 		sourcePod(t, ns, "r", imageBusybox, "mkdir -p /var/log && echo keep > /var/log/q.log")
 		sts := collectN(t, ns, "r", e2eKeepLast+2)

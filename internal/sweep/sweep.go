@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -37,7 +38,7 @@ type Sweeper struct {
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	// Uploads, when set, is the bucket whose multipart uploads older than UploadAge() are
-	// aborted on every sweep: no live collection owns one (an attempt ends at
+	// aborted on the sweep's cadence, in a loop of its own: no live collection owns one (an attempt ends at
 	// policy.deadline and aborts its own); UploadsAborted counts them.
 	Uploads        UploadAborter
 	UploadAge      func() time.Duration
@@ -58,25 +59,42 @@ func (s Sweeper) now() time.Time {
 	return time.Now()
 }
 
-// Run sweeps now and then every After/2 (between one and ten minutes) until ctx ends.
+// Run sweeps now and then every After/2 (between one and ten minutes) until ctx ends. The
+// bucket's orphaned uploads are aborted on the same cadence in a loop of their own, so a
+// slow bucket never delays the analysis pods' sweep and retention.
 func (s Sweeper) Run(ctx context.Context) error {
 	every := min(max(s.After/2, time.Minute), 10*time.Minute)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	var g sync.WaitGroup
+	if s.Uploads != nil && s.UploadAge != nil {
+		g.Go(func() { periodically(ctx, every, s.abortUploads) })
+	}
+	periodically(ctx, every, func(ctx context.Context) {
 		if s.Runs != nil {
 			s.Runs.Inc()
 		}
 		s.Once(ctx)
+	})
+	g.Wait()
+	return nil
+}
+
+// periodically runs f now and then every period until ctx ends; a round that overruns the period
+// is followed at once by the next.
+func periodically(ctx context.Context, period time.Duration, f func(context.Context)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		f(ctx)
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
 	}
 }
 
-// Once sweeps every analysis pod and returns how many directories it removed.
+// Once sweeps every analysis pod (stale staging, then retention) and returns how many
+// staging directories it removed.
 func (s Sweeper) Once(ctx context.Context) int {
 	log := logr.FromContextOrDiscard(ctx).WithName("sweep")
 	targets, err := s.Targets(ctx)
@@ -104,17 +122,20 @@ func (s Sweeper) Once(ctx context.Context) int {
 			s.retain(ctx, log, t)
 		}
 	}
-	if s.Uploads != nil && s.UploadAge != nil {
-		actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		aborted, err := s.Uploads.AbortStale(actx, s.now().Add(-s.UploadAge()))
-		cancel()
-		if aborted > 0 {
-			s.UploadsAborted.Add(float64(aborted))
-			log.Info("aborted orphaned multipart uploads in the bucket", "count", aborted)
-		}
-		if err != nil {
-			log.Error(err, "aborting orphaned multipart uploads in the bucket")
-		}
-	}
 	return n
+}
+
+// abortUploads aborts the bucket's multipart uploads older than UploadAge().
+func (s Sweeper) abortUploads(ctx context.Context) {
+	log := logr.FromContextOrDiscard(ctx).WithName("sweep")
+	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	aborted, err := s.Uploads.AbortStale(actx, s.now().Add(-s.UploadAge()))
+	cancel()
+	if aborted > 0 {
+		s.UploadsAborted.Add(float64(aborted))
+		log.Info("aborted orphaned multipart uploads in the bucket", "count", aborted)
+	}
+	if err != nil {
+		log.Error(err, "aborting orphaned multipart uploads in the bucket")
+	}
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
@@ -53,5 +55,68 @@ func TestOnceRemovesOnlyStaleStaging(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// blockedBucket is a bucket whose abort call hangs until its context ends.
+type blockedBucket struct{ called chan struct{} }
+
+func (b blockedBucket) AbortStale(ctx context.Context, _ time.Time) (int, error) {
+	select {
+	case b.called <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// TestRunDoesNotWaitForTheBucket: a bucket that does not answer never holds up the sweep
+// and retention of the analysis pods, and Run still ends with its context.
+func TestRunDoesNotWaitForTheBucket(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	swept := make(chan struct{}, 1)
+	bucket := blockedBucket{called: make(chan struct{}, 1)}
+	s := Sweeper{Exec: exectest.Func(func(context.Context, exec.Request) error { return nil }), After: time.Hour,
+		Removed: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}),
+		Targets: func(context.Context) ([]exec.Target, error) {
+			select {
+			case swept <- struct{}{}:
+			default:
+			}
+			return []exec.Target{{Pod: "analysis-0"}}, nil
+		},
+		Uploads: bucket, UploadAge: func() time.Duration { return time.Hour }, UploadsAborted: prometheus.NewCounter(prometheus.CounterOpts{Name: "y"})}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	<-bucket.called
+	<-swept // while the bucket hangs
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// countingBucket counts its abort calls.
+type countingBucket struct{ calls atomic.Int32 }
+
+func (b *countingBucket) AbortStale(context.Context, time.Time) (int, error) {
+	b.calls.Add(1)
+	return 0, nil
+}
+
+// TestOnceLeavesTheBucketAlone: a round of the analysis pods' sweep never waits on the
+// bucket (Run aborts its uploads in a loop of its own).
+func TestOnceLeavesTheBucketAlone(t *testing.T) {
+	t.Parallel()
+	b := &countingBucket{}
+	s := Sweeper{Exec: exectest.Func(func(context.Context, exec.Request) error { return nil }), After: time.Hour,
+		Removed: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}),
+		Targets: func(context.Context) ([]exec.Target, error) { return []exec.Target{{Pod: "analysis-0"}}, nil },
+		Uploads: b, UploadAge: func() time.Duration { return time.Hour }, UploadsAborted: prometheus.NewCounter(prometheus.CounterOpts{Name: "y"})}
+	s.Once(t.Context())
+	if n := b.calls.Load(); n != 0 {
+		t.Fatalf("a sweep round called the bucket %d times", n)
 	}
 }
