@@ -40,6 +40,7 @@ import (
 	"github.com/podcopy/podcopy/internal/console"
 	"github.com/podcopy/podcopy/internal/courier"
 	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/internal/executor"
 	"github.com/podcopy/podcopy/internal/lease"
 	"github.com/podcopy/podcopy/internal/metrics"
 	"github.com/podcopy/podcopy/internal/nodeloss"
@@ -138,11 +139,13 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			"mode", opts.Destination.EffectiveMode(), "objectLock", opts.Destination.S3.ObjectLock)
 	}
 	spool, _ := opts.SpoolBudget() // checked by Validate
-	executor := m.CountExecs(exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport))
+	remote := m.CountExecs(exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport))
+	// The executor runs every collection, within concurrency; the controller only decides.
+	work := executor.New(opts.Concurrency)
 	handler := &collect.Handler{
-		Runner: &ship.Shipper{Exec: executor, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout, Spool: spool,
+		Runner: &ship.Shipper{Exec: remote, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout, Spool: spool,
 			Heartbeat: ship.HeartbeatFor(opts.Destination.StaleAfter)},
-		Exec:     executor,
+		Exec:     remote,
 		Chooser:  chooser,
 		Status:   status.PatchWriter{Client: client},
 		Recorder: recorder,
@@ -160,7 +163,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Bucket:      bucket,
 			Mode:        opts.Destination.ModeFor,
 		},
-		Slots: collect.NewSlots(opts.Concurrency),
+		Work: work,
 		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
 			Client: client, Configured: opts.Source.HelperImage, Namespace: opts.Destination.Namespace}).Image},
 		NodeState:  nodeState,
@@ -176,11 +179,13 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	}
 	ctrl, err := watch.New(handler, srcPods, watch.Options{
 		Workers: opts.Concurrency, Grace: opts.ShutdownGrace,
-		Drain: handler.StopFollowing, // follow loops end after their current tick, within the grace
+		// Follow loops end after their current tick and collections finish, within the grace.
+		Drain: func() { handler.StopFollowing(); work.Wait() },
 	})
 	if err != nil {
 		return err
 	}
+	work.Done = ctrl.Ended
 	for _, f := range srcFactories {
 		f.Start(ctx.Done())
 		defer f.Shutdown()
@@ -196,7 +201,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(gctx) })
 	serve(g, gctx, srv, ln, "", "", 5*time.Second)
-	sweeper := sweep.Sweeper{Exec: executor, Targets: chooser.All, Dir: opts.Destination.Dir,
+	sweeper := sweep.Sweeper{Exec: remote, Targets: chooser.All, Dir: opts.Destination.Dir,
 		After: opts.Destination.StaleAfter, Removed: m.StalePartialsRemoved,
 		Retention: opts.Destination.Retention, RetentionRemoved: m.RetentionRemoved}
 	if bucket != nil {

@@ -1,6 +1,7 @@
 // Package collect decides, for one source pod, what its podcopy request needs now (run it,
-// reject it, wait, or nothing) and carries it out, reporting through status, Events and
-// metrics.
+// reject it, wait, or nothing), reporting through status, Events and metrics. Sync decides
+// and returns; a collection it starts runs in the executor (package executor), which syncs
+// the pod again when the collection ends.
 package collect
 
 import (
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/internal/executor"
 	"github.com/podcopy/podcopy/internal/metrics"
 	"github.com/podcopy/podcopy/internal/objstore"
 	"github.com/podcopy/podcopy/internal/sweep"
@@ -104,20 +107,20 @@ type Handler struct {
 	// Helpers starts the podcopy helper for containers read with podcopy/source=helper
 	// (or auto, when the container has no tar or sh).
 	Helpers Helpers
-	// Slots bounds the work in flight, once collections and follow ticks together (SPEC §5
-	// concurrency; nil: unbounded). Build it with NewSlots.
-	Slots Slots
+	// Work runs each collection in a goroutine of its own, within SPEC §5 concurrency (its
+	// slots bound once collections and follow ticks together), and requeues the pod when
+	// the collection ends: Sync only decides.
+	Work *executor.Executor
 	// NodeState, when set, describes a node that is not Ready ("" when it is): a transient
 	// failure on such a node is reported as NodeUnreachable with what the Node says.
 	NodeState func(node string) string
 	// PodRecords reads the pod's own records for podcopy/include (nil: not stored).
 	PodRecords PodRecords
 
-	mu       sync.Mutex
-	done     map[types.UID]string // request ids finished by this process (the cache may lag)
-	inflight map[types.UID]context.CancelCauseFunc
-	follows  map[types.UID]*following
-	finals   map[types.UID]*pendingFinal // terminal statuses not written yet
+	mu      sync.Mutex
+	done    map[types.UID]string // request ids finished by this process (the cache may lag)
+	follows map[types.UID]*following
+	finals  map[types.UID]*pendingFinal // terminal statuses not written yet
 	// toolless holds, per pod, the containers found without tar or sh: auto reads them
 	// through the helper at once on later collections.
 	toolless map[types.UID]map[string]bool
@@ -132,30 +135,6 @@ type PodRecords interface {
 
 // recordsTimeout bounds reading a pod's records through the API.
 const recordsTimeout = time.Minute
-
-// Slots is a counting semaphore over the work in flight.
-type Slots chan struct{}
-
-// NewSlots returns n slots (nil, unbounded, when n < 1).
-func NewSlots(n int) Slots {
-	if n < 1 {
-		return nil
-	}
-	return make(Slots, n)
-}
-
-// acquire takes a slot, or returns ctx's error; release gives it back.
-func (s Slots) acquire(ctx context.Context) (release func(), err error) {
-	if s == nil {
-		return func() {}, nil
-	}
-	select {
-	case s <- struct{}{}:
-		return func() { <-s }, nil
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
-	}
-}
 
 // RetryError asks the caller to sync the pod again later: after After, or with the queue's
 // rate limit when After is 0. It is a wait, not a failure.
@@ -173,6 +152,9 @@ func (e *RetryError) RequeueAfter() time.Duration { return e.After }
 func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	if pending, err := h.writePendingFinal(ctx, pod); pending && err != nil {
 		return err
+	}
+	if h.Work.Running(pod.UID) {
+		return nil // its end syncs the pod again (a deleted pod's is stopped by Forget)
 	}
 	if pod.DeletionTimestamp != nil {
 		h.drainFollow(pod.UID)
@@ -234,7 +216,33 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	case err != nil:
 		return err
 	}
-	return h.collect(ctx, log, pod, req, dst, st)
+	h.Work.Start(ctx, pod.UID, pod.Namespace+"/"+pod.Name, func(ctx context.Context) error {
+		return h.collect(ctx, log, pod, req, dst, st)
+	}, func(ctx context.Context, position int) {
+		if st.Request == id && st.Phase == status.Running {
+			return // a retry or an interrupted attempt: its Running status keeps the attempt count
+		}
+		why := fmt.Sprintf("waiting for a free collection slot on node %s: %s in line (concurrency=%d)", pod.Spec.NodeName, ordinal(position), h.Work.Slots())
+		if err := h.pending(ctx, pod, st, id, why); err != nil {
+			log.Error(err, "recording the wait for a slot")
+		}
+	})
+	return nil
+}
+
+// ordinal is 1st, 2nd, 3rd, 4th, ...
+func ordinal(n int) string {
+	suffix := "th"
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+	case n%10 == 1:
+		suffix = "st"
+	case n%10 == 2:
+		suffix = "nd"
+	case n%10 == 3:
+		suffix = "rd"
+	}
+	return strconv.Itoa(n) + suffix
 }
 
 // choose is the analysis pod a collection goes to (none with destination.mode bucket).
@@ -343,10 +351,8 @@ func (h *Handler) Forget(uid types.UID) {
 	delete(h.done, uid)
 	delete(h.toolless, uid)
 	delete(h.finals, uid)
-	if cancel, ok := h.inflight[uid]; ok {
-		cancel(errPodDeleted)
-	}
 	h.mu.Unlock()
+	h.Work.Stop(uid, errPodDeleted)
 	h.abandonFollow(uid) // from the informer: do not wait for a tick
 }
 
@@ -367,7 +373,7 @@ func (h *Handler) reject(ctx context.Context, pod *corev1.Pod, id, msg string) e
 // untilNextAttempt is how long request id waits for its next attempt, which the status
 // schedules after a transient failure (0: it may run now).
 func (h *Handler) untilNextAttempt(uid types.UID, st status.Status, id string) time.Duration {
-	if st.Request != id || st.Phase != status.Running || st.NextAttemptTime == "" || h.running(uid) {
+	if st.Request != id || st.Phase != status.Running || st.NextAttemptTime == "" || h.Work.Running(uid) {
 		return 0
 	}
 	next, err := time.Parse(time.RFC3339, st.NextAttemptTime)
@@ -384,7 +390,9 @@ func (h *Handler) untilNextAttempt(uid types.UID, st status.Status, id string) t
 func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, prev status.Status) error {
 	id := req.ID()
 	attempt := 1
-	if prev.Request == id && prev.Phase == status.Running && !h.running(pod.UID) {
+	// Sync starts no collection while one of the pod's runs in this process: a Running
+	// status here is an earlier attempt's.
+	if prev.Request == id && prev.Phase == status.Running {
 		attempt = max(prev.Attempt, 1) + 1
 		// Without nextAttemptTime, a Running status that no collection of this process backs
 		// means the agent that wrote it stopped mid-way: its staging directory is swept, and
@@ -522,32 +530,24 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		fmt.Sprintf("collecting %v from container %s into %s (attempt %d)%s", req.Paths, req.Container, where(st), attempt, why))
 	log.Info("collection started", "paths", req.Paths)
 
-	runCtx, cancel := context.WithCancelCause(ctx)
-	h.track(pod.UID, cancel)
 	h.Metrics.Inflight.Inc()
 	job.Progress = &ship.Progress{}
-	stopProgress := h.reportProgress(runCtx, pod, st, job.Progress)
+	stopProgress := h.reportProgress(ctx, pod, st, job.Progress)
 	var res ship.Result
-	release, err := h.Slots.acquire(runCtx) // follow ticks count within concurrency too
-	if err == nil && len(req.Include) > 0 && h.PodRecords != nil {
+	if len(req.Include) > 0 && h.PodRecords != nil {
 		var done func()
-		gctx, stop := context.WithTimeout(runCtx, recordsTimeout)
+		gctx, stop := context.WithTimeout(ctx, recordsTimeout)
 		job.Records, done, err = h.PodRecords.Gather(gctx, pod, req.Include)
 		stop()
 		defer done()
-		if err != nil {
-			release()
-		}
 	}
 	if err == nil {
-		res, err = h.runJob(runCtx, log, pod, req, job)
-		release()
+		res, err = h.runJob(ctx, log, pod, req, job)
 	}
 	stopProgress() // no Running write may land after the terminal status
 	h.Metrics.Inflight.Dec()
-	h.untrack(pod.UID)
-	cause := context.Cause(runCtx)
-	cancel(nil)
+	// Stopped from above: Forget (the pod was deleted) or the controller's shutdown.
+	cause := context.Cause(ctx)
 
 	st.CompletionTime = h.now().UTC().Format(time.RFC3339)
 	st.Files, st.Bytes, st.Skipped = res.Totals.Files, res.Totals.Bytes, res.Totals.Skipped
@@ -668,28 +668,6 @@ func (h *Handler) writePendingFinal(ctx context.Context, pod *corev1.Pod) (done 
 	h.markFinished(pod.UID, pf.id)
 	logr.FromContextOrDiscard(ctx).Info("final status written after retries", "pod", pod.Namespace+"/"+pod.Name, "phase", pf.st.Phase)
 	return true, nil
-}
-
-func (h *Handler) running(uid types.UID) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, ok := h.inflight[uid]
-	return ok
-}
-
-func (h *Handler) track(uid types.UID, cancel context.CancelCauseFunc) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.inflight == nil {
-		h.inflight = map[types.UID]context.CancelCauseFunc{}
-	}
-	h.inflight[uid] = cancel
-}
-
-func (h *Handler) untrack(uid types.UID) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.inflight, uid)
 }
 
 func (h *Handler) job(pod *corev1.Pod, req request.Request, dst exec.Target, start time.Time) (ship.Job, error) {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/podcopy/podcopy/internal/courier"
 	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/internal/executor"
 	"github.com/podcopy/podcopy/internal/metrics"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
@@ -65,6 +66,7 @@ func sourcePod(ann map[string]string, phase corev1.PodPhase) *corev1.Pod {
 
 type env struct {
 	h        *Handler
+	ended    chan error // what the collections the executor ran returned
 	runner   *fakeRunner
 	client   *fake.Clientset
 	recorder *record.FakeRecorder
@@ -74,12 +76,36 @@ func newEnv(pod *corev1.Pod, chooserErr error) *env {
 	client := fake.NewClientset(pod)
 	e := &env{runner: &fakeRunner{res: ship.Result{Totals: manifest.Totals{Files: 2, Bytes: 30, Skipped: 1},
 		SkippedByType: map[string]int{"symlink": 1}, Completion: time.Date(2026, 1, 1, 0, 0, 2, 0, time.UTC)}},
-		client: client, recorder: record.NewFakeRecorder(100)}
+		client: client, recorder: record.NewFakeRecorder(100), ended: make(chan error, 100)}
 	e.h = &Handler{Runner: e.runner, Chooser: fakeChooser{err: chooserErr}, Status: status.PatchWriter{Client: client},
 		Recorder: e.recorder, Metrics: metrics.New(),
 		Settings: Settings{Policy: policy.Default, Limits: func() ship.Limits { return ship.Limits{} }, Dir: "/collect"},
-		Now:      func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }}
+		Now:      func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
+		Work:     e.newWork(0)}
 	return e
+}
+
+// newWork is an executor with n slots whose ended work reports to e.ended.
+func (e *env) newWork(n int) *executor.Executor {
+	w := executor.New(n)
+	w.Done = func(_ context.Context, _ string, err error) { e.ended <- err }
+	return w
+}
+
+// sync runs Sync as the controller does and, when it started a collection, waits for the
+// executor to finish it and returns what the collection ended with (what the controller
+// would requeue the pod with).
+func (e *env) sync(ctx context.Context, pod *corev1.Pod) error {
+	if err := e.h.Sync(ctx, pod); err != nil {
+		return err
+	}
+	e.h.Work.Wait()
+	select {
+	case err := <-e.ended:
+		return err
+	default:
+		return nil
+	}
 }
 
 // refresh returns the pod as the API server has it now, as the informer would deliver it.
@@ -117,7 +143,7 @@ func TestSyncSucceedsOnceThenTriggerReruns(t *testing.T) {
 	t.Parallel()
 	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log"}, corev1.PodRunning)
 	e := newEnv(pod, nil)
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	st := e.status(t)
@@ -135,12 +161,12 @@ func TestSyncSucceedsOnceThenTriggerReruns(t *testing.T) {
 	}
 	// Same request again (from a stale cache, then from the refreshed pod, then from a new agent).
 	for _, p := range []*corev1.Pod{pod, e.refresh(t)} {
-		if err := e.h.Sync(t.Context(), p); err != nil {
+		if err := e.sync(t.Context(), p); err != nil {
 			t.Fatal(err)
 		}
 	}
 	fresh := newEnv(e.refresh(t), nil)
-	if err := fresh.h.Sync(t.Context(), e.refresh(t)); err != nil {
+	if err := fresh.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
 	if len(e.runner.jobs) != 1 || len(fresh.runner.jobs) != 0 {
@@ -148,7 +174,7 @@ func TestSyncSucceedsOnceThenTriggerReruns(t *testing.T) {
 	}
 	p := e.refresh(t)
 	p.Annotations[request.AnnotationTrigger] = "again"
-	if err := e.h.Sync(t.Context(), p); err != nil {
+	if err := e.sync(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
 	if len(e.runner.jobs) != 2 {
@@ -181,7 +207,7 @@ func TestSyncRejects(t *testing.T) {
 			pod := sourcePod(tt.ann, corev1.PodRunning)
 			e := newEnv(pod, tt.chooserErr)
 			for range 2 {
-				if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+				if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -207,7 +233,7 @@ func TestSyncWaits(t *testing.T) {
 	t.Parallel()
 	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/x"}, corev1.PodPending)
 	e := newEnv(pod, nil)
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	if st := e.status(t); st.Phase != status.Pending || !strings.Contains(st.Message, "Running") {
@@ -216,7 +242,7 @@ func TestSyncWaits(t *testing.T) {
 	running := sourcePod(pod.Annotations, corev1.PodRunning)
 	e.h.Chooser = fakeChooser{err: &destination.NotReadyError{Reason: "no Ready analysis pod"}}
 	var retry *RetryError
-	if err := e.h.Sync(t.Context(), running); !errors.As(err, &retry) {
+	if err := e.sync(t.Context(), running); !errors.As(err, &retry) {
 		t.Fatalf("err = %v, want RetryError", err)
 	}
 	if len(e.runner.jobs) != 0 {
@@ -229,7 +255,7 @@ func TestSyncFails(t *testing.T) {
 	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/missing"}, corev1.PodRunning)
 	e := newEnv(pod, nil)
 	e.runner.err = errors.New("/var/log/missing: no such file or directory in container db")
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	st := e.status(t)
@@ -241,7 +267,7 @@ func TestSyncFails(t *testing.T) {
 		t.Fatalf("events %q", evs)
 	}
 	// A failed request is final until the trigger changes.
-	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil || len(e.runner.jobs) != 1 {
+	if err := e.sync(t.Context(), e.refresh(t)); err != nil || len(e.runner.jobs) != 1 {
 		t.Fatalf("failed request re-ran: %v %d", err, len(e.runner.jobs))
 	}
 }
@@ -262,7 +288,7 @@ func TestSyncShutdownRecordsReason(t *testing.T) {
 	e.h.Runner = br
 	ctx, cancel := context.WithCancelCause(t.Context())
 	go func() { <-br.started; cancel(errShutdownForTest) }()
-	if err := e.h.Sync(ctx, pod); err != nil {
+	if err := e.sync(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
 	if st := e.status(t); st.Phase != status.Failed || st.Message != errShutdownForTest.Error() {
@@ -310,7 +336,7 @@ func TestRunningStatusShowsProgress(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -365,7 +391,7 @@ func TestAutoFallsBackToTheHelperOnce(t *testing.T) {
 	e := newEnv(pod, nil)
 	r := &toolRunner{}
 	e.h.Runner, e.h.Helpers = r, fakeHelpers{}
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	if st := e.status(t); st.Phase != status.Succeeded {
@@ -376,7 +402,7 @@ func TestAutoFallsBackToTheHelperOnce(t *testing.T) {
 	}
 	p := e.refresh(t)
 	p.Annotations[request.AnnotationTrigger] = "again"
-	if err := e.h.Sync(t.Context(), p); err != nil {
+	if err := e.sync(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
 	if want := []bool{true, false, false}; !slices.Equal(r.tools, want) {
@@ -384,7 +410,7 @@ func TestAutoFallsBackToTheHelperOnce(t *testing.T) {
 	}
 	p = e.refresh(t)
 	p.Annotations[request.AnnotationTrigger], p.Annotations[request.AnnotationSource] = "tar", "tar"
-	if err := e.h.Sync(t.Context(), p); err != nil {
+	if err := e.sync(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
 	if st := e.status(t); st.Phase != status.Failed || !strings.Contains(st.Message, "use podcopy/source=helper") {
@@ -412,12 +438,12 @@ func TestCompressionPerSource(t *testing.T) {
 			r := &toolRunner{}
 			e.h.Runner, e.h.Helpers = r, fakeHelpers{}
 			e.h.Settings.Compression = tt.compression
-			if err := e.h.Sync(t.Context(), pod); err != nil {
+			if err := e.sync(t.Context(), pod); err != nil {
 				t.Fatal(err)
 			}
 			p := e.refresh(t)
 			p.Annotations[request.AnnotationTrigger] = "again"
-			if err := e.h.Sync(t.Context(), p); err != nil {
+			if err := e.sync(t.Context(), p); err != nil {
 				t.Fatal(err)
 			}
 			if !slices.Equal(r.gzip, tt.want) {
@@ -452,7 +478,7 @@ func TestQuotaRefusesBeforeWriting(t *testing.T) {
 				_, err := io.WriteString(req.Stdout, tc.usage)
 				return err
 			})
-			if err := e.h.Sync(t.Context(), pod); err != nil {
+			if err := e.sync(t.Context(), pod); err != nil {
 				t.Fatal(err)
 			}
 			st := e.status(t)
@@ -484,7 +510,7 @@ func TestSyncFailsOnAnUnreachableNode(t *testing.T) {
 	e.h.RetryBase = time.Millisecond
 	e.runner.err = errors.New("exec in ns/pod/c: connection reset by peer")
 	e.h.NodeState = func(node string) string { return "node " + node + " is not Ready since 2026-12-02T10:00:00Z" }
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	st := e.status(t)

@@ -57,14 +57,14 @@ func TestFinalStatusLandsAfterTheAPIServerReturns(t *testing.T) {
 	fw := &flakyWriter{Writer: e.h.Status, down: true}
 	e.h.Status = fw
 	var retry *RetryError
-	if err := e.h.Sync(t.Context(), pod); !errors.As(err, &retry) || retry.After != finalRetryBase {
+	if err := e.sync(t.Context(), pod); !errors.As(err, &retry) || retry.After != finalRetryBase {
 		t.Fatalf("sync with the final write refused: %v", err)
 	}
 	if st := e.status(t); st.Phase != status.Running {
 		t.Fatalf("status %+v", st)
 	}
 	for _, want := range []time.Duration{2 * time.Second, 4 * time.Second} { // the queue's retries
-		if err := e.h.Sync(t.Context(), e.refresh(t)); !errors.As(err, &retry) || retry.After != want {
+		if err := e.sync(t.Context(), e.refresh(t)); !errors.As(err, &retry) || retry.After != want {
 			t.Fatalf("retry: %v, want a requeue after %s", err, want)
 		}
 	}
@@ -72,13 +72,13 @@ func TestFinalStatusLandsAfterTheAPIServerReturns(t *testing.T) {
 		t.Fatalf("ran %d times while its final status was pending", len(e.runner.jobs))
 	}
 	fw.up()
-	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+	if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
 	if st := e.status(t); st.Phase != status.Succeeded {
 		t.Fatalf("status %+v", st)
 	}
-	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+	if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
 	if len(e.runner.jobs) != 1 || fw.refusals != 3 || testutil.ToFloat64(e.h.Metrics.StatusWriteRetries) != 3 {
@@ -155,7 +155,7 @@ func TestRunningStatusWithoutACollectionIsResolved(t *testing.T) {
 		setStatus(pod, status.Status{Request: req.ID(), Phase: status.Running, Collection: "20251231T000000Z-" + req.ID()[:8], Attempt: prevAttempt})
 		e := newEnv(pod, nil)
 		e.h.Settings.Attempts = 3
-		if err := e.h.Sync(t.Context(), pod); err != nil {
+		if err := e.sync(t.Context(), pod); err != nil {
 			t.Fatal(err)
 		}
 		st := e.status(t)
@@ -199,12 +199,12 @@ func (e *env) syncUntilDone(t *testing.T, clock *fakeClock) []time.Duration {
 	t.Helper()
 	var waits []time.Duration
 	for range 20 {
-		err := e.h.Sync(t.Context(), e.refresh(t))
+		err := e.sync(t.Context(), e.refresh(t))
 		var retry *RetryError
 		switch {
 		case errors.As(err, &retry) && retry.After > 0:
 			// Early: the status says when, so a sync before then runs nothing.
-			if again := e.h.Sync(t.Context(), e.refresh(t)); !errors.As(again, &retry) {
+			if again := e.sync(t.Context(), e.refresh(t)); !errors.As(again, &retry) {
 				t.Fatalf("a sync before the next attempt is due: %v", again)
 			}
 			waits = append(waits, retry.After)
@@ -261,7 +261,7 @@ func TestAnOutageDoesNotUseUpAttempts(t *testing.T) {
 	e.h.Now = clock.Now
 	// The queue syncs again while the API server is down: nothing runs, no attempt is used.
 	for i := range 5 {
-		if err := e.h.Sync(t.Context(), e.refresh(t)); err == nil {
+		if err := e.sync(t.Context(), e.refresh(t)); err == nil {
 			t.Fatalf("sync %d during the outage: no error", i)
 		}
 		clock.Advance(time.Second)

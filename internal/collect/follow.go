@@ -313,7 +313,7 @@ func (t *followTick) run(ctx context.Context) {
 	withData := 0
 	// A tick has a deadline: a stalled exec fails it (the checkpoint in the analysis pod says
 	// what landed) instead of holding the loop and the agent's shutdown.
-	release, err := h.Slots.acquire(ctx) // a tick counts within concurrency, as a collection does
+	release, err := h.Work.Acquire(ctx) // a tick counts within concurrency, as a collection does
 	if err != nil {
 		return // the agent is stopping
 	}

@@ -47,7 +47,7 @@ func startFollow(t *testing.T, ann map[string]string, dst string) (*env, *corev1
 	e := newEnv(pod, nil)
 	e.h.Exec = &exectest.Local{}
 	e.h.Settings.Dir = dst
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	return e, pod
@@ -72,7 +72,7 @@ func TestFollowShipsThenStopsWhenTheAnnotationIsRemoved(t *testing.T) {
 			st.Destination == "podcopy/analysis-0/store:"+filepath.Join(dst, "ns/mysql/follow/db")
 	})
 	// The same request again (status writes, resyncs) does not start a second loop.
-	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+	if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
 	p := e.refresh(t)
@@ -80,7 +80,7 @@ func TestFollowShipsThenStopsWhenTheAnnotationIsRemoved(t *testing.T) {
 	if _, err := e.client.CoreV1().Pods("ns").Update(t.Context(), p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+	if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
 	st := e.status(t)
@@ -173,7 +173,7 @@ func TestFollowFallsBackToTheHelper(t *testing.T) {
 	e.h.Exec = shellless{local: &exectest.Local{}}
 	e.h.Helpers = localHelpers{}
 	e.h.Settings.Dir = dst
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	dest, _ := followPaths(dst, "ns", "mysql", "db", log)
@@ -207,7 +207,7 @@ func TestTerminatingPodGetsALastShipment(t *testing.T) {
 	_ = f.Close()
 	terminating := e.refresh(t)
 	terminating.DeletionTimestamp = &metav1.Time{Time: time.Now()}
-	if err := e.h.Sync(t.Context(), terminating); err != nil { // returns after the last tick
+	if err := e.sync(t.Context(), terminating); err != nil { // returns after the last tick
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(dest); string(b) != "early\nlast words\n" {
@@ -221,7 +221,7 @@ func TestModeChangeStopsFollowing(t *testing.T) {
 	e, pod := startFollow(t, map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow"}, t.TempDir())
 	once := e.refresh(t)
 	once.Annotations[request.AnnotationMode] = "once"
-	if err := e.h.Sync(t.Context(), once); err != nil {
+	if err := e.sync(t.Context(), once); err != nil {
 		t.Fatal(err)
 	}
 	if e.h.followingID(pod.UID) != "" || len(e.runner.jobs) != 1 {
@@ -251,7 +251,7 @@ func TestFollowEndsAtItsCap(t *testing.T) {
 	t.Parallel()
 	e, pod, _, _ := followedLog(t, strings.Repeat("x", 100)+"\n")
 	e.h.Settings.Limits = func() ship.Limits { return ship.Limits{MaxFollowBytes: 50} }
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the follow ends at its cap", func() bool {
@@ -274,7 +274,7 @@ func TestFollowEndsAtItsCap(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the loop went on after its cap")
 	}
-	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+	if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
 	e.h.mu.Lock()
@@ -292,9 +292,12 @@ func TestFollowEndsAtItsCap(t *testing.T) {
 func TestFollowTicksCountWithinConcurrency(t *testing.T) {
 	t.Parallel()
 	e, pod, log, dst := followedLog(t, "line 1\n")
-	e.h.Slots = NewSlots(1)
-	e.h.Slots <- struct{}{} // a collection holds the only slot
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	e.h.Work = e.newWork(1)
+	release, err := e.h.Work.Acquire(t.Context()) // a collection holds the only slot
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	dest, _ := followPaths(dst, "ns", "mysql", "db", log)
@@ -302,7 +305,7 @@ func TestFollowTicksCountWithinConcurrency(t *testing.T) {
 	if _, err := os.Stat(dest); err == nil {
 		t.Fatal("a follow tick ran while every slot was taken")
 	}
-	<-e.h.Slots // the collection ends
+	release() // the collection ends
 	eventually(t, "the tick once a slot is free", func() bool {
 		b, _ := os.ReadFile(dest)
 		return string(b) == "line 1\n"
@@ -346,7 +349,7 @@ func TestFollowUntil(t *testing.T) {
 	clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	e.h.Now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
 	var retry *RetryError
-	if err := e.h.Sync(t.Context(), pod); !errors.As(err, &retry) || retry.After != time.Hour {
+	if err := e.sync(t.Context(), pod); !errors.As(err, &retry) || retry.After != time.Hour {
 		t.Fatalf("sync: %v, want a requeue in 1h", err)
 	}
 	eventually(t, "first tick shipped", func() bool {
@@ -354,14 +357,14 @@ func TestFollowUntil(t *testing.T) {
 		return st.Phase == status.Running && st.Bytes == 7
 	})
 	clock.Add(int64(time.Hour))
-	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil {
+	if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
 	st := e.status(t)
 	if st.Phase != status.Succeeded || !strings.Contains(st.Message, "podcopy/follow-until 2026-01-01T01:00:00Z has passed") {
 		t.Fatalf("status %+v", st)
 	}
-	if err := e.h.Sync(t.Context(), e.refresh(t)); err != nil || e.h.followingID(pod.UID) != "" {
+	if err := e.sync(t.Context(), e.refresh(t)); err != nil || e.h.followingID(pod.UID) != "" {
 		t.Fatalf("a later sync: %v, following %q", err, e.h.followingID(pod.UID))
 	}
 	e.h.StopFollowing()
@@ -372,7 +375,7 @@ func TestFollowUntil(t *testing.T) {
 	st.Phase, st.Message = status.Running, "following"
 	b, _ := json.Marshal(st)
 	running.Annotations[status.Annotation] = string(b)
-	if err := e2.h.Sync(t.Context(), running); err != nil {
+	if err := e2.sync(t.Context(), running); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := status.Get(e2.refresh(t)); got.Phase != status.Succeeded || !strings.Contains(got.Message, "has passed") {

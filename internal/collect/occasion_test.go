@@ -24,7 +24,7 @@ func TestCollectOnRestart(t *testing.T) {
 	t.Parallel()
 	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log", request.AnnotationCollectOn: "restart"}, corev1.PodRunning)
 	e := newEnv(pod, nil)
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	if st := e.status(t); st.Phase != status.Pending || st.Reason != failure.Waiting || !strings.Contains(st.Message, "a restart of container db") {
@@ -37,7 +37,7 @@ func TestCollectOnRestart(t *testing.T) {
 	for _, restarts := range []int32{1, 1, 2} {
 		pod = e.refresh(t)
 		pod.Status.ContainerStatuses[0].RestartCount = restarts
-		if err := e.h.Sync(t.Context(), pod); err != nil {
+		if err := e.sync(t.Context(), pod); err != nil {
 			t.Fatal(err)
 		}
 		st := e.status(t)
@@ -73,7 +73,7 @@ func TestCollectOnTermination(t *testing.T) {
 	e := newEnv(pod, nil)
 	recs := &fakeRecords{}
 	e.h.PodRecords = recs
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	if st := e.status(t); st.Phase != status.Pending || !strings.Contains(st.Message, "the pod's termination") {
@@ -81,7 +81,7 @@ func TestCollectOnTermination(t *testing.T) {
 	}
 	pod = e.refresh(t)
 	pod.DeletionTimestamp = &metav1.Time{Time: e.h.now()}
-	if err := e.h.Sync(t.Context(), pod); err != nil {
+	if err := e.sync(t.Context(), pod); err != nil {
 		t.Fatal(err)
 	}
 	st := e.status(t)
@@ -98,7 +98,7 @@ func TestCollectOnTermination(t *testing.T) {
 	plain := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log"}, corev1.PodRunning)
 	plain.DeletionTimestamp = &metav1.Time{Time: e.h.now()}
 	e2 := newEnv(plain, nil)
-	if err := e2.h.Sync(t.Context(), plain); err != nil || len(e2.runner.jobs) != 0 {
+	if err := e2.sync(t.Context(), plain); err != nil || len(e2.runner.jobs) != 0 {
 		t.Fatalf("a terminating pod without collect-on ran %d jobs (%v)", len(e2.runner.jobs), err)
 	}
 }

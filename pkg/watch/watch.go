@@ -277,13 +277,32 @@ func (c *Controller) next(stopCtx, workCtx context.Context) bool {
 	if stopCtx.Err() != nil {
 		return true // shutting down: do not start new work
 	}
-	log := logr.FromContextOrDiscard(workCtx).WithValues("pod", key)
 	pod, err := c.get(key)
 	if err != nil || pod == nil {
 		c.queue.Forget(key)
 		return true
 	}
-	err = c.syncer.Sync(workCtx, pod.DeepCopy())
+	c.Requeue(workCtx, key, c.syncer.Sync(workCtx, pod.DeepCopy()))
+	return true
+}
+
+// Ended is called when work a sync started on the pod key (a collection, in the
+// executor's goroutine) has ended with err: the pod is synced again, at once when err is
+// nil (what changed while the work ran was not acted on), else as Requeue says.
+func (c *Controller) Ended(ctx context.Context, key string, err error) {
+	if err == nil {
+		c.queue.Forget(key)
+		c.queue.Add(key)
+		return
+	}
+	c.Requeue(ctx, key, err)
+}
+
+// Requeue handles the outcome of a sync of the pod key: nil forgets the key's failures; a
+// Requeue error syncs it again after its RequeueAfter (with the rate limit when 0); any
+// other error is logged and retried with the rate limit.
+func (c *Controller) Requeue(ctx context.Context, key string, err error) {
+	log := logr.FromContextOrDiscard(ctx).WithValues("pod", key)
 	var wait Requeue
 	switch {
 	case errors.As(err, &wait) && wait.RequeueAfter() > 0:
@@ -299,7 +318,6 @@ func (c *Controller) next(stopCtx, workCtx context.Context) bool {
 	default:
 		c.queue.Forget(key)
 	}
-	return true
 }
 
 func (c *Controller) get(key string) (*corev1.Pod, error) {

@@ -1,0 +1,112 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type result struct {
+	key string
+	err error
+}
+
+func newRecorded(n int) (*Executor, chan result) {
+	ended := make(chan result, 16)
+	e := New(n)
+	e.Done = func(_ context.Context, key string, err error) { ended <- result{key, err} }
+	return e, ended
+}
+
+// TestOneWorkPerPod: a second Start for a pod with work there does nothing.
+func TestOneWorkPerPod(t *testing.T) {
+	t.Parallel()
+	e, ended := newRecorded(2)
+	gate := make(chan struct{})
+	if !e.Start(t.Context(), "u1", "ns/a", func(context.Context) error { <-gate; return nil }, nil) {
+		t.Fatal("not started")
+	}
+	if e.Start(t.Context(), "u1", "ns/a", func(context.Context) error { t.Error("ran twice"); return nil }, nil) {
+		t.Fatal("started twice")
+	}
+	if !e.Running("u1") || e.Running("u2") {
+		t.Fatal("Running")
+	}
+	close(gate)
+	if r := <-ended; r.key != "ns/a" || r.err != nil {
+		t.Fatalf("ended %+v", r)
+	}
+	e.Wait()
+	if e.Running("u1") {
+		t.Fatal("still running")
+	}
+}
+
+// TestSlotsAndQueue: with every slot held, work waits, is told its place in line before it
+// runs, and runs once a slot frees; Acquire (a follow tick) takes the same slots.
+func TestSlotsAndQueue(t *testing.T) {
+	t.Parallel()
+	e, ended := newRecorded(1)
+	release, err := e.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var order []string
+	note := func(s string) { mu.Lock(); order = append(order, s); mu.Unlock() }
+	queued := make(chan int, 2)
+	for _, k := range []string{"ns/a", "ns/b"} {
+		e.Start(t.Context(), typesUID(k), k, func(context.Context) error { note("run " + k); return nil },
+			func(_ context.Context, pos int) { note("queued " + k); queued <- pos })
+	}
+	p1, p2 := <-queued, <-queued
+	if p1+p2 != 3 { // 1 and 2, in either order
+		t.Fatalf("positions %d %d", p1, p2)
+	}
+	release()
+	<-ended
+	<-ended
+	e.Wait()
+	for _, k := range []string{"ns/a", "ns/b"} {
+		qi, ri := -1, -1
+		for i, s := range order {
+			switch s {
+			case "queued " + k:
+				qi = i
+			case "run " + k:
+				ri = i
+			}
+		}
+		if qi < 0 || ri < qi {
+			t.Fatalf("%s: %v", k, order)
+		}
+	}
+}
+
+// TestStop: a stopped work (running or waiting) ends with Stop's cause.
+func TestStop(t *testing.T) {
+	t.Parallel()
+	e, ended := newRecorded(1)
+	cause := errors.New("pod deleted")
+	started := make(chan struct{})
+	e.Start(t.Context(), "u1", "ns/a", func(ctx context.Context) error { close(started); <-ctx.Done(); return context.Cause(ctx) }, nil)
+	<-started
+	e.Start(t.Context(), "u2", "ns/b", func(context.Context) error { t.Error("a stopped queued work ran"); return nil }, nil)
+	e.Stop("u2", cause)
+	if r := <-ended; r.key != "ns/b" || !errors.Is(r.err, cause) {
+		t.Fatalf("ended %+v", r)
+	}
+	e.Stop("u1", cause)
+	if r := <-ended; r.key != "ns/a" || !errors.Is(r.err, cause) {
+		t.Fatalf("ended %+v", r)
+	}
+	e.Wait()
+}
+
+func typesUID(key string) types.UID { return types.UID("uid-" + key) }
