@@ -420,7 +420,7 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Reason: failure.QuotaExceeded,
 			Message: qe.Reason, StartTime: now, CompletionTime: now, RequestedBy: req.RequestedBy, RequestOrigin: req.Origin})
 	}
-	st, err := h.attempt(ctx, log, pod, req, dst, attempt, quota)
+	st, err := h.attempt(ctx, log, pod, req, dst, attempt, quota, prev.Collection)
 	switch {
 	case err != nil && errors.Is(err, errStatusNotWritten):
 		return err // nothing ran: the queue retries the sync
@@ -499,9 +499,15 @@ func (h *Handler) retryDelay(attempt int) time.Duration {
 
 // attempt runs one attempt and returns the status it ended in (Phase "" when the pod was
 // deleted), reporting through Events, metrics and the log.
-func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, attempt int, quota int64) (status.Status, error) {
-	start := h.now().UTC()
+func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, attempt int, quota int64, previous string) (status.Status, error) {
 	id := req.ID()
+	start, err := h.startAfter(ctx, previous)
+	if errors.Is(err, errPodDeleted) {
+		return status.Status{}, nil
+	}
+	if err != nil {
+		return status.Status{Request: id, Phase: status.Failed, Reason: failure.Reason(err), Message: err.Error(), CompletionTime: h.now().UTC().Format(time.RFC3339)}, err
+	}
 	job, err := h.job(pod, req, dst, start)
 	job.Limits.QuotaBytes = quota
 	if err != nil {
@@ -594,6 +600,37 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	log.Info("collection succeeded", "files", res.Totals.Files, "bytes", res.Totals.Bytes, "skipped", res.Totals.Skipped, "seconds", elapsed.Seconds())
 	return st, nil
 }
+
+// startAfter is when a collection of the pod whose previous collection (attempt) is
+// previous starts: now, or the second after previous's start when that is not over yet.
+// Collection ids name their start to the second, and retention keeps a pod's last
+// collections by id, so a pod's ids must grow with every collection, however fast its
+// requests come (a wait of at most a second).
+func (h *Handler) startAfter(ctx context.Context, previous string) (time.Time, error) {
+	now := h.now().UTC()
+	if len(previous) < len(collectionTimeFormat) {
+		return now, nil
+	}
+	t, err := time.Parse(collectionTimeFormat, previous[:len(collectionTimeFormat)])
+	if err != nil {
+		return now, nil
+	}
+	next := t.Add(time.Second)
+	if now.Truncate(time.Second).Before(next) {
+		select {
+		case <-time.After(next.Sub(now)):
+		case <-ctx.Done():
+			return time.Time{}, context.Cause(ctx)
+		}
+		if now = h.now().UTC(); now.Before(next) {
+			now = next
+		}
+	}
+	return now, nil
+}
+
+// collectionTimeFormat is the start time that begins a collection id (request.CollectionID).
+const collectionTimeFormat = "20060102T150405Z"
 
 // finish records a terminal status. The request counts as finished here only once that
 // status is written; until then the handler keeps it (pendingFinal) and a *RetryError asks

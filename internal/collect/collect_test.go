@@ -180,6 +180,11 @@ func TestSyncSucceedsOnceThenTriggerReruns(t *testing.T) {
 	if len(e.runner.jobs) != 2 {
 		t.Fatal("new trigger did not run")
 	}
+	// The clock has not moved: the second collection starts in the next second, so the
+	// pod's ids (which retention orders) grow.
+	if first, second := e.runner.jobs[0].Header.Collection, e.runner.jobs[1].Header.Collection; !strings.HasPrefix(second, "20260101T000001Z-") || second <= first {
+		t.Fatalf("a later collection's id %s does not follow %s", second, first)
+	}
 	if got := testutil.ToFloat64(e.h.Metrics.Collections.WithLabelValues(metrics.ResultSucceeded)); got != 2 {
 		t.Fatalf("succeeded metric %v", got)
 	}
