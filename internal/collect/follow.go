@@ -16,6 +16,7 @@ import (
 
 	"github.com/podcopy/podcopy/internal/destination"
 	"github.com/podcopy/podcopy/internal/follow"
+	"github.com/podcopy/podcopy/internal/sweep"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
@@ -279,9 +280,45 @@ type followTick struct {
 	// viaHelper: the files are read through the podcopy helper (asked for, or auto fell back
 	// to it); helperReady: set.Source points at a helper that last worked.
 	viaHelper, helperReady bool
-	// capped says why following must end: the pod's harvested files reached
-	// policy.maxFollowBytes.
-	capped string
+	// capped says why following must end, cappedReason its reason token: the pod's
+	// harvested files reached policy.maxFollowBytes (LimitExceeded), or its namespace's
+	// destination.quota.bytes (QuotaExceeded).
+	capped, cappedReason string
+	// The namespace's usage in the analysis pod when last measured (at quotaAt, when the
+	// follow's files held quotaBase bytes): between measures, what the follow adds is counted
+	// on top of it.
+	quotaUsage sweep.Usage
+	quotaAt    time.Time
+	quotaBase  int64
+}
+
+// quotaRemeasure is how often a follow measures its namespace's usage in the analysis pod
+// (what other pods and agents wrote); its own bytes it counts at every tick.
+const quotaRemeasure = time.Minute
+
+// quotaLeft is what the namespace's destination.quota.bytes leaves this tick (0: no bound),
+// or why following must end because it is used up.
+func (t *followTick) quotaLeft(ctx context.Context, dst exec.Target) (left int64, stop string) {
+	h := t.h
+	limit, err := h.Settings.Quota.BytesValue()
+	if err != nil || limit <= 0 || t.noPod || h.Exec == nil {
+		return 0, ""
+	}
+	grown := t.last.Bytes - t.quotaBase
+	if t.quotaAt.IsZero() || h.now().Sub(t.quotaAt) >= quotaRemeasure || t.quotaUsage.Bytes+grown >= limit {
+		u, err := sweep.Measure(ctx, h.Exec, dst, h.Settings.Dir, t.pod.Namespace)
+		if err != nil {
+			t.log.Error(err, "measuring the namespace's usage for its quota; following on")
+			return 0, ""
+		}
+		t.quotaUsage, t.quotaAt, t.quotaBase, grown = u, h.now(), t.last.Bytes, 0
+	}
+	used := t.quotaUsage.Bytes + grown
+	if used >= limit {
+		return 0, fmt.Sprintf("namespace %s uses %d bytes in the analysis pod, destination.quota.bytes=%s; following ended (remove some collections or raise the quota, and change podcopy/trigger to follow again)",
+			t.pod.Namespace, used, h.Settings.Quota.Bytes)
+	}
+	return limit - used, ""
 }
 
 func (t *followTick) run(ctx context.Context) {
@@ -308,6 +345,12 @@ func (t *followTick) run(ctx context.Context) {
 			t.mirror.Source = src
 		}
 	}
+	left, stop := t.quotaLeft(ctx, dst)
+	if stop != "" {
+		t.capped, t.cappedReason = stop, failure.QuotaExceeded
+		return
+	}
+	t.set.Budget = left
 	var problems []string
 	var total int64
 	withData := 0
@@ -366,6 +409,7 @@ func (t *followTick) run(ctx context.Context) {
 	st.Files, st.Bytes = withData, total
 	if lim := h.Settings.Limits().MaxFollowBytes; lim > 0 && total >= lim {
 		t.capped = fmt.Sprintf("the pod's harvested files hold %d bytes, policy.maxFollowBytes=%d; following ended (raise the limit and change podcopy/trigger to follow again)", total, lim)
+		t.cappedReason = failure.LimitExceeded
 	}
 	st.Message = fmt.Sprintf("following %d file(s) every %s", len(t.set.Followed()), t.req.IntervalDuration())
 	warning := ""
@@ -458,12 +502,12 @@ func (t *followTick) closeChains(ctx context.Context, why string) {
 	}
 }
 
-// failed ends following with a Failed status (reason LimitExceeded) and a Warning Event.
+// failed ends following with a Failed status (reason t.cappedReason) and a Warning Event.
 func (t *followTick) failed(ctx context.Context, why string) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	st := t.last
-	st.Phase, st.Reason = status.Failed, failure.LimitExceeded
+	st.Phase, st.Reason = status.Failed, t.cappedReason
 	st.CompletionTime = t.h.now().UTC().Format(time.RFC3339)
 	st.Message = "follow stopped: " + why
 	if err := t.h.Status.Write(wctx, t.pod, st); err != nil { // before the Event (see stopped)

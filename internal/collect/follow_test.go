@@ -1,6 +1,7 @@
 package collect
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/podcopy/podcopy/internal/courier"
+	"github.com/podcopy/podcopy/internal/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/pkg/failure"
@@ -398,4 +400,41 @@ func TestFirstTickAfter(t *testing.T) {
 	if len(seen) < 50 {
 		t.Fatalf("only %d distinct offsets in 100", len(seen))
 	}
+}
+
+// TestFollowStopsAtTheNamespaceQuota: follow bytes count against destination.quota.bytes:
+// with the namespace's share of the analysis pod used up (by another pod's collection), the
+// follow ships nothing and ends Failed, QuotaExceeded, with a Warning Event.
+func TestFollowStopsAtTheNamespaceQuota(t *testing.T) {
+	t.Parallel()
+	e, pod, log, dst := followedLog(t, "line 1\n")
+	other := filepath.Join(dst, "ns", "other", "20260101T000000Z-01234567")
+	if err := os.MkdirAll(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(other, "big"), bytes.Repeat([]byte("x"), 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.h.Settings.Quota = destination.Quota{Bytes: "32Ki"}
+	if err := e.sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the follow to end", func() bool {
+		st, _ := status.Get(e.refresh(t))
+		return st.Phase == status.Failed
+	})
+	st := e.status(t)
+	if st.Reason != failure.QuotaExceeded || !strings.Contains(st.Message, "destination.quota.bytes=32Ki") {
+		t.Fatalf("status %+v", st)
+	}
+	dest, _ := followPaths(dst, "ns", "mysql", "db", log)
+	if _, err := os.Stat(dest); err == nil {
+		t.Fatal("the follow shipped past the quota")
+	}
+	var evs []string
+	eventually(t, "the Warning Event", func() bool {
+		evs = append(evs, e.events()...)
+		return strings.Contains(strings.Join(evs, "\n"), "Warning CollectionFailed follow stopped: namespace ns uses")
+	})
+	e.h.StopFollowing()
 }

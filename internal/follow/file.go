@@ -26,6 +26,9 @@ type File struct {
 	// MaxSegment bounds the bytes one segment ships (0: no bound), so a large backlog is
 	// shipped over several ticks instead of in one unbounded stream (policy.maxBytes).
 	MaxSegment int64
+	// Budget, when positive, bounds what the next Tick ships over all its segments (Set's
+	// Budget left for this file); 0: no bound.
+	Budget int64
 	// Retired names where an earlier pod's (uid) Dest and State are set aside when this pod
 	// (another UID, the same name) starts following (layout.Layout.Retired). Nil: they are
 	// not set aside (tests of other behaviour).
@@ -79,6 +82,9 @@ func (f *File) Tick(ctx context.Context, dst exec.Target) (Report, error) {
 	}
 	rep.DestSize = f.destSize
 	for i := range maxSegments {
+		if f.Budget > 0 && rep.Shipped >= f.Budget {
+			break
+		}
 		seg, short, err := f.segment(ctx, dst, &rep, i == 0)
 		if err != nil {
 			f.known = false // the destination says where we are; ask it next time
@@ -129,13 +135,17 @@ func (f *File) segment(ctx context.Context, dst exec.Target, rep *Report, first 
 			return nil // nothing new
 		}
 		var body io.Reader = br
-		if f.MaxSegment > 0 {
-			body = io.LimitReader(br, f.MaxSegment)
+		limit := f.MaxSegment
+		if f.Budget > 0 && (limit == 0 || f.Budget-rep.Shipped < limit) {
+			limit = f.Budget - rep.Shipped
+		}
+		if limit > 0 {
+			body = io.LimitReader(br, limit)
 		}
 		sent := &countingReader{r: body}
 		n, err := f.Sink.Append(ctx, dst, f.Dest, f.State, f.cp, sent)
 		short = err == nil && n < sent.n
-		if err == nil && f.MaxSegment > 0 && sent.n == f.MaxSegment {
+		if err == nil && limit > 0 && sent.n == limit {
 			err = ErrSegmentFull // the rest waits for the next segment or tick
 		}
 		f.cp.Offset += n

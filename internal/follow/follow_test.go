@@ -629,3 +629,28 @@ func TestNewPodWithTheSameNameNeverExtendsTheOld(t *testing.T) {
 		})
 	}
 }
+
+// TestFileKeepsToItsBudget: a tick with a budget (the namespace's quota left) ships no
+// more than it, and the rest follows on a later tick with no gap.
+func TestFileKeepsToItsBudget(t *testing.T) {
+	t.Parallel()
+	for _, fl := range flavours() {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, fl)
+			w := f.file(nil)
+			want := "0123456789abcdefghij\n"
+			appendTo(t, f.path, want)
+			w.Budget = 7
+			tick(t, w)
+			if got := f.dest(t); got != want[:7] {
+				t.Fatalf("with a budget of 7: dest %q", got)
+			}
+			w.Budget = 0
+			tick(t, w)
+			if got := f.dest(t); got != want {
+				t.Fatalf("after the budget: dest %q", got)
+			}
+		})
+	}
+}

@@ -41,6 +41,10 @@ type Set struct {
 	Retired func(path, uid string) (dest, state string, err error)
 	// MaxSegment bounds each shipped segment (see File.MaxSegment).
 	MaxSegment int64
+	// Budget, when positive, bounds what one Tick ships over all its files together (the
+	// namespace's quota left in the destination); 0: no bound. A file whose turn comes
+	// with nothing left ships nothing this tick.
+	Budget int64
 	// Allow, when set, vets each file a glob matches (the agent's path policy).
 	Allow func(path string) error
 
@@ -102,6 +106,7 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 		}
 	}
 	var out []FileReport
+	var shipped int64
 	for _, p := range sortedKeys(current, s.files) {
 		if s.Allow != nil {
 			// Checked on every tick, so a reloaded policy stops a follow at once: nothing more
@@ -129,7 +134,15 @@ func (s *Set) Tick(ctx context.Context, dst exec.Target) ([]FileReport, error) {
 			s.files[p] = f
 		}
 		f.Source = s.Source // the caller may switch sources between ticks (to the helper)
+		f.Budget = 0
+		if s.Budget > 0 {
+			if f.Budget = s.Budget - shipped; f.Budget <= 0 {
+				out = append(out, FileReport{Path: p, Report: Report{DestSize: f.destSize}}) // its turn waits
+				continue
+			}
+		}
 		rep, err := f.Tick(ctx, dst)
+		shipped += rep.Shipped
 		fr := FileReport{Path: p, Report: rep, Err: err}
 		if !current[p] && err == nil {
 			fr.Dropped = true // finished above: a renamed-away generation was read to its end
