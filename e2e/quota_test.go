@@ -75,6 +75,52 @@ func TestQuotaAndRetention(t *testing.T) {
 			t.Fatalf("a refused collection has an id: %+v", st)
 		}
 	})
+	// Eight collections of one namespace at once, on two nodes' agents, with room for four:
+	// each reserves its share in the analysis pod before it writes, so exactly four run and
+	// the namespace never holds more than the quota (measured in the destination).
+	t.Run("parallel", func(t *testing.T) {
+		t.Parallel()
+		nodes := strings.Fields(clusterEnv(t)["NODE_NAMES"])
+		if len(nodes) < 2 {
+			t.Skip("the local cluster has one node (NODES=1)")
+		}
+		ns := namespace(t)
+		script := "mkdir -p /var/log && echo quota > /var/log/q.log"
+		for _, p := range []string{"old1", "old2"} {
+			pinnedPod(t, ns, p, nodes[0], script)
+		}
+		filled := e2eQuotaCollections - 4
+		for _, p := range []string{"old1", "old2"} {
+			collectN(t, ns, p, filled/2) // at most keepLast each: retention keeps them all
+		}
+		var pods []string
+		for i := range 8 {
+			p := fmt.Sprintf("p%d", i)
+			pinnedPod(t, ns, p, nodes[i%2], script)
+			pods = append(pods, p)
+		}
+		done := make(chan status.Status, len(pods))
+		for _, p := range pods {
+			go func() { done <- collectN(t, ns, p, 1)[0] }()
+		}
+		succeeded, refused := 0, 0
+		for range pods {
+			switch st := <-done; {
+			case st.Phase == status.Succeeded:
+				succeeded++
+			case st.Phase == status.Failed && st.Reason == failure.QuotaExceeded:
+				refused++
+			default:
+				t.Errorf("a parallel collection ended %s %s: %s", st.Phase, st.Reason, st.Message)
+			}
+		}
+		out := mustRun(t, analysis(t), "find", "/collect/"+ns, "-mindepth", "3", "-maxdepth", "3", "-name", "manifest.json")
+		held := len(strings.Fields(out))
+		t.Logf("8 parallel collections on %v with room for 4: %d succeeded, %d refused (QuotaExceeded); the namespace holds %d collections", nodes[:2], succeeded, refused, held)
+		if held > e2eQuotaCollections || succeeded != 4 || refused != 4 {
+			t.Fatalf("the quota of %d collections was not held: %d succeeded, %d refused, %d held", e2eQuotaCollections, succeeded, refused, held)
+		}
+	})
 	t.Run("retention", func(t *testing.T) {
 		t.Parallel()
 		logJanitorOnFailure(t)

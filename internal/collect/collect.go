@@ -408,21 +408,9 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 			}
 		}
 	}
-	quota, err := h.checkQuota(ctx, pod, dst)
-	if err != nil {
-		var qe *sweep.QuotaError
-		if !errors.As(err, &qe) {
-			return err // not measured: the queue retries the sync
-		}
-		now := h.now().UTC().Format(time.RFC3339)
-		h.event(pod, corev1.EventTypeWarning, ReasonFailed, "collection refused: "+qe.Reason)
-		log.Info("collection refused by the namespace's quota", "reason", qe.Reason)
-		return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Reason: failure.QuotaExceeded,
-			Message: qe.Reason, StartTime: now, CompletionTime: now, RequestedBy: req.RequestedBy, RequestOrigin: req.Origin})
-	}
-	st, err := h.attempt(ctx, log, pod, req, dst, attempt, quota, prev.Collection)
+	st, err := h.attempt(ctx, log, pod, req, dst, attempt, prev.Collection)
 	switch {
-	case err != nil && errors.Is(err, errStatusNotWritten):
+	case err != nil && (errors.Is(err, errStatusNotWritten) || errors.Is(err, errNotReserved)):
 		return err // nothing ran: the queue retries the sync
 	case st.Phase == "":
 		return nil // the pod was deleted
@@ -448,19 +436,95 @@ func (h *Handler) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	return &RetryError{Reason: st.Message, After: wait}
 }
 
-// checkQuota measures the pod's namespace in the analysis pod when destination.quota is set:
-// a *sweep.QuotaError when it is used up, else the bytes the collection may still write (0:
-// no bound).
-func (h *Handler) checkQuota(ctx context.Context, pod *corev1.Pod, dst exec.Target) (int64, error) {
+// errNotReserved: the namespace's quota could not be asked in the analysis pod, so nothing
+// ran.
+var errNotReserved = errors.New("the namespace's quota could not be reserved")
+
+// quotaChunk is what a collection's reservation of destination.quota.bytes grows by.
+const quotaChunk = 64 << 20
+
+// reserve takes the collection's share of its namespace's quota in the analysis pod
+// (destination.quota): nil when no quota applies; a *sweep.QuotaError when it is used up
+// (published collections, the bytes in the namespace's directory, and every other
+// collection in flight, on any node, by its reservation).
+func (h *Handler) reserve(ctx context.Context, pod *corev1.Pod, job ship.Job) (*reservation, error) {
 	q := h.Settings.Quota
-	if !q.Enabled() || h.Exec == nil || h.noPod(pod.Namespace) {
-		return 0, nil
+	if !q.Enabled() || h.Exec == nil || job.NoPod {
+		return nil, nil
 	}
-	u, err := sweep.Measure(ctx, h.Exec, dst, h.Settings.Dir, pod.Namespace)
+	maxBytes, err := q.BytesValue()
 	if err != nil {
-		return 0, err
+		return nil, fmt.Errorf("%w: %w", errNotReserved, err)
 	}
-	return sweep.Check(q, pod.Namespace, u)
+	name, err := job.Layout.Reservation(job.Header.Collection)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotReserved, err)
+	}
+	r := &reservation{pod: analysis.Pod{Exec: h.Exec, Target: job.Destination}, req: analysis.Reservation{
+		NamespaceDir: job.Layout.NamespaceDir(), Ledger: job.Layout.Ledger(), Name: name,
+		MaxCollections: q.Collections, MaxBytes: maxBytes,
+		Stale: h.Settings.Limits().AttemptDeadline() + 5*time.Minute, // past any live attempt
+	}}
+	if maxBytes > 0 {
+		r.req.Bytes = quotaChunk
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	g, err := r.pod.Reserve(cctx, r.req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: in analysis pod %s: %w", errNotReserved, r.pod, err)
+	}
+	switch g.Refused {
+	case "collections":
+		return nil, &sweep.QuotaError{Reason: fmt.Sprintf("namespace %s holds %d collections in the analysis pod (published or in flight), destination.quota.collections=%d; remove some (or wait for retention) and change podcopy/trigger to run it again",
+			pod.Namespace, g.Count, q.Collections)}
+	case "bytes":
+		return nil, &sweep.QuotaError{Reason: fmt.Sprintf("namespace %s uses %d bytes in the analysis pod (published or reserved by collections in flight), destination.quota.bytes=%s; remove some collections (or wait for retention) and change podcopy/trigger to run it again",
+			pod.Namespace, g.Used, q.Bytes)}
+	}
+	r.req.Bytes = g.Bytes
+	return r, nil
+}
+
+// reservation is one collection's share of its namespace's quota, held in the analysis
+// pod's ledger until release (it implements ship.Quota).
+type reservation struct {
+	pod analysis.Pod
+	req analysis.Reservation // Bytes: what is granted now
+}
+
+// Reserve implements ship.Quota: the reservation grows by quotaChunk (at least) when total
+// passes it.
+func (r *reservation) Reserve(ctx context.Context, total int64) (bool, string, error) {
+	if r.req.MaxBytes <= 0 || total <= r.req.Bytes {
+		return true, "", nil
+	}
+	want := r.req
+	want.Bytes = max(total, r.req.Bytes+quotaChunk)
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	g, err := r.pod.Reserve(cctx, want)
+	if err != nil {
+		return false, "", err
+	}
+	r.req.Bytes = g.Bytes
+	if g.Refused != "" || total > g.Bytes {
+		return false, fmt.Sprintf("%d bytes were left for it, with what is published and what other collections in flight reserved", g.Bytes), nil
+	}
+	return true, "", nil
+}
+
+// release drops the reservation once the collection is published or gone (a reservation
+// left behind is dropped once stale).
+func (r *reservation) release(ctx context.Context, log logr.Logger) {
+	if r == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	if err := r.pod.Release(cctx, r.req.Ledger, r.req.Name); err != nil {
+		log.Error(err, "releasing the collection's quota reservation; it lapses by itself", "after", r.req.Stale.String())
+	}
 }
 
 // discardStaging removes the staging directory a previous agent's interrupted collection id
@@ -499,7 +563,7 @@ func (h *Handler) retryDelay(attempt int) time.Duration {
 
 // attempt runs one attempt and returns the status it ended in (Phase "" when the pod was
 // deleted), reporting through Events, metrics and the log.
-func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, attempt int, quota int64, previous string) (status.Status, error) {
+func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, dst exec.Target, attempt int, previous string) (status.Status, error) {
 	id := req.ID()
 	start, err := h.startAfter(ctx, previous)
 	if errors.Is(err, errPodDeleted) {
@@ -509,9 +573,23 @@ func (h *Handler) attempt(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		return status.Status{Request: id, Phase: status.Failed, Reason: failure.Reason(err), Message: err.Error(), CompletionTime: h.now().UTC().Format(time.RFC3339)}, err
 	}
 	job, err := h.job(pod, req, dst, start)
-	job.Limits.QuotaBytes = quota
 	if err != nil {
 		return status.Status{Request: id, Phase: status.Rejected, Reason: failure.InvalidRequest, Message: err.Error(), CompletionTime: start.Format(time.RFC3339)}, err
+	}
+	quota, err := h.reserve(ctx, pod, job)
+	if qe := (*sweep.QuotaError)(nil); errors.As(err, &qe) {
+		now := h.now().UTC().Format(time.RFC3339)
+		h.event(pod, corev1.EventTypeWarning, ReasonFailed, "collection refused: "+qe.Reason)
+		log.Info("collection refused by the namespace's quota", "reason", qe.Reason)
+		return status.Status{Request: id, Phase: status.Failed, Reason: failure.QuotaExceeded,
+			Message: qe.Reason, StartTime: now, CompletionTime: now, RequestedBy: req.RequestedBy, RequestOrigin: req.Origin}, err
+	}
+	if err != nil {
+		return status.Status{}, err
+	}
+	defer quota.release(ctx, log)
+	if quota != nil {
+		job.Quota = quota
 	}
 	log = log.WithValues("collection", job.Header.Collection, "destination", dst.String(), "bucket", job.Header.Destination.Bucket, "attempt", attempt)
 	st := status.Status{Request: id, Phase: status.Running, Collection: job.Header.Collection, RequestedBy: req.RequestedBy, RequestOrigin: req.Origin,

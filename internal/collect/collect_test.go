@@ -460,28 +460,38 @@ func TestCompressionPerSource(t *testing.T) {
 
 // TestQuotaRefusesBeforeWriting (issue 20): a namespace over destination.quota in the
 // analysis pod gets a Failed status with reason QuotaExceeded and an Event, and nothing
-// runs; under the quota, the collection runs with what is left as its bound.
+// runs; under the quota, the collection runs holding a reservation that grows as it writes
+// and is released when it ends.
 func TestQuotaRefusesBeforeWriting(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name  string
-		usage string // what usage.sh prints
-		want  status.Phase
+		name   string
+		answer string // what reserve.sh prints
+		want   status.Phase
 	}{
-		{name: "over", usage: "2048 1\n", want: status.Failed},
-		{name: "under", usage: "512 1\n", want: status.Succeeded},
+		{name: "over", answer: "refused bytes 2097152 1\n", want: status.Failed},
+		{name: "under", answer: "granted 524288 524288 1\n", want: status.Succeeded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log"}, corev1.PodRunning)
 			e := newEnv(pod, nil)
 			e.h.Settings.Quota = destination.Quota{Bytes: "1Mi"}
+			var mu sync.Mutex
+			var asked []string
 			e.h.Exec = exectest.Func(func(ctx context.Context, req exec.Request) error {
-				if !strings.Contains(strings.Join(req.Command, " "), "podcopy-usage") {
-					return fmt.Errorf("unexpected %v", req.Command)
+				mu.Lock()
+				defer mu.Unlock()
+				switch cmd := req.Command; {
+				case len(cmd) > 3 && cmd[3] == "podcopy-reserve":
+					asked = append(asked, "reserve "+cmd[7])
+					_, err := io.WriteString(req.Stdout, tc.answer)
+					return err
+				case cmd[0] == "rm":
+					asked = append(asked, "release "+cmd[len(cmd)-1])
+					return nil
 				}
-				_, err := io.WriteString(req.Stdout, tc.usage)
-				return err
+				return fmt.Errorf("unexpected %v", req.Command)
 			})
 			if err := e.sync(t.Context(), pod); err != nil {
 				t.Fatal(err)
@@ -499,8 +509,23 @@ func TestQuotaRefusesBeforeWriting(t *testing.T) {
 				}
 				return
 			}
-			if got := e.runner.jobs[0].Limits.QuotaBytes; got != 512<<10 {
-				t.Fatalf("the job's quota bound %d, want %d", got, 512<<10)
+			q := e.runner.jobs[0].Quota
+			if q == nil {
+				t.Fatal("the job holds no reservation")
+			}
+			// Within the grant, nothing is asked; past it, the reservation grows.
+			if ok, _, err := q.Reserve(t.Context(), 512<<10); !ok || err != nil {
+				t.Fatalf("within the grant: %v %v", ok, err)
+			}
+			ok, reason, err := q.Reserve(t.Context(), 600<<10)
+			if ok || err != nil || !strings.Contains(reason, "524288 bytes were left") {
+				t.Fatalf("past what is left: %v %q %v", ok, reason, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := []string{"reserve 67108864", "release /collect/ns/.quota/mysql_" + st.Collection, "reserve 67633152"}
+			if !slices.Equal(asked, want) {
+				t.Fatalf("asked %q, want %q", asked, want)
 			}
 		})
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/podcopy/podcopy/internal/destination"
 	"github.com/podcopy/podcopy/pkg/analysis"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
@@ -28,7 +27,7 @@ func Measure(ctx context.Context, ex exec.Executor, dst exec.Target, dir, ns str
 	if err != nil {
 		return Usage{}, err
 	}
-	nsDir := l.Root()[:strings.LastIndex(l.Root(), "/")]
+	nsDir := l.NamespaceDir()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	u, err := analysis.Pod{Exec: ex, Target: dst}.Usage(ctx, nsDir)
@@ -45,27 +44,6 @@ func (e *QuotaError) Error() string { return e.Reason }
 
 // FailureReason implements failure.Reasoned.
 func (e *QuotaError) FailureReason() string { return failure.QuotaExceeded }
-
-// Check refuses a new collection of namespace ns when u has reached q; otherwise it returns
-// the bytes the collection may still write (0: no bound).
-func Check(q destination.Quota, ns string, u Usage) (int64, error) {
-	maxBytes, err := q.BytesValue()
-	if err != nil {
-		return 0, err
-	}
-	if q.Collections > 0 && u.Collections >= q.Collections {
-		return 0, &QuotaError{Reason: fmt.Sprintf("namespace %s holds %d collections in the analysis pod, destination.quota.collections=%d; remove some (or wait for retention) and change podcopy/trigger to run it again",
-			ns, u.Collections, q.Collections)}
-	}
-	if maxBytes > 0 {
-		if u.Bytes >= maxBytes {
-			return 0, &QuotaError{Reason: fmt.Sprintf("namespace %s uses %d bytes in the analysis pod, destination.quota.bytes=%s; remove some collections (or wait for retention) and change podcopy/trigger to run it again",
-				ns, u.Bytes, q.Bytes)}
-		}
-		return maxBytes - u.Bytes, nil
-	}
-	return 0, nil
-}
 
 // collection is one published collection found in an analysis pod.
 type collection struct{ ns, pod, id string }

@@ -1,7 +1,6 @@
 package sweep
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,24 +45,6 @@ func TestExpired(t *testing.T) {
 		if got := ids(expired(cs, tc.keep, tc.cutoff)); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
-	}
-}
-
-func TestCheck(t *testing.T) {
-	t.Parallel()
-	q := destination.Quota{Bytes: "1Mi", Collections: 3}
-	if left, err := Check(q, "ns", Usage{Bytes: 1 << 19, Collections: 2}); err != nil || left != 1<<19 {
-		t.Fatalf("left %d, %v", left, err)
-	}
-	var qe *QuotaError
-	if _, err := Check(q, "ns", Usage{Collections: 3}); !errors.As(err, &qe) || !strings.Contains(err.Error(), "destination.quota.collections=3") {
-		t.Fatalf("collections: %v", err)
-	}
-	if _, err := Check(q, "ns", Usage{Bytes: 1 << 20}); !errors.As(err, &qe) || !strings.Contains(err.Error(), "destination.quota.bytes=1Mi") {
-		t.Fatalf("bytes: %v", err)
-	}
-	if left, err := Check(destination.Quota{}, "ns", Usage{Bytes: 1 << 40, Collections: 1e6}); err != nil || left != 0 {
-		t.Fatalf("no quota: %d %v", left, err)
 	}
 }
 

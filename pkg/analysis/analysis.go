@@ -18,6 +18,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/layout"
@@ -34,6 +35,8 @@ var (
 	collectionsScript string
 	//go:embed scripts/read.sh
 	readScript string
+	//go:embed scripts/reserve.sh
+	reserveScript string
 	// probeScript prints the size of the followed file $1 (0 when absent) on one line and
 	// the checkpoint file $2 (or "none") on the next.
 	//
@@ -169,6 +172,68 @@ func (p Pod) Usage(ctx context.Context, nsDir string) (Usage, error) {
 		return Usage{}, fmt.Errorf("unexpected output %q", out.String())
 	}
 	return Usage{Bytes: kib << 10, Collections: n}, nil
+}
+
+// Reservation asks for part of a namespace's quota before a collection writes.
+type Reservation struct {
+	// NamespaceDir is the namespace's directory, Ledger its reservations directory, Name
+	// this collection's reservation in it (layout.Layout's).
+	NamespaceDir, Ledger, Name string
+	// Bytes is what the collection asks to hold in all (a later call with more grows it).
+	Bytes int64
+	// MaxCollections and MaxBytes are the namespace's quota (0: no bound).
+	MaxCollections int
+	MaxBytes       int64
+	// Stale is the age past which a reservation belongs to no live collection.
+	Stale time.Duration
+}
+
+// Grant is what Reserve answered: the bytes granted (Refused empty), or why none were
+// ("collections" or "bytes": that part of the quota is used up). Used and Count are the
+// namespace's usage without this reservation.
+type Grant struct {
+	Bytes   int64
+	Refused string
+	Used    int64
+	Count   int
+}
+
+// Reserve takes or grows a reservation, atomically across every agent writing to this
+// analysis pod.
+func (p Pod) Reserve(ctx context.Context, r Reservation) (Grant, error) {
+	out := &exec.Output{Max: 256}
+	stale := max(int(r.Stale.Minutes()), 1)
+	args := []string{r.NamespaceDir, r.Ledger, r.Name, strconv.FormatInt(r.Bytes, 10),
+		strconv.Itoa(r.MaxCollections), strconv.FormatInt(r.MaxBytes, 10), strconv.Itoa(stale)}
+	if err := p.run(ctx, script(reserveScript, "podcopy-reserve", args...), nil, out, nil); err != nil {
+		return Grant{}, err
+	}
+	f := strings.Fields(out.String())
+	if len(f) != 4 {
+		return Grant{}, fmt.Errorf("unexpected output %q", out.String())
+	}
+	var g Grant
+	used, err1 := strconv.ParseInt(f[2], 10, 64)
+	count, err2 := strconv.Atoi(f[3])
+	var err3 error
+	switch {
+	case f[0] == "granted":
+		g.Bytes, err3 = strconv.ParseInt(f[1], 10, 64)
+	case f[0] == "refused" && (f[1] == "collections" || f[1] == "bytes"):
+		g.Refused = f[1]
+	default:
+		err3 = errors.New("unknown answer")
+	}
+	if err := errors.Join(err1, err2, err3); err != nil || g.Bytes < 0 {
+		return Grant{}, fmt.Errorf("unexpected output %q", out.String())
+	}
+	g.Used, g.Count = used, count
+	return g, nil
+}
+
+// Release drops a reservation (the collection is published, or gone).
+func (p Pod) Release(ctx context.Context, ledger, name string) error {
+	return p.run(ctx, []string{"rm", "-f", "--", ledger + "/" + name}, nil, nil, nil)
 }
 
 // Followed files.

@@ -4,13 +4,16 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
@@ -220,8 +223,10 @@ func TestCommandsAreFixed(t *testing.T) {
 	_ = p.Head(ctx, hostile, 10, &b)
 	_ = p.List(ctx, hostile, &b)
 	_ = p.Archive(ctx, hostile, &b)
+	_, _ = p.Reserve(ctx, Reservation{NamespaceDir: hostile, Ledger: hostile, Name: hostile})
+	_ = p.Release(ctx, hostile, hostile)
 	scripts := map[string]bool{}
-	for _, s := range []string{publishScript, staleScript, usageScript, collectionsScript, readScript, probeScript, appendScript, retireScript} {
+	for _, s := range []string{publishScript, staleScript, usageScript, collectionsScript, readScript, probeScript, appendScript, retireScript, reserveScript} {
 		scripts[s] = true
 	}
 	embedded := 0
@@ -236,7 +241,7 @@ func TestCommandsAreFixed(t *testing.T) {
 			}
 			continue
 		}
-		i := slices.Index(cmd, hostile)
+		i := slices.IndexFunc(cmd, func(a string) bool { return strings.Contains(a, hostile) })
 		if i < 0 {
 			t.Errorf("%q: the path is not an operand", cmd)
 			continue
@@ -282,5 +287,101 @@ func TestOneOwner(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestReserve: reservations hold a namespace's quota across concurrent collections (of any
+// agent: the lock is in the analysis pod), a released one frees its share, and the bytes
+// granted never pass what the quota leaves.
+func TestReserve(t *testing.T) {
+	t.Parallel()
+	for _, flavor := range []string{"gnu", "busybox"} {
+		t.Run(flavor, func(t *testing.T) {
+			t.Parallel()
+			p, _ := local(t, flavor)
+			ctx := t.Context()
+			dir := t.TempDir()
+			l, _ := layout.New(dir, "ns", "web")
+			final, _ := l.Collection("20261206T120000Z-0123abcd")
+			if err := os.MkdirAll(final, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(final+"/"+layout.ManifestName, []byte("{}"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			staging, _ := l.Staging("20261206T120001Z-0123abcd")
+			if err := os.MkdirAll(staging, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			// Staged bytes count by their reservation, not twice.
+			if err := os.WriteFile(staging+"/big", bytes.Repeat([]byte("x"), 1<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r := func(name string, n int64, maxN int, maxB int64) Reservation {
+				return Reservation{NamespaceDir: dir + "/ns", Ledger: l.Ledger(), Name: name, Bytes: n, MaxCollections: maxN, MaxBytes: maxB, Stale: 10 * time.Minute}
+			}
+			// Eight at once with room for four more collections: exactly four granted.
+			var mu sync.Mutex
+			granted := 0
+			var wg sync.WaitGroup
+			for i := range 8 {
+				wg.Go(func() {
+					g, err := p.Reserve(ctx, r(fmt.Sprintf("web_%d", i), 0, 5, 0))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if g.Refused == "" {
+						mu.Lock()
+						granted++
+						mu.Unlock()
+					} else if g.Refused != "collections" || g.Count != 5 {
+						t.Errorf("refused %+v", g)
+					}
+				})
+			}
+			wg.Wait()
+			if granted != 4 {
+				t.Fatalf("%d of 8 concurrent reservations granted with room for 4", granted)
+			}
+			entries, _ := os.ReadDir(l.Ledger())
+			var held []string
+			for _, e := range entries {
+				if !strings.HasPrefix(e.Name(), ".") {
+					held = append(held, e.Name())
+				}
+			}
+			if len(held) != 4 {
+				t.Fatalf("ledger holds %v", held)
+			}
+			for _, name := range held {
+				if err := p.Release(ctx, l.Ledger(), name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Bytes: what is in use (published, not staged) plus the others' reservations.
+			g, err := p.Reserve(ctx, r("web_a", 64<<10, 0, 0))
+			if err != nil || g.Refused != "" || g.Bytes != 64<<10 || g.Used >= 1<<20 {
+				t.Fatalf("unbounded: %+v %v", g, err)
+			}
+			limit := g.Used + 64<<10 + 100<<10 // room for a's 64 KiB and 100 KiB more
+			g, err = p.Reserve(ctx, r("web_b", 200<<10, 0, limit))
+			if err != nil || g.Bytes != 100<<10 {
+				t.Fatalf("b is granted what is left, 100 KiB: %+v %v", g, err)
+			}
+			if g, err := p.Reserve(ctx, r("web_c", 1, 0, limit)); err != nil || g.Refused != "bytes" {
+				t.Fatalf("c with the bytes used up: %+v %v", g, err)
+			}
+			// a grows: nothing is left beyond its own 64 KiB.
+			if g, err := p.Reserve(ctx, r("web_a", 128<<10, 0, limit)); err != nil || g.Bytes != 64<<10 {
+				t.Fatalf("a grows past the quota: %+v %v", g, err)
+			}
+			if err := p.Release(ctx, l.Ledger(), "web_b"); err != nil {
+				t.Fatal(err)
+			}
+			if g, err := p.Reserve(ctx, r("web_a", 128<<10, 0, limit)); err != nil || g.Bytes != 128<<10 {
+				t.Fatalf("a grows once b is released: %+v %v", g, err)
+			}
+		})
 	}
 }

@@ -28,6 +28,9 @@ const (
 	// RecordsName is the directory of a collection holding the pod's own records
 	// (podcopy/include); "_" cannot start a container name.
 	RecordsName = "_pod"
+	// LedgerName is the namespace's directory of quota reservations (<dir>/<namespace>/
+	// .quota); a pod name cannot start with ".".
+	LedgerName = ".quota"
 )
 
 // collectionID is SPEC §3's <UTC start>-<first 8 hex of the request id>.
@@ -55,6 +58,22 @@ func New(dir, namespace, pod string) (Layout, error) {
 
 // Root is <dir>/<namespace>/<pod>: everything of this pod is strictly below it.
 func (l Layout) Root() string { return path.Join(l.dir, l.namespace, l.pod) }
+
+// NamespaceDir is <dir>/<namespace>: what the namespace's quota measures.
+func (l Layout) NamespaceDir() string { return path.Join(l.dir, l.namespace) }
+
+// Ledger is <dir>/<namespace>/.quota, the namespace's quota reservations (one file per
+// collection in flight, named by Reservation).
+func (l Layout) Ledger() string { return path.Join(l.NamespaceDir(), LedgerName) }
+
+// Reservation names collection id's reservation in the Ledger: <pod>_<id> ("_" is in no
+// pod name, so no two pods' names meet).
+func (l Layout) Reservation(id string) (string, error) {
+	if err := ValidCollectionID(id); err != nil {
+		return "", err
+	}
+	return l.pod + "_" + id, nil
+}
 
 // StagingRoot is <root>/.partial, where collections are extracted before they are complete.
 func (l Layout) StagingRoot() string { return path.Join(l.Root(), StagingName) }

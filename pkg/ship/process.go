@@ -545,9 +545,15 @@ func (w *writer) countFile(v Verdict, size int64) error {
 	if lim := w.job.Limits.MaxFiles; lim > 0 && t.Files+1 > lim {
 		return &LimitError{Reason: fmt.Sprintf("collection exceeds policy.maxFiles=%d at %s; narrow the paths or raise the limit", lim, v.Path)}
 	}
-	if lim := w.job.Limits.QuotaBytes; lim > 0 && t.Bytes+size > lim {
-		return &LimitError{Token: failure.QuotaExceeded, Reason: fmt.Sprintf("collection would pass namespace %s's destination.quota.bytes at %s (%d bytes were left in the analysis pod); remove some collections or raise the quota",
-			w.job.Header.Source.Namespace, v.Path, lim)}
+	if q := w.job.Quota; q != nil {
+		ok, reason, err := q.Reserve(w.ctx, t.Bytes+size)
+		if err != nil {
+			return fmt.Errorf("reserving namespace %s's quota in the analysis pod: %w", w.job.Header.Source.Namespace, err)
+		}
+		if !ok {
+			return &LimitError{Token: failure.QuotaExceeded, Reason: fmt.Sprintf("collection would pass namespace %s's destination.quota.bytes at %s (%s); remove some collections or raise the quota",
+				w.job.Header.Source.Namespace, v.Path, reason)}
+		}
 	}
 	if lim := w.job.Limits.MaxBytes; lim > 0 && t.Bytes+size > lim {
 		return &LimitError{Reason: fmt.Sprintf("collection exceeds policy.maxBytes=%d bytes at %s (%d bytes so far, this file %d); narrow the paths or raise the limit", lim, v.Path, t.Bytes, size)}

@@ -44,9 +44,6 @@ type Limits struct {
 	// MaxFollowBytes caps what one followed pod's harvested files may hold in all
 	// (policy.maxFollowBytes; 0: no cap). Not used by once collections.
 	MaxFollowBytes int64
-	// QuotaBytes is what the source namespace may still write in the analysis pod
-	// (destination.quota.bytes less its usage; 0: no bound).
-	QuotaBytes int64
 }
 
 // Per-entry overhead of the source-bytes budget: a header block, a PAX header of up to two
@@ -123,6 +120,19 @@ type Job struct {
 	// Records are the pod's own records (podcopy/include), stored after the files and
 	// before the manifest, which lists them with their SHA-256 (the custody record signs them).
 	Records []RecordFile
+	// Quota, when set, holds the source namespace's quota in the analysis pod: before each
+	// file is written, the collection's bytes so far plus the file's must be reserved.
+	Quota Quota
+}
+
+// Quota is a collection's reservation of its namespace's quota in the analysis pod
+// (destination.quota.bytes).
+type Quota interface {
+	// Reserve makes sure total bytes are reserved for the collection, growing its
+	// reservation when needed: ok false when the quota does not leave them (the collection
+	// fails with QuotaExceeded, reason saying what was left); err when it could not be
+	// asked.
+	Reserve(ctx context.Context, total int64) (ok bool, reason string, err error)
 }
 
 // RecordFile is one pod record to store: its manifest entry (Name, Kind, Container,

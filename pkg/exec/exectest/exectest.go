@@ -88,7 +88,7 @@ func BusyboxPath(dir string) string {
 	if err != nil {
 		return ""
 	}
-	for _, applet := range []string{"tar", "sh", "rm", "cat", "test", "[", "gzip", "gunzip", "stat", "dd", "mkdir", "mv", "printf", "od", "tr", "touch", "head", "tail", "ls", "find", "du", "cut", "wc"} {
+	for _, applet := range []string{"tar", "sh", "rm", "cat", "test", "[", "gzip", "gunzip", "stat", "dd", "mkdir", "mv", "printf", "od", "tr", "touch", "head", "tail", "ls", "find", "du", "cut", "wc", "rmdir", "sleep"} {
 		if err := os.Symlink(bb, filepath.Join(dir, applet)); err != nil {
 			return ""
 		}
