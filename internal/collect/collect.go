@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 
 	"github.com/go-logr/logr"
 
@@ -97,7 +98,9 @@ type Handler struct {
 	Recorder record.EventRecorder
 	Metrics  *metrics.Metrics
 	Settings Settings
-	Now      func() time.Time
+	// Clock is the handler's time: status times, retries, progress, follow ticks (the real
+	// clock when nil; tests use k8s.io/utils/clock/testing's fake).
+	Clock clock.WithTicker
 	// Exec runs follow mode's commands (the Runner's own executor in production).
 	Exec exec.Executor
 	// RetryBase is the first backoff between attempts (2s when zero).
@@ -322,12 +325,14 @@ func notReady(pod *corev1.Pod, container string) string {
 	return fmt.Sprintf("waiting for container %s to start", container)
 }
 
-func (h *Handler) now() time.Time {
-	if h.Now != nil {
-		return h.Now()
+func (h *Handler) clock() clock.WithTicker {
+	if h.Clock != nil {
+		return h.Clock
 	}
-	return time.Now()
+	return clock.RealClock{}
 }
+
+func (h *Handler) now() time.Time { return h.clock().Now() }
 
 func (h *Handler) finished(uid types.UID, id string) bool {
 	h.mu.Lock()
@@ -695,10 +700,9 @@ func (h *Handler) startAfter(ctx context.Context, previous string) (time.Time, e
 	}
 	next := t.Add(time.Second)
 	if now.Truncate(time.Second).Before(next) {
-		select {
-		case <-time.After(next.Sub(now)):
-		case <-ctx.Done():
-			return time.Time{}, context.Cause(ctx)
+		h.clock().Sleep(next.Sub(now)) // under a second
+		if err := context.Cause(ctx); err != nil {
+			return time.Time{}, err
 		}
 		if now = h.now().UTC(); now.Before(next) {
 			now = next

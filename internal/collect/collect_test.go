@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
+	testclock "k8s.io/utils/clock/testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -80,7 +82,7 @@ func newEnv(pod *corev1.Pod, chooserErr error) *env {
 	e.h = &Handler{Runner: e.runner, Chooser: fakeChooser{err: chooserErr}, Status: status.PatchWriter{Client: client},
 		Recorder: e.recorder, Metrics: metrics.New(),
 		Settings: Settings{Policy: policy.Default, Limits: func() ship.Limits { return ship.Limits{} }, Dir: "/collect"},
-		Now:      func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
+		Clock:    testclock.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
 		Work:     e.newWork(0)}
 	return e
 }
@@ -303,15 +305,27 @@ func TestSyncShutdownRecordsReason(t *testing.T) {
 
 var errShutdownForTest = errors.New("agent shutting down: the collection was interrupted after the shutdown grace period")
 
-// progressRunner moves a collection forward in steps, as ship does while streaming.
-type progressRunner struct{ steps int }
+// progressRunner moves a collection forward in steps, as ship does while streaming; after
+// each step it moves the fake clock one progress interval on and waits until the status
+// shows the step (written tells it what was last written).
+type progressRunner struct {
+	steps    int
+	clock    *testclock.FakeClock
+	interval time.Duration
+	written  func() int // the files of the last progress write
+}
 
 func (r progressRunner) Run(ctx context.Context, job ship.Job) (ship.Result, error) {
 	job.Progress.Expected.Store(int64(r.steps) * 100)
-	for range r.steps {
+	for i := range r.steps {
 		job.Progress.Files.Add(1)
 		job.Progress.Bytes.Add(100)
-		time.Sleep(30 * time.Millisecond)
+		for r.written() != i+1 {
+			if r.clock.HasWaiters() { // the progress ticker
+				r.clock.Step(r.interval)
+			}
+			goruntime.Gosched()
+		}
 	}
 	return ship.Result{Totals: manifest.Totals{Files: r.steps, Bytes: int64(r.steps) * 100}}, nil
 }
@@ -322,10 +336,17 @@ func TestRunningStatusShowsProgress(t *testing.T) {
 	t.Parallel()
 	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/big.log", request.AnnotationRequestedBy: "alice"}, corev1.PodRunning)
 	e := newEnv(pod, nil)
-	e.h.Runner = progressRunner{steps: 20}
-	e.h.ProgressInterval = 50 * time.Millisecond
+	e.h.ProgressInterval = 2 * time.Second
 	var mu sync.Mutex
 	var seen []status.Status
+	e.h.Runner = progressRunner{steps: 20, clock: e.h.Clock.(*testclock.FakeClock), interval: e.h.ProgressInterval, written: func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) == 0 {
+			return 0
+		}
+		return seen[len(seen)-1].Files
+	}}
 	e.client.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		var patch struct {
 			Metadata struct {
@@ -358,7 +379,7 @@ func TestRunningStatusShowsProgress(t *testing.T) {
 			}
 		}
 	}
-	if progress < 2 || seen[len(seen)-1].Phase != status.Succeeded || seen[len(seen)-1].Bytes != 2000 {
+	if progress != 20 || seen[len(seen)-1].Phase != status.Succeeded || seen[len(seen)-1].Bytes != 2000 {
 		t.Fatalf("%d progress writes; writes %+v", progress, seen)
 	}
 }

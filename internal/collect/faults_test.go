@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
+	testclock "k8s.io/utils/clock/testing"
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/policy"
@@ -125,8 +126,8 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 			e.h.Runner = r
 			e.h.Settings.Attempts = 3
 			e.h.RetryBase = 10 * time.Millisecond
-			clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-			e.h.Now = clock.Now
+			clock := testclock.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+			e.h.Clock = clock
 			waits := e.syncUntilDone(t, clock)
 			st := e.status(t)
 			if want := tt.wantRuns - 1; len(waits) != want {
@@ -175,27 +176,10 @@ func TestRunningStatusWithoutACollectionIsResolved(t *testing.T) {
 func e0Policy() policy.Policy { return policy.Default() }
 
 // fakeClock is the handler's clock in tests of retry scheduling.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // syncUntilDone syncs the pod as the controller would, until its request has a terminal
 // status: after a *RetryError it advances clock by the requested delay (no sleeping) and
 // returns the delays; another error is retried at once (the queue's rate limit).
-func (e *env) syncUntilDone(t *testing.T, clock *fakeClock) []time.Duration {
+func (e *env) syncUntilDone(t *testing.T, clock *testclock.FakeClock) []time.Duration {
 	t.Helper()
 	var waits []time.Duration
 	for range 20 {
@@ -208,9 +192,9 @@ func (e *env) syncUntilDone(t *testing.T, clock *fakeClock) []time.Duration {
 				t.Fatalf("a sync before the next attempt is due: %v", again)
 			}
 			waits = append(waits, retry.After)
-			clock.Advance(retry.After + time.Second)
+			clock.Step(retry.After + time.Second)
 		case err != nil:
-			clock.Advance(time.Second)
+			clock.Step(time.Second)
 		default:
 			if st, ok := status.Get(e.refresh(t)); ok && st.Phase != status.Running && st.Phase != status.Pending {
 				return waits
@@ -257,14 +241,14 @@ func TestAnOutageDoesNotUseUpAttempts(t *testing.T) {
 	e.h.Runner = &outageRunner{scriptedRunner: r, dw: dw}
 	e.h.Settings.Attempts = 2
 	e.h.RetryBase = 10 * time.Millisecond
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	e.h.Now = clock.Now
+	clock := testclock.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	e.h.Clock = clock
 	// The queue syncs again while the API server is down: nothing runs, no attempt is used.
 	for i := range 5 {
 		if err := e.sync(t.Context(), e.refresh(t)); err == nil {
 			t.Fatalf("sync %d during the outage: no error", i)
 		}
-		clock.Advance(time.Second)
+		clock.Step(time.Second)
 	}
 	if len(r.jobs) != 1 {
 		t.Fatalf("%d attempts ran during the outage", len(r.jobs))

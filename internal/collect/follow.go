@@ -235,7 +235,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	// all of it), so the follows an agent resumes after a restart do not tick together; then
 	// every interval.
 	interval := req.IntervalDuration()
-	next := time.NewTimer(firstTickAfter(interval))
+	next := h.clock().NewTimer(firstTickAfter(interval))
 	defer next.Stop()
 	defer t.cleanup()
 	for {
@@ -258,7 +258,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 			return
 		case <-ctx.Done():
 			return
-		case <-next.C:
+		case <-next.C():
 			next.Reset(interval)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	testclock "k8s.io/utils/clock/testing"
 
 	"go.uber.org/goleak"
 
@@ -347,9 +347,8 @@ func TestFollowUntil(t *testing.T) {
 	e := newEnv(pod, nil)
 	e.h.Exec = &exectest.Local{}
 	e.h.Settings.Dir = dst
-	var clock atomic.Int64 // the follow loop reads it too
-	clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	e.h.Now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	clock := testclock.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	e.h.Clock = clock
 	var retry *RetryError
 	if err := e.sync(t.Context(), pod); !errors.As(err, &retry) || retry.After != time.Hour {
 		t.Fatalf("sync: %v, want a requeue in 1h", err)
@@ -358,7 +357,7 @@ func TestFollowUntil(t *testing.T) {
 		st, _ := status.Get(e.refresh(t))
 		return st.Phase == status.Running && st.Bytes == 7
 	})
-	clock.Add(int64(time.Hour))
+	clock.Step(time.Hour)
 	if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +371,7 @@ func TestFollowUntil(t *testing.T) {
 	e.h.StopFollowing()
 	// An agent that finds the time passed and no loop of its own (a restart) ends it too.
 	e2 := newEnv(e.refresh(t), nil)
-	e2.h.Now = e.h.Now
+	e2.h.Clock = clock
 	running := e.refresh(t)
 	st.Phase, st.Message = status.Running, "following"
 	b, _ := json.Marshal(st)

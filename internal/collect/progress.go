@@ -22,13 +22,13 @@ func (h *Handler) reportProgress(ctx context.Context, pod *corev1.Pod, st status
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(h.progressEvery())
+		t := h.clock().NewTicker(h.progressEvery())
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-t.C():
 			}
 			files, bytes, expected := int(p.Files.Load()), p.Bytes.Load(), p.Expected.Load()
 			if files == st.Files && bytes == st.Bytes && expected == st.ExpectedBytes {
