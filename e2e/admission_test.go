@@ -25,7 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/podcopy/podcopy/internal/clustertest"
+	"github.com/podcopy/podcopy/internal/testkit/clustertest"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 

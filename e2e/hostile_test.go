@@ -11,8 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podcopy/podcopy/internal/clustertest"
-	"github.com/podcopy/podcopy/internal/hostile"
+	"github.com/podcopy/podcopy/internal/testkit/clustertest"
+	"github.com/podcopy/podcopy/internal/testkit/hostile"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/status"
 )

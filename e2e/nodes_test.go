@@ -24,10 +24,10 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podcopy/podcopy/internal/clustertest"
 	"github.com/podcopy/podcopy/internal/destination"
 	"github.com/podcopy/podcopy/internal/nodeloss"
 	"github.com/podcopy/podcopy/internal/shell"
+	"github.com/podcopy/podcopy/internal/testkit/clustertest"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/status"

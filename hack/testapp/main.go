@@ -17,7 +17,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/podcopy/podcopy/internal/hostile"
+	"github.com/podcopy/podcopy/internal/testkit/hostile"
 )
 
 const pad = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz"

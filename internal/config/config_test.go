@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/podcopy/podcopy/internal/golden"
+	"github.com/podcopy/podcopy/internal/testkit/golden"
 )
 
 func load(t *testing.T, file string, args ...string) (Options, error) {

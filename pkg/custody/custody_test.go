@@ -15,7 +15,7 @@ import (
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
-	"github.com/podcopy/podcopy/internal/golden"
+	"github.com/podcopy/podcopy/internal/testkit/golden"
 	"github.com/podcopy/podcopy/pkg/manifest"
 )
 

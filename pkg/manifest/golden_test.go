@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/podcopy/podcopy/internal/golden"
+	"github.com/podcopy/podcopy/internal/testkit/golden"
 )
 
 // TestManifestGolden: manifest.json is a contract file (SPEC §3): the bytes the Builder writes

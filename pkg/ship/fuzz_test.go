@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podcopy/podcopy/internal/hostile"
+	"github.com/podcopy/podcopy/internal/testkit/hostile"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"

@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/podcopy/podcopy/internal/golden"
+	"github.com/podcopy/podcopy/internal/testkit/golden"
 )
 
 // TestStatusGolden: the podcopy/status annotation is a contract (SPEC §2): a status with every

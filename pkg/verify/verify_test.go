@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podcopy/podcopy/internal/golden"
+	"github.com/podcopy/podcopy/internal/testkit/golden"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/manifest"
 )
