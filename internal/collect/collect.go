@@ -160,21 +160,23 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 		return nil // its end syncs the pod again (a deleted pod's is stopped by Forget)
 	}
 	if pod.DeletionTimestamp != nil {
-		h.drainFollow(pod.UID)
+		_ = h.drainFollow(pod.UID) // its last tick and final status are the loop's own
 		if !request.HasRequest(pod) || !strings.Contains(pod.Annotations[request.AnnotationCollectOn], request.OnTermination) {
 			return nil
 		}
 		// podcopy/collect-on: termination: the grace period is the time left to collect.
 	}
 	if !request.HasRequest(pod) {
-		h.endFollow(pod.UID, "podcopy/collect was removed")
+		_ = h.endFollow(pod.UID, "podcopy/collect was removed") // the loop writes why it ended
 		return nil
 	}
 	log := logr.FromContextOrDiscard(ctx).WithValues("pod", pod.Namespace+"/"+pod.Name)
 	st, _ := status.Get(pod)
 	req, err := request.Parse(pod, h.Settings.Policy())
 	if err != nil {
-		h.endFollow(pod.UID, "the request changed")
+		if err := h.endFollow(pod.UID, "the request changed"); err != nil {
+			return err
+		}
 		id := request.RawID(pod)
 		if st.Done(id) || h.finished(pod.UID, id) {
 			return nil
@@ -186,7 +188,9 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	if req.Mode == request.ModeFollow {
 		return h.syncFollow(ctx, log, pod, req, st)
 	}
-	h.endFollow(pod.UID, "podcopy/mode changed")
+	if err := h.endFollow(pod.UID, "podcopy/mode changed"); err != nil {
+		return err
+	}
 	occ, why := occasion(pod, req)
 	if why != "" {
 		if st.Occasion != "" && st.Done(st.Request) {

@@ -98,7 +98,17 @@ func (e *env) newWork(n int) *executor.Executor {
 // executor to finish it and returns what the collection ended with (what the controller
 // would requeue the pod with).
 func (e *env) sync(ctx context.Context, pod *corev1.Pod) error {
-	if err := e.h.Sync(ctx, pod); err != nil {
+	err := e.h.Sync(ctx, pod)
+	for errors.Is(err, errFollowEnding) { // the controller syncs again once the loop ended
+		e.h.mu.Lock()
+		f := e.h.follows[pod.UID]
+		e.h.mu.Unlock()
+		if f != nil {
+			<-f.done
+		}
+		err = e.h.Sync(ctx, pod)
+	}
+	if err != nil {
 		return err
 	}
 	e.h.Work.Wait()

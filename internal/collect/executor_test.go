@@ -105,7 +105,8 @@ func TestSyncOnlyDecides(t *testing.T) {
 	}
 	bad := namedPod("b", map[string]string{request.AnnotationCollect: "relative/path"})
 	queued := namedPod("c", ann)
-	client := fake.NewClientset(append(objs, bad, queued)...)
+	followed := namedPod("f", map[string]string{request.AnnotationCollect: "/var/log/app.log", request.AnnotationMode: "follow"})
+	client := fake.NewClientset(append(objs, bad, queued, followed)...)
 	log := &statusLog{per: map[string][]status.Status{}}
 	ended := make(chan string, 10)
 	work := newWorkFor(4, ended)
@@ -127,6 +128,19 @@ func TestSyncOnlyDecides(t *testing.T) {
 	if sts := log.of("b"); len(sts) != 1 || sts[0].Phase != status.Rejected {
 		t.Fatalf("b's statuses %+v", sts)
 	}
+	// A follow whose first tick waits for a slot is stopped at once, and ends without one.
+	if err := h.Sync(ctx, followed); err != nil {
+		t.Fatal(err)
+	}
+	unfollowed := followed.DeepCopy()
+	delete(unfollowed.Annotations, request.AnnotationCollect)
+	if err := h.Sync(ctx, unfollowed); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the follow to end while every slot is held", func() bool {
+		sts := log.of("f")
+		return len(sts) > 0 && sts[len(sts)-1].Phase == status.Succeeded && strings.Contains(sts[len(sts)-1].Message, "podcopy/collect was removed")
+	})
 	// A fifth collection waits for a slot: Pending, first in line, and no Running.
 	if err := h.Sync(ctx, queued); err != nil {
 		t.Fatal(err)

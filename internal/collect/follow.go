@@ -37,13 +37,15 @@ const (
 // healthy tick ends well within it.
 const followTickTimeout = 5 * time.Minute
 
-// following is one running follow loop.
+// following is one running follow loop; stopping, final and why are set (under the
+// handler's mutex) before stop is closed.
 type following struct {
-	id    string
-	stop  chan struct{}
-	done  chan struct{}
-	final bool // ship once more before stopping (the pod is terminating)
-	why   string
+	id       string
+	stop     chan struct{}
+	done     chan struct{}
+	stopping bool
+	final    bool // ship once more before stopping (the pod is terminating)
+	why      string
 }
 
 // syncFollow starts following pod's request unless it already runs; another request of
@@ -68,7 +70,9 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 	if h.followingID(pod.UID) == id {
 		return nil
 	}
-	h.endFollow(pod.UID, "the request changed")
+	if err := h.endFollow(pod.UID, "the request changed"); err != nil {
+		return err
+	}
 	if wait := notReady(pod, req.Container); wait != "" {
 		return h.pending(ctx, pod, st, id, wait)
 	}
@@ -87,8 +91,13 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 	log.Info("following", "paths", req.Paths, "interval", req.IntervalDuration().String())
 	go func() {
 		defer h.loops.Done()
-		defer close(f.done)
 		h.follow(ctx, log, pod.DeepCopy(), req, f)
+		h.mu.Lock()
+		if h.follows[pod.UID] == f {
+			delete(h.follows, pod.UID)
+		}
+		h.mu.Unlock()
+		close(f.done)
 	}()
 	return nil
 }
@@ -99,8 +108,14 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 func (h *Handler) followUntilPassed(ctx context.Context, pod *corev1.Pod, req request.Request, st status.Status) error {
 	id := req.ID()
 	why := fmt.Sprintf("%s %s has passed", request.AnnotationFollowUntil, req.Until.UTC().Format(time.RFC3339))
-	if h.followingID(pod.UID) == id {
-		h.stopFollow(pod.UID, followEnd{why: why, final: true, wait: true})
+	h.mu.Lock()
+	looping := h.follows[pod.UID] != nil
+	h.mu.Unlock()
+	if looping {
+		// The loop ships what is left and writes the final status; sync again once it has.
+		if err := h.stopFollow(pod.UID, followEnd{why: why, final: true}); err != nil {
+			return err
+		}
 	} else if st.Request == id && st.Phase == status.Running {
 		st.Phase, st.CompletionTime, st.NextAttemptTime = status.Succeeded, h.now().UTC().Format(time.RFC3339), ""
 		st.Reason, st.Message = failure.Succeeded, "follow stopped: "+why
@@ -118,10 +133,11 @@ func firstTickAfter(interval time.Duration) time.Duration {
 	return interval - rand.N(interval/2+1)
 }
 
+// followingID is the request id pod uid follows ("" when no loop runs, or it is ending).
 func (h *Handler) followingID(uid types.UID) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if f := h.follows[uid]; f != nil {
+	if f := h.follows[uid]; f != nil && !f.stopping {
 		return f.id
 	}
 	return ""
@@ -132,37 +148,49 @@ func (h *Handler) followingID(uid types.UID) string {
 type followEnd struct {
 	why   string // written to the status as the reason it ended ("" writes nothing)
 	final bool   // ship once more first
-	wait  bool   // wait for the loop to end
 }
 
-// endFollow: the request changed or was removed; the status says why (Succeeded).
-func (h *Handler) endFollow(uid types.UID, why string) {
-	h.stopFollow(uid, followEnd{why: why, wait: true})
+// errFollowEnding asks the controller to sync the pod again shortly: its follow loop is
+// ending (a last tick, the closing records, its final status), and nothing else may write
+// the pod's status before it has.
+var errFollowEnding = &RetryError{Reason: "the pod's follow is ending", After: time.Second}
+
+// endFollow: the request changed or was removed; the status says why (Succeeded). It
+// returns errFollowEnding while the loop has not ended yet.
+func (h *Handler) endFollow(uid types.UID, why string) error {
+	return h.stopFollow(uid, followEnd{why: why})
 }
 
 // drainFollow: the pod is terminating; ship what it has left, then stop.
-func (h *Handler) drainFollow(uid types.UID) {
-	h.stopFollow(uid, followEnd{final: true, wait: true})
+func (h *Handler) drainFollow(uid types.UID) error {
+	return h.stopFollow(uid, followEnd{final: true})
 }
 
 // abandonFollow: the pod is gone, or the agent is stopping (the next agent resumes from the
-// checkpoints); no status, no waiting for a tick.
+// checkpoints); no status, no last tick.
 func (h *Handler) abandonFollow(uid types.UID) {
-	h.stopFollow(uid, followEnd{})
+	_ = h.stopFollow(uid, followEnd{})
 }
 
-func (h *Handler) stopFollow(uid types.UID, end followEnd) {
+// stopFollow tells uid's loop to end as end says (the first word counts) and never waits
+// for it: errFollowEnding while it runs, nil once it has ended (or there was none).
+func (h *Handler) stopFollow(uid types.UID, end followEnd) error {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	f := h.follows[uid]
-	delete(h.follows, uid)
-	h.mu.Unlock()
 	if f == nil {
-		return
+		return nil
 	}
-	f.final, f.why = end.final, end.why
-	close(f.stop)
-	if end.wait {
-		<-f.done
+	if !f.stopping {
+		f.stopping, f.final, f.why = true, end.final, end.why
+		close(f.stop)
+	}
+	select {
+	case <-f.done:
+		delete(h.follows, uid)
+		return nil
+	default:
+		return errFollowEnding
 	}
 }
 
@@ -226,7 +254,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	if noPod {
 		set, bucket = bucket, nil
 	}
-	t := &followTick{h: h, log: log, pod: pod, req: req, set: set, mirror: bucket, noPod: noPod, dir: dir,
+	t := &followTick{h: h, f: f, log: log, pod: pod, req: req, set: set, mirror: bucket, noPod: noPod, dir: dir,
 		viaHelper: h.sourceMode(req) == request.SourceHelper,
 		last:      status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339), RequestedBy: req.RequestedBy, RequestOrigin: req.Origin}}
 	h.event(pod, corev1.EventTypeNormal, ReasonStarted,
@@ -267,6 +295,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 // followTick holds one follow loop's state between ticks.
 type followTick struct {
 	h   *Handler
+	f   *following
 	log logr.Logger
 	pod *corev1.Pod
 	req request.Request
@@ -356,9 +385,22 @@ func (t *followTick) run(ctx context.Context) {
 	withData := 0
 	// A tick has a deadline: a stalled exec fails it (the checkpoint in the analysis pod says
 	// what landed) instead of holding the loop and the agent's shutdown.
-	release, err := h.Work.Acquire(ctx) // a tick counts within concurrency, as a collection does
+	// A tick counts within concurrency, as a collection does. A stop that asks for no last
+	// tick ends the wait for a slot at once.
+	wctx, endWait := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-t.f.stop:
+			if !t.f.final { // set before stop was closed
+				endWait()
+			}
+		case <-wctx.Done():
+		}
+	}()
+	release, err := h.Work.Acquire(wctx)
+	endWait()
 	if err != nil {
-		return // the agent is stopping
+		return // stopped, or the agent is stopping
 	}
 	tctx, cancel := context.WithTimeout(ctx, followTickTimeout)
 	reports, err := t.set.Tick(tctx, dst)

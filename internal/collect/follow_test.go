@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	testclock "k8s.io/utils/clock/testing"
 
 	"go.uber.org/goleak"
@@ -62,7 +63,7 @@ func TestFollowShipsThenStopsWhenTheAnnotationIsRemoved(t *testing.T) {
 	if err := os.WriteFile(log, []byte("line 1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e, _ := startFollow(t, map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, dst)
+	e, pod := startFollow(t, map[string]string{request.AnnotationCollect: log, request.AnnotationMode: "follow", request.AnnotationInterval: "5s"}, dst)
 	dest, _ := followPaths(dst, "ns", "mysql", "db", log)
 	eventually(t, "first tick shipped", func() bool {
 		b, _ := os.ReadFile(dest)
@@ -85,6 +86,7 @@ func TestFollowShipsThenStopsWhenTheAnnotationIsRemoved(t *testing.T) {
 	if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
+	e.followEnded(t, pod.UID) // Sync does not wait for it: the loop writes why it ended
 	st := e.status(t)
 	if st.Phase != status.Succeeded || !strings.Contains(st.Message, "follow stopped: podcopy/collect was removed") {
 		t.Fatalf("status %+v", st)
@@ -209,9 +211,10 @@ func TestTerminatingPodGetsALastShipment(t *testing.T) {
 	_ = f.Close()
 	terminating := e.refresh(t)
 	terminating.DeletionTimestamp = &metav1.Time{Time: time.Now()}
-	if err := e.sync(t.Context(), terminating); err != nil { // returns after the last tick
+	if err := e.sync(t.Context(), terminating); err != nil {
 		t.Fatal(err)
 	}
+	e.followEnded(t, terminating.UID) // Sync does not wait for the last tick
 	if b, _ := os.ReadFile(dest); string(b) != "early\nlast words\n" {
 		t.Fatalf("dest %q", b)
 	}
@@ -231,6 +234,17 @@ func TestModeChangeStopsFollowing(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(e.events(), "\n"), "FollowStopped follow stopped: podcopy/mode changed") {
 		t.Fatalf("events %q", e.events())
+	}
+}
+
+// followEnded waits until uid's follow loop has ended.
+func (e *env) followEnded(t *testing.T, uid types.UID) {
+	t.Helper()
+	e.h.mu.Lock()
+	f := e.h.follows[uid]
+	e.h.mu.Unlock()
+	if f != nil {
+		<-f.done
 	}
 }
 
@@ -268,21 +282,18 @@ func TestFollowEndsAtItsCap(t *testing.T) {
 	eventually(t, "the CollectionFailed Event", func() bool {
 		return strings.Contains(strings.Join(e.events(), "\n"), "Warning CollectionFailed follow stopped")
 	})
-	e.h.mu.Lock()
-	f := e.h.follows[pod.UID]
-	e.h.mu.Unlock()
-	select {
-	case <-f.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the loop went on after its cap")
-	}
+	eventually(t, "the loop to end at its cap", func() bool {
+		e.h.mu.Lock()
+		defer e.h.mu.Unlock()
+		return e.h.follows[pod.UID] == nil
+	})
 	if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
 	e.h.mu.Lock()
 	again := e.h.follows[pod.UID]
 	e.h.mu.Unlock()
-	if again != f {
+	if again != nil {
 		t.Fatal("following started again after its cap")
 	}
 	e.h.StopFollowing()
