@@ -9,10 +9,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	testclock "k8s.io/utils/clock/testing"
 
 	"github.com/podcopy/podcopy/internal/testkit/hostile"
 	"github.com/podcopy/podcopy/pkg/exec"
@@ -201,30 +204,38 @@ func TestRunHeartbeatKeepsStagingLive(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "gnu")
 	ce := &countingExec{Executor: f.local}
+	clock := f.shipper.Clock.(*testclock.FakeClock)
+	f.shipper.Heartbeat = 10 * time.Second
+	f.shipper.Stall = time.Hour // the watchdog runs on the wall clock
 	f.shipper.Exec = exectest.Route{Source: exectest.Func(func(ctx context.Context, req exec.Request) error {
 		if strings.Contains(strings.Join(req.Command, " "), "--no-recursion") {
 			_, err := req.Stdout.Write(make([]byte, 1024))
 			return err
 		}
 		archive := buildTar(t, []entry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./var/log/app/slow", Mode: 0o644}, data: strings.Repeat("x", 2048)}})
-		for i := 0; i < len(archive); i += 512 { // a block every 100 ms
+		for i := 0; i < len(archive); i += 512 { // a block every heartbeat: each one lands
 			if _, err := req.Stdout.Write(archive[i : i+512]); err != nil {
 				return err
 			}
-			time.Sleep(100 * time.Millisecond)
+			before := ce.touches.Load()
+			for ce.touches.Load() == before {
+				if clock.HasWaiters() {
+					clock.Step(f.shipper.Heartbeat)
+				}
+				runtime.Gosched()
+			}
 		}
 		return nil
 	}), Other: ce, SourcePod: "src"}
-	f.shipper.Heartbeat = 100 * time.Millisecond
 	j := f.job("/var/log/app")
 	if _, err := f.shipper.Run(t.Context(), j); err != nil {
 		t.Fatal(err)
 	}
 	n := ce.touches.Load()
 	if n < 3 {
-		t.Fatalf("%d heartbeats over a ~1 s collection, every 100 ms", n)
+		t.Fatalf("%d heartbeats over a collection of %d heartbeat periods", n, n)
 	}
-	time.Sleep(300 * time.Millisecond)
+	clock.Step(time.Hour)
 	if after := ce.touches.Load(); after != n {
 		t.Fatalf("heartbeats went on after the collection: %d then %d", n, after)
 	}

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/podcopy/podcopy/pkg/analysis"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
@@ -202,8 +204,9 @@ type Shipper struct {
 	SpoolDir string
 	// Spool bounds what all collections in flight spool together (nil: no bound).
 	Spool *manifest.SpoolBudget
-	// Now is the clock (time.Now when nil).
-	Now func() time.Time
+	// Clock is the shipper's time: completion times and the heartbeat (the real clock when
+	// nil; tests use k8s.io/utils/clock/testing's fake).
+	Clock clock.WithTicker
 	// Stall is the progress watchdog (DefaultStall when zero).
 	Stall time.Duration
 	// Heartbeat is how often a collection in flight refreshes its staging directory's
@@ -417,13 +420,13 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 // once both legs are done). A failed touch is not the
 // collection's failure; the watchdog and the legs report what matters.
 func (s *Shipper) heartbeat(ctx context.Context, dst exec.Target, staging string) {
-	t := time.NewTicker(s.Heartbeat)
+	t := s.clock().NewTicker(s.Heartbeat)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		hctx, cancel := context.WithTimeout(ctx, s.Heartbeat)
 		_ = analysis.Pod{Exec: s.Exec, Target: dst}.Heartbeat(hctx, staging)
@@ -452,12 +455,14 @@ func (s *Shipper) reader(job Job) source.Reader {
 	return source.Shell{Root: s.SourceRoot}
 }
 
-func (s *Shipper) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
+func (s *Shipper) clock() clock.WithTicker {
+	if s.Clock != nil {
+		return s.Clock
 	}
-	return time.Now()
+	return clock.RealClock{}
 }
+
+func (s *Shipper) now() time.Time { return s.clock().Now() }
 
 func (s *Shipper) stall() time.Duration {
 	if s.Stall > 0 {

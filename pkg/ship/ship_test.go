@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	testclock "k8s.io/utils/clock/testing"
+
 	"go.uber.org/goleak"
 
 	"github.com/podcopy/podcopy/pkg/custody"
@@ -64,7 +66,7 @@ func newFixture(t *testing.T, flavor string) *fixture {
 		f.reader = source.Helper{Command: []string{os.Args[0], "podcopy-source", "--root=" + f.root}}
 	}
 	f.shipper = &Shipper{Exec: f.local, SourceRoot: f.root, SpoolDir: t.TempDir(),
-		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC) }}
+		Clock: testclock.NewFakeClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))}
 	return f
 }
 
