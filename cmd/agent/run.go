@@ -144,7 +144,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	work := executor.New(opts.Concurrency)
 	handler := &collect.Handler{
 		Runner: &ship.Shipper{Exec: remote, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout, Spool: spool,
-			Heartbeat: ship.HeartbeatFor(opts.Destination.StaleAfter)},
+			Heartbeat: ship.HeartbeatFor(opts.Destination.StaleAfter),
+			// The source spools of all collections in flight share 64 MiB of the spool volume.
+			SourceSpool: min(ship.DefaultSourceSpool, sourceSpoolShare/int64(max(opts.Concurrency, 1)))},
 		Exec:     remote,
 		Chooser:  chooser,
 		Status:   status.PatchWriter{Client: client},
@@ -294,6 +296,10 @@ func reloadable(o config.Options) *settings {
 
 // serve runs srv on ln in g (TLS with certFile and keyFile when set) until ctx is done, then
 // shuts it down within grace.
+// sourceSpoolShare is the disk of the spool volume (an emptyDir of 128Mi in the chart) the
+// source spools of all collections in flight share; spoolMaxBytes (48Mi) is the manifests'.
+const sourceSpoolShare = 64 << 20
+
 func serve(g *errgroup.Group, ctx context.Context, srv *http.Server, ln net.Listener, certFile, keyFile string, grace time.Duration) {
 	g.Go(func() error {
 		var err error

@@ -212,6 +212,17 @@ type Shipper struct {
 	// Heartbeat is how often a collection in flight refreshes its staging directory's
 	// modification time (0: never). Set it well below destination.staleAfter.
 	Heartbeat time.Duration
+	// SourceSpool bounds the disk (in SpoolDir) one collection's source stream may wait in
+	// while the destination is slower than the source (DefaultSourceSpool when zero); past
+	// it the source waits.
+	SourceSpool int64
+}
+
+func (s *Shipper) sourceSpool() int64 {
+	if s.SourceSpool > 0 {
+		return s.SourceSpool
+	}
+	return DefaultSourceSpool
 }
 
 // HeartbeatFor is the heartbeat for a stale sweep of staleAfter: a quarter of it, at least
@@ -326,7 +337,8 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	if len(p.paths) == 0 {
 		return Result{}, permanent("nothing left to read: %s", describeSkipped(p.skipped))
 	}
-	srcR, srcW := io.Pipe()
+	srcR, srcW := newSourceSpool(s.SpoolDir, s.sourceSpool())
+	defer srcR.CloseWithError(nil) // its file goes with it
 	dstR, dstW := io.Pipe()
 	// Cancelled (the deadline, the watchdog, the caller): every read of the source and write
 	// to the destination fails at once with the cause, whether or not an exec honours its
