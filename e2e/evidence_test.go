@@ -302,23 +302,23 @@ func fixedNamespace(t *testing.T, name string) string {
 	return name
 }
 
-// TestBucketManySmallFiles (issue 35): ten thousand files of 1 KiB into the locked bucket
-// alone, one signed object each. The bucket takes them slower than the source sends them;
-// the source's stream waits in the agent's spool instead of being held (and cut), so the
-// collection succeeds and verifies.
+// TestBucketManySmallFiles (issue 35): 4,800 files of 1 KiB (the e2e policy's maxFiles is
+// 5,000; bench/ measures 10,000) into the locked bucket alone, one signed object each. The
+// bucket takes them slower than the source sends them; the source's stream waits in the
+// agent's spool instead of being held, and the collection succeeds and verifies.
 func TestBucketManySmallFiles(t *testing.T) {
 	t.Parallel()
 	store := evidence(t)
 	ns := fixedNamespace(t, "e2e-bucket-many")
-	sourcePod(t, ns, "many", imageBusybox, `mkdir -p /var/log/many && head -c 1024 /dev/urandom > /tmp/one && i=0; while [ $i -lt 10000 ]; do cp /tmp/one /var/log/many/f$i; i=$((i+1)); done`)
+	sourcePod(t, ns, "many", imageBusybox, `mkdir -p /var/log/many && head -c 1024 /dev/urandom > /tmp/one && i=0; while [ $i -lt 4800 ]; do cp /tmp/one /var/log/many/f$i; i=$((i+1)); done`)
 	start := time.Now()
 	annotate(t, ns, "many", map[string]string{"podcopy/collect": "/var/log/many"})
 	st := waitFinalWithin(t, ns, "many", "", 8*time.Minute)
-	t.Logf("10,000 files of 1 KiB into the bucket: %s %s after %s: %s", st.Phase, st.Reason, time.Since(start).Round(time.Second), st.Message)
-	if st.Phase != status.Succeeded || st.Files != 10000 || st.Bucket == "" {
+	t.Logf("4,800 files of 1 KiB into the bucket: %s %s after %s: %s", st.Phase, st.Reason, time.Since(start).Round(time.Second), st.Message)
+	if st.Phase != status.Succeeded || st.Files != 4800 || st.Bucket == "" {
 		t.Fatalf("status %+v", st)
 	}
-	if out, errOut, code := kubectlPodcopyEnv(t, store.env(t), kubeconfig, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 10000 files") {
+	if out, errOut, code := kubectlPodcopyEnv(t, store.env(t), kubeconfig, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 4800 files") {
 		t.Fatalf("verify %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
 	}
 }
