@@ -146,7 +146,8 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		Runner: &ship.Shipper{Exec: remote, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout, Spool: spool,
 			Heartbeat: ship.HeartbeatFor(opts.Destination.StaleAfter),
 			// The source spools of all collections in flight share 64 MiB of the spool volume.
-			SourceSpool: min(ship.DefaultSourceSpool, sourceSpoolShare/int64(max(opts.Concurrency, 1)))},
+			SourceSpool: min(ship.DefaultSourceSpool, sourceSpoolShare/int64(max(opts.Concurrency, 1))),
+			SpoolMeter:  ship.SpoolMeter{Bytes: m.SourceSpooled, Waits: m.SourceSpoolWaits}},
 		Exec:     remote,
 		Chooser:  chooser,
 		Status:   status.PatchWriter{Client: client},

@@ -27,6 +27,10 @@ type Metrics struct {
 	ShippedFiles       prometheus.Counter
 	SkippedEntries     *prometheus.CounterVec
 	Inflight           prometheus.Gauge
+	// SourceSpooled is what the source spools hold now; SourceSpoolWaits counts the times
+	// a source waited for a full one (the destination slower than the spool could hide).
+	SourceSpooled    prometheus.Gauge
+	SourceSpoolWaits prometheus.Counter
 	FollowLag          *prometheus.GaugeVec
 	FollowLostBytes    prometheus.Counter
 	FollowRotations    *prometheus.CounterVec
@@ -86,6 +90,12 @@ func New() *Metrics {
 		Inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "podcopy_inflight_collections", Help: "Collections running now.",
 		}),
+		SourceSpooled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "podcopy_source_spool_bytes", Help: "Bytes of source streams read and waiting for the destination (memory and the spool directory).",
+		}),
+		SourceSpoolWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcopy_source_spool_waits_total", Help: "Times a source stream waited because its spool was full (the destination slower for longer than the spool holds).",
+		}),
 		FollowLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "podcopy_follow_lag_bytes", Help: "Bytes in a followed source file not yet shipped.",
 		}, []string{"namespace", "pod", "container", "path"}),
@@ -130,6 +140,7 @@ func New() *Metrics {
 	for _, r := range []string{ResultSucceeded, ResultFailed, ResultRejected} {
 		m.Collections.WithLabelValues(r)
 	}
+	m.Registry.MustRegister(m.SourceSpooled, m.SourceSpoolWaits)
 	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
 		m.SkippedEntries, m.Inflight, m.FollowLag, m.FollowLostBytes, m.FollowRotations,
 		m.CollectionRetries, m.StalePartialsRemoved, m.RetentionRemoved, m.UploadsAborted, m.JanitorLeader, m.StatusWriteRetries, m.APIRequests,

@@ -29,7 +29,7 @@ func TestNames(t *testing.T) {
 		}
 	}
 	for _, n := range []string{"podcopy_collections_total", "podcopy_collection_duration_seconds", "podcopy_shipped_bytes_total",
-		"podcopy_shipped_files_total", "podcopy_skipped_entries_total", "podcopy_inflight_collections", "podcopy_follow_lag_bytes",
+		"podcopy_shipped_files_total", "podcopy_skipped_entries_total", "podcopy_inflight_collections", "podcopy_follow_lag_bytes", "podcopy_source_spool_bytes", "podcopy_source_spool_waits_total",
 		"go_goroutines", "process_resident_memory_bytes"} {
 		if !seen[n] {
 			t.Errorf("metric %s missing", n)

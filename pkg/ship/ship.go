@@ -216,6 +216,8 @@ type Shipper struct {
 	// while the destination is slower than the source (DefaultSourceSpool when zero); past
 	// it the source waits.
 	SourceSpool int64
+	// SpoolMeter is told what the source spools hold (metrics; zero: nothing).
+	SpoolMeter SpoolMeter
 }
 
 func (s *Shipper) sourceSpool() int64 {
@@ -337,7 +339,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	if len(p.paths) == 0 {
 		return Result{}, permanent("nothing left to read: %s", describeSkipped(p.skipped))
 	}
-	srcR, srcW := newSourceSpool(s.SpoolDir, s.sourceSpool())
+	srcR, srcW := newSourceSpool(s.SpoolDir, s.sourceSpool(), s.SpoolMeter)
 	defer srcR.CloseWithError(nil) // its file goes with it
 	dstR, dstW := io.Pipe()
 	// Cancelled (the deadline, the watchdog, the caller): every read of the source and write

@@ -31,11 +31,26 @@ type sourceSpool struct {
 	fw, fr  int64 // the file's write and read offsets
 	werr    error // the writer's end (io.EOF when it closed without error)
 	rerr    error // the reader's end
+	meter   SpoolMeter
+}
+
+// SpoolMeter is told what the source spools hold (podcopy_source_spool_bytes, a
+// prometheus.Gauge) and how often a source waited for a full one
+// (podcopy_source_spool_waits_total, a prometheus.Counter). Either may be nil.
+type SpoolMeter struct {
+	Bytes interface{ Add(float64) }
+	Waits interface{ Inc() }
+}
+
+func (m SpoolMeter) held(delta int) {
+	if m.Bytes != nil && delta != 0 {
+		m.Bytes.Add(float64(delta))
+	}
 }
 
 // newSourceSpool returns the two ends of a spool of at most max bytes of disk in dir.
-func newSourceSpool(dir string, max int64) (*spoolReader, *spoolWriter) {
-	s := &sourceSpool{dir: dir, max: max}
+func newSourceSpool(dir string, max int64, meter SpoolMeter) (*spoolReader, *spoolWriter) {
+	s := &sourceSpool{dir: dir, max: max, meter: meter}
 	s.changed = sync.NewCond(&s.mu)
 	return &spoolReader{s}, &spoolWriter{s}
 }
@@ -60,12 +75,18 @@ func (w *spoolWriter) Write(p []byte) (int, error) {
 			n := min(len(p), spoolMemory-len(s.mem))
 			s.mem = append(s.mem, p[:n]...)
 			p, written = p[n:], written+n
+			s.meter.held(n)
 			s.changed.Broadcast()
 			continue
 		}
 		room := s.max - (s.fw - s.fr)
 		if room <= 0 {
-			s.changed.Wait() // full: the reader frees room
+			if s.meter.Waits != nil {
+				s.meter.Waits.Inc()
+			}
+			for s.rerr == nil && s.max-(s.fw-s.fr) <= 0 {
+				s.changed.Wait() // full: the reader frees room
+			}
 			continue
 		}
 		if s.file == nil {
@@ -80,6 +101,7 @@ func (w *spoolWriter) Write(p []byte) (int, error) {
 		m, err := s.file.WriteAt(p[:n], s.fw)
 		s.fw += int64(m)
 		p, written = p[m:], written+m
+		s.meter.held(m)
 		s.changed.Broadcast()
 		if err != nil {
 			return written, err
@@ -118,6 +140,7 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 		if len(s.mem) > 0 {
 			n := copy(p, s.mem)
 			s.mem = s.mem[n:]
+			s.meter.held(-n)
 			if len(s.mem) == 0 {
 				s.mem = nil // its array goes; the next write starts a small one
 			}
@@ -127,6 +150,7 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 		if s.fr < s.fw {
 			n, err := s.file.ReadAt(p[:min(int64(len(p)), s.fw-s.fr)], s.fr)
 			s.fr += int64(n)
+			s.meter.held(-n)
 			if s.fr == s.fw {
 				s.fr, s.fw = 0, 0 // drained: the file starts again from its beginning
 				_ = s.file.Truncate(0)
@@ -156,6 +180,7 @@ func (r *spoolReader) CloseWithError(err error) {
 	if s.rerr == nil {
 		s.rerr = err
 	}
+	s.meter.held(-(len(s.mem) + int(s.fw-s.fr)))
 	s.mem = nil
 	if s.file != nil {
 		_ = s.file.Close()

@@ -18,7 +18,8 @@ func TestSourceSpool(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	const max = 4 << 20
-	r, w := newSourceSpool(dir, max)
+	held, waits := &gauge{}, &gauge{}
+	r, w := newSourceSpool(dir, max, SpoolMeter{Bytes: held, Waits: waits})
 	defer r.CloseWithError(nil)
 	var written atomic.Int64
 	const total = 20 << 20
@@ -40,11 +41,14 @@ func TestSourceSpool(t *testing.T) {
 		w.CloseWithError(nil)
 		sum <- src.Sum(nil)
 	}()
-	// Nothing reads: the writer gets exactly as far as memory and disk hold.
-	for deadline := time.Now().Add(20 * time.Second); written.Load() < spoolMemory+max/2 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	// Nothing reads: the writer gets as far as memory and disk hold, and waits there.
+	for deadline := time.Now().Add(20 * time.Second); waits.v.Load() == 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 	}
-	if got := written.Load(); got > spoolMemory+max || got < spoolMemory+max/2 {
-		t.Fatalf("the writer got %d bytes in with %d of memory and %d of disk and no reader", got, spoolMemory, max)
+	if got := written.Load(); waits.v.Load() == 0 || got > spoolMemory+max || got < spoolMemory+max-(96<<10) {
+		t.Fatalf("the writer got %d bytes in (%d waits) with %d of memory and %d of disk and no reader", got, waits.v.Load(), spoolMemory, max)
+	}
+	if h := held.v.Load(); h < spoolMemory+max-(96<<10) || h > spoolMemory+max {
+		t.Fatalf("the meter says %d bytes held", h)
 	}
 	if names, _ := os.ReadDir(dir); len(names) != 0 {
 		t.Fatalf("the spool's file is in its directory: %v", names)
@@ -58,12 +62,15 @@ func TestSourceSpool(t *testing.T) {
 	if !bytes.Equal(got.Sum(nil), <-sum) {
 		t.Fatal("what was read is not what was written")
 	}
+	if held.v.Load() != 0 {
+		t.Fatalf("the meter says %d bytes held after the end", held.v.Load())
+	}
 }
 
 // TestSourceSpoolReaderEnds: a reader that stops ends a writer that waits for room.
 func TestSourceSpoolReaderEnds(t *testing.T) {
 	t.Parallel()
-	r, w := newSourceSpool(t.TempDir(), 1<<10)
+	r, w := newSourceSpool(t.TempDir(), 1<<10, SpoolMeter{})
 	done := make(chan error, 1)
 	go func() {
 		_, err := w.Write(make([]byte, spoolMemory+4<<10))
@@ -75,3 +82,9 @@ func TestSourceSpoolReaderEnds(t *testing.T) {
 		t.Fatalf("the waiting writer ended with %v", err)
 	}
 }
+
+// gauge counts what a SpoolMeter is told.
+type gauge struct{ v atomic.Int64 }
+
+func (g *gauge) Add(f float64) { g.v.Add(int64(f)) }
+func (g *gauge) Inc()          { g.v.Add(1) }
