@@ -31,9 +31,9 @@ type Metrics struct {
 	// a source waited for a full one (the destination slower than the spool could hide).
 	SourceSpooled    prometheus.Gauge
 	SourceSpoolWaits prometheus.Counter
-	FollowLag          *prometheus.GaugeVec
-	FollowLostBytes    prometheus.Counter
-	FollowRotations    *prometheus.CounterVec
+	FollowLag        *prometheus.GaugeVec
+	FollowLostBytes  prometheus.Counter
+	FollowRotations  *prometheus.CounterVec
 	// CollectionRetries counts attempts that were run again after a transient failure.
 	CollectionRetries prometheus.Counter
 	// StalePartialsRemoved counts staging directories removed by the stale sweep.
