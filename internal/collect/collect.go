@@ -124,10 +124,7 @@ type Handler struct {
 	done    map[types.UID]string // request ids finished by this process (the cache may lag)
 	follows map[types.UID]*following
 	finals  map[types.UID]*pendingFinal // terminal statuses not written yet
-	// toolless holds, per pod, the containers found without tar or sh: auto reads them
-	// through the helper at once on later collections.
-	toolless map[types.UID]map[string]bool
-	loops    sync.WaitGroup // follow loops
+	loops   sync.WaitGroup              // follow loops
 }
 
 // PodRecords gathers the pod's own records for podcopy/include (podrecord.Gatherer in
@@ -358,10 +355,9 @@ func (h *Handler) markFinished(uid types.UID, id string) {
 func (h *Handler) Forget(uid types.UID) {
 	h.mu.Lock()
 	delete(h.done, uid)
-	delete(h.toolless, uid)
 	delete(h.finals, uid)
 	h.mu.Unlock()
-	h.Work.Stop(uid, errPodDeleted)
+	h.Work.Forget(uid, errPodDeleted)
 	h.abandonFollow(uid) // from the informer: do not wait for a tick
 }
 

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/go-logr/logr"
 
@@ -73,7 +72,7 @@ func missingTools(err error) (string, bool) {
 // or sh is read once more through the helper, and an Event says so.
 func (h *Handler) runJob(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, job ship.Job) (ship.Result, error) {
 	mode := h.sourceMode(req)
-	if mode == request.SourceHelper || (mode == request.SourceAuto && h.isToolless(pod.UID, req.Container)) {
+	if mode == request.SourceHelper || (mode == request.SourceAuto && h.Work.Toolless(pod.UID, req.Container)) {
 		if err := h.withHelper(ctx, pod, req, &job); err != nil {
 			return ship.Result{}, err
 		}
@@ -87,7 +86,7 @@ func (h *Handler) runJob(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	if mode != request.SourceAuto {
 		return res, &ship.PermanentError{Err: fmt.Errorf("%w; podcopy/source=%s reads with the container's own %s: use podcopy/source=helper (or auto) for a container without it", err, mode, cmd)}
 	}
-	h.markToolless(pod.UID, req.Container)
+	h.Work.MarkToolless(pod.UID, req.Container)
 	h.event(pod, corev1.EventTypeNormal, ReasonHelperFallback,
 		fmt.Sprintf("container %s has no %s; reading through the podcopy helper (podcopy/source=auto)", req.Container, cmd))
 	log.Info("the container lacks a tool; reading through the podcopy helper", "missing", cmd)
@@ -130,22 +129,4 @@ func (h *Handler) helperReader(ctx context.Context, pod *corev1.Pod, container s
 		r.Deny = deny
 	}
 	return hp.Target, r, nil
-}
-
-func (h *Handler) isToolless(uid types.UID, container string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.toolless[uid][container]
-}
-
-func (h *Handler) markToolless(uid types.UID, container string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.toolless == nil {
-		h.toolless = map[types.UID]map[string]bool{}
-	}
-	if h.toolless[uid] == nil {
-		h.toolless[uid] = map[string]bool{}
-	}
-	h.toolless[uid][container] = true
 }

@@ -29,6 +29,9 @@ type Executor struct {
 	mu    sync.Mutex
 	tasks map[types.UID]*task
 	wg    sync.WaitGroup
+	// toolless holds, per pod, the containers found without tar or sh: they are read
+	// through the podcopy helper at once on later collections.
+	toolless map[types.UID]map[string]bool
 }
 
 type task struct {
@@ -38,7 +41,7 @@ type task struct {
 
 // New returns an Executor with n slots (unbounded when n < 1).
 func New(n int) *Executor {
-	e := &Executor{tasks: map[types.UID]*task{}}
+	e := &Executor{tasks: map[types.UID]*task{}, toolless: map[types.UID]map[string]bool{}}
 	if n > 0 {
 		e.slots = make(chan struct{}, n)
 	}
@@ -157,3 +160,29 @@ func (e *Executor) Wait() { e.wg.Wait() }
 
 // Slots is how many works may run at once (0: unbounded).
 func (e *Executor) Slots() int { return cap(e.slots) }
+
+// Toolless reports whether pod uid's container was found without tar or sh.
+func (e *Executor) Toolless(uid types.UID, container string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.toolless[uid][container]
+}
+
+// MarkToolless records that pod uid's container has no tar or sh.
+func (e *Executor) MarkToolless(uid types.UID, container string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.toolless[uid] == nil {
+		e.toolless[uid] = map[string]bool{}
+	}
+	e.toolless[uid][container] = true
+}
+
+// Forget drops what the executor remembers of pod uid (its tool cache) and stops its work
+// with cause.
+func (e *Executor) Forget(uid types.UID, cause error) {
+	e.mu.Lock()
+	delete(e.toolless, uid)
+	e.mu.Unlock()
+	e.Stop(uid, cause)
+}

@@ -110,3 +110,18 @@ func TestStop(t *testing.T) {
 }
 
 func typesUID(key string) types.UID { return types.UID("uid-" + key) }
+
+// TestToolCache: a container found without tools is remembered per pod until the pod is
+// forgotten.
+func TestToolCache(t *testing.T) {
+	t.Parallel()
+	e := New(1)
+	e.MarkToolless("u1", "app")
+	if !e.Toolless("u1", "app") || e.Toolless("u1", "other") || e.Toolless("u2", "app") {
+		t.Fatal("tool cache")
+	}
+	e.Forget("u1", errors.New("pod deleted"))
+	if e.Toolless("u1", "app") {
+		t.Fatal("a forgotten pod's container is still remembered")
+	}
+}
