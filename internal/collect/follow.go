@@ -52,8 +52,8 @@ type following struct {
 // the pod that was followed is stopped first.
 func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, st status.Status) (retErr error) {
 	id := req.ID()
-	if (st.Request == id && (st.Phase == status.Rejected || (st.Phase == status.Failed && st.Reason == failure.LimitExceeded))) || h.finished(pod.UID, id) {
-		return nil // refused, or ended at its cap (another agent's, or before a restart)
+	if (st.Request == id && (st.Phase == status.Rejected || (st.Phase == status.Failed && (st.Reason == failure.LimitExceeded || st.Reason == failure.QuotaExceeded)))) || h.finished(pod.UID, id) {
+		return nil // refused, or ended at its cap or the quota (another agent's, or before a restart)
 	}
 	if !req.Until.IsZero() {
 		left := req.Until.Sub(h.now())
