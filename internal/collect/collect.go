@@ -120,11 +120,9 @@ type Handler struct {
 	// PodRecords reads the pod's own records for podcopy/include (nil: not stored).
 	PodRecords PodRecords
 
-	mu      sync.Mutex
-	done    map[types.UID]string // request ids finished by this process (the cache may lag)
-	follows map[types.UID]*following
-	finals  map[types.UID]*pendingFinal // terminal statuses not written yet
-	loops   sync.WaitGroup              // follow loops
+	mu     sync.Mutex
+	done   map[types.UID]string        // request ids finished by this process (the cache may lag)
+	finals map[types.UID]*pendingFinal // terminal statuses not written yet
 }
 
 // PodRecords gathers the pod's own records for podcopy/include (podrecord.Gatherer in
@@ -157,21 +155,21 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 		return nil // its end syncs the pod again (a deleted pod's is stopped by Forget)
 	}
 	if pod.DeletionTimestamp != nil {
-		_ = h.drainFollow(pod.UID) // its last tick and final status are the loop's own
+		_ = h.stopFollow(pod.UID, executor.End{Final: true}) // its last tick and final status are the loop's own
 		if !request.HasRequest(pod) || !strings.Contains(pod.Annotations[request.AnnotationCollectOn], request.OnTermination) {
 			return nil
 		}
 		// podcopy/collect-on: termination: the grace period is the time left to collect.
 	}
 	if !request.HasRequest(pod) {
-		_ = h.endFollow(pod.UID, "podcopy/collect was removed") // the loop writes why it ended
+		_ = h.stopFollow(pod.UID, executor.End{Why: "podcopy/collect was removed"}) // the loop writes why it ended
 		return nil
 	}
 	log := logr.FromContextOrDiscard(ctx).WithValues("pod", pod.Namespace+"/"+pod.Name)
 	st, _ := status.Get(pod)
 	req, err := request.Parse(pod, h.Settings.Policy())
 	if err != nil {
-		if err := h.endFollow(pod.UID, "the request changed"); err != nil {
+		if err := h.stopFollow(pod.UID, executor.End{Why: "the request changed"}); err != nil {
 			return err
 		}
 		id := request.RawID(pod)
@@ -185,7 +183,7 @@ func (h *Handler) Sync(ctx context.Context, pod *corev1.Pod) error {
 	if req.Mode == request.ModeFollow {
 		return h.syncFollow(ctx, log, pod, req, st)
 	}
-	if err := h.endFollow(pod.UID, "podcopy/mode changed"); err != nil {
+	if err := h.stopFollow(pod.UID, executor.End{Why: "podcopy/mode changed"}); err != nil {
 		return err
 	}
 	occ, why := occasion(pod, req)
@@ -358,7 +356,7 @@ func (h *Handler) Forget(uid types.UID) {
 	delete(h.finals, uid)
 	h.mu.Unlock()
 	h.Work.Forget(uid, errPodDeleted)
-	h.abandonFollow(uid) // from the informer: do not wait for a tick
+	_ = h.stopFollow(uid, executor.End{}) // the pod is gone: no last tick, no status
 }
 
 // event records an Event on pod; its message quotes what containers and annotations said,

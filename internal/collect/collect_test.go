@@ -100,11 +100,8 @@ func (e *env) newWork(n int) *executor.Executor {
 func (e *env) sync(ctx context.Context, pod *corev1.Pod) error {
 	err := e.h.Sync(ctx, pod)
 	for errors.Is(err, errFollowEnding) { // the controller syncs again once the loop ended
-		e.h.mu.Lock()
-		f := e.h.follows[pod.UID]
-		e.h.mu.Unlock()
-		if f != nil {
-			<-f.done
+		if done := e.h.Work.LoopDone(pod.UID); done != nil {
+			<-done
 		}
 		err = e.h.Sync(ctx, pod)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/podcopy/podcopy/internal/destination"
+	"github.com/podcopy/podcopy/internal/executor"
 	"github.com/podcopy/podcopy/internal/follow"
 	"github.com/podcopy/podcopy/internal/sweep"
 	"github.com/podcopy/podcopy/pkg/custody"
@@ -36,17 +37,6 @@ const (
 // followTickTimeout bounds one follow tick. A segment ships at most policy.maxBytes, so a
 // healthy tick ends well within it.
 const followTickTimeout = 5 * time.Minute
-
-// following is one running follow loop; stopping, final and why are set (under the
-// handler's mutex) before stop is closed.
-type following struct {
-	id       string
-	stop     chan struct{}
-	done     chan struct{}
-	stopping bool
-	final    bool // ship once more before stopping (the pod is terminating)
-	why      string
-}
 
 // syncFollow starts following pod's request unless it already runs; another request of
 // the pod that was followed is stopped first.
@@ -70,7 +60,7 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 	if h.followingID(pod.UID) == id {
 		return nil
 	}
-	if err := h.endFollow(pod.UID, "the request changed"); err != nil {
+	if err := h.stopFollow(pod.UID, executor.End{Why: "the request changed"}); err != nil {
 		return err
 	}
 	if wait := notReady(pod, req.Container); wait != "" {
@@ -80,25 +70,11 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 	if _, err := h.Chooser.Choose(ctx, req.Destination); errors.As(err, &invalid) {
 		return h.reject(ctx, pod, id, err.Error())
 	}
-	f := &following{id: id, stop: make(chan struct{}), done: make(chan struct{})}
-	h.mu.Lock()
-	if h.follows == nil {
-		h.follows = map[types.UID]*following{}
-	}
-	h.follows[pod.UID] = f
-	h.loops.Add(1)
-	h.mu.Unlock()
 	log.Info("following", "paths", req.Paths, "interval", req.IntervalDuration().String())
-	go func() {
-		defer h.loops.Done()
-		h.follow(ctx, log, pod.DeepCopy(), req, f)
-		h.mu.Lock()
-		if h.follows[pod.UID] == f {
-			delete(h.follows, pod.UID)
-		}
-		h.mu.Unlock()
-		close(f.done)
-	}()
+	p := pod.DeepCopy()
+	h.Work.StartLoop(ctx, pod.UID, id, func(ctx context.Context, stop <-chan struct{}, end func() executor.End) {
+		h.follow(ctx, log, p, req, stop, end)
+	})
 	return nil
 }
 
@@ -108,12 +84,9 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 func (h *Handler) followUntilPassed(ctx context.Context, pod *corev1.Pod, req request.Request, st status.Status) error {
 	id := req.ID()
 	why := fmt.Sprintf("%s %s has passed", request.AnnotationFollowUntil, req.Until.UTC().Format(time.RFC3339))
-	h.mu.Lock()
-	looping := h.follows[pod.UID] != nil
-	h.mu.Unlock()
-	if looping {
+	if h.Work.HasLoop(pod.UID) {
 		// The loop ships what is left and writes the final status; sync again once it has.
-		if err := h.stopFollow(pod.UID, followEnd{why: why, final: true}); err != nil {
+		if err := h.stopFollow(pod.UID, executor.End{Why: why, Final: true}); err != nil {
 			return err
 		}
 	} else if st.Request == id && st.Phase == status.Running {
@@ -134,84 +107,31 @@ func firstTickAfter(interval time.Duration) time.Duration {
 }
 
 // followingID is the request id pod uid follows ("" when no loop runs, or it is ending).
-func (h *Handler) followingID(uid types.UID) string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if f := h.follows[uid]; f != nil && !f.stopping {
-		return f.id
-	}
-	return ""
-}
-
-// How a follow loop ends. Each transition names what happens to the last tick and the
-// status; stopFollow is their one implementation.
-type followEnd struct {
-	why   string // written to the status as the reason it ended ("" writes nothing)
-	final bool   // ship once more first
-}
+func (h *Handler) followingID(uid types.UID) string { return h.Work.LoopID(uid) }
 
 // errFollowEnding asks the controller to sync the pod again shortly: its follow loop is
 // ending (a last tick, the closing records, its final status), and nothing else may write
 // the pod's status before it has.
 var errFollowEnding = &RetryError{Reason: "the pod's follow is ending", After: time.Second}
 
-// endFollow: the request changed or was removed; the status says why (Succeeded). It
-// returns errFollowEnding while the loop has not ended yet.
-func (h *Handler) endFollow(uid types.UID, why string) error {
-	return h.stopFollow(uid, followEnd{why: why})
-}
-
-// drainFollow: the pod is terminating; ship what it has left, then stop.
-func (h *Handler) drainFollow(uid types.UID) error {
-	return h.stopFollow(uid, followEnd{final: true})
-}
-
-// abandonFollow: the pod is gone, or the agent is stopping (the next agent resumes from the
-// checkpoints); no status, no last tick.
-func (h *Handler) abandonFollow(uid types.UID) {
-	_ = h.stopFollow(uid, followEnd{})
-}
-
-// stopFollow tells uid's loop to end as end says (the first word counts) and never waits
-// for it: errFollowEnding while it runs, nil once it has ended (or there was none).
-func (h *Handler) stopFollow(uid types.UID, end followEnd) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	f := h.follows[uid]
-	if f == nil {
+// stopFollow tells uid's loop to end as end says (the first word counts; the loop writes
+// why it ended) and never waits for it: errFollowEnding while it runs, nil once it has
+// ended (or there was none). A removed request, another request or mode: End{Why}; a
+// terminating pod: End{Final} (ship what it has left); the pod gone: End{}.
+func (h *Handler) stopFollow(uid types.UID, end executor.End) error {
+	if h.Work.StopLoop(uid, end) {
 		return nil
 	}
-	if !f.stopping {
-		f.stopping, f.final, f.why = true, end.final, end.why
-		close(f.stop)
-	}
-	select {
-	case <-f.done:
-		delete(h.follows, uid)
-		return nil
-	default:
-		return errFollowEnding
-	}
+	return errFollowEnding
 }
 
 // StopFollowing stops every follow loop after its current tick and waits for them; call it
 // when the agent shuts down (the loops' context bounds how long a tick may still take).
 // Checkpoints live in the analysis pod, so the next agent continues where these stopped.
-func (h *Handler) StopFollowing() {
-	h.mu.Lock()
-	uids := make([]types.UID, 0, len(h.follows))
-	for uid := range h.follows {
-		uids = append(uids, uid)
-	}
-	h.mu.Unlock()
-	for _, uid := range uids {
-		h.abandonFollow(uid)
-	}
-	h.loops.Wait()
-}
+func (h *Handler) StopFollowing() { h.Work.StopLoops() }
 
 // follow ships each interval until stopped.
-func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, f *following) {
+func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, stop <-chan struct{}, end func() executor.End) {
 	start := h.now().UTC()
 	dest, err := layout.New(h.Settings.Dir, pod.Namespace, pod.Name)
 	if err != nil { // names the API server accepted: only a bad destination.dir gets here
@@ -254,7 +174,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	if noPod {
 		set, bucket = bucket, nil
 	}
-	t := &followTick{h: h, f: f, log: log, pod: pod, req: req, set: set, mirror: bucket, noPod: noPod, dir: dir,
+	t := &followTick{h: h, stop: stop, end: end, log: log, pod: pod, req: req, set: set, mirror: bucket, noPod: noPod, dir: dir,
 		viaHelper: h.sourceMode(req) == request.SourceHelper,
 		last:      status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339), RequestedBy: req.RequestedBy, RequestOrigin: req.Origin}}
 	h.event(pod, corev1.EventTypeNormal, ReasonStarted,
@@ -275,14 +195,15 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 			return
 		}
 		select {
-		case <-f.stop:
-			if f.final {
+		case <-stop:
+			how := end()
+			if how.Final {
 				t.run(ctx)
 			}
-			if f.why != "" {
-				t.closeChains(ctx, f.why)
+			if how.Why != "" {
+				t.closeChains(ctx, how.Why)
 			}
-			t.stopped(ctx, f.why)
+			t.stopped(ctx, how.Why)
 			return
 		case <-ctx.Done():
 			return
@@ -294,12 +215,14 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 
 // followTick holds one follow loop's state between ticks.
 type followTick struct {
-	h   *Handler
-	f   *following
-	log logr.Logger
-	pod *corev1.Pod
-	req request.Request
-	set *follow.Set
+	h *Handler
+	// stop is closed when the loop is to end, as end says.
+	stop <-chan struct{}
+	end  func() executor.End
+	log  logr.Logger
+	pod  *corev1.Pod
+	req  request.Request
+	set  *follow.Set
 	// mirror follows the same files into the bucket too (destination mode both); with mode
 	// bucket, set is the bucket's and noPod is set.
 	mirror *follow.Set
@@ -390,8 +313,8 @@ func (t *followTick) run(ctx context.Context) {
 	wctx, endWait := context.WithCancel(ctx)
 	go func() {
 		select {
-		case <-t.f.stop:
-			if !t.f.final { // set before stop was closed
+		case <-t.stop:
+			if !t.end().Final {
 				endWait()
 			}
 		case <-wctx.Done():

@@ -96,8 +96,8 @@ func TestFollowShipsThenStopsWhenTheAnnotationIsRemoved(t *testing.T) {
 		t.Fatalf("events %s", evs)
 	}
 	e.h.StopFollowing()
-	if n := len(e.h.follows); n != 0 {
-		t.Fatalf("%d loops left", n)
+	if e.h.Work.HasLoop(pod.UID) {
+		t.Fatal("a loop is left")
 	}
 }
 
@@ -240,11 +240,8 @@ func TestModeChangeStopsFollowing(t *testing.T) {
 // followEnded waits until uid's follow loop has ended.
 func (e *env) followEnded(t *testing.T, uid types.UID) {
 	t.Helper()
-	e.h.mu.Lock()
-	f := e.h.follows[uid]
-	e.h.mu.Unlock()
-	if f != nil {
-		<-f.done
+	if done := e.h.Work.LoopDone(uid); done != nil {
+		<-done
 	}
 }
 
@@ -282,18 +279,11 @@ func TestFollowEndsAtItsCap(t *testing.T) {
 	eventually(t, "the CollectionFailed Event", func() bool {
 		return strings.Contains(strings.Join(e.events(), "\n"), "Warning CollectionFailed follow stopped")
 	})
-	eventually(t, "the loop to end at its cap", func() bool {
-		e.h.mu.Lock()
-		defer e.h.mu.Unlock()
-		return e.h.follows[pod.UID] == nil
-	})
+	eventually(t, "the loop to end at its cap", func() bool { return !e.h.Work.HasLoop(pod.UID) })
 	if err := e.sync(t.Context(), e.refresh(t)); err != nil {
 		t.Fatal(err)
 	}
-	e.h.mu.Lock()
-	again := e.h.follows[pod.UID]
-	e.h.mu.Unlock()
-	if again != nil {
+	if e.h.Work.HasLoop(pod.UID) {
 		t.Fatal("following started again after its cap")
 	}
 	e.h.StopFollowing()

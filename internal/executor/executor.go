@@ -32,6 +32,7 @@ type Executor struct {
 	// toolless holds, per pod, the containers found without tar or sh: they are read
 	// through the podcopy helper at once on later collections.
 	toolless map[types.UID]map[string]bool
+	loops    map[types.UID]*loop
 }
 
 type task struct {
@@ -41,7 +42,7 @@ type task struct {
 
 // New returns an Executor with n slots (unbounded when n < 1).
 func New(n int) *Executor {
-	e := &Executor{tasks: map[types.UID]*task{}, toolless: map[types.UID]map[string]bool{}}
+	e := &Executor{tasks: map[types.UID]*task{}, toolless: map[types.UID]map[string]bool{}, loops: map[types.UID]*loop{}}
 	if n > 0 {
 		e.slots = make(chan struct{}, n)
 	}
@@ -155,7 +156,8 @@ func (e *Executor) Stop(uid types.UID, cause error) {
 	}
 }
 
-// Wait returns once every work started has returned (and its Done was called).
+// Wait returns once every work started has returned (and its Done was called); loops are
+// StopLoops'.
 func (e *Executor) Wait() { e.wg.Wait() }
 
 // Slots is how many works may run at once (0: unbounded).
@@ -185,4 +187,122 @@ func (e *Executor) Forget(uid types.UID, cause error) {
 	delete(e.toolless, uid)
 	e.mu.Unlock()
 	e.Stop(uid, cause)
+}
+
+// Loop is work that runs until it is told to stop (a follow): it returns once stop is
+// closed (after what End asks for) or its context ends. id names what it runs (the
+// request's id).
+type Loop func(ctx context.Context, stop <-chan struct{}, end func() End)
+
+// End says how a Loop is to end.
+type End struct {
+	// Why is written as the reason it ended ("": nothing is written: the agent stops, or
+	// the pod is gone).
+	Why string
+	// Final asks for one last round first (the pod is terminating).
+	Final bool
+}
+
+// loop is one running Loop.
+type loop struct {
+	id       string
+	stop     chan struct{}
+	done     chan struct{}
+	stopping bool
+	end      End
+}
+
+// StartLoop runs l for pod uid in a goroutine of its own, unless a loop of uid is there
+// (running or ending): it returns false then. Loops take no slot; their rounds do
+// (Acquire).
+func (e *Executor) StartLoop(ctx context.Context, uid types.UID, id string, l Loop) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.loops[uid]; ok {
+		return false
+	}
+	lp := &loop{id: id, stop: make(chan struct{}), done: make(chan struct{})}
+	e.loops[uid] = lp
+	go func() { // StopLoops waits for it (done)
+		l(ctx, lp.stop, func() End {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return lp.end
+		})
+		e.mu.Lock()
+		if e.loops[uid] == lp {
+			delete(e.loops, uid)
+		}
+		e.mu.Unlock()
+		close(lp.done)
+	}()
+	return true
+}
+
+// LoopID is the id of uid's running loop ("" when there is none, or it is ending).
+func (e *Executor) LoopID(uid types.UID) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if lp := e.loops[uid]; lp != nil && !lp.stopping {
+		return lp.id
+	}
+	return ""
+}
+
+// HasLoop reports whether a loop of uid is there (running or ending).
+func (e *Executor) HasLoop(uid types.UID) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.loops[uid]
+	return ok
+}
+
+// StopLoop tells uid's loop to end as end says (the first word counts) and never waits
+// for it: it reports whether the loop has ended (true when there was none).
+func (e *Executor) StopLoop(uid types.UID, end End) (ended bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	lp := e.loops[uid]
+	if lp == nil {
+		return true
+	}
+	if !lp.stopping {
+		lp.stopping, lp.end = true, end
+		close(lp.stop)
+	}
+	select {
+	case <-lp.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// LoopDone is closed once uid's loop has ended (nil when there is none): for tests, and
+// for callers that must wait.
+func (e *Executor) LoopDone(uid types.UID) <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if lp := e.loops[uid]; lp != nil {
+		return lp.done
+	}
+	return nil
+}
+
+// StopLoops ends every loop after its current round, writing nothing (the agent stops;
+// the next agent resumes), and waits for them.
+func (e *Executor) StopLoops() {
+	e.mu.Lock()
+	var done []chan struct{}
+	for _, lp := range e.loops {
+		if !lp.stopping {
+			lp.stopping = true
+			close(lp.stop)
+		}
+		done = append(done, lp.done)
+	}
+	e.mu.Unlock()
+	for _, d := range done {
+		<-d
+	}
 }

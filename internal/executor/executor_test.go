@@ -125,3 +125,42 @@ func TestToolCache(t *testing.T) {
 		t.Fatal("a forgotten pod's container is still remembered")
 	}
 }
+
+// TestLoops: one loop per pod; a stop is a signal (the first word counts) that never waits;
+// StopLoops ends the rest and waits for them.
+func TestLoops(t *testing.T) {
+	t.Parallel()
+	e := New(1)
+	ended := make(chan End, 2)
+	release := make(chan struct{})
+	loop := func(ctx context.Context, stop <-chan struct{}, end func() End) {
+		<-stop
+		<-release // its last round
+		ended <- end()
+	}
+	if !e.StartLoop(t.Context(), "u1", "req-1", loop) || e.StartLoop(t.Context(), "u1", "req-2", loop) {
+		t.Fatal("a second loop for one pod")
+	}
+	e.StartLoop(t.Context(), "u2", "req-3", loop)
+	if e.LoopID("u1") != "req-1" {
+		t.Fatal("LoopID")
+	}
+	if e.StopLoop("u1", End{Why: "removed", Final: true}) || e.StopLoop("u1", End{Why: "later"}) {
+		t.Fatal("a stop waited for the loop")
+	}
+	if e.LoopID("u1") != "" || !e.HasLoop("u1") {
+		t.Fatal("an ending loop is named, or forgotten before it ended")
+	}
+	close(release)
+	<-e.LoopDone("u1")
+	if got := <-ended; got != (End{Why: "removed", Final: true}) {
+		t.Fatalf("the loop ended as %+v", got)
+	}
+	if !e.StopLoop("u1", End{}) || e.HasLoop("u1") {
+		t.Fatal("an ended loop is still there")
+	}
+	e.StopLoops()
+	if got := <-ended; got != (End{}) || e.HasLoop("u2") {
+		t.Fatalf("StopLoops: %+v", got)
+	}
+}
