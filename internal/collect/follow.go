@@ -42,7 +42,7 @@ const followTickTimeout = 5 * time.Minute
 // the pod that was followed is stopped first.
 func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, st status.Status) (retErr error) {
 	id := req.ID()
-	if (st.Request == id && (st.Phase == status.Rejected || (st.Phase == status.Failed && (st.Reason == failure.LimitExceeded || st.Reason == failure.QuotaExceeded)))) || h.finished(pod.UID, id) {
+	if (st.Request == id && (st.Phase == status.Rejected || (st.Phase == status.Failed && (st.Reason == failure.LimitExceeded || st.Reason == failure.QuotaExceeded)))) || h.finals.finished(pod.UID, id) {
 		return nil // refused, or ended at its cap or the quota (another agent's, or before a restart)
 	}
 	if !req.Until.IsZero() {
@@ -73,7 +73,7 @@ func (h *Handler) syncFollow(ctx context.Context, log logr.Logger, pod *corev1.P
 	log.Info("following", "paths", req.Paths, "interval", req.IntervalDuration().String())
 	p := pod.DeepCopy()
 	h.Work.StartLoop(ctx, pod.UID, id, func(ctx context.Context, stop <-chan struct{}, end func() executor.End) {
-		h.follow(ctx, log, p, req, stop, end)
+		followWork{work{h}}.follow(ctx, log, p, req, stop, end)
 	})
 	return nil
 }
@@ -96,7 +96,7 @@ func (h *Handler) followUntilPassed(ctx context.Context, pod *corev1.Pod, req re
 			return err
 		}
 	}
-	h.markFinished(pod.UID, id)
+	h.finals.markFinished(pod.UID, id)
 	return nil
 }
 
@@ -131,7 +131,7 @@ func (h *Handler) stopFollow(uid types.UID, end executor.End) error {
 func (h *Handler) StopFollowing() { h.Work.StopLoops() }
 
 // follow ships each interval until stopped.
-func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, stop <-chan struct{}, end func() executor.End) {
+func (h followWork) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, stop <-chan struct{}, end func() executor.End) {
 	start := h.now().UTC()
 	dest, err := layout.New(h.Settings.Dir, pod.Namespace, pod.Name)
 	if err != nil { // names the API server accepted: only a bad destination.dir gets here
@@ -156,7 +156,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	// To a bucket, a followed file is a chain of signed segments (its own checkpoint, from
 	// the bucket): the only destination with destination.mode bucket, a second one with both.
 	var bucket *follow.Set
-	if b := h.Settings.Bucket; b != nil && h.Settings.Custody != nil && h.modeFor(pod.Namespace) != destination.ModePod {
+	if b := h.Settings.Bucket; b != nil && h.Settings.Custody != nil && h.Settings.modeFor(pod.Namespace) != destination.ModePod {
 		bucket = &follow.Set{
 			Paths:  req.Paths,
 			Source: set.Source,
@@ -170,12 +170,12 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 			MaxSegment: set.MaxSegment,
 		}
 	}
-	noPod := h.noPod(pod.Namespace)
+	noPod := h.Settings.noPod(pod.Namespace)
 	if noPod {
 		set, bucket = bucket, nil
 	}
 	t := &followTick{h: h, stop: stop, end: end, log: log, pod: pod, req: req, set: set, mirror: bucket, noPod: noPod, dir: dir,
-		viaHelper: h.sourceMode(req) == request.SourceHelper,
+		viaHelper: h.Settings.sourceMode(req) == request.SourceHelper,
 		last:      status.Status{Request: req.ID(), Phase: status.Running, Collection: "follow", StartTime: start.Format(time.RFC3339), RequestedBy: req.RequestedBy, RequestOrigin: req.Origin}}
 	h.event(pod, corev1.EventTypeNormal, ReasonStarted,
 		fmt.Sprintf("following %v in container %s every %s", req.Paths, req.Container, req.IntervalDuration()))
@@ -191,7 +191,7 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 		if t.capped != "" {
 			t.closeChains(ctx, t.capped)
 			t.failed(ctx, t.capped)
-			h.markFinished(pod.UID, req.ID())
+			h.finals.markFinished(pod.UID, req.ID())
 			return
 		}
 		select {
@@ -213,9 +213,13 @@ func (h *Handler) follow(ctx context.Context, log logr.Logger, pod *corev1.Pod, 
 	}
 }
 
+// followWork runs a follow loop: a tick each interval until stopped, and the records and
+// status that end it.
+type followWork struct{ work }
+
 // followTick holds one follow loop's state between ticks.
 type followTick struct {
-	h *Handler
+	h followWork
 	// stop is closed when the loop is to end, as end says.
 	stop <-chan struct{}
 	end  func() executor.End
@@ -340,7 +344,7 @@ func (t *followTick) run(ctx context.Context) {
 	}
 	cancel()
 	release()
-	if cmd, missing := tickMissingTools(err, reports); missing && !t.viaHelper && h.sourceMode(t.req) == request.SourceAuto {
+	if cmd, missing := tickMissingTools(err, reports); missing && !t.viaHelper && h.Settings.sourceMode(t.req) == request.SourceAuto {
 		t.viaHelper = true
 		h.event(t.pod, corev1.EventTypeNormal, ReasonHelperFallback,
 			fmt.Sprintf("container %s has no %s; following through the podcopy helper (podcopy/source=auto)", t.req.Container, cmd))
@@ -490,7 +494,7 @@ func (t *followTick) cleanup() {
 
 // describeSegments fills in the pod, container and path of a followed file's segment
 // records from its bucket prefix (<ns>/<pod>/follow/<container>/<path>/<uid>/).
-func (h *Handler) describeSegments(pod *corev1.Pod, container string) func(prefix string) follow.SegmentPredicate {
+func (h followWork) describeSegments(pod *corev1.Pod, container string) func(prefix string) follow.SegmentPredicate {
 	base := path.Join(pod.Namespace, pod.Name, layout.FollowName, container) + "/"
 	return func(prefix string) follow.SegmentPredicate {
 		rel := strings.TrimSuffix(strings.TrimPrefix(prefix, base), "/"+string(pod.UID)+"/")
@@ -501,7 +505,7 @@ func (h *Handler) describeSegments(pod *corev1.Pod, container string) func(prefi
 
 // followSource reads the request's files with the container's shell (the first tick
 // switches to the helper when it is asked for, or when auto finds no shell).
-func (h *Handler) followSource(pod *corev1.Pod, req request.Request) source.Remote {
+func (h followWork) followSource(pod *corev1.Pod, req request.Request) source.Remote {
 	return source.Remote{Exec: h.Exec, Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: req.Container}, Reader: source.Shell{}}
 }
 

@@ -17,7 +17,7 @@ const progressInterval = 2 * time.Second
 // reportProgress writes st with p's counts every progressInterval while they change, until
 // the returned stop is called; stop returns once no write is in flight, so the terminal
 // status written next is the last word.
-func (h *Handler) reportProgress(ctx context.Context, pod *corev1.Pod, st status.Status, p *ship.Progress) (stop func()) {
+func (h onceWork) reportProgress(ctx context.Context, pod *corev1.Pod, st status.Status, p *ship.Progress) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -46,7 +46,7 @@ func (h *Handler) reportProgress(ctx context.Context, pod *corev1.Pod, st status
 	}
 }
 
-func (h *Handler) progressEvery() time.Duration {
+func (h onceWork) progressEvery() time.Duration {
 	if h.ProgressInterval > 0 {
 		return h.ProgressInterval
 	}

@@ -3,12 +3,9 @@ package collect
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-
-	"github.com/go-logr/logr"
 
 	"github.com/podcopy/podcopy/internal/courier"
 	"github.com/podcopy/podcopy/pkg/exec"
@@ -30,12 +27,12 @@ type Helpers interface {
 }
 
 // sourceMode is how req's files are read: its podcopy/source, else the agent's source.mode.
-func (h *Handler) sourceMode(req request.Request) request.Source {
+func (s Settings) sourceMode(req request.Request) request.Source {
 	switch {
 	case req.Source != "":
 		return req.Source
-	case h.Settings.Source != "":
-		return h.Settings.Source
+	case s.Source != "":
+		return s.Source
 	}
 	return request.SourceAuto
 }
@@ -43,7 +40,7 @@ func (h *Handler) sourceMode(req request.Request) request.Source {
 // helper starts (or finds) the helper reading container. A helper that cannot be started
 // for a reason the cluster states (refused by admission or Pod Security, an image that
 // cannot be pulled) is a permanent failure with that reason.
-func (h *Handler) helper(ctx context.Context, pod *corev1.Pod, container string) (courier.Helper, error) {
+func (h work) helper(ctx context.Context, pod *corev1.Pod, container string) (courier.Helper, error) {
 	if h.Helpers == nil {
 		return courier.Helper{}, &ship.PermanentError{Err: errors.New("the podcopy helper is not available in this agent")}
 	}
@@ -68,47 +65,8 @@ func missingTools(err error) (string, bool) {
 	return "", false
 }
 
-// runJob runs job with the source the request asks for. With auto, a container without tar
-// or sh is read once more through the helper, and an Event says so.
-func (h *Handler) runJob(ctx context.Context, log logr.Logger, pod *corev1.Pod, req request.Request, job ship.Job) (ship.Result, error) {
-	mode := h.sourceMode(req)
-	if mode == request.SourceHelper || (mode == request.SourceAuto && h.Work.Toolless(pod.UID, req.Container)) {
-		if err := h.withHelper(ctx, pod, req, &job); err != nil {
-			return ship.Result{}, err
-		}
-		return h.Runner.Run(ctx, job)
-	}
-	res, err := h.Runner.Run(ctx, job)
-	cmd, missing := missingTools(err)
-	if !missing {
-		return res, err
-	}
-	if mode != request.SourceAuto {
-		return res, &ship.PermanentError{Err: fmt.Errorf("%w; podcopy/source=%s reads with the container's own %s: use podcopy/source=helper (or auto) for a container without it", err, mode, cmd)}
-	}
-	h.Work.MarkToolless(pod.UID, req.Container)
-	h.event(pod, corev1.EventTypeNormal, ReasonHelperFallback,
-		fmt.Sprintf("container %s has no %s; reading through the podcopy helper (podcopy/source=auto)", req.Container, cmd))
-	log.Info("the container lacks a tool; reading through the podcopy helper", "missing", cmd)
-	if err := h.withHelper(ctx, pod, req, &job); err != nil {
-		return ship.Result{}, fmt.Errorf("container %s has no %s, and the podcopy helper could not start: %w", req.Container, cmd, err)
-	}
-	return h.Runner.Run(ctx, job)
-}
-
-// withHelper points job at the helper reading req's container.
-func (h *Handler) withHelper(ctx context.Context, pod *corev1.Pod, req request.Request, job *ship.Job) error {
-	target, r, err := h.helperReader(ctx, pod, req.Container, job.Policy.DenyPaths)
-	if err != nil {
-		return err
-	}
-	job.Source, job.Reader = target, r
-	job.Gzip = job.Gzip || h.Settings.Compression == "auto"
-	return nil
-}
-
 // helperSource is follow's source through the helper.
-func (h *Handler) helperSource(ctx context.Context, pod *corev1.Pod, container string) (source.Remote, error) {
+func (h work) helperSource(ctx context.Context, pod *corev1.Pod, container string) (source.Remote, error) {
 	target, r, err := h.helperReader(ctx, pod, container, nil)
 	if err != nil {
 		return source.Remote{}, err
@@ -119,7 +77,7 @@ func (h *Handler) helperSource(ctx context.Context, pod *corev1.Pod, container s
 // helperReader starts (or finds) the helper reading container's files and says where it
 // runs and how to read through it. An ephemeral helper is given deny (policy.denyPaths) and
 // never opens a denied file; the sidecar shares only the volume it was given.
-func (h *Handler) helperReader(ctx context.Context, pod *corev1.Pod, container string, deny []string) (exec.Target, source.Reader, error) {
+func (h work) helperReader(ctx context.Context, pod *corev1.Pod, container string, deny []string) (exec.Target, source.Reader, error) {
 	hp, err := h.helper(ctx, pod, container)
 	if err != nil {
 		return exec.Target{}, nil, err
