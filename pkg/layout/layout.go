@@ -169,6 +169,22 @@ func (l Layout) RecordEntry(id, name string) (string, error) {
 	return rel, nil
 }
 
+// SubjectEntry is the entry name, relative to StagingRoot, of a custody record's subject
+// (a name relative to collection id, as the record names it): <id>/<subject>.
+func (l Layout) SubjectEntry(id, subject string) (string, error) {
+	if _, err := l.Collection(id); err != nil {
+		return "", err
+	}
+	if err := pathname.Canonical("/" + subject); err != nil {
+		return "", fmt.Errorf("custody subject %q: %w", subject, err)
+	}
+	rel := path.Join(id, subject)
+	if _, err := l.confine(path.Join(l.StagingRoot(), rel)); err != nil {
+		return "", err
+	}
+	return rel, nil
+}
+
 // ObjectKey is the bucket key of entry (an entry name from Entry, ManifestEntry or
 // CustodyEntry): <namespace>/<pod>/<entry>, the same tree as in the analysis pod.
 func (l Layout) ObjectKey(entry string) string { return path.Join(l.namespace, l.pod, entry) }

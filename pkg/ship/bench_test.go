@@ -48,7 +48,7 @@ func BenchmarkPipeline(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := s.process(b.Context(), job, plan{}, bytes.NewReader(src), io.Discard, make(chan bool, 1)); err != nil {
+				if _, err := s.process(b.Context(), job, plan{}, bytes.NewReader(src), newTarStream(io.Discard, func(bool) {})); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -62,7 +62,7 @@ func FuzzProcess(f *testing.F) {
 		// entry's endless holes) fails here instead of hanging the fuzzer.
 		done := make(chan error, 1)
 		go func() {
-			_, err := s.process(t.Context(), job, plan{}, bytes.NewReader(src), &out, make(chan bool, 1))
+			_, err := s.process(t.Context(), job, plan{}, bytes.NewReader(src), newTarStream(&out, func(bool) {}))
 			done <- err
 		}()
 		select {

@@ -2,7 +2,6 @@ package ship
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -22,10 +21,9 @@ import (
 	"github.com/podcopy/podcopy/pkg/pathname"
 )
 
-// process reads the source tar from src and writes the destination tar to dst: entry names
-// relative to the staging root, the manifest last.
-// The analysis pod's codec is sent on codec once chosen (see destinationCodec).
-func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, dst io.Writer, codec chan<- bool) (Result, error) {
+// process reads the source tar from src and writes each entry to dst (names relative to
+// the staging root), the manifest and the custody record last.
+func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, dst Sink) (Result, error) {
 	res := Result{SkippedByType: map[string]int{}}
 	mb, err := manifest.NewBuilder(s.SpoolDir)
 	if err != nil {
@@ -45,20 +43,14 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 		}
 		archive = &countingReader{r: gz, limit: budget, what: "decompressed"}
 	}
-	// Headers and small files are coalesced into large writes: each write to the exec stream
-	// is a frame through the API server, kubelet and runtime (issue 16: 10,000 small files).
-	bw := bufio.NewWriterSize(dst, destinationBuffer)
-	sink := &destinationCodec{dst: bw, chosen: func(gz bool) { codec <- gz }}
 	// A compressed source leg compresses the analysis pod's leg too when the archive does.
-	decide := func() error { return sink.choose(job.Gzip && archive.n >= minRatio*wire.n) }
+	decide := func() error { return dst.Encode(job.Gzip && archive.n >= minRatio*wire.n) }
 	if !job.Gzip {
 		if err := decide(); err != nil {
 			return res, err
 		}
 	}
-	out := &countingWriter{w: sink}
-	tw := tar.NewWriter(out)
-	w := &writer{ctx: ctx, tw: tw, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: writtenFiles{}}
+	w := &writer{ctx: ctx, dst: dst, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: writtenFiles{}}
 	defer bufPool.Put(w.buf)
 	if err := w.prefixDirs(); err != nil {
 		return res, err
@@ -115,20 +107,15 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	if err != nil {
 		return res, err
 	}
-	if job.Bucket != nil { // every file is in the bucket before its manifest is written
-		if err := job.Bucket.Wait(ctx); err != nil {
-			return res, err
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: res.Completion}); err != nil {
+	if err := dst.Flush(ctx); err != nil { // every file is stored before its manifest is written
 		return res, err
 	}
 	mh := sha256.New() // recorded in the status: readers compare the manifest they read
-	ow, err := w.object(name, size)
+	ow, err := dst.File(name, size, 0o644, res.Completion)
 	if err != nil {
 		return res, err
 	}
-	if _, err := io.CopyBuffer(io.MultiWriter(tw, ow), io.TeeReader(body, mh), *w.buf); err != nil {
+	if _, err := io.CopyBuffer(ow, io.TeeReader(body, mh), *w.buf); err != nil {
 		return res, err
 	}
 	if err := ow.Close(); err != nil {
@@ -138,23 +125,7 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	if err := w.seal(ctx, res.Completion); err != nil {
 		return res, err
 	}
-	if job.Bucket != nil {
-		if err := job.Bucket.Wait(ctx); err != nil {
-			return res, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return res, err
-	}
-	if pad := (RecordSize - out.n%RecordSize) % RecordSize; pad > 0 {
-		if _, err := out.Write(make([]byte, pad)); err != nil {
-			return res, err
-		}
-	}
-	if err := sink.close(); err != nil {
-		return res, err
-	}
-	if err := bw.Flush(); err != nil {
+	if err := dst.Close(); err != nil {
 		return res, err
 	}
 	res.Totals = mb.Totals()
@@ -215,7 +186,7 @@ const entriesPerFile = 4
 // writer holds the state of one destination stream.
 type writer struct {
 	ctx  context.Context
-	tw   *tar.Writer
+	dst  Sink
 	job  Job
 	mb   *manifest.Builder
 	res  *Result
@@ -239,18 +210,6 @@ func (w *writer) addFile(f manifest.File) error {
 		w.subjects = append(w.subjects, custody.Subject{Name: custody.FileSubject(w.job.Header.Source.Container, f.Path), SHA256: f.SHA256})
 	}
 	return w.mb.AddFile(f)
-}
-
-// object starts the bucket object of entry name (a writer that discards without a bucket).
-func (w *writer) object(name string, size int64) (io.WriteCloser, error) {
-	if w.job.Bucket == nil {
-		return nopCloser{io.Discard}, nil
-	}
-	ow, err := w.job.Bucket.Create(w.ctx, w.job.Layout.ObjectKey(name), size)
-	if err != nil {
-		return nil, err
-	}
-	return objectWriter{ow}, nil
 }
 
 // objectWriter marks its write errors as the bucket's (a copy loop reports them as such).
@@ -282,7 +241,7 @@ func (w *writer) records() ([]manifest.Record, error) {
 			return nil, err
 		}
 		for _, dir := range []string{path.Dir(d), d} {
-			if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: time.Now()}); err != nil {
+			if err := w.dst.Dir(dir, 0o755, time.Now()); err != nil {
 				return nil, err
 			}
 		}
@@ -310,15 +269,12 @@ func (w *writer) record(r RecordFile, rec *manifest.Record) error {
 		return err
 	}
 	defer body.Close()
-	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: time.Now()}); err != nil {
-		return err
-	}
-	ow, err := w.object(name, size)
+	ow, err := w.dst.File(name, size, 0o644, time.Now())
 	if err != nil {
 		return err
 	}
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(w.tw, ow, h), io.LimitReader(body, size), *w.buf)
+	n, err := io.CopyBuffer(io.MultiWriter(ow, h), io.LimitReader(body, size), *w.buf)
 	if err != nil {
 		return err
 	}
@@ -344,14 +300,16 @@ func (w *writer) seal(ctx context.Context, at time.Time) error {
 	h := w.job.Header
 	h.CompletionTime = at.UTC().Format(time.RFC3339)
 	subjects := append(w.subjects, custody.Subject{Name: custody.ManifestSubject, SHA256: w.res.ManifestSHA256})
-	if w.job.Bucket != nil { // every object is complete: the record names the versions written
-		if err := w.job.Bucket.Wait(ctx); err != nil {
+	// Every entry is stored: the record names the versions written (where they are kept).
+	if err := w.dst.Flush(ctx); err != nil {
+		return err
+	}
+	for i := range subjects {
+		name, err := w.job.Layout.SubjectEntry(h.Collection, subjects[i].Name)
+		if err != nil {
 			return err
 		}
-		prefix := w.job.Layout.ObjectPrefix(h.Collection)
-		for i := range subjects {
-			subjects[i].VersionID = w.job.Bucket.Version(prefix + subjects[i].Name)
-		}
+		subjects[i].VersionID = w.dst.Version(name)
 	}
 	rec, err := custody.Seal(ctx, w.job.Custody, subjects, custody.PredicateFor(h, w.mb.Totals(), w.job.Reader.Kind()))
 	if err != nil {
@@ -361,14 +319,11 @@ func (w *writer) seal(ctx context.Context, at time.Time) error {
 	if err != nil {
 		return err
 	}
-	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(rec)), Mode: 0o644, ModTime: at}); err != nil {
-		return err
-	}
-	ow, err := w.object(name, int64(len(rec)))
+	ow, err := w.dst.File(name, int64(len(rec)), 0o644, at)
 	if err != nil {
 		return err
 	}
-	if _, err := io.MultiWriter(w.tw, ow).Write(rec); err != nil {
+	if _, err := ow.Write(rec); err != nil {
 		return err
 	}
 	if err := ow.Close(); err != nil {
@@ -386,7 +341,7 @@ func (w *writer) prefixDirs() error {
 		if err != nil {
 			return err
 		}
-		if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: time.Now()}); err != nil {
+		if err := w.dst.Dir(d, 0o755, time.Now()); err != nil {
 			return err
 		}
 	}
@@ -456,7 +411,7 @@ func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader, ender *endTrac
 				break
 			}
 			mode := (hdr.Mode & 0o777) | 0o700
-			if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode, ModTime: hdr.ModTime}); err != nil {
+			if err := w.dst.Dir(name, mode, hdr.ModTime); err != nil {
 				return err
 			}
 			w.written.addDirs(v.Rel)
@@ -523,13 +478,8 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 	if err := w.countFile(v, f.Size); err != nil {
 		return true, err
 	}
-	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: linkname, ModTime: hdr.ModTime}); err != nil {
+	if err := w.dst.Link(name, linkname, hdr.ModTime); err != nil {
 		return true, err
-	}
-	if w.job.Bucket != nil {
-		if err := w.job.Bucket.Copy(w.ctx, w.job.Layout.ObjectKey(name), w.job.Layout.ObjectKey(linkname)); err != nil {
-			return true, err
-		}
 	}
 	w.written.addDirs(path.Dir(v.Rel))
 	w.written[keyOf(v.Rel)] = w.written[target]
@@ -570,21 +520,17 @@ func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader, k nameKey)
 	if err != nil {
 		return w.skip(v.Path, SkipOther, err.Error())
 	}
-	out := &tar.Header{Typeflag: tar.TypeReg, Name: name, Size: hdr.Size, Mode: hdr.Mode & 0o777, ModTime: hdr.ModTime}
-	if err := w.tw.WriteHeader(out); err != nil {
-		return err
-	}
 	h := sha256.New()
-	ow, err := w.object(name, hdr.Size)
+	ow, err := w.dst.File(name, hdr.Size, hdr.Mode&0o777, hdr.ModTime)
 	if err != nil {
 		return err
 	}
-	dst := io.MultiWriter(w.tw, ow, h)
+	dst := io.MultiWriter(ow, h)
 	if p := w.job.Progress; p != nil {
 		if len(w.job.Paths) == 1 && w.job.Paths[0] == v.Path {
 			p.Expected.Store(hdr.Size) // the one requested file: its size is the collection's
 		}
-		dst = io.MultiWriter(w.tw, ow, h, progressCounter{p})
+		dst = io.MultiWriter(ow, h, progressCounter{p})
 		defer p.Files.Add(1)
 	}
 	n, err := io.CopyBuffer(dst, tr, *w.buf)

@@ -281,23 +281,13 @@ func (s *Shipper) Run(ctx context.Context, job Job) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	staging, err := job.Layout.Staging(id)
-	if err != nil {
+	if _, err := job.Layout.Staging(id); err != nil {
 		return Result{}, err
 	}
 	if !job.NoPod {
 		job.Header.Destination.Dir = final
 	}
-	res, err := s.run(ctx, job, final)
-	if err != nil && job.Bucket != nil {
-		job.Bucket.Abort(ctx)
-	}
-	if err != nil && !job.NoPod {
-		if cerr := s.cleanup(ctx, job.Destination, staging); cerr != nil {
-			err = fmt.Errorf("%w (and removing the staging directory %s failed: %v; the agent removes it after destination.staleAfter)", err, staging, cerr)
-		}
-	}
-	return res, err
+	return s.run(ctx, job, final)
 }
 
 // cleanup removes a failed collection's staging directory, retrying for up to a minute: the
@@ -341,22 +331,13 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	}
 	srcR, srcW := newSourceSpool(s.SpoolDir, s.sourceSpool(), s.SpoolMeter)
 	defer srcR.CloseWithError(nil) // its file goes with it
-	dstR, dstW := io.Pipe()
-	// Cancelled (the deadline, the watchdog, the caller): every read of the source and write
-	// to the destination fails at once with the cause, whether or not an exec honours its
-	// context, so no copy loop outlives it.
-	stopClosing := context.AfterFunc(ctx, func() {
-		cause := context.Cause(ctx)
-		srcR.CloseWithError(cause)
-		dstW.CloseWithError(cause)
-	})
+	// Cancelled (the deadline, the watchdog, the caller): every read of the source fails at
+	// once with the cause, whether or not its exec honours its context, so no copy loop
+	// outlives it (each destination does the same for its own writes).
+	stopClosing := context.AfterFunc(ctx, func() { srcR.CloseWithError(context.Cause(ctx)) })
 	defer stopClosing()
-	var wg sync.WaitGroup
-	var dstErr error
-	codec := make(chan bool, 1) // the analysis pod's codec, chosen by process
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
+	var src sync.WaitGroup
+	src.Go(func() {
 		err := s.Exec.Exec(ctx, exec.Request{Target: job.Source, Command: job.Reader.ArchiveCommand(p.paths, job.Gzip), Stdout: wd.writer(srcW)})
 		if ctx.Err() != nil {
 			// Stopped by the other side or the caller: that cause is the error, not this exit.
@@ -364,70 +345,41 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 			return
 		}
 		srcW.CloseWithError(sourceError(err))
-	}()
-	go func() {
-		defer wg.Done()
-		var gz bool
-		select {
-		case gz = <-codec:
-		case <-ctx.Done(): // process failed before choosing
-			dstR.CloseWithError(context.Cause(ctx))
-			return
-		}
-		if job.NoPod { // the bucket only: the tar stream for an analysis pod goes nowhere
-			_, err := io.Copy(io.Discard, dstR)
-			dstR.CloseWithError(err)
-			return
-		}
-		// A failure in the analysis pod is reported on stdout the moment it happens (see
-		// analysis.Publish): its exit status arrives only once stdin is closed.
-		out := &lineWatcher{max: 4096, onLine: func(line string) {
-			if reason, ok := strings.CutPrefix(line, analysis.FailedPrefix); ok {
-				cancel(&DestinationError{Err: &PermanentError{Err: fmt.Errorf("writing to analysis pod %s: %s", job.Destination, reason)}})
-			}
-		}}
-		pub := analysis.Publish{StagingRoot: job.Layout.StagingRoot(), ID: job.Header.Collection, Final: final, Gzip: gz, Signed: job.Custody != nil}
-		dstErr = analysis.Pod{Exec: s.Exec, Target: job.Destination}.Publish(ctx, pub, dstR, out)
-		if dstErr == nil && !strings.HasSuffix(out.String(), analysis.CompleteMarker(job.Header.Collection)) {
-			dstErr = fmt.Errorf("the analysis pod's extraction ended without confirming the collection (output %q)", out.String())
-		}
-		if dstErr != nil {
-			dstErr = &DestinationError{Err: fmt.Errorf("writing to analysis pod %s: %w", job.Destination, dstErr)}
-			cancel(dstErr)
-		}
-		dstR.CloseWithError(errOr(dstErr, errDestinationStopped))
-	}()
-	var beats sync.WaitGroup
-	beatCtx, stopBeats := context.WithCancel(ctx)
-	defer func() { stopBeats(); beats.Wait() }() // also when the legs' wait is cut short
-	if s.Heartbeat > 0 && !job.NoPod {
-		if staging, err := job.Layout.Staging(job.Header.Collection); err == nil {
-			beats.Go(func() { s.heartbeat(beatCtx, job.Destination, staging) })
-		}
-	}
-	res, procErr := s.process(ctx, job, p, srcR, wd.writer(dstW), codec)
+	})
+	dst := s.destinationFor(ctx, job, final, cancel, wd)
+	res, procErr := s.process(ctx, job, p, srcR, dst)
 	if procErr != nil {
 		cancel(procErr)
 		srcR.CloseWithError(procErr)
-		dstW.CloseWithError(procErr)
-	} else {
-		dstW.Close()
 	}
-	wg.Wait()
+	dstErr := dst.Finish(procErr)
+	src.Wait()
+	if err := s.outcome(ctx, deadline, wd, procErr, dstErr); err != nil {
+		if derr := dst.Discard(context.WithoutCancel(ctx)); derr != nil {
+			err = fmt.Errorf("%w (and %v)", err, derr)
+		}
+		return res, err
+	}
+	return res, nil
+}
+
+// outcome is a collection's error from what stopped it: the watchdog, the deadline, the
+// destination, or process.
+func (s *Shipper) outcome(ctx context.Context, deadline error, wd *watchdog, procErr, dstErr error) error {
 	if stalled := wd.fired(); stalled != nil {
-		return res, stalled
+		return stalled
 	}
 	var reported *DestinationError
 	if cause := context.Cause(ctx); errors.As(cause, &reported) || cause == deadline {
-		return res, cause
+		return cause
 	}
 	switch {
 	case dstErr != nil && (procErr == nil || errors.Is(procErr, dstErr) || errors.Is(procErr, io.ErrClosedPipe) || errors.Is(procErr, errDestinationStopped)):
-		return res, dstErr
+		return dstErr
 	case procErr != nil:
-		return res, procErr
+		return procErr
 	}
-	return res, nil
+	return nil
 }
 
 // heartbeat touches the staging directory every s.Heartbeat until ctx ends (run cancels it
