@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podcopy/podcopy/internal/collect"
-	"github.com/podcopy/podcopy/internal/courier"
+	"github.com/podcopy/podcopy/internal/helpercontainer"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -138,7 +138,7 @@ func TestDistroless(t *testing.T) {
 			t.Fatalf("the symlink was written: %s", out)
 		}
 	}
-	if ecs := ephemeralContainers(t, ns, "app"); len(ecs) != 1 || ecs[0] != courier.Name+"->app" {
+	if ecs := ephemeralContainers(t, ns, "app"); len(ecs) != 1 || ecs[0] != helpercontainer.Name+"->app" {
 		t.Fatalf("ephemeral containers %v, want one helper reused by both collections", ecs)
 	}
 	t.Logf("event: %s", waitEvent(t, ns, "app", collect.ReasonHelperFallback))

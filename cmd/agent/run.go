@@ -38,7 +38,7 @@ import (
 	"github.com/podcopy/podcopy/internal/collect"
 	"github.com/podcopy/podcopy/internal/config"
 	"github.com/podcopy/podcopy/internal/console"
-	"github.com/podcopy/podcopy/internal/courier"
+	"github.com/podcopy/podcopy/internal/helpercontainer"
 	"github.com/podcopy/podcopy/internal/destination"
 	"github.com/podcopy/podcopy/internal/executor"
 	"github.com/podcopy/podcopy/internal/lease"
@@ -167,7 +167,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Mode:        opts.Destination.ModeFor,
 		},
 		Work: work,
-		Helpers: &courier.Courier{Client: client, Image: (&courier.AgentImage{
+		Helpers: &helpercontainer.Courier{Client: client, Image: (&helpercontainer.AgentImage{
 			Client: client, Configured: opts.Source.HelperImage, Namespace: opts.Destination.Namespace}).Image},
 		NodeState:  nodeState,
 		PodRecords: podrecord.Gatherer{Client: client, SpoolDir: opts.SpoolDir},

@@ -9,12 +9,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/podcopy/podcopy/internal/cli"
+	"github.com/podcopy/podcopy/internal/plugin"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	code := cli.Main(ctx, os.Args[1:])
+	code := plugin.Main(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
 }

@@ -23,7 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/podcopy/podcopy/internal/courier"
+	"github.com/podcopy/podcopy/internal/helpercontainer"
 	"github.com/podcopy/podcopy/internal/destination"
 	"github.com/podcopy/podcopy/internal/executor"
 	"github.com/podcopy/podcopy/internal/metrics"
@@ -411,8 +411,8 @@ func (r *toolRunner) Run(ctx context.Context, job ship.Job) (ship.Result, error)
 
 type fakeHelpers struct{}
 
-func (fakeHelpers) Ensure(ctx context.Context, pod *corev1.Pod, container string) (courier.Helper, error) {
-	return courier.Helper{Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: "podcopy"}, Command: []string{"/podcopy-agent", "source", "--pid=1"}}, nil
+func (fakeHelpers) Ensure(ctx context.Context, pod *corev1.Pod, container string) (helpercontainer.Helper, error) {
+	return helpercontainer.Helper{Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: "podcopy"}, Command: []string{"/podcopy-agent", "source", "--pid=1"}}, nil
 }
 
 // TestAutoFallsBackToTheHelperOnce: auto reads a container without tar through the helper,

@@ -20,7 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/podcopy/podcopy/internal/courier"
+	"github.com/podcopy/podcopy/internal/helpercontainer"
 	"github.com/podcopy/podcopy/internal/destination"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
@@ -158,8 +158,8 @@ func (s shellless) Exec(ctx context.Context, req exec.Request) error {
 // localHelpers starts no container: the helper is this test binary, reading this machine.
 type localHelpers struct{}
 
-func (localHelpers) Ensure(ctx context.Context, pod *corev1.Pod, container string) (courier.Helper, error) {
-	return courier.Helper{Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: "podcopy"},
+func (localHelpers) Ensure(ctx context.Context, pod *corev1.Pod, container string) (helpercontainer.Helper, error) {
+	return helpercontainer.Helper{Target: exec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: "podcopy"},
 		Command: []string{os.Args[0], "podcopy-source", "--root=/"}}, nil
 }
 

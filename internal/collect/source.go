@@ -7,7 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/podcopy/podcopy/internal/courier"
+	"github.com/podcopy/podcopy/internal/helpercontainer"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/ship"
@@ -21,9 +21,9 @@ const helperStartTimeout = 3 * time.Minute
 // the container lacks tar or sh (podcopy/source=auto).
 const ReasonHelperFallback = "ReadingThroughHelper"
 
-// Helpers starts the podcopy helper that reads a container (package courier).
+// Helpers starts the podcopy helper that reads a container (package helpercontainer).
 type Helpers interface {
-	Ensure(ctx context.Context, pod *corev1.Pod, container string) (courier.Helper, error)
+	Ensure(ctx context.Context, pod *corev1.Pod, container string) (helpercontainer.Helper, error)
 }
 
 // sourceMode is how req's files are read: its podcopy/source, else the agent's source.mode.
@@ -40,16 +40,16 @@ func (s Settings) sourceMode(req request.Request) request.Source {
 // helper starts (or finds) the helper reading container. A helper that cannot be started
 // for a reason the cluster states (refused by admission or Pod Security, an image that
 // cannot be pulled) is a permanent failure with that reason.
-func (h work) helper(ctx context.Context, pod *corev1.Pod, container string) (courier.Helper, error) {
+func (h work) helper(ctx context.Context, pod *corev1.Pod, container string) (helpercontainer.Helper, error) {
 	if h.Helpers == nil {
-		return courier.Helper{}, &ship.PermanentError{Err: errors.New("the podcopy helper is not available in this agent")}
+		return helpercontainer.Helper{}, &ship.PermanentError{Err: errors.New("the podcopy helper is not available in this agent")}
 	}
 	// A deadline over the API calls and the wait for the container (which has its own, 2
 	// minutes): a stalled API connection fails this attempt instead of holding it.
 	ctx, cancel := context.WithTimeout(ctx, helperStartTimeout)
 	defer cancel()
 	hp, err := h.Helpers.Ensure(ctx, pod, container)
-	var cerr *courier.Error
+	var cerr *helpercontainer.Error
 	if errors.As(err, &cerr) {
 		return hp, &ship.PermanentError{Err: err}
 	}

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"slices"
@@ -29,9 +28,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/podcopy/podcopy/internal/cli"
 	"github.com/podcopy/podcopy/internal/destination"
 	"github.com/podcopy/podcopy/internal/evidence"
+	"github.com/podcopy/podcopy/internal/plugin"
 	"github.com/podcopy/podcopy/internal/shell"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
@@ -528,11 +527,10 @@ func (c *Console) collect(w http.ResponseWriter, r *http.Request, k call) {
 			return
 		}
 	}
-	o := cli.NewOptions(io.Discard, io.Discard).With(k.client, k.exec, req.Namespace)
 	// The request is the user's own annotation patch: admission checks their exec right and
 	// records them as requestedBy; the agent parses and checks the paths (its status says
 	// what it refused).
-	id, err := o.Ask(r.Context(), req.Pod, req.Paths, req.Container, req.Follow, req.Interval)
+	id, err := plugin.Ask(r.Context(), k.client, req.Namespace, req.Pod, req.Paths, req.Container, req.Follow, req.Interval)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -547,7 +545,7 @@ func (c *Console) stop(w http.ResponseWriter, r *http.Request, k call) {
 		writeError(w, http.StatusBadRequest, "namespace and pod are required")
 		return
 	}
-	if err := cli.NewOptions(io.Discard, io.Discard).With(k.client, k.exec, q.Get("namespace")).Stop(r.Context(), q.Get("pod")); err != nil {
+	if err := plugin.Stop(r.Context(), k.client, q.Get("namespace"), q.Get("pod")); err != nil {
 		writeAPIError(w, err)
 		return
 	}

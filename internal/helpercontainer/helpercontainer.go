@@ -1,11 +1,11 @@
-// Package courier adds the podcopy helper to a pod as an ephemeral container aimed at the
+// Package helpercontainer adds the podcopy helper to a pod as an ephemeral container aimed at the
 // container to read (SPEC §1 podcopy/source=helper), so files can be collected and followed
 // from containers with no shell and no tar. The helper container runs the podcopy binary
 // idle ("podcopy-agent source wait"); the agent execs "podcopy-agent source --pid=1 ..." in
 // it, which reads the target's files through /proc/1/root (the target's main process, in
 // the process namespace the ephemeral container shares with it). Ephemeral containers
 // cannot be removed, so one that is already there and running is reused.
-package courier
+package helpercontainer
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package courier
+package helpercontainer
 
 import (
 	"context"

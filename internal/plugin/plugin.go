@@ -1,8 +1,8 @@
-// Package cli is kubectl-podcopy, the kubectl plugin that speaks podcopy's contract
+// Package plugin is kubectl-podcopy, the kubectl plugin that speaks podcopy's contract
 // (SPEC §8) with the user's own kubeconfig and credentials: it sets the request annotations
 // (admission checks the user's exec right and records who asked), draws progress from the
 // status, lists collections, and fetches or verifies them against their manifests.
-package cli
+package plugin
 
 import (
 	"context"

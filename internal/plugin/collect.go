@@ -1,4 +1,4 @@
-package cli
+package plugin
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/request"
@@ -113,11 +112,7 @@ func requestAnnotations(paths []string, f collectFlags, now time.Time) (map[stri
 }
 
 func (o *Options) patchAnnotations(ctx context.Context, pod string, ann map[string]any) (*corev1.Pod, error) {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
-	if err != nil {
-		return nil, err
-	}
-	return o.client.CoreV1().Pods(o.namespace).Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "kubectl-podcopy"})
+	return patchAnnotations(ctx, o.client, o.namespace, pod, ann)
 }
 
 // ask sets the request of paths on pod and returns the pod as patched and the request as
@@ -132,8 +127,14 @@ func (o *Options) ask(ctx context.Context, pod string, paths []string, f collect
 	if err != nil {
 		return nil, request.Request{}, err // a refusal by the admission policy says what is missing
 	}
-	req, err := request.Parse(p, policy.Policy{AllowPaths: []string{"/**"}})
+	req, err := parseAsked(p)
 	return p, req, err
+}
+
+// parseAsked is the request set on p as the agent will parse it (its identity, SPEC §1; the
+// agent's own policy decides what is allowed, so none is applied here).
+func parseAsked(p *corev1.Pod) (request.Request, error) {
+	return request.Parse(p, policy.Policy{AllowPaths: []string{"/**"}})
 }
 
 func (o *Options) collect(ctx context.Context, pod string, paths []string, f collectFlags, wait bool) error {
