@@ -295,12 +295,12 @@ func reloadable(o config.Options) *settings {
 	return &settings{policy: p, limits: l}
 }
 
-// serve runs srv on ln in g (TLS with certFile and keyFile when set) until ctx is done, then
-// shuts it down within grace.
 // sourceSpoolShare is the disk of the spool volume (an emptyDir of 128Mi in the chart) the
 // source spools of all collections in flight share; spoolMaxBytes (48Mi) is the manifests'.
 const sourceSpoolShare = 64 << 20
 
+// serve runs srv on ln in g (TLS with certFile and keyFile when set) until ctx is done, then
+// shuts it down within grace (the agent's metrics and the alert receiver share it).
 func serve(g *errgroup.Group, ctx context.Context, srv *http.Server, ln net.Listener, certFile, keyFile string, grace time.Duration) {
 	g.Go(func() error {
 		var err error

@@ -46,38 +46,12 @@ type Match struct {
 	Labels map[string]string `json:"labels,omitempty"`
 }
 
-// Collect is the request a matching alert sets on its pod (SPEC §1 annotations).
-type Collect struct {
-	Paths []string `json:"paths"`
-	// Container defaults to the alert's container, else the pod's default.
-	Container string `json:"container,omitempty"`
-	// Mode is once (default) or follow, with Interval.
-	Mode     string `json:"mode,omitempty"`
-	Interval string `json:"interval,omitempty"`
-	// Include: spec, events, logs (once only).
-	Include []string `json:"include,omitempty"`
-	// CollectOn: termination and/or restart (once only): arm the pod instead of collecting now.
-	CollectOn []string `json:"collectOn,omitempty"`
-	// For: how long a follow runs from the alert (podcopy/follow-until; empty: until stopped).
-	For Duration `json:"for,omitempty"`
-}
+// Collect is the request a matching alert sets on its pod (SPEC §1 annotations); an empty
+// container is the alert's container, else the pod's default.
+type Collect = request.Ask
 
 // Duration is a time.Duration written as a Go duration string.
-type Duration struct{ time.Duration }
-
-// UnmarshalJSON reads "10m".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	s := strings.Trim(string(b), `"`)
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("%q is not a Go duration such as 10m", s)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + d.String() + `"`), nil }
+type Duration = request.Duration
 
 // Defaults of the profile file.
 const (
@@ -132,6 +106,11 @@ func ParseProfiles(data []byte) (Profiles, error) {
 		if pr.Collect.For.Duration != 0 && (pr.Collect.Mode != string(request.ModeFollow) || pr.Collect.For.Duration < 0) {
 			errs = append(errs, where+": collect.for is a positive duration for mode follow")
 		}
+		switch request.Source(pr.Collect.Source) {
+		case "", request.SourceAuto, request.SourceTar, request.SourceHelper:
+		default:
+			errs = append(errs, fmt.Sprintf("%s: collect.source %q is unknown; use %s, %s or %s", where, pr.Collect.Source, request.SourceAuto, request.SourceTar, request.SourceHelper))
+		}
 		if m := pr.Collect.Mode; m != "" && m != string(request.ModeOnce) && m != string(request.ModeFollow) {
 			errs = append(errs, fmt.Sprintf("%s: collect.mode %q is unknown; use once or follow", where, m))
 		}
@@ -176,34 +155,12 @@ func (m Match) matches(a Alert) bool {
 // (trigger: one per profile, rule and pod per dedup window; nil values remove what an
 // earlier request left, so the request is exactly the profile's).
 func (pr Profile) Annotations(a Alert, trigger, record string, now time.Time) map[string]*string {
-	str := func(s string) *string {
-		if s == "" {
-			return nil
-		}
-		return &s
+	ask := pr.Collect
+	if ask.Container == "" {
+		ask.Container = a.Container
 	}
-	container := pr.Collect.Container
-	if container == "" {
-		container = a.Container
-	}
-	interval, until := "", ""
-	if pr.Collect.Mode == string(request.ModeFollow) {
-		interval = pr.Collect.Interval
-		if d := pr.Collect.For.Duration; d > 0 {
-			until = now.Add(d).UTC().Format(time.RFC3339)
-		}
-	}
-	return map[string]*string{
-		request.AnnotationCollect:     str(strings.Join(pr.Collect.Paths, ",")),
-		request.AnnotationContainer:   str(container),
-		request.AnnotationMode:        str(pr.Collect.Mode),
-		request.AnnotationInterval:    str(interval),
-		request.AnnotationFollowUntil: str(until),
-		request.AnnotationInclude:     str(strings.Join(pr.Collect.Include, ",")),
-		request.AnnotationCollectOn:   str(strings.Join(pr.Collect.CollectOn, ",")),
-		request.AnnotationTrigger:     str(trigger),
-		request.AnnotationAlert:       str(record),
-		request.AnnotationDestination: nil,
-		request.AnnotationSource:      nil,
-	}
+	ann := ask.Patch(trigger, now)
+	ann[request.AnnotationAlert] = &record
+	ann[request.AnnotationDestination] = nil
+	return ann
 }

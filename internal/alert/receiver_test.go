@@ -212,6 +212,7 @@ func TestProfiles(t *testing.T) {
 		"dedupWindow: soon\nprofiles: []",
 		"profiles: [{name: a, colect: {paths: [/tmp]}}]",
 		"profiles: [{name: a, collect: {paths: [/tmp], for: 1h}}]",
+		"profiles: [{name: a, collect: {paths: [/tmp], source: rsync}}]",
 	} {
 		if _, err := ParseProfiles([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)

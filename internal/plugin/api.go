@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/podcopy/podcopy/pkg/request"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -36,12 +37,12 @@ func Ask(ctx context.Context, client kubernetes.Interface, namespace, pod string
 // Stop removes pod's request with the user's own client (a follow ships what is left and
 // ends).
 func Stop(ctx context.Context, client kubernetes.Interface, namespace, pod string) error {
-	_, err := patchAnnotations(ctx, client, namespace, pod, stopAnnotations())
+	_, err := patchAnnotations(ctx, client, namespace, pod, request.StopPatch())
 	return err
 }
 
 // patchAnnotations merges ann into pod's annotations (a nil value removes one).
-func patchAnnotations(ctx context.Context, client kubernetes.Interface, namespace, pod string, ann map[string]any) (*corev1.Pod, error) {
+func patchAnnotations(ctx context.Context, client kubernetes.Interface, namespace, pod string, ann map[string]*string) (*corev1.Pod, error) {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	if err != nil {
 		return nil, err

@@ -74,7 +74,7 @@ func (o *Options) collectCommand() *cobra.Command {
 
 // requestAnnotations is the merge patch of a request: every request key is set or removed,
 // and the trigger is fresh so the same paths run again.
-func requestAnnotations(paths []string, f collectFlags, now time.Time) (map[string]any, error) {
+func requestAnnotations(paths []string, f collectFlags, now time.Time) (map[string]*string, error) {
 	if f.interval != "" && !f.follow {
 		return nil, errors.New("--interval needs --follow")
 	}
@@ -85,33 +85,22 @@ func requestAnnotations(paths []string, f collectFlags, now time.Time) (map[stri
 	if f.follow {
 		mode = string(request.ModeFollow)
 	}
-	ann := map[string]any{
-		request.AnnotationCollect:   strings.Join(paths, ","),
-		request.AnnotationTrigger:   now.UTC().Format(time.RFC3339Nano),
-		request.AnnotationMode:      mode,
-		request.AnnotationContainer: nil,
-		request.AnnotationInterval:  nil,
-		request.AnnotationSource:    nil,
-		// A request from the plugin is exactly what its flags say: nothing armed, nothing
-		// extra, no alert (which only the receiver may set).
-		request.AnnotationFollowUntil: nil,
-		request.AnnotationCollectOn:   nil,
-		request.AnnotationInclude:     nil,
-		request.AnnotationAlert:       nil,
-	}
-	if f.forDuration > 0 {
-		ann[request.AnnotationFollowUntil] = now.Add(f.forDuration).UTC().Format(time.RFC3339)
-	}
-	for key, v := range map[string]string{request.AnnotationContainer: f.container, request.AnnotationInterval: f.interval, request.AnnotationSource: f.source,
-		request.AnnotationInclude: f.include, request.AnnotationCollectOn: f.collectOn} {
-		if v != "" {
-			ann[key] = v
-		}
-	}
-	return ann, nil
+	// A request from the plugin is exactly what its flags say: nothing armed, nothing extra,
+	// no alert (which only the receiver may set).
+	ask := request.Ask{Paths: paths, Container: f.container, Mode: mode, Interval: f.interval, Source: f.source,
+		Include: splitList(f.include), CollectOn: splitList(f.collectOn), For: request.Duration{Duration: f.forDuration}}
+	return ask.Patch(now.UTC().Format(time.RFC3339Nano), now), nil
 }
 
-func (o *Options) patchAnnotations(ctx context.Context, pod string, ann map[string]any) (*corev1.Pod, error) {
+// splitList is a flag's comma-separated list (nil when empty).
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func (o *Options) patchAnnotations(ctx context.Context, pod string, ann map[string]*string) (*corev1.Pod, error) {
 	return patchAnnotations(ctx, o.client, o.namespace, pod, ann)
 }
 
@@ -267,7 +256,7 @@ func (o *Options) stopCommand() *cobra.Command {
 					return err
 				}
 			}
-			ann := stopAnnotations()
+			ann := request.StopPatch()
 			var errs []error
 			for _, pod := range pods {
 				if _, err := o.patchAnnotations(cmd.Context(), pod, ann); err != nil {
@@ -281,15 +270,4 @@ func (o *Options) stopCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "every pod of the namespace matching this label selector")
 	return cmd
-}
-
-// stopAnnotations is the merge patch that removes a pod's request.
-func stopAnnotations() map[string]any {
-	ann := map[string]any{}
-	for _, k := range []string{request.AnnotationCollect, request.AnnotationMode, request.AnnotationInterval,
-		request.AnnotationTrigger, request.AnnotationContainer, request.AnnotationSource,
-		request.AnnotationCollectOn, request.AnnotationInclude, request.AnnotationAlert, request.AnnotationFollowUntil} {
-		ann[k] = nil
-	}
-	return ann
 }

@@ -40,8 +40,8 @@ func TestRequestAnnotations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ann[request.AnnotationCollect] != "/var/log/a,/var/log/b" || ann[request.AnnotationMode] != "follow" || ann[request.AnnotationInterval] != "10s" ||
-		ann[request.AnnotationContainer] != "app" || ann[request.AnnotationSource] != nil || ann[request.AnnotationTrigger] == "" {
+	if val(ann, request.AnnotationCollect) != "/var/log/a,/var/log/b" || val(ann, request.AnnotationMode) != "follow" || val(ann, request.AnnotationInterval) != "10s" ||
+		val(ann, request.AnnotationContainer) != "app" || ann[request.AnnotationSource] != nil || val(ann, request.AnnotationTrigger) == "" {
 		t.Fatalf("annotations %v", ann)
 	}
 	if _, ok := ann[request.AnnotationSource]; !ok {
@@ -52,19 +52,27 @@ func TestRequestAnnotations(t *testing.T) {
 	}
 	now := time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC)
 	ann, err = requestAnnotations([]string{"/x"}, collectFlags{follow: true, forDuration: time.Hour}, now)
-	if err != nil || ann[request.AnnotationFollowUntil] != "2026-12-02T15:00:00Z" {
+	if err != nil || val(ann, request.AnnotationFollowUntil) != "2026-12-02T15:00:00Z" {
 		t.Fatalf("--for 1h: %v %v", ann, err)
 	}
 	if _, err := requestAnnotations([]string{"/x"}, collectFlags{forDuration: time.Hour}, now); err == nil {
 		t.Fatal("--for without --follow was accepted")
 	}
 	ann, err = requestAnnotations([]string{"/x"}, collectFlags{include: "spec,logs", collectOn: "termination"}, now)
-	if err != nil || ann[request.AnnotationInclude] != "spec,logs" || ann[request.AnnotationCollectOn] != "termination" {
+	if err != nil || val(ann, request.AnnotationInclude) != "spec,logs" || val(ann, request.AnnotationCollectOn) != "termination" {
 		t.Fatalf("--include, --on: %v %v", ann, err)
 	}
 	if v, ok := ann[request.AnnotationAlert]; !ok || v != nil {
 		t.Fatal("the plugin must remove an alert record, never keep or set one")
 	}
+}
+
+// val is the value a merge patch sets for key ("" when it removes it).
+func val(ann map[string]*string, key string) string {
+	if v := ann[key]; v != nil {
+		return *v
+	}
+	return ""
 }
 
 // analysisFake plays the analysis pod: cat of the manifest, tar of the collection; its
