@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/utils/clock"
 )
 
 // Timings of the election (client-go's defaults for controllers): a holder that stops
@@ -38,6 +39,21 @@ const (
 	CampaignFor = 2*LeaseDuration + RenewDeadline
 )
 
+// Timings are an election's durations. client-go's election runs on its own (real) clock,
+// so tests shorten them rather than fake them.
+type Timings struct {
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+}
+
+// DefaultTimings are client-go's defaults for controllers.
+var DefaultTimings = Timings{LeaseDuration: LeaseDuration, RenewDeadline: RenewDeadline, RetryPeriod: RetryPeriod}
+
+// StaleAfter is how long a non-holder watches a Lease go unrenewed before it campaigns.
+func (t Timings) StaleAfter() time.Duration { return 3 * t.RetryPeriod }
+
+// CampaignFor bounds a campaign that neither wins nor sees another agent win.
+func (t Timings) CampaignFor() time.Duration { return 2*t.LeaseDuration + t.RenewDeadline }
+
 // Chore runs fn while this process holds Lease Name in Namespace, as Identity; Holder is
 // set to 1 while it does (podcopy_janitor_leader).
 type Chore struct {
@@ -46,6 +62,25 @@ type Chore struct {
 	Name      string
 	Identity  string
 	Holder    prometheus.Gauge
+	// Timings are the election's (DefaultTimings when zero).
+	Timings Timings
+	// Clock is the gate's time: how long the Lease went unrenewed, and when a campaign is
+	// given up (the real clock when nil; tests use k8s.io/utils/clock/testing's fake).
+	Clock clock.WithTickerAndDelayedExecution
+}
+
+func (c Chore) timings() Timings {
+	if c.Timings == (Timings{}) {
+		return DefaultTimings
+	}
+	return c.Timings
+}
+
+func (c Chore) clock() clock.WithTickerAndDelayedExecution {
+	if c.Clock != nil {
+		return c.Clock
+	}
+	return clock.RealClock{}
 }
 
 // Run campaigns until ctx ends, running fn (with a context cancelled when the Lease is lost)
@@ -67,6 +102,7 @@ func (c Chore) Run(ctx context.Context, fn func(context.Context) error) error {
 		Client:     c.Client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: c.Identity},
 	}
+	tm := c.timings()
 	gate, stop := c.watch(ctx, log)
 	defer stop()
 	for ctx.Err() == nil {
@@ -82,7 +118,7 @@ func (c Chore) Run(ctx context.Context, fn func(context.Context) error) error {
 		// it; it only hands over the leading context here, and fn runs in this goroutine.
 		leading := make(chan context.Context, 1)
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock: lock, LeaseDuration: LeaseDuration, RenewDeadline: RenewDeadline, RetryPeriod: RetryPeriod,
+			Lock: lock, LeaseDuration: tm.LeaseDuration, RenewDeadline: tm.RenewDeadline, RetryPeriod: tm.RetryPeriod,
 			ReleaseOnCancel: true, Name: c.Name,
 			Callbacks: leaderelection.LeaderCallbacks{
 				// Another agent won (not the stale holder the gate saw go quiet): stop
@@ -103,7 +139,7 @@ func (c Chore) Run(ctx context.Context, fn func(context.Context) error) error {
 			cancel()
 			return err
 		}
-		giveUp := time.AfterFunc(CampaignFor, func() {
+		giveUp := c.clock().AfterFunc(tm.CampaignFor(), func() {
 			if gate != nil && !le.IsLeader() {
 				cancel()
 			}

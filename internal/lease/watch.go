@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/informers"
 	coordlisters "k8s.io/client-go/listers/coordination/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 )
 
 // gate watches the Lease and says when it looks free.
@@ -19,6 +20,8 @@ type gate struct {
 	leases  coordlisters.LeaseNamespaceLister
 	name    string
 	changed chan struct{} // a change was seen (capacity 1: never blocks the informer)
+	clock   clock.WithTickerAndDelayedExecution
+	timings Timings
 }
 
 // watch starts the gate's informer over the one Lease. It returns nil (campaign as a plain
@@ -39,7 +42,7 @@ func (c Chore) watch(ctx context.Context, log logr.Logger) (*gate, func()) {
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = selector }),
 		informers.WithTransform(dropManagedFields))
 	inf := f.Coordination().V1().Leases()
-	g := &gate{leases: inf.Lister().Leases(c.Namespace), name: c.Name, changed: make(chan struct{}, 1)}
+	g := &gate{leases: inf.Lister().Leases(c.Namespace), name: c.Name, changed: make(chan struct{}, 1), clock: c.clock(), timings: c.timings()}
 	signal := func(any) {
 		select {
 		case g.changed <- struct{}{}:
@@ -62,11 +65,11 @@ func (c Chore) watch(ctx context.Context, log logr.Logger) (*gate, func()) {
 }
 
 // free blocks until the Lease looks free: absent, released (no holder), or not renewed for
-// StaleAfter. It returns the holder that went quiet ("" for none), and false when ctx
+// Timings.StaleAfter. It returns the holder that went quiet ("" for none), and false when ctx
 // ended first.
 func (g *gate) free(ctx context.Context) (string, bool) {
-	seen, since := "", time.Now()
-	tick := time.NewTicker(RetryPeriod) // staleness grows with time, not with events
+	seen, since := "", g.clock.Now()
+	tick := g.clock.NewTicker(g.timings.RetryPeriod) // staleness grows with time, not with events
 	defer tick.Stop()
 	for {
 		l, err := g.leases.Get(g.name)
@@ -78,15 +81,15 @@ func (g *gate) free(ctx context.Context) (string, bool) {
 			return "", true
 		}
 		if mark := holder + " " + renewedAt(l); mark != seen {
-			seen, since = mark, time.Now()
-		} else if time.Since(since) >= StaleAfter {
+			seen, since = mark, g.clock.Now()
+		} else if g.clock.Since(since) >= g.timings.StaleAfter() {
 			return holder, true
 		}
 		select {
 		case <-ctx.Done():
 			return "", false
 		case <-g.changed:
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }
