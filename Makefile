@@ -56,6 +56,11 @@ web: ## Rebuild the web shell's browser assets from npm (package-lock.json) into
 	cp web/node_modules/@xterm/xterm/lib/xterm.js web/node_modules/@xterm/xterm/css/xterm.css \
 	   web/node_modules/@xterm/addon-fit/lib/addon-fit.js internal/shell/web/vendor/
 
+.PHONY: packages
+packages: ## Redraw docs/images/packages.svg, the packages' import graph, from go list (installs graphviz with apt when missing).
+	command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz)
+	bash hack/packages.sh docs/images/packages.svg
+
 .PHONY: fuzz
 fuzz: ## Fuzz the tar sanitizer for 60s, then the alert receiver's payload parsers for 60s.
 	$(GO) test ./pkg/ship -run '^$$' -fuzz FuzzProcess -fuzztime 60s
