@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -20,10 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podcopy/podcopy/internal/alert"
 	"github.com/podcopy/podcopy/internal/config"
+	"github.com/podcopy/podcopy/internal/metrics"
 )
 
 // receiverOptions are the flags of "podcopy-agent receiver".
@@ -71,6 +76,9 @@ func (o *receiverOptions) Validate() error {
 	return errors.Join(errs...)
 }
 
+// profilesPoll is how often the receiver looks for a changed profiles file between alerts.
+const profilesPoll = 10 * time.Second
+
 // receiverAPITimeout bounds each API request the receiver makes for an alert.
 const receiverAPITimeout = 20 * time.Second
 
@@ -109,7 +117,9 @@ func runReceiver(ctx context.Context, o receiverOptions) error {
 	if len(token) < 16 {
 		return fmt.Errorf("--token-file %s holds %d bytes; use a random token of at least 16", o.TokenFile, len(token))
 	}
-	profiles := &profileFile{path: o.ProfilesFile}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	profiles := &profileFile{path: o.ProfilesFile, log: log, reloads: metrics.NewReloads(reg, "profiles"), now: time.Now}
 	if _, err := profiles.Load(); err != nil {
 		return err
 	}
@@ -123,8 +133,6 @@ func runReceiver(ctx context.Context, o receiverOptions) error {
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	recv := &alert.Receiver{Token: token, Profiles: profiles.Load, Client: client, Namespaces: o.Namespaces, Metrics: alert.NewMetrics(reg)}
 	mux := http.NewServeMux()
 	mux.Handle("/", recv.Handler())
@@ -142,18 +150,29 @@ func runReceiver(ctx context.Context, o receiverOptions) error {
 	log.Info("alert receiver listening", "addr", ln.Addr().String(), "tls", o.TLSCertFile != "", "profiles", o.ProfilesFile, "version", version)
 	g, gctx := errgroup.WithContext(ctx)
 	serve(g, gctx, srv, ln, o.TLSCertFile, o.TLSKeyFile, 10*time.Second)
+	// Re-read between alerts too, so a reload is logged and counted when the file changes.
+	g.Go(func() error {
+		wait.UntilWithContext(gctx, func(context.Context) { _, _ = profiles.Load() }, profilesPoll)
+		return nil
+	})
 	return g.Wait()
 }
 
 // profileFile is the profile file, re-read when its size or modification time changes (a
 // mounted ConfigMap is replaced as a whole). A file that stops parsing keeps the last good
-// profiles and reports the error in the log.
+// profiles; every load, reload and refusal is logged once and counted (podcopy_config_*,
+// file="profiles").
 type profileFile struct {
-	path string
-	mu   sync.Mutex
-	mod  time.Time
-	size int64
-	good *alert.Profiles
+	path    string
+	log     logr.Logger
+	reloads *metrics.Reloads // nil: not counted
+	now     func() time.Time
+
+	mu      sync.Mutex
+	mod     time.Time
+	size    int64
+	good    *alert.Profiles
+	refused string // the contents last refused (mod and size), logged once
 }
 
 // Load returns the current profiles.
@@ -170,15 +189,36 @@ func (p *profileFile) Load() (alert.Profiles, error) {
 	if p.good != nil && fi.ModTime().Equal(p.mod) && fi.Size() == p.size {
 		return *p.good, nil
 	}
+	mark := fi.ModTime().String() + "/" + strconv.FormatInt(fi.Size(), 10)
+	if p.good != nil && mark == p.refused {
+		return *p.good, nil // refused already: logged and counted once
+	}
 	data, err := os.ReadFile(p.path)
 	if err == nil {
 		var prof alert.Profiles
 		if prof, err = alert.ParseProfiles(data); err == nil {
-			p.good, p.mod, p.size = &prof, fi.ModTime(), fi.Size()
+			sum := sha256.Sum256(data)
+			hash := hex.EncodeToString(sum[:])
+			prof.Loaded = fmt.Sprintf("profiles file %s, sha256 %s, loaded %s", p.path, hash[:12], p.now().UTC().Format(time.RFC3339))
+			reload := p.good != nil
+			p.good, p.mod, p.size, p.refused = &prof, fi.ModTime(), fi.Size(), ""
+			if p.reloads != nil {
+				p.reloads.Loaded(hash, reload)
+			}
+			what := "profiles loaded"
+			if reload {
+				what = "profiles reloaded"
+			}
+			p.log.Info(what, "file", p.path, "sha256", hash, "profiles", len(prof.Profiles), "dedupWindow", prof.DedupWindow.String(), "ratePerMinute", prof.RatePerMinute)
 			return prof, nil
 		}
 	}
+	p.refused = mark
+	if p.reloads != nil {
+		p.reloads.Refused()
+	}
 	if p.good != nil {
+		p.log.Error(err, "profiles file changed but is invalid; keeping the previous profiles", "file", p.path, "inUse", p.good.Loaded)
 		return *p.good, nil
 	}
 	return alert.Profiles{}, fmt.Errorf("--profiles %s: %w", p.path, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/zapr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -84,6 +85,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	// API calls (status twice, two Events, the destination list, two execs).
 	restConfig.QPS, restConfig.Burst = opts.KubeQPS, int(2*opts.KubeQPS)
 	m := metrics.New()
+	m.Config.Loaded(opts.ConfigSHA256, false)
 	// REST calls are counted (podcopy_api_requests_total); exec streams use restConfig as is.
 	apiConfig := rest.CopyConfig(restConfig)
 	apiConfig.Wrap(m.CountRequests)
@@ -142,6 +144,10 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	remote := m.CountExecs(exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport))
 	// The executor runs every collection, within concurrency; the controller only decides.
 	work := executor.New(opts.Concurrency)
+	m.WatchWork(func() metrics.Work {
+		st := work.Stats()
+		return metrics.Work{Queued: st.Queued, OldestRunning: st.OldestRunning, OldestQueued: st.OldestQueued}
+	})
 	handler := &collect.Handler{
 		Runner: &ship.Shipper{Exec: remote, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout, Spool: spool,
 			Heartbeat: ship.HeartbeatFor(opts.Destination.StaleAfter),
@@ -244,7 +250,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	}
 	if opts.Signing.PublicKeys != "" {
 		g.Go(func() error {
-			publishKey(gctx, log, client, agentNamespace(opts), opts.Signing.PublicKeys, key.Public())
+			publishKey(gctx, log, client, agentNamespace(opts), opts.Signing.PublicKeys, key.Public(), m.KeyPublished)
 			return nil
 		})
 	}
@@ -276,9 +282,10 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			g.Go(func() error {
 				return loader.Reload(gctx, opts.ConfigFile, func(o config.Options) {
 					current.Store(reloadable(o))
-					log.Info("policy reloaded", "allowPaths", o.Policy.AllowPaths, "denyPaths", o.Policy.DenyPaths,
+					m.Config.Loaded(o.ConfigSHA256, true)
+					log.Info("policy reloaded", "file", o.ConfigFile, "sha256", o.ConfigSHA256, "allowPaths", o.Policy.AllowPaths, "denyPaths", o.Policy.DenyPaths,
 						"maxBytes", o.Policy.MaxBytes, "maxFiles", o.Policy.MaxFiles)
-				})
+				}, func(error) { m.Config.Refused() })
 			})
 		}
 	}
@@ -438,7 +445,7 @@ func consoleKeys(client kubernetes.Interface, namespace, name string, own *custo
 
 // publishKey adds the agent's public key to the published ConfigMap, retrying until it
 // lands or the agent stops; without the right to (Forbidden) it says so once and gives up.
-func publishKey(ctx context.Context, log logr.Logger, client kubernetes.Interface, namespace, name string, pub *custody.PublicKey) {
+func publishKey(ctx context.Context, log logr.Logger, client kubernetes.Interface, namespace, name string, pub *custody.PublicKey, published prometheus.Gauge) {
 	_ = wait.PollUntilContextCancel(ctx, 10*time.Second, true, func(ctx context.Context) (bool, error) {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -446,6 +453,7 @@ func publishKey(ctx context.Context, log logr.Logger, client kubernetes.Interfac
 		switch {
 		case err == nil:
 			log.Info("custody public key published", "configMap", namespace+"/"+name, "keyID", pub.ID())
+			published.Set(1)
 			return true, nil
 		case apierrors.IsForbidden(err):
 			log.Error(err, "cannot publish the custody public key; give its PEM to verifiers yourself", "configMap", namespace+"/"+name, "keyID", pub.ID())

@@ -23,6 +23,18 @@ type Profiles struct {
 	RatePerMinute int       `json:"ratePerMinute,omitempty"`
 	Burst         int       `json:"burst,omitempty"`
 	Profiles      []Profile `json:"profiles"`
+	// Loaded says which file contents these are (its SHA-256) and since when, for answers
+	// that need it (no-match); set by whoever read the file.
+	Loaded string `json:"-"`
+}
+
+// names lists the profiles' names.
+func (p Profiles) names() string {
+	var names []string
+	for _, pr := range p.Profiles {
+		names = append(names, pr.Name)
+	}
+	return strings.Join(names, ", ")
 }
 
 // Profile maps matching alerts to a collection.

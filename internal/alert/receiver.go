@@ -194,7 +194,10 @@ func (rc *Receiver) handle(ctx context.Context, profiles Profiles, a Alert) Resu
 	res.Pod = a.Namespace + "/" + a.Pod
 	pr := profiles.Match(a)
 	if pr == nil {
-		res.Result, res.Reason = ResultNoMatch, "no profile matches"
+		res.Result, res.Reason = ResultNoMatch, fmt.Sprintf("no profile matches source %q, rule %q, priority %q and the alert's labels; the receiver's profiles are [%s]", a.Source, a.Rule, a.Priority, profiles.names())
+		if profiles.Loaded != "" {
+			res.Reason += " (" + profiles.Loaded + "; a changed profiles ConfigMap reaches the receiver within about a minute or two)"
+		}
 		return res
 	}
 	res.Profile = pr.Name

@@ -338,6 +338,7 @@ func (h *Handler) reject(ctx context.Context, pod *corev1.Pod, id, msg string) e
 	now := h.now().UTC().Format(time.RFC3339)
 	h.event(pod, corev1.EventTypeWarning, ReasonRejected, msg)
 	h.Metrics.Collections.WithLabelValues(metrics.ResultRejected).Inc()
+	h.Metrics.Failures.WithLabelValues(failure.InvalidRequest).Inc()
 	h.finals.markFinished(pod.UID, id)
 	return h.Status.Write(ctx, pod, status.Status{Request: id, Phase: status.Rejected, Reason: failure.InvalidRequest, Message: msg, CompletionTime: now})
 }

@@ -477,6 +477,7 @@ func (t *followTick) failed(ctx context.Context, why string) {
 	defer cancel()
 	st := t.last
 	st.Phase, st.Reason = status.Failed, t.cappedReason
+	t.h.Metrics.Failures.WithLabelValues(t.cappedReason).Inc()
 	st.CompletionTime = t.h.now().UTC().Format(time.RFC3339)
 	st.Message = "follow stopped: " + why
 	if err := t.h.Status.Write(wctx, t.pod, st); err != nil { // before the Event (see stopped)

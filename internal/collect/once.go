@@ -54,6 +54,7 @@ func (h onceWork) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 			log.Info("resolving a Running status that no live collection backs", "collection", prev.Collection, "attempt", attempt)
 			h.discardStaging(ctx, log, pod, dst, prev.Collection)
 			if attempt > h.Settings.attempts() {
+				h.Metrics.Failures.WithLabelValues(failure.Interrupted).Inc()
 				return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Collection: prev.Collection,
 					Destination: prev.Destination, StartTime: prev.StartTime, Attempt: prev.Attempt,
 					CompletionTime: h.now().UTC().Format(time.RFC3339), Reason: failure.Interrupted,
@@ -62,6 +63,9 @@ func (h onceWork) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 		}
 	}
 	st, err := h.attempt(ctx, log, pod, req, dst, attempt, prev.Collection)
+	if st.Phase == status.Failed || st.Phase == status.Rejected {
+		h.Metrics.Failures.WithLabelValues(st.Reason).Inc()
+	}
 	switch {
 	case err != nil && (errors.Is(err, errStatusNotWritten) || errors.Is(err, errNotReserved)):
 		return err // nothing ran: the queue retries the sync

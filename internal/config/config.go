@@ -4,6 +4,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -51,6 +53,8 @@ const (
 // Options is the whole agent configuration.
 type Options struct {
 	ConfigFile string `mapstructure:"-"`
+	// ConfigSHA256 is the SHA-256 of the file's contents as loaded ("" without a file).
+	ConfigSHA256 string `mapstructure:"-"`
 	// Mode is agent (watch annotated pods) or sidecar (the podcopy sidecar: a container
 	// that holds the podcopy binary next to the application, for the agent to read through).
 	Mode        string             `mapstructure:"mode"`
@@ -227,6 +231,10 @@ func (l *Loader) Load() (Options, error) {
 		return o, fmt.Errorf("config: %w", err)
 	}
 	o.ConfigFile = file
+	if data, err := os.ReadFile(file); err == nil {
+		sum := sha256.Sum256(data)
+		o.ConfigSHA256 = hex.EncodeToString(sum[:])
+	}
 	return o, o.Validate()
 }
 

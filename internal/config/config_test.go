@@ -108,7 +108,10 @@ func TestWatchAppliesValidChanges(t *testing.T) {
 	got := make(chan []string, 10)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
-	go func() { done <- l.Reload(ctx, file, func(o Options) { got <- o.Policy.AllowPaths }) }()
+	refused := make(chan error, 10)
+	go func() {
+		done <- l.Reload(ctx, file, func(o Options) { got <- o.Policy.AllowPaths }, func(err error) { refused <- err })
+	}()
 	// An invalid file is ignored; the next valid one applies. Write until the watcher reacts
 	// (it may not be watching yet when the first write lands).
 	replace := func(content string) {
@@ -128,6 +131,19 @@ func TestWatchAppliesValidChanges(t *testing.T) {
 		case p := <-got:
 			if p[0] != "/b/**" {
 				t.Fatalf("applied %v", p)
+			}
+			// The watcher runs now: an invalid file is refused (podcopy_config_reloads_total
+			// counts it), and nothing is applied.
+			replace("policy:\n  allowPaths: [\"relative\"]\n")
+			select {
+			case err := <-refused:
+				if !strings.Contains(err.Error(), "relative") {
+					t.Errorf("refused with %v", err)
+				}
+			case p := <-got:
+				t.Fatalf("an invalid file was applied: %v", p)
+			case <-time.After(10 * time.Second):
+				t.Fatal("an invalid file was not refused")
 			}
 			cancel()
 			if err := <-done; err != nil {

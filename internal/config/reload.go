@@ -10,8 +10,9 @@ import (
 
 // Reload calls apply with freshly loaded Options whenever the config file changes, until ctx
 // ends (the hot reload of the policy). It observes the file's directory, because a mounted ConfigMap changes by swapping a
-// symlink, not by writing the file. Invalid new contents are logged and ignored.
-func (l *Loader) Reload(ctx context.Context, file string, apply func(Options)) error {
+// symlink, not by writing the file. Invalid new contents are logged, handed to refused and
+// otherwise ignored.
+func (l *Loader) Reload(ctx context.Context, file string, apply func(Options), refused func(error)) error {
 	log := logr.FromContextOrDiscard(ctx)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -36,6 +37,7 @@ func (l *Loader) Reload(ctx context.Context, file string, apply func(Options)) e
 			o, err := l.Load()
 			if err != nil {
 				log.Error(err, "config file changed but is invalid; keeping the previous policy", "file", file)
+				refused(err)
 				continue
 			}
 			apply(o)

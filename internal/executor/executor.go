@@ -8,8 +8,10 @@ package executor
 import (
 	"context"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 )
 
 // Work is one pod's work. It runs with a slot held; what it returns is handed to Done
@@ -25,6 +27,8 @@ type Executor struct {
 	// production). Set it before the
 	// first Start.
 	Done func(ctx context.Context, key string, err error)
+	// Clock times the works for Stats (the real clock when nil).
+	Clock clock.PassiveClock
 
 	mu    sync.Mutex
 	tasks map[types.UID]*task
@@ -37,7 +41,41 @@ type Executor struct {
 
 type task struct {
 	cancel  context.CancelCauseFunc
-	waiting bool // for a slot
+	waiting bool      // for a slot
+	since   time.Time // when it started waiting, then when it got its slot
+}
+
+// Stats are the executor's works now: how many run (hold a slot) and wait for one, and the
+// longest any has run and waited (0 when none).
+type Stats struct {
+	Running, Queued             int
+	OldestRunning, OldestQueued time.Duration
+}
+
+// Stats says what runs and waits now (the metrics read it at each scrape).
+func (e *Executor) Stats() Stats {
+	now := e.now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var st Stats
+	for _, t := range e.tasks {
+		age := now.Sub(t.since)
+		if t.waiting {
+			st.Queued++
+			st.OldestQueued = max(st.OldestQueued, age)
+		} else {
+			st.Running++
+			st.OldestRunning = max(st.OldestRunning, age)
+		}
+	}
+	return st
+}
+
+func (e *Executor) now() time.Time {
+	if e.Clock != nil {
+		return e.Clock.Now()
+	}
+	return time.Now()
 }
 
 // New returns an Executor with n slots (unbounded when n < 1).
@@ -61,7 +99,7 @@ func (e *Executor) Start(ctx context.Context, uid types.UID, key string, w Work,
 		return false
 	}
 	wctx, cancel := context.WithCancelCause(ctx)
-	t := &task{cancel: cancel}
+	t := &task{cancel: cancel, since: e.now()}
 	e.tasks[uid] = t
 	position := 0
 	if !e.tryAcquire() {
@@ -98,7 +136,7 @@ func (e *Executor) run(ctx context.Context, t *task, position int, w Work, queue
 			return err
 		}
 		e.mu.Lock()
-		t.waiting = false
+		t.waiting, t.since = false, e.now()
 		e.mu.Unlock()
 		defer release()
 	} else {

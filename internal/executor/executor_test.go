@@ -5,9 +5,11 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 	"k8s.io/apimachinery/pkg/types"
+	testclock "k8s.io/utils/clock/testing"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -162,5 +164,30 @@ func TestLoops(t *testing.T) {
 	e.StopLoops()
 	if got := <-ended; got != (End{}) || e.HasLoop("u2") {
 		t.Fatalf("StopLoops: %+v", got)
+	}
+}
+
+// TestStats: what runs and what waits for a slot, and for how long, by the injected clock.
+func TestStats(t *testing.T) {
+	t.Parallel()
+	clk := testclock.NewFakePassiveClock(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
+	e := New(1)
+	e.Clock = clk
+	hold := make(chan struct{})
+	started := make(chan struct{})
+	e.Start(t.Context(), "a", "ns/a", func(ctx context.Context) error { close(started); <-hold; return nil }, nil)
+	<-started
+	clk.SetTime(clk.Now().Add(time.Minute))
+	queued := make(chan struct{})
+	e.Start(t.Context(), "b", "ns/b", func(ctx context.Context) error { return nil }, func(context.Context, int) { close(queued) })
+	<-queued
+	clk.SetTime(clk.Now().Add(10 * time.Second))
+	if st := e.Stats(); st != (Stats{Running: 1, Queued: 1, OldestRunning: 70 * time.Second, OldestQueued: 10 * time.Second}) {
+		t.Errorf("stats %+v", st)
+	}
+	close(hold)
+	e.Wait()
+	if st := e.Stats(); st != (Stats{}) {
+		t.Errorf("after the works: %+v", st)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +60,55 @@ type Metrics struct {
 	JanitorRuns prometheus.Counter
 	// NodeLost counts requests this agent marked Failed because their pod's node was lost.
 	NodeLost prometheus.Counter
+	// Failures counts failed attempts (retried or not) and rejected requests, by reason
+	// token (SPEC §2): what the alert rules page on (DestinationFailed, QuotaExceeded, ...).
+	Failures *prometheus.CounterVec
+	// KeyPublished is 1 once the agent's custody public key is in the published ConfigMap,
+	// 0 while it is not (verifiers cannot check its records with the published keys).
+	KeyPublished prometheus.Gauge
+	// Config tells how the agent's configuration file's hot reloads went.
+	Config *Reloads
+}
+
+// Reloads are the metrics of one hot-reloaded file (the agent's policy, the receiver's
+// profiles): reloads by result, whether the last one worked, and the loaded file's hash.
+type Reloads struct {
+	reloads *prometheus.CounterVec
+	ok      prometheus.Gauge
+	info    *prometheus.GaugeVec
+}
+
+// NewReloads registers the reload metrics of file (a label: "agent" or "profiles") on reg.
+func NewReloads(reg prometheus.Registerer, file string) *Reloads {
+	c := prometheus.Labels{"file": file}
+	r := &Reloads{
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "podcopy_config_reloads_total", ConstLabels: c,
+			Help: "Reloads of a hot-reloaded file by result (success: the new contents are in use; error: they were refused and the previous ones stay)."}, []string{"result"}),
+		ok: prometheus.NewGauge(prometheus.GaugeOpts{Name: "podcopy_config_last_reload_successful", ConstLabels: c,
+			Help: "1 when the file's last reload (or first load) succeeded, 0 when its current contents were refused."}),
+		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "podcopy_config_info", ConstLabels: c,
+			Help: "1, labelled with the SHA-256 of the file's contents in use."}, []string{"sha256"}),
+	}
+	r.reloads.WithLabelValues("success")
+	r.reloads.WithLabelValues("error")
+	reg.MustRegister(r.reloads, r.ok, r.info)
+	return r
+}
+
+// Loaded records that contents with hash sha256 are in use (first load: reload false).
+func (r *Reloads) Loaded(sha256 string, reload bool) {
+	if reload {
+		r.reloads.WithLabelValues("success").Inc()
+	}
+	r.ok.Set(1)
+	r.info.Reset()
+	r.info.WithLabelValues(sha256).Set(1)
+}
+
+// Refused records that new contents were refused (the previous ones stay in use).
+func (r *Reloads) Refused() {
+	r.reloads.WithLabelValues("error").Inc()
+	r.ok.Set(0)
 }
 
 // Kinds of follow rotations.
@@ -140,6 +190,14 @@ func New() *Metrics {
 	for _, r := range []string{ResultSucceeded, ResultFailed, ResultRejected} {
 		m.Collections.WithLabelValues(r)
 	}
+	m.Failures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podcopy_collection_failures_total", Help: "Failed collection attempts (retried or not) and rejected requests, by reason token (SPEC §2).",
+	}, []string{"reason"})
+	m.KeyPublished = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "podcopy_signing_key_published", Help: "1 once this agent's custody public key is in the published ConfigMap (signing.publicKeys); 0 while it is not.",
+	})
+	m.Registry.MustRegister(m.Failures, m.KeyPublished)
+	m.Config = NewReloads(m.Registry, "agent")
 	m.Registry.MustRegister(m.SourceSpooled, m.SourceSpoolWaits)
 	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
 		m.SkippedEntries, m.Inflight, m.FollowLag, m.FollowLostBytes, m.FollowRotations,
@@ -174,4 +232,24 @@ type countedExecutor struct {
 func (c countedExecutor) Exec(ctx context.Context, req exec.Request) error {
 	c.n.Inc()
 	return c.Executor.Exec(ctx, req)
+}
+
+// Work is what the agent's executor runs and queues now (read at each scrape).
+type Work struct {
+	Queued                      int
+	OldestRunning, OldestQueued time.Duration
+}
+
+// WatchWork registers the executor's gauges, read from stats at each scrape:
+// podcopy_queued_collections, podcopy_collection_oldest_running_seconds and
+// podcopy_collection_oldest_queued_seconds.
+func (m *Metrics) WatchWork(stats func() Work) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "podcopy_queued_collections",
+			Help: "Collections waiting for a free slot (SPEC §5 concurrency)."}, func() float64 { return float64(stats().Queued) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "podcopy_collection_oldest_running_seconds",
+			Help: "How long the longest-running collection in flight has run (0: none)."}, func() float64 { return stats().OldestRunning.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "podcopy_collection_oldest_queued_seconds",
+			Help: "How long the collection waiting longest for a slot has waited (0: none)."}, func() float64 { return stats().OldestQueued.Seconds() }),
+	)
 }
