@@ -38,8 +38,12 @@ test: ## Lint, unit tests, then the end-to-end suite on a local cluster (builds 
 	$(MAKE) e2e
 
 .PHONY: lint
-lint: unit-deps chart-lint ## golangci-lint (.golangci.yml), shellcheck on every .sh (hack/ and the embedded scripts), helm lint.
+lint: unit-deps chart-lint monitoring ## golangci-lint (.golangci.yml), shellcheck on every .sh (hack/ and the embedded scripts), helm lint, the alert rules and dashboard.
 	bash hack/lint.sh
+
+.PHONY: monitoring
+monitoring: ## promtool check and unit-test the chart's alert rules (hack/monitoring/rules.test.yaml); check the dashboard's queries parse.
+	bash hack/monitoring/check.sh
 
 .PHONY: unit-deps
 unit-deps: ## Install only what unit tests and lint use (busybox-static, shellcheck).
@@ -80,6 +84,7 @@ chart-lint: ## helm lint and render the chart with default and local-cluster val
 	bash hack/cluster/helm.sh lint charts/podcopy -f charts/podcopy/ci/local-values.yaml
 	bash hack/cluster/helm.sh template podcopy charts/podcopy -n podcopy > /dev/null
 	bash hack/cluster/helm.sh template podcopy charts/podcopy -n podcopy -f charts/podcopy/ci/local-values.yaml > /dev/null
+	bash hack/cluster/helm.sh template podcopy charts/podcopy -n podcopy --set metrics.rules.enabled=true,metrics.dashboard.enabled=true,metrics.serviceMonitor.enabled=true > /dev/null
 
 .PHONY: deploy
 deploy: cluster-up ## Build the agent image and install it with the Helm chart (and an analysis pod).

@@ -4,6 +4,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +180,46 @@ func TestMetrics(t *testing.T) {
 	if _, ok := after["process_resident_memory_bytes"]; !ok {
 		t.Error("process collector missing")
 	}
+	// Every metric the chart's alert rules and dashboard query is served by the running agent
+	// (the receiver's, and series that exist only while a follow runs or once the console was
+	// used, are checked against the registries by charts' unit test).
+	later := map[string]bool{"podcopy_follow_lag_bytes": true, "podcopy_console_requests_total": true, "podcopy_receiver_alerts_total": true}
+	for _, name := range monitoringMetrics(t) {
+		if later[name] {
+			continue
+		}
+		found := false
+		for series := range after {
+			if series == name || strings.HasPrefix(series, name+"{") {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("the rules or the dashboard query %s, which the agent does not serve", name)
+		}
+	}
+}
+
+// monitoringMetrics are the metric names the chart's PrometheusRule and dashboard query.
+func monitoringMetrics(t *testing.T) []string {
+	t.Helper()
+	var names []string
+	for _, f := range []string{"../charts/podcopy/templates/prometheusrule.yaml", "../charts/podcopy/dashboards/podcopy.json"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range regexp.MustCompile(`\b(podcopy_[a-z0-9_]+|process_[a-z0-9_]+)\b`).FindAllString(string(b), -1) {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	if len(names) < 10 {
+		t.Fatalf("found only %v", names)
+	}
+	return names
 }
 
 // TestLargeFile reports the time from annotation to CollectionSucceeded for 200 MB.

@@ -249,6 +249,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		})
 	}
 	if opts.Signing.PublicKeys != "" {
+		m.Registry.MustRegister(m.KeyPublished)
 		g.Go(func() error {
 			publishKey(gctx, log, client, agentNamespace(opts), opts.Signing.PublicKeys, key.Public(), m.KeyPublished)
 			return nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -64,7 +65,8 @@ type Metrics struct {
 	// token (SPEC §2): what the alert rules page on (DestinationFailed, QuotaExceeded, ...).
 	Failures *prometheus.CounterVec
 	// KeyPublished is 1 once the agent's custody public key is in the published ConfigMap,
-	// 0 while it is not (verifiers cannot check its records with the published keys).
+	// 0 while it is not (verifiers cannot check its records with the published keys). It is
+	// registered only by an agent that publishes its key (signing.publicKeys set).
 	KeyPublished prometheus.Gauge
 	// Config tells how the agent's configuration file's hot reloads went.
 	Config *Reloads
@@ -196,7 +198,12 @@ func New() *Metrics {
 	m.KeyPublished = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "podcopy_signing_key_published", Help: "1 once this agent's custody public key is in the published ConfigMap (signing.publicKeys); 0 while it is not.",
 	})
-	m.Registry.MustRegister(m.Failures, m.KeyPublished)
+	for _, r := range []string{failure.InvalidRequest, failure.LimitExceeded, failure.SourceBudgetExceeded, failure.DeadlineExceeded,
+		failure.ManifestTooLarge, failure.QuotaExceeded, failure.Stalled, failure.StreamCut, failure.NotFound, failure.SourceFailed,
+		failure.DestinationFailed, failure.Interrupted, failure.Unavailable, failure.NodeUnreachable, failure.Failed} {
+		m.Failures.WithLabelValues(r) // every reason has a series from the start: rates begin at 0
+	}
+	m.Registry.MustRegister(m.Failures) // KeyPublished only where the key is published (cmd/agent)
 	m.Config = NewReloads(m.Registry, "agent")
 	m.Registry.MustRegister(m.SourceSpooled, m.SourceSpoolWaits)
 	m.Registry.MustRegister(m.Collections, m.CollectionDuration, m.ShippedBytes, m.ShippedFiles,
