@@ -14,8 +14,16 @@ build: ## Build bin/podcopy-agent for this machine.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/podcopy-agent ./cmd/agent
 
 .PHONY: build-linux
-build-linux: ## Build the static linux/amd64 binary the image copies.
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux/podcopy-agent ./cmd/agent
+build-linux: ## Build the static linux/amd64 binary the image copies (bin/linux/amd64).
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux/amd64/podcopy-agent ./cmd/agent
+
+.PHONY: build-linux-arm64
+build-linux-arm64: ## Cross-compile the static linux/arm64 binary (bin/linux/arm64).
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux/arm64/podcopy-agent ./cmd/agent
+
+.PHONY: image-multiarch
+image-multiarch: build-linux build-linux-arm64 ## The agent image for linux/amd64 and linux/arm64 as one manifest list (buildah), checked: platforms, ELF machine, the arm64 binary run under qemu.
+	bash hack/cluster/images.sh multiarch
 
 PLUGIN_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 
