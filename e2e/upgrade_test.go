@@ -106,7 +106,9 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	results := make([][]status.Status, len(nodes))
 	errs := make([]error, len(nodes))
 	for i := range nodes {
-		wg.Go(func() { results[i], errs[i] = onceLoop(context.WithoutCancel(t.Context()), ns, fmt.Sprintf("once-%d", i), stop) })
+		wg.Go(func() {
+			results[i], errs[i] = onceLoop(context.WithoutCancel(t.Context()), ns, fmt.Sprintf("once-%d", i), stop)
+		})
 	}
 	time.Sleep(5 * time.Second)
 	start := time.Now()
