@@ -320,6 +320,20 @@ func TestReserve(t *testing.T) {
 			r := func(name string, n int64, maxN int, maxB int64) Reservation {
 				return Reservation{NamespaceDir: dir + "/ns", Ledger: l.Ledger(), Name: name, Bytes: n, MaxCollections: maxN, MaxBytes: maxB, Stale: 10 * time.Minute}
 			}
+			// A reservation whose collection is published (the window between the publish and
+			// the release) counts once, by its collection: with room for one more, the next
+			// collection is granted.
+			if _, err := p.Reserve(ctx, r("web_20261206T120000Z-0123abcd", 1<<20, 0, 0)); err != nil {
+				t.Fatal(err)
+			}
+			if g, err := p.Reserve(ctx, r("web_next", 0, 2, 0)); err != nil || g.Refused != "" || g.Count != 1 {
+				t.Fatalf("a published collection's reservation counted twice: %+v %v", g, err)
+			}
+			for _, name := range []string{"web_20261206T120000Z-0123abcd", "web_next"} {
+				if err := p.Release(ctx, l.Ledger(), name); err != nil {
+					t.Fatal(err)
+				}
+			}
 			// Eight at once with room for four more collections: exactly four granted.
 			var mu sync.Mutex
 			granted := 0

@@ -3,8 +3,9 @@
 # every agent (a lock directory: mkdir is atomic), before a collection writes.
 # Usage: sh -c "$(cat reserve.sh)" podcopy-reserve NSDIR LEDGER NAME BYTES MAXCOLLECTIONS MAXBYTES STALEMINUTES
 # NSDIR is the namespace's directory, LEDGER its reservations directory, NAME this
-# collection's reservation. The namespace holds its published collections and the bytes in
-# its directory, plus every other live reservation (one collection and its bytes each);
+# collection's reservation (<pod>_<id>). The namespace holds its published collections and
+# the bytes in its directory, plus every other live reservation of a collection not yet
+# published (one collection and its bytes each);
 # reservations not renewed for STALEMINUTES belong to no live collection and are dropped.
 # A first reservation takes one collection (refused at MAXCOLLECTIONS, or when MAXBYTES is
 # used up; 0: no bound); BYTES is what NAME holds in all (a later call with more grows it),
@@ -38,6 +39,10 @@ n=$(find "$d" -mindepth 3 -maxdepth 3 -name manifest.json -type f | wc -l) || ex
 reserved=0 others=0 mine=
 for f in "$ledger"/*; do
   [ -f "$f" ] || continue
+  # A reservation of a collection already published (<pod>_<id>: its manifest is in place,
+  # between the publish and the release) is counted by its collection, not twice.
+  r=${f##*/}
+  [ -f "$d/${r%%_*}/${r#*_}/manifest.json" ] && continue
   b=$(head -c 32 -- "$f")
   case $b in '' | *[!0-9]*) b=0 ;; esac
   if [ "$f" = "$ledger/$name" ]; then
