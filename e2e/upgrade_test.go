@@ -31,6 +31,35 @@ func helm(t *testing.T, args ...string) string {
 	return string(out)
 }
 
+// agentUIDs are the agent pods' UIDs by node.
+func agentUIDs(t *testing.T) map[string]types.UID {
+	t.Helper()
+	pods, err := client.CoreV1().Pods("podcopy").List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]types.UID{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			out[p.Spec.NodeName] = p.UID
+		}
+	}
+	return out
+}
+
+// replaced fails unless every node's agent pod is a new one after step.
+func replaced(t *testing.T, step string, before, after map[string]types.UID) {
+	t.Helper()
+	if len(before) < 2 || len(after) != len(before) {
+		t.Fatalf("%s: agents before %v, after %v", step, before, after)
+	}
+	for node, uid := range before {
+		if after[node] == uid || after[node] == "" {
+			t.Fatalf("%s: the agent on %s was not replaced (%v -> %v)", step, node, uid, after[node])
+		}
+	}
+}
+
 // onceLoop asks pod for a collection, waits for it to end, and asks again, until stop is
 // closed; it returns each request's final status. A request must end (Succeeded, or Failed
 // after its retries) within five minutes, whatever the agents do meanwhile.
@@ -61,6 +90,13 @@ func onceLoop(ctx context.Context, ns, pod string, stop <-chan struct{}) ([]stat
 			st, ok := status.Get(p)
 			if ok && st.Request != prev.Request && st.Done(st.Request) {
 				done = append(done, st)
+				// Keep the namespace under its quota (destination.quota.collections in the
+				// e2e values): the collection was checked by its status; it goes.
+				if target, dir, ok := strings.Cut(st.Destination, ":"); ok && st.Phase == status.Succeeded {
+					if a, err := chooseAnalysis(ctx); err == nil && a.String() == target {
+						_ = executor.Exec(ctx, exec.Request{Target: a, Command: []string{"rm", "-rf", "--", dir}})
+					}
+				}
 				break
 			}
 		}
@@ -89,8 +125,8 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	nodes := []string{firstNode, node2}
 	for i, node := range nodes {
 		pinnedPod(t, ns, fmt.Sprintf("followed-%d", i), node,
-			`mkdir -p /var/log && (i=0; while [ $i -lt 1500 ]; do i=$((i+1)); echo "line $i" >> /var/log/app.log; sleep 0.1; done; touch /tmp/written) &`)
-		annotate(t, ns, fmt.Sprintf("followed-%d", i), map[string]string{"podcopy/collect": "/var/log/app.log", "podcopy/mode": "follow", "podcopy/interval": "3s"})
+			`mkdir -p /var/log && (i=0; while [ $i -lt 700 ]; do i=$((i+1)); echo "line $i" >> /var/log/app.log; sleep 0.1; done; touch /tmp/written) &`)
+		annotate(t, ns, fmt.Sprintf("followed-%d", i), map[string]string{"podcopy/collect": "/var/log/app.log", "podcopy/mode": "follow", "podcopy/interval": "5s"})
 		pinnedPod(t, ns, fmt.Sprintf("once-%d", i), node, `mkdir -p /var/log && head -c 300000 /dev/urandom > /var/log/a.bin`)
 	}
 	for i := range nodes {
@@ -111,6 +147,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 		})
 	}
 	time.Sleep(5 * time.Second)
+	before := agentUIDs(t)
 	start := time.Now()
 	helm(t, "upgrade", "podcopy", "charts/podcopy", "-n", "podcopy", "--reuse-values", "--set", "image.tag=upgrade", "--wait", "--timeout", "5m")
 	upgraded := time.Since(start)
@@ -118,10 +155,13 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	if err != nil || !strings.HasSuffix(ds.Spec.Template.Spec.Containers[0].Image, ":upgrade") {
 		t.Fatalf("after the upgrade the DaemonSet runs %v (%v)", ds.Spec.Template.Spec.Containers, err)
 	}
+	upgradedUIDs := agentUIDs(t)
+	replaced(t, "upgrade", before, upgradedUIDs)
 	time.Sleep(5 * time.Second)
 	start = time.Now()
 	helm(t, "rollback", "podcopy", "0", "-n", "podcopy", "--wait", "--timeout", "5m")
 	rolledBack := time.Since(start)
+	replaced(t, "rollback", upgradedUIDs, agentUIDs(t))
 	time.Sleep(5 * time.Second)
 	close(stop)
 	wg.Wait()
