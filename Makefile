@@ -40,9 +40,10 @@ deps: ## Install the Debian packages tests and the local cluster use (apt).
 	bash hack/cluster/build.sh --deps-only
 
 .PHONY: test
-test: ## Lint, unit tests, then the end-to-end suite on a local cluster (builds it on first use).
+test: ## Lint, unit tests, the multi-arch image check, then the end-to-end suite on a local cluster (builds it on first use).
 	$(MAKE) lint
 	$(MAKE) unit
+	$(MAKE) image-multiarch
 	$(MAKE) e2e
 
 .PHONY: lint
