@@ -93,8 +93,9 @@ cat <<EOF
 
 The evidence console: open http://$ip:$(cat "$STATE/shell-port")/ and sign in with a responder's token:
   kubectl -n demo create token responder
-then type the namespace demo, Show pods, open mysql: its collection shows "FAILED" (the byte
-you changed) and Verify names the file.
+then type the namespace demo, Show pods, open mysql: its collection's record is signed and
+bound to the pod ("verified"); press Verify to re-hash every file, and it names the byte you
+changed.
 
 The locked bucket: this cluster runs an S3 evidence store (versitygw, Object Lock); send the demo
 namespace's collections there too, then collect again and verify the bucket's copy:
