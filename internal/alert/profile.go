@@ -165,7 +165,8 @@ func (m Match) matches(a Alert) bool {
 
 // Annotations are the request annotations a profile sets on the alert's pod for alert a
 // (trigger: one per profile, rule and pod per dedup window; nil values remove what an
-// earlier request left, so the request is exactly the profile's).
+// earlier request left, so the request is exactly the profile's). The pod's own
+// podcopy/destination is left as it is.
 func (pr Profile) Annotations(a Alert, trigger, record string, now time.Time) map[string]*string {
 	ask := pr.Collect
 	if ask.Container == "" {
@@ -173,6 +174,5 @@ func (pr Profile) Annotations(a Alert, trigger, record string, now time.Time) ma
 	}
 	ann := ask.Patch(trigger, now)
 	ann[request.AnnotationAlert] = &record
-	ann[request.AnnotationDestination] = nil
 	return ann
 }

@@ -225,8 +225,12 @@ func (rc *Receiver) handle(ctx context.Context, profiles Profiles, a Alert) Resu
 	if err := rc.request(ctx, a, pr, res.Trigger); err != nil {
 		rc.release(key)
 		res.Result, res.Reason = ResultFailed, err.Error()
-		if apierrors.IsNotFound(err) {
+		var busy *busyError
+		switch {
+		case apierrors.IsNotFound(err):
 			res.Result, res.Reason = ResultNoPod, fmt.Sprintf("pod %s does not exist", res.Pod)
+		case errors.As(err, &busy):
+			res.Result = ResultRefused
 		}
 		return res
 	}
@@ -298,7 +302,15 @@ func (rc *Receiver) request(ctx context.Context, a Alert, pr *Profile, trigger s
 	if len(raw) > request.MaxAlertBytes {
 		return fmt.Errorf("the alert record is %d bytes, more than %d", len(raw), request.MaxAlertBytes)
 	}
+	if why := following(pod); why != "" {
+		return &busyError{reason: why}
+	}
 	ann := pr.Annotations(a, trigger, string(raw), rc.now())
+	// The pod's own choice of how it is read stays: the profile's source applies only to a
+	// pod that made none.
+	if pod.Annotations[request.AnnotationSource] != "" {
+		delete(ann, request.AnnotationSource)
+	}
 	if ann[request.AnnotationContainer] != nil && !hasContainer(pod.Spec.Containers, *ann[request.AnnotationContainer]) {
 		ann[request.AnnotationContainer] = nil // Falco's container name is the runtime's; fall back to the pod's default
 	}
@@ -311,6 +323,32 @@ func (rc *Receiver) request(ctx context.Context, a Alert, pr *Profile, trigger s
 		return fmt.Errorf("setting the request on pod %s/%s: %s", a.Namespace, a.Pod, status.Printable(err.Error()))
 	}
 	return nil
+}
+
+// busyError: the pod's request may not be replaced by an alert (a running follow).
+type busyError struct{ reason string }
+
+func (e *busyError) Error() string { return e.reason }
+
+// following says why an alert may not replace pod's request: it follows files now (the
+// follow would end, and whoever started it would lose the harvest). "" when it does not.
+func following(pod *corev1.Pod) string {
+	a := pod.Annotations
+	if a[request.AnnotationCollect] == "" || a[request.AnnotationMode] != string(request.ModeFollow) {
+		return ""
+	}
+	if st, ok := status.Get(pod); ok && st.Done(st.Request) {
+		return "" // ended (stopped, capped or refused): nothing runs to end
+	}
+	return fmt.Sprintf("pod %s/%s is following %s (podcopy/mode=follow, requested by %s); an alert never ends a follow: stop it (kubectl podcopy stop) or collect the alert's paths with another request",
+		pod.Namespace, pod.Name, status.Printable(a[request.AnnotationCollect]), status.Printable(orUnknown(a[request.AnnotationRequestedBy])))
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "an unrecorded user"
+	}
+	return s
 }
 
 func hasContainer(cs []corev1.Container, name string) bool {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/request"
+	"github.com/podcopy/podcopy/pkg/status"
 )
 
 const token = "0123456789abcdef0123"
@@ -243,5 +244,74 @@ func TestProfiles(t *testing.T) {
 		if got := p.Match(tt.a) != nil; got != tt.want {
 			t.Errorf("%+v: matched %v", tt.a, got)
 		}
+	}
+}
+
+// TestAlertKeepsWhatThePodChose: an alert never ends a running follow (refused, with why,
+// the pod's request untouched) and never drops the pod's own podcopy/source or
+// podcopy/destination; a follow that has ended may be replaced.
+func TestAlertKeepsWhatThePodChose(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		ann        map[string]string
+		st         *status.Status
+		wantResult string
+		check      func(t *testing.T, a map[string]string)
+	}{
+		{name: "running follow", ann: map[string]string{request.AnnotationCollect: "/var/log/app.log", request.AnnotationMode: "follow", request.AnnotationRequestedBy: "alice"},
+			st: &status.Status{Request: "r1", Phase: status.Running}, wantResult: ResultRefused,
+			check: func(t *testing.T, a map[string]string) {
+				if a[request.AnnotationCollect] != "/var/log/app.log" || a[request.AnnotationMode] != "follow" || a[request.AnnotationAlert] != "" {
+					t.Errorf("the follow's request was touched: %v", a)
+				}
+			}},
+		{name: "ended follow", ann: map[string]string{request.AnnotationCollect: "/var/log/app.log", request.AnnotationMode: "follow"},
+			st: &status.Status{Request: "r1", Phase: status.Succeeded}, wantResult: ResultRequested,
+			check: func(t *testing.T, a map[string]string) {
+				if a[request.AnnotationCollect] != "/var/log,/tmp" || a[request.AnnotationMode] != "" {
+					t.Errorf("the alert's request is not set: %v", a)
+				}
+			}},
+		{name: "explicit source and destination", ann: map[string]string{request.AnnotationSource: "helper", request.AnnotationDestination: "analysis-1"},
+			wantResult: ResultRequested,
+			check: func(t *testing.T, a map[string]string) {
+				if a[request.AnnotationSource] != "helper" || a[request.AnnotationDestination] != "analysis-1" || a[request.AnnotationCollect] != "/var/log,/tmp" {
+					t.Errorf("the pod's own choices were dropped: %v", a)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rc, client, _ := newReceiver(t, "web")
+			pod, err := client.CoreV1().Pods("ns").Get(t.Context(), "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod.Annotations = tt.ann
+			if tt.st != nil {
+				if tt.st.Phase != status.Running {
+					tt.st.CompletionTime = "2026-12-02T13:00:00Z"
+				}
+				raw, _ := json.Marshal(tt.st)
+				pod.Annotations[status.Annotation] = string(raw)
+			}
+			if _, err := client.CoreV1().Pods("ns").Update(t.Context(), pod, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			_, out := post(t, rc.Handler(), PathFalco, "Bearer "+token, payload(t, "falcosidekick.json", "ns", "web"))
+			if len(out.Results) != 1 || out.Results[0].Result != tt.wantResult {
+				t.Fatalf("results %+v, want %s", out.Results, tt.wantResult)
+			}
+			if tt.wantResult == ResultRefused && !strings.Contains(out.Results[0].Reason, "never ends a follow") {
+				t.Errorf("reason %q", out.Results[0].Reason)
+			}
+			pod, err = client.CoreV1().Pods("ns").Get(t.Context(), "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, pod.Annotations)
+		})
 	}
 }
