@@ -137,7 +137,7 @@ func TestFullDisk(t *testing.T) {
 	annotate(t, ns, "big", map[string]string{"podcopy/collect": "/var/log/big.bin", "podcopy/destination": tiny})
 	st := waitFinalWithin(t, ns, "big", "", terminalBound)
 	if st.Phase != status.Failed || !strings.Contains(st.Message, "No space left on device") || st.Attempt != 1 {
-		t.Fatalf("status %+v", st)
+		t.Fatalf("status %+v; the pod's Events: %v", st, events(t, ns, "big"))
 	}
 	t.Logf("reported: %s", st.Message)
 	target := exec.Target{Namespace: "podcopy", Pod: tiny, Container: "store"}
@@ -291,9 +291,15 @@ func tinyAnalysisPod(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.CoreV1().Pods("podcopy").Delete(context.Background(), name, metav1.DeleteOptions{}) })
-	waitFor(t, 2*time.Minute, name+" Ready", func(ctx context.Context) (bool, error) {
+	waitFor(t, 2*time.Minute, name+" Ready and taking execs", func(ctx context.Context) (bool, error) {
 		p, err := client.CoreV1().Pods("podcopy").Get(ctx, name, metav1.GetOptions{})
-		return err == nil && destination.Ready(p), nil
+		if err != nil || !destination.Ready(p) {
+			return false, nil
+		}
+		// Ready is the kubelet's word; an exec the moment after may still be refused (a
+		// transient failure the agent retries, which would hide what the test checks).
+		_, err = run(t, exec.Target{Namespace: "podcopy", Pod: name, Container: "store"}, "true")
+		return err == nil, nil
 	})
 	return name
 }

@@ -155,9 +155,12 @@ func (s *Shipper) podDestination(ctx context.Context, job Job, final string, can
 		}
 		// A failure in the analysis pod is reported on stdout the moment it happens (see
 		// analysis.Publish): its exit status arrives only once stdin is closed.
+		failedIn := func(reason string) error {
+			return &DestinationError{Err: &PermanentError{Err: fmt.Errorf("writing to analysis pod %s: %s", job.Destination, reason)}}
+		}
 		out := &lineWatcher{max: 4096, onLine: func(line string) {
 			if reason, ok := strings.CutPrefix(line, analysis.FailedPrefix); ok {
-				cancel(&DestinationError{Err: &PermanentError{Err: fmt.Errorf("writing to analysis pod %s: %s", job.Destination, reason)}})
+				cancel(failedIn(reason))
 			}
 		}}
 		pub := analysis.Publish{StagingRoot: job.Layout.StagingRoot(), ID: job.Header.Collection, Final: final, Gzip: gz, Signed: job.Custody != nil}
@@ -165,7 +168,13 @@ func (s *Shipper) podDestination(ctx context.Context, job Job, final string, can
 		if err == nil && !strings.HasSuffix(out.String(), analysis.CompleteMarker(job.Header.Collection)) {
 			err = fmt.Errorf("the analysis pod's extraction ended without confirming the collection (output %q)", out.String())
 		}
-		if err != nil {
+		switch reason, said := failedLine(out.String()); {
+		case err != nil && said:
+			// The pod said why it failed (a full disk, a refused name): that reason, which no
+			// retry changes, whichever of the line and the exec's exit was seen first.
+			err = failedIn(reason)
+			cancel(err)
+		case err != nil:
 			err = &DestinationError{Err: fmt.Errorf("writing to analysis pod %s: %w", job.Destination, err)}
 			cancel(err)
 		}
@@ -203,6 +212,16 @@ func (d *podDestination) Discard(ctx context.Context) error {
 		return fmt.Errorf("removing the staging directory %s failed: %w; the agent removes it after destination.staleAfter", staging, err)
 	}
 	return nil
+}
+
+// failedLine finds the analysis pod's own failure line (analysis.FailedPrefix) in out.
+func failedLine(out string) (string, bool) {
+	for _, line := range strings.Split(out, "\n") {
+		if reason, ok := strings.CutPrefix(line, analysis.FailedPrefix); ok {
+			return reason, true
+		}
+	}
+	return "", false
 }
 
 // bucketSink writes each file as an object of the collection's prefix (objstore.Upload).
