@@ -31,18 +31,12 @@ func helm(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// agentUIDs are the agent pods' UIDs by node.
-func agentUIDs(t *testing.T) map[string]types.UID {
+// agentUIDs are the UIDs of the Ready agent pods of nodes, by node (agentOn's).
+func agentUIDs(t *testing.T, nodes []string) map[string]types.UID {
 	t.Helper()
-	pods, err := client.CoreV1().Pods("podcopy").List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]types.UID{}
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil {
-			out[p.Spec.NodeName] = p.UID
-		}
+	for _, node := range nodes {
+		out[node] = agentOn(t, node).UID
 	}
 	return out
 }
@@ -147,7 +141,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 		})
 	}
 	time.Sleep(5 * time.Second)
-	before := agentUIDs(t)
+	before := agentUIDs(t, nodes)
 	start := time.Now()
 	helm(t, "upgrade", "podcopy", "charts/podcopy", "-n", "podcopy", "--reuse-values", "--set", "image.tag=upgrade", "--wait", "--timeout", "5m")
 	upgraded := time.Since(start)
@@ -155,13 +149,13 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	if err != nil || !strings.HasSuffix(ds.Spec.Template.Spec.Containers[0].Image, ":upgrade") {
 		t.Fatalf("after the upgrade the DaemonSet runs %v (%v)", ds.Spec.Template.Spec.Containers, err)
 	}
-	upgradedUIDs := agentUIDs(t)
+	upgradedUIDs := agentUIDs(t, nodes)
 	replaced(t, "upgrade", before, upgradedUIDs)
 	time.Sleep(5 * time.Second)
 	start = time.Now()
 	helm(t, "rollback", "podcopy", "0", "-n", "podcopy", "--wait", "--timeout", "5m")
 	rolledBack := time.Since(start)
-	replaced(t, "rollback", upgradedUIDs, agentUIDs(t))
+	replaced(t, "rollback", upgradedUIDs, agentUIDs(t, nodes))
 	time.Sleep(5 * time.Second)
 	close(stop)
 	wg.Wait()
