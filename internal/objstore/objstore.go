@@ -350,8 +350,15 @@ func (u *Upload) Cancel(ctx context.Context, w io.WriteCloser) {
 	}
 }
 
-// Put writes a small object whole (a record), under the collection's lock.
+// Put writes an object whole from data (a record, a bundle), under the collection's lock:
+// one PUT, from data itself, when it fits in a part.
 func (u *Upload) Put(ctx context.Context, key string, data []byte) error {
+	if err := u.failed(); err != nil {
+		return err
+	}
+	if int64(len(data)) <= u.s.partSize {
+		return (&object{ctx: ctx, u: u, key: key}).put(data)
+	}
 	w, err := u.Create(ctx, key, int64(len(data)))
 	if err != nil {
 		return err

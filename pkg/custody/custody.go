@@ -47,10 +47,25 @@ type Subject struct {
 	// VersionID is the bucket object's version id the agent wrote ("" for an analysis pod, or
 	// a bucket without versioning). Readers of a bucket read exactly that version.
 	VersionID string
+	// Bundle is the bundle object that holds the file in a bucket (a name relative to the
+	// collection), Offset where its Size bytes start in it; "" for a file stored alone.
+	Bundle       string
+	Offset, Size int64
 }
 
-// VersionAnnotation is the subject annotation that carries its bucket object's version id.
-const VersionAnnotation = "s3VersionId"
+// Member is where a bundled file's bytes are: Size bytes from Offset in object Bundle.
+type Member struct {
+	Bundle       string
+	Offset, Size int64
+}
+
+// Subject annotations: the bucket object's version id, and a bundled file's place.
+const (
+	VersionAnnotation      = "s3VersionId"
+	BundleAnnotation       = "podcopyBundle"
+	BundleOffsetAnnotation = "podcopyBundleOffset"
+	BundleSizeAnnotation   = "podcopyBundleSize"
+)
 
 // FileSubject is the subject name of a collected file: the file's source path below its
 // container's directory, as the layout writes it.
@@ -168,8 +183,17 @@ func statement(subjects []Subject, predicateType string, p any) ([]byte, error) 
 	st := &ita1.Statement{Type: ita1.StatementTypeUri, PredicateType: predicateType, Predicate: pred}
 	for _, s := range subjects {
 		rd := &ita1.ResourceDescriptor{Name: s.Name, Digest: map[string]string{"sha256": s.SHA256}}
+		fields := map[string]*structpb.Value{}
 		if s.VersionID != "" {
-			rd.Annotations = &structpb.Struct{Fields: map[string]*structpb.Value{VersionAnnotation: structpb.NewStringValue(s.VersionID)}}
+			fields[VersionAnnotation] = structpb.NewStringValue(s.VersionID)
+		}
+		if s.Bundle != "" {
+			fields[BundleAnnotation] = structpb.NewStringValue(s.Bundle)
+			fields[BundleOffsetAnnotation] = structpb.NewNumberValue(float64(s.Offset))
+			fields[BundleSizeAnnotation] = structpb.NewNumberValue(float64(s.Size))
+		}
+		if len(fields) > 0 {
+			rd.Annotations = &structpb.Struct{Fields: fields}
 		}
 		st.Subject = append(st.Subject, rd)
 	}
@@ -209,6 +233,8 @@ type Record struct {
 	Subjects map[string]string
 	// Versions maps a signed name to its bucket object's version id, where one was recorded.
 	Versions map[string]string
+	// Members maps a bundled file's name to where its bytes are (bucket bundles).
+	Members map[string]Member
 	// PredicateType is the statement's; Predicate is decoded when it is PredicateType (a
 	// collection), Raw holds the predicate as JSON whatever its type.
 	PredicateType string
@@ -265,7 +291,7 @@ func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, er
 	if pt := st.GetPredicateType(); pt != PredicateType && pt != FollowPredicateType && pt != FollowEndPredicateType {
 		return Record{}, fmt.Errorf("custody statement's predicate type is %q, not %s", st.GetPredicateType(), PredicateType)
 	}
-	rec := Record{KeyID: accepted[0].KeyID, Subjects: map[string]string{}, Versions: map[string]string{}, PredicateType: st.GetPredicateType()}
+	rec := Record{KeyID: accepted[0].KeyID, Subjects: map[string]string{}, Versions: map[string]string{}, Members: map[string]Member{}, PredicateType: st.GetPredicateType()}
 	for _, s := range st.GetSubject() {
 		sum, ok := s.GetDigest()["sha256"]
 		if !ok {
@@ -275,8 +301,16 @@ func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, er
 			return Record{}, fmt.Errorf("custody subject %q appears twice", s.GetName())
 		}
 		rec.Subjects[s.GetName()] = sum
-		if v := s.GetAnnotations().GetFields()[VersionAnnotation].GetStringValue(); v != "" {
+		ann := s.GetAnnotations().GetFields()
+		if v := ann[VersionAnnotation].GetStringValue(); v != "" {
 			rec.Versions[s.GetName()] = v
+		}
+		if b := ann[BundleAnnotation].GetStringValue(); b != "" {
+			m, err := member(b, ann[BundleOffsetAnnotation], ann[BundleSizeAnnotation])
+			if err != nil {
+				return Record{}, fmt.Errorf("custody subject %q: %w", s.GetName(), err)
+			}
+			rec.Members[s.GetName()] = m
 		}
 	}
 	pj, err := st.GetPredicate().MarshalJSON()
@@ -290,6 +324,18 @@ func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, er
 		}
 	}
 	return rec, nil
+}
+
+// maxOffset bounds a bundle's offsets and sizes: integers a JSON number holds exactly.
+const maxOffset = 1 << 53
+
+// member reads a bundled subject's place from its annotations.
+func member(bundle string, offset, size *structpb.Value) (Member, error) {
+	o, n := offset.GetNumberValue(), size.GetNumberValue()
+	if o < 0 || n < 0 || o >= maxOffset || n >= maxOffset || o != float64(int64(o)) || n != float64(int64(n)) {
+		return Member{}, fmt.Errorf("bundle %q: offset %v and size %v are not whole byte counts", bundle, o, n)
+	}
+	return Member{Bundle: bundle, Offset: int64(o), Size: int64(n)}, nil
 }
 
 // SegmentPredicate is what a followed file's segment record says (predicate type

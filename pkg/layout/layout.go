@@ -31,7 +31,19 @@ const (
 	// LedgerName is the namespace's directory of quota reservations (<dir>/<namespace>/
 	// .quota); a pod name cannot start with ".".
 	LedgerName = ".quota"
+	// BundlesName is the directory of a collection's bundles in a bucket: tar objects that
+	// each hold many small files (issue 35); "_" cannot start a container name.
+	BundlesName = "_bundles"
 )
+
+// BundleName is the name, relative to the collection, of its n-th bundle (n from 1).
+func BundleName(n int) string { return fmt.Sprintf("%s/%06d.tar", BundlesName, n) }
+
+// IsBundle is true when name, relative to the collection, is a bundle's.
+func IsBundle(name string) bool {
+	rest, ok := strings.CutPrefix(name, BundlesName+"/")
+	return ok && !strings.Contains(rest, "/") && strings.HasSuffix(rest, ".tar")
+}
 
 // collectionID is SPEC §3's <UTC start>-<first 8 hex of the request id>.
 var collectionID = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$`)

@@ -83,6 +83,8 @@ type Header struct {
 	Occasion string `json:"occasion,omitempty"`
 	// Records are the pod's own records stored with the files (podcopy/include).
 	Records []Record `json:"records,omitempty"`
+	// Bundles are the bundles the bucket holds the collection's small files in.
+	Bundles []Bundle `json:"bundles,omitempty"`
 }
 
 // Alert is an alert a collection answers: which alerting system sent it, its rule (Falco
@@ -118,6 +120,20 @@ type File struct {
 	Mode    string `json:"mode"`
 	ModTime string `json:"modTime"`
 	SHA256  string `json:"sha256"`
+	// Bundle is the bundle that holds the file in a bucket (a name relative to the
+	// collection, "_bundles/000001.tar"), and Offset where its bytes start in it; absent
+	// when the file is an object of its own (and always in an analysis pod).
+	Bundle string `json:"bundle,omitempty"`
+	Offset int64  `json:"offset,omitempty"`
+}
+
+// Bundle is one tar object in a bucket that holds many small files of a collection (each
+// listed in Files with its Bundle and Offset).
+type Bundle struct {
+	Name    string `json:"name"`
+	Size    int64  `json:"size"`
+	SHA256  string `json:"sha256"`
+	Members int    `json:"members"`
 }
 
 // Skipped is one entry that was not written, and why.

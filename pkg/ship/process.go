@@ -97,6 +97,11 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	if job.Header.Records, err = w.records(); err != nil {
 		return res, err
 	}
+	if err := dst.Flush(ctx); err != nil { // every file is stored before its manifest is written
+		return res, err
+	}
+	job.Header.Bundles = dst.Packed()
+	w.job.Header.Bundles = job.Header.Bundles
 	res.Completion = s.now()
 	job.Header.CompletionTime = res.Completion.UTC().Format(time.RFC3339)
 	size, body, err := mb.Finish(job.Header)
@@ -105,9 +110,6 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	}
 	name, err := job.Layout.ManifestEntry(job.Header.Collection)
 	if err != nil {
-		return res, err
-	}
-	if err := dst.Flush(ctx); err != nil { // every file is stored before its manifest is written
 		return res, err
 	}
 	mh := sha256.New() // recorded in the status: readers compare the manifest they read
@@ -207,7 +209,11 @@ type writer struct {
 // subject of its custody record.
 func (w *writer) addFile(f manifest.File) error {
 	if w.job.Custody != nil {
-		w.subjects = append(w.subjects, custody.Subject{Name: custody.FileSubject(w.job.Header.Source.Container, f.Path), SHA256: f.SHA256})
+		sub := custody.Subject{Name: custody.FileSubject(w.job.Header.Source.Container, f.Path), SHA256: f.SHA256}
+		if f.Bundle != "" {
+			sub.Bundle, sub.Offset, sub.Size = f.Bundle, f.Offset, f.Size
+		}
+		w.subjects = append(w.subjects, sub)
 	}
 	return w.mb.AddFile(f)
 }
@@ -300,6 +306,9 @@ func (w *writer) seal(ctx context.Context, at time.Time) error {
 	h := w.job.Header
 	h.CompletionTime = at.UTC().Format(time.RFC3339)
 	subjects := append(w.subjects, custody.Subject{Name: custody.ManifestSubject, SHA256: w.res.ManifestSHA256})
+	for _, b := range h.Bundles {
+		subjects = append(subjects, custody.Subject{Name: b.Name, SHA256: b.SHA256})
+	}
 	// Every entry is stored: the record names the versions written (where they are kept).
 	if err := w.dst.Flush(ctx); err != nil {
 		return err
@@ -458,7 +467,7 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 		return false, nil
 	}
 	target := keyOf(targetRel)
-	f, ok := w.written.entry(target, v.Path)
+	f, at, ok := w.written.entry(target, v.Path)
 	if !ok || v.Rel == targetRel || w.written.conflict(v.Rel, false) != "" {
 		// Not a file of this collection, or a name already taken (a file then a link of the
 		// same name would store the link's bytes under the file's hash).
@@ -478,7 +487,7 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 	if err := w.countFile(v, f.Size); err != nil {
 		return true, err
 	}
-	if err := w.dst.Link(name, linkname, hdr.ModTime); err != nil {
+	if err := w.dst.Link(name, linkname, at, hdr.ModTime); err != nil {
 		return true, err
 	}
 	w.written.addDirs(path.Dir(v.Rel))
@@ -521,7 +530,7 @@ func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader, k nameKey)
 		return w.skip(v.Path, SkipOther, err.Error())
 	}
 	h := sha256.New()
-	ow, err := w.dst.File(name, hdr.Size, hdr.Mode&0o777, hdr.ModTime)
+	ow, err := w.dst.Member(name, hdr.Size, hdr.Mode&0o777, hdr.ModTime)
 	if err != nil {
 		return err
 	}
@@ -546,15 +555,15 @@ func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader, k nameKey)
 	if err := ow.Close(); err != nil {
 		return err
 	}
-	sum := h.Sum(nil)
-	w.written.addFile(v.Rel, k, n, hdr.Mode, hdr.ModTime, sum)
-	return w.addFile(manifest.File{
+	sum, at := h.Sum(nil), ow.Placement()
+	w.written.addFile(v.Rel, k, n, hdr.Mode, hdr.ModTime, sum, at)
+	return w.addFile(placed(manifest.File{
 		Path:    v.Path,
 		Size:    n,
 		Mode:    fmt.Sprintf("%04o", hdr.Mode&0o7777),
 		ModTime: hdr.ModTime.UTC().Format(time.RFC3339),
 		SHA256:  hex.EncodeToString(sum),
-	})
+	}, at))
 }
 
 type countingWriter struct {

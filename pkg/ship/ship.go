@@ -149,6 +149,8 @@ type RecordFile struct {
 type Bucket interface {
 	// Create starts object key of size bytes; Close completes it.
 	Create(ctx context.Context, key string, size int64) (io.WriteCloser, error)
+	// Put writes object key whole from data (a bundle), which it does not keep.
+	Put(ctx context.Context, key string, data []byte) error
 	// Copy makes dst a copy of src, an object of this collection (a hard link).
 	Copy(ctx context.Context, dst, src string) error
 	// Wait waits for the objects still in flight and returns the first of their errors.
@@ -218,6 +220,15 @@ type Shipper struct {
 	SourceSpool int64
 	// SpoolMeter is told what the source spools hold (metrics; zero: nothing).
 	SpoolMeter SpoolMeter
+	// Bundles says how a bucket packs small files (DefaultBundles when nil).
+	Bundles *BundleOptions
+}
+
+func (s *Shipper) bundles() BundleOptions {
+	if s.Bundles != nil {
+		return *s.Bundles
+	}
+	return DefaultBundles
 }
 
 func (s *Shipper) sourceSpool() int64 {

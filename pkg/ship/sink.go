@@ -13,6 +13,7 @@ import (
 
 	"github.com/podcopy/podcopy/pkg/analysis"
 	"github.com/podcopy/podcopy/pkg/layout"
+	"github.com/podcopy/podcopy/pkg/manifest"
 )
 
 // Sink receives one collection's entries, one after another: directories, files and links
@@ -26,8 +27,12 @@ type Sink interface {
 	Dir(name string, mode int64, mtime time.Time) error
 	// File starts file name of size bytes; its writer's Close completes it.
 	File(name string, size, mode int64, mtime time.Time) (io.WriteCloser, error)
-	// Link makes name another name of target, a file of this collection (a hard link).
-	Link(name, target string, mtime time.Time) error
+	// Member starts a collected file like File; a sink that packs small files (the bucket)
+	// may put it in a bundle, which its writer's Placement says once it is closed.
+	Member(name string, size, mode int64, mtime time.Time) (MemberWriter, error)
+	// Link makes name another name of target, a file of this collection (a hard link)
+	// stored at at (the target's Placement).
+	Link(name, target string, at Placement, mtime time.Time) error
 	// Encode fixes how the stream is encoded (gzip or not) once the source's first bytes
 	// showed what compression buys; a sink that is not one stream ignores it.
 	Encode(gzip bool) error
@@ -36,9 +41,30 @@ type Sink interface {
 	Flush(ctx context.Context) error
 	// Version is the version id entry name was stored as ("" when the sink keeps none).
 	Version(name string) string
+	// Packed are the bundles written (after Flush): none for a sink that packs nothing.
+	Packed() []manifest.Bundle
 	// Close ends the collection's entries.
 	Close() error
 }
+
+// Placement is where a collected file is stored: alone (Bundle 0), or in the collection's
+// bundle number Bundle (layout.BundleName), its bytes from Offset.
+type Placement struct {
+	Bundle int
+	Offset int64
+}
+
+// MemberWriter writes a collected file (Sink.Member).
+type MemberWriter interface {
+	io.WriteCloser
+	// Placement is where the file went; valid once Close returned nil.
+	Placement() Placement
+}
+
+// alone is a MemberWriter of a file stored on its own.
+type alone struct{ io.WriteCloser }
+
+func (alone) Placement() Placement { return Placement{} }
 
 // Destination is one place a collection goes: a Sink, and the leg that carries it there.
 type Destination interface {
@@ -60,7 +86,7 @@ func (s *Shipper) destinationFor(ctx context.Context, job Job, final string, can
 		ds = append(ds, s.podDestination(ctx, job, final, cancel, wd))
 	}
 	if job.Bucket != nil {
-		ds = append(ds, bucketSink{ctx: ctx, b: job.Bucket, l: job.Layout})
+		ds = append(ds, newBucketSink(ctx, job.Bucket, job.Layout, job.Header.Collection, s.bundles()))
 	}
 	if len(ds) == 1 {
 		return ds[0]
@@ -97,7 +123,12 @@ func (t *tarStream) File(name string, size, mode int64, mtime time.Time) (io.Wri
 	return nopCloser{t.tw}, nil // the next header checks that size bytes were written
 }
 
-func (t *tarStream) Link(name, target string, mtime time.Time) error {
+func (t *tarStream) Member(name string, size, mode int64, mtime time.Time) (MemberWriter, error) {
+	w, err := t.File(name, size, mode, mtime)
+	return alone{w}, err
+}
+
+func (t *tarStream) Link(name, target string, _ Placement, mtime time.Time) error {
 	return t.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target, ModTime: mtime})
 }
 
@@ -106,6 +137,8 @@ func (t *tarStream) Encode(gzip bool) error { return t.codec.choose(gzip) }
 func (t *tarStream) Flush(context.Context) error { return nil }
 
 func (t *tarStream) Version(string) string { return "" }
+
+func (t *tarStream) Packed() []manifest.Bundle { return nil }
 
 func (t *tarStream) Close() error {
 	if err := t.tw.Close(); err != nil {
@@ -224,16 +257,25 @@ func failedLine(out string) (string, bool) {
 	return "", false
 }
 
-// bucketSink writes each file as an object of the collection's prefix (objstore.Upload).
+// bucketSink writes each file as an object of the collection's prefix (objstore.Upload),
+// except small collected files, which it packs into bundles (see bundler).
 type bucketSink struct {
 	ctx context.Context
 	b   Bucket
 	l   layout.Layout
+	*bundler
 }
 
-func (b bucketSink) Dir(string, int64, time.Time) error { return nil } // prefixes need no objects
+func newBucketSink(ctx context.Context, b Bucket, l layout.Layout, id string, opts BundleOptions) *bucketSink {
+	return &bucketSink{ctx: ctx, b: b, l: l, bundler: newBundler(ctx, b, l, id, opts)}
+}
 
-func (b bucketSink) File(name string, size, _ int64, _ time.Time) (io.WriteCloser, error) {
+func (b *bucketSink) Dir(string, int64, time.Time) error { return nil } // prefixes need no objects
+
+func (b *bucketSink) File(name string, size, _ int64, _ time.Time) (io.WriteCloser, error) {
+	if err := b.failed(); err != nil {
+		return nil, err
+	}
 	ow, err := b.b.Create(b.ctx, b.l.ObjectKey(name), size)
 	if err != nil {
 		return nil, err
@@ -241,21 +283,40 @@ func (b bucketSink) File(name string, size, _ int64, _ time.Time) (io.WriteClose
 	return objectWriter{ow}, nil
 }
 
-func (b bucketSink) Link(name, target string, _ time.Time) error {
+func (b *bucketSink) Member(name string, size, mode int64, mtime time.Time) (MemberWriter, error) {
+	if b.takes(size) {
+		return b.member(name, size, mode, mtime)
+	}
+	w, err := b.File(name, size, mode, mtime)
+	return alone{w}, err
+}
+
+// Link copies the target's object; a bundled target's bytes are already in its bundle,
+// where the manifest and the record place the link too.
+func (b *bucketSink) Link(name, target string, at Placement, _ time.Time) error {
+	if at.Bundle != 0 {
+		return nil
+	}
 	return b.b.Copy(b.ctx, b.l.ObjectKey(name), b.l.ObjectKey(target))
 }
 
-func (b bucketSink) Encode(bool) error { return nil }
+func (b *bucketSink) Encode(bool) error { return nil }
 
-func (b bucketSink) Flush(ctx context.Context) error { return b.b.Wait(ctx) }
+func (b *bucketSink) Flush(ctx context.Context) error {
+	if err := b.bundler.flush(ctx); err != nil {
+		return err
+	}
+	return b.b.Wait(ctx)
+}
 
-func (b bucketSink) Version(name string) string { return b.b.Version(b.l.ObjectKey(name)) }
+func (b *bucketSink) Version(name string) string { return b.b.Version(b.l.ObjectKey(name)) }
 
-func (b bucketSink) Close() error { return b.b.Wait(b.ctx) }
+func (b *bucketSink) Close() error { return b.Flush(b.ctx) }
 
-func (b bucketSink) Finish(error) error { return nil } // Close waited for every object
+func (b *bucketSink) Finish(error) error { return nil } // Close waited for every object
 
-func (b bucketSink) Discard(ctx context.Context) error {
+func (b *bucketSink) Discard(ctx context.Context) error {
+	b.bundler.stop()
 	b.b.Abort(ctx)
 	return nil
 }
@@ -268,7 +329,7 @@ func (t teeSink) Dir(name string, mode int64, mtime time.Time) error {
 }
 
 func (t teeSink) File(name string, size, mode int64, mtime time.Time) (io.WriteCloser, error) {
-	ws := make(multiWriteCloser, 0, len(t))
+	ws := make(multiWriteCloser[io.WriteCloser], 0, len(t))
 	for _, d := range t {
 		w, err := d.File(name, size, mode, mtime)
 		if err != nil {
@@ -279,8 +340,30 @@ func (t teeSink) File(name string, size, mode int64, mtime time.Time) (io.WriteC
 	return ws, nil
 }
 
-func (t teeSink) Link(name, target string, mtime time.Time) error {
-	return t.each(func(d Destination) error { return d.Link(name, target, mtime) })
+// Member writes the file to each destination; its placement is the one that packed it.
+func (t teeSink) Member(name string, size, mode int64, mtime time.Time) (MemberWriter, error) {
+	ws := make(multiWriteCloser[MemberWriter], 0, len(t))
+	for _, d := range t {
+		w, err := d.Member(name, size, mode, mtime)
+		if err != nil {
+			return nil, err
+		}
+		ws = append(ws, w)
+	}
+	return multiMemberWriter{ws}, nil
+}
+
+func (t teeSink) Link(name, target string, at Placement, mtime time.Time) error {
+	return t.each(func(d Destination) error { return d.Link(name, target, at, mtime) })
+}
+
+// Packed are the bundles of every destination (one of them packs).
+func (t teeSink) Packed() []manifest.Bundle {
+	var all []manifest.Bundle
+	for _, d := range t {
+		all = append(all, d.Packed()...)
+	}
+	return all
 }
 
 func (t teeSink) Encode(gzip bool) error {
@@ -332,9 +415,9 @@ func (t teeSink) each(f func(Destination) error) error {
 }
 
 // multiWriteCloser writes to each writer in turn and closes them all.
-type multiWriteCloser []io.WriteCloser
+type multiWriteCloser[W io.WriteCloser] []W
 
-func (m multiWriteCloser) Write(p []byte) (int, error) {
+func (m multiWriteCloser[W]) Write(p []byte) (int, error) {
 	for _, w := range m {
 		if n, err := w.Write(p); err != nil {
 			return n, err
@@ -345,7 +428,20 @@ func (m multiWriteCloser) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (m multiWriteCloser) Close() error {
+// multiMemberWriter is a multiWriteCloser of members.
+type multiMemberWriter struct{ multiWriteCloser[MemberWriter] }
+
+// Placement is the first placement in a bundle.
+func (m multiMemberWriter) Placement() Placement {
+	for _, w := range m.multiWriteCloser {
+		if p := w.Placement(); p.Bundle != 0 {
+			return p
+		}
+	}
+	return Placement{}
+}
+
+func (m multiWriteCloser[W]) Close() error {
 	var errs []error
 	for _, w := range m {
 		errs = append(errs, w.Close())

@@ -30,6 +30,14 @@ func (m *memBucket) Create(_ context.Context, key string, size int64) (io.WriteC
 	return &memObject{m: m, key: key, size: size}, nil
 }
 
+func (m *memBucket) Put(ctx context.Context, key string, data []byte) error {
+	w, _ := m.Create(ctx, key, int64(len(data)))
+	if _, err := w.Write(data); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
 func (m *memBucket) Copy(_ context.Context, dst, src string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -130,6 +138,7 @@ func TestRunDestinations(t *testing.T) {
 			}
 			pub := &publishes{Executor: f.local}
 			f.shipper.Exec = pub
+			f.shipper.Bundles = &BundleOptions{} // every file an object (TestBundles packs them)
 			j := f.job("/var/log")
 			mb := &memBucket{failAt: tt.failAt}
 			if tt.bucket {

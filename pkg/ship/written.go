@@ -7,6 +7,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 )
 
@@ -26,6 +27,7 @@ type writtenFile struct {
 	mode    uint32
 	dir     bool // a directory (written, or made by tar for a file below it)
 	sha256  [sha256.Size]byte
+	at      Placement // where the bucket stored it
 }
 
 // conflict says why rel cannot be written as a file (dir false) or directory (dir true)
@@ -70,25 +72,33 @@ func keyOf(rel string) nameKey {
 }
 
 // add records the manifest entry of the file whose name's key is k.
-func (w writtenFiles) add(k nameKey, size int64, mode int64, modTime time.Time, sum []byte) {
-	f := writtenFile{size: size, modTime: modTime.Unix(), mode: uint32(mode & 0o7777)}
+func (w writtenFiles) add(k nameKey, size int64, mode int64, modTime time.Time, sum []byte, at Placement) {
+	f := writtenFile{size: size, modTime: modTime.Unix(), mode: uint32(mode & 0o7777), at: at}
 	copy(f.sha256[:], sum)
 	w[k] = f
 }
 
 // addFile records the file rel (key k) and its parents as directories.
-func (w writtenFiles) addFile(rel string, k nameKey, size int64, mode int64, modTime time.Time, sum []byte) {
+func (w writtenFiles) addFile(rel string, k nameKey, size int64, mode int64, modTime time.Time, sum []byte, at Placement) {
 	w.addDirs(path.Dir(rel))
-	w.add(k, size, mode, modTime, sum)
+	w.add(k, size, mode, modTime, sum, at)
 }
 
 // entry is the manifest entry of the file whose name's key is k, under path (a hard link's
-// own path), if that file was written.
-func (w writtenFiles) entry(k nameKey, path string) (manifest.File, bool) {
+// own path), and where it is stored, if that file was written.
+func (w writtenFiles) entry(k nameKey, path string) (manifest.File, Placement, bool) {
 	f, ok := w[k]
 	if !ok || f.dir {
-		return manifest.File{}, false
+		return manifest.File{}, Placement{}, false
 	}
-	return manifest.File{Path: path, Size: f.size, Mode: fmt.Sprintf("%04o", f.mode),
-		ModTime: time.Unix(f.modTime, 0).UTC().Format(time.RFC3339), SHA256: hex.EncodeToString(f.sha256[:])}, true
+	return placed(manifest.File{Path: path, Size: f.size, Mode: fmt.Sprintf("%04o", f.mode),
+		ModTime: time.Unix(f.modTime, 0).UTC().Format(time.RFC3339), SHA256: hex.EncodeToString(f.sha256[:])}, f.at), f.at, true
+}
+
+// placed is f stored at at: the manifest names its bundle and offset.
+func placed(f manifest.File, at Placement) manifest.File {
+	if at.Bundle != 0 {
+		f.Bundle, f.Offset = layout.BundleName(at.Bundle), at.Offset
+	}
+	return f
 }

@@ -2,7 +2,10 @@ package verify
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -234,6 +237,12 @@ func (c *Check) Bucket(ctx context.Context, versions []Version, open Opener, s S
 			}
 			continue
 		}
+		if _, listed := c.bundles[name]; listed || c.membersOf(name) != nil {
+			if err := c.bundle(ctx, name, vs, open, s); err != nil {
+				return err
+			}
+			continue
+		}
 		f, expected := c.Expected(name)
 		if pathname.Canonical("/"+name) != nil {
 			c.Extra(name, "not a clean name")
@@ -245,24 +254,9 @@ func (c *Check) Bucket(ctx context.Context, versions []Version, open Opener, s S
 			}
 			continue
 		}
-		read := latest
-		if f.VersionID != "" {
-			found := false
-			for _, v := range vs {
-				if v.VersionID == f.VersionID && !v.DeleteMarker {
-					read, found = v, true
-				}
-			}
-			if !found { // its recorded version is gone: removed with the lock bypassed
-				c.seen[name] = true
-				c.Tampered(c.over(f.Source, f.VersionID, latest, false))
-				continue
-			}
-			if latest.VersionID != f.VersionID {
-				c.Tampered(c.over(f.Source, f.VersionID, latest, true))
-			}
-		} else if latest.DeleteMarker {
-			c.Tampered(fmt.Sprintf("%s: a delete marker hides it", f.Source))
+		read, ok := c.pick(f, vs)
+		if !ok {
+			c.seen[name] = true
 			continue
 		}
 		body, err := open(ctx, name, f.VersionID)
@@ -277,6 +271,155 @@ func (c *Check) Bucket(ctx context.Context, versions []Version, open Opener, s S
 		c.Got(name, n, sum)
 	}
 	return nil
+}
+
+// pick is the version of f to read among vs, its object's versions: the recorded one (the
+// latest when none is recorded). What hides or replaced it is reported as tampering; ok is
+// false when nothing of f can be read.
+func (c *Check) pick(f File, vs []Version) (Version, bool) {
+	latest := latestOf(vs)
+	if f.VersionID == "" {
+		if latest.DeleteMarker {
+			c.Tampered(fmt.Sprintf("%s: a delete marker hides it", f.Source))
+			return latest, false
+		}
+		return latest, true
+	}
+	for _, v := range vs {
+		if v.VersionID == f.VersionID && !v.DeleteMarker {
+			if latest.VersionID != f.VersionID {
+				c.Tampered(c.over(f.Source, f.VersionID, latest, true))
+			}
+			return v, true
+		}
+	}
+	// Its recorded version is gone: removed with the lock bypassed.
+	c.Tampered(c.over(f.Source, f.VersionID, latest, false))
+	return latest, false
+}
+
+// membersOf are the files bundle holds, in the order of their bytes.
+func (c *Check) membersOf(bundle string) []File {
+	if c.members == nil {
+		c.members = map[string][]File{}
+		for _, f := range c.expect {
+			if f.Bundle != "" {
+				c.members[f.Bundle] = append(c.members[f.Bundle], f)
+			}
+		}
+		for _, ms := range c.members {
+			slices.SortFunc(ms, func(a, b File) int {
+				if a.Offset != b.Offset {
+					return cmp.Compare(a.Offset, b.Offset)
+				}
+				return strings.Compare(a.Name, b.Name)
+			})
+		}
+	}
+	return c.members[bundle]
+}
+
+// bundle checks a bundle object (a tar of small files): the recorded version is read once,
+// front to back, each member's bytes (placed by the record, or by the manifest when
+// unsigned) hashed into s as a file of its own, and the whole object against the bundle's
+// digest. A newer version over the recorded one is read too, to name each member it changes.
+func (c *Check) bundle(ctx context.Context, name string, vs []Version, open Opener, s Sink) error {
+	b, ok := c.bundles[name]
+	if !ok {
+		b = File{Name: name, Source: name}
+	}
+	members := c.membersOf(name)
+	read, ok := c.pick(b, vs)
+	if !ok {
+		return nil // its members are missing
+	}
+	body, err := open(ctx, name, b.VersionID)
+	if err != nil {
+		return err
+	}
+	sum, err := unpack(body, members, s, read.ModTime, c.Got, c.Lost)
+	_ = body.Close()
+	if err != nil {
+		return err
+	}
+	if b.SHA256 != "" && sum != b.SHA256 {
+		c.v.Mismatched = append(c.v.Mismatched, fmt.Sprintf("%s: sha256 %s, %s %s", name, sum, c.origin(), b.SHA256))
+	}
+	latest := latestOf(vs)
+	if b.VersionID == "" || latest.VersionID == b.VersionID || latest.DeleteMarker {
+		return nil
+	}
+	// A version written over the recorded one: which files would a reader of it be misled on?
+	newer, err := open(ctx, name, latest.VersionID)
+	if err != nil {
+		return err
+	}
+	defer newer.Close()
+	changed := func(m File, why string) {
+		c.Tampered(fmt.Sprintf("%s (in %s): %s in version %s of the bundle, written over the recorded version %s that still holds the signed bytes", m.Source, name, why, latest.VersionID, b.VersionID))
+	}
+	_, err = unpack(newer, members, NewDiscard(), latest.ModTime, func(n string, _ int64, sum string) {
+		if m := c.expect[n]; sum != m.SHA256 {
+			changed(m, "changed")
+		}
+	}, func(n, why string) { changed(c.expect[n], why) })
+	return err
+}
+
+// unpack reads a bundle from r and hands each of members (in the order of their bytes) to
+// s: got is told what each holds, lost why one could not be read (a hard link, a member at
+// the same bytes as the one before, is linked to it). It returns the bundle's hex SHA-256.
+func unpack(r io.Reader, members []File, s Sink, mtime time.Time, got func(name string, size int64, sum string), lost func(name, why string)) (string, error) {
+	h := sha256.New()
+	cr := &offsetReader{r: io.TeeReader(r, h)}
+	var prev *File
+	for i := range members {
+		m := &members[i]
+		if prev != nil && m.Offset == prev.Offset && m.Size == prev.Size {
+			n, sum, err := s.Link(m.Name, prev.Name)
+			if errors.Is(err, ErrNoLinkTarget) {
+				lost(m.Name, "the bundle does not hold it")
+				continue
+			}
+			if err != nil {
+				return "", err
+			}
+			got(m.Name, n, sum)
+			continue
+		}
+		if m.Offset < cr.n {
+			lost(m.Name, fmt.Sprintf("its bytes at offset %d overlap the file before it in %s", m.Offset, m.Bundle))
+			continue
+		}
+		if _, err := io.CopyN(io.Discard, cr, m.Offset-cr.n); errors.Is(err, io.EOF) {
+			lost(m.Name, fmt.Sprintf("%s ends before its offset %d", m.Bundle, m.Offset))
+			continue
+		} else if err != nil {
+			return "", err
+		}
+		n, sum, err := s.Create(Entry{Name: m.Name, Size: m.Size, ModTime: mtime}, io.LimitReader(cr, m.Size))
+		if err != nil {
+			return "", err
+		}
+		got(m.Name, n, sum)
+		prev = m
+	}
+	if _, err := io.Copy(io.Discard, cr); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// offsetReader counts the bytes read through it.
+type offsetReader struct {
+	r io.Reader
+	n int64
+}
+
+func (o *offsetReader) Read(p []byte) (int, error) {
+	n, err := o.r.Read(p)
+	o.n += int64(n)
+	return n, err
 }
 
 // over says what hides a recorded version.

@@ -27,6 +27,7 @@ import (
 	"strings"
 
 	"github.com/podcopy/podcopy/pkg/custody"
+	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -160,6 +161,10 @@ type File struct {
 	Size   int64
 	// VersionID is the bucket object's version the record names ("": none recorded).
 	VersionID string
+	// Bundle is the bundle object that holds the file in a bucket, Offset where its bytes
+	// start there ("": an object of its own).
+	Bundle string
+	Offset int64
 }
 
 // Check is one verification in progress. It is not safe for concurrent use.
@@ -172,13 +177,17 @@ type Check struct {
 	manifest *manifest.Manifest
 	expect   map[string]File
 	seen     map[string]bool
+	// bundles are the bucket's bundle objects the record (or an unsigned manifest) lists;
+	// members, each bundle's files in the order of their bytes (made when first needed).
+	bundles map[string]File
+	members map[string][]File
 }
 
 // Open verifies record (nil: none was found) with keys and binds it to want. where names
 // the collection's place for messages. A failure is in the verdict (Failed), never an
 // error: a caller that stops at Failed() reports Finish().
 func Open(ctx context.Context, keys Keys, want Identity, where string, record []byte) *Check {
-	c := &Check{want: want, v: Verdict{Collection: want.Collection, Dir: where, Signature: Unsigned}, expect: map[string]File{}, seen: map[string]bool{}}
+	c := &Check{want: want, v: Verdict{Collection: want.Collection, Dir: where, Signature: Unsigned}, expect: map[string]File{}, seen: map[string]bool{}, bundles: map[string]File{}}
 	if record == nil {
 		if keys.Required {
 			c.fail(fmt.Sprintf("%s has no %s, but custody keys are published (or given with --key): its record was removed, or it was not written by a signing agent", where, custody.FileName))
@@ -205,11 +214,19 @@ func Open(ctx context.Context, keys Keys, want Identity, where string, record []
 		if name == custody.ManifestSubject {
 			continue
 		}
+		if layout.IsBundle(name) {
+			c.bundles[name] = File{Name: name, Source: name, SHA256: rec.Subjects[name], VersionID: rec.Versions[name]}
+			continue
+		}
 		src := name
 		if ctr, rest, ok := strings.Cut(name, "/"); ok && ctr == p.Container.Name {
 			src = "/" + rest
 		}
-		c.expect[name] = File{Name: name, Source: src, SHA256: rec.Subjects[name], VersionID: rec.Versions[name]}
+		f := File{Name: name, Source: src, SHA256: rec.Subjects[name], VersionID: rec.Versions[name]}
+		if m, ok := rec.Members[name]; ok {
+			f.Bundle, f.Offset, f.Size = m.Bundle, m.Offset, m.Size
+		}
+		c.expect[name] = f
 	}
 	return c
 }
@@ -303,7 +320,12 @@ func (c *Check) Manifest(raw []byte) *manifest.Manifest {
 		name := custody.FileSubject(m.Source.Container, f.Path)
 		sizes[name] = f.Size
 		if c.rec == nil {
-			c.expect[name] = File{Name: name, Source: f.Path, SHA256: f.SHA256, Size: f.Size}
+			c.expect[name] = File{Name: name, Source: f.Path, SHA256: f.SHA256, Size: f.Size, Bundle: f.Bundle, Offset: f.Offset}
+		}
+	}
+	for _, b := range m.Bundles {
+		if _, signed := c.bundles[b.Name]; c.rec == nil && !signed && layout.IsBundle(b.Name) {
+			c.bundles[b.Name] = File{Name: b.Name, Source: b.Name, SHA256: b.SHA256, Size: b.Size}
 		}
 	}
 	for _, r := range m.Records {
