@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -138,7 +139,9 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 		keys = append(keys, strings.TrimPrefix(aws.ToString(o.Key), prefix))
 	}
 	slices.Sort(keys)
-	want := []string{"app/var/log/ev/big.bin", "app/var/log/ev/hard.log", "app/var/log/ev/small.log", custody.FileName, custody.ManifestSubject}
+	// The big file is an object of its own; the small one and its hard link are a bundle's
+	// member, the same bytes (contract §5).
+	want := []string{"_bundles/000001.tar", "app/var/log/ev/big.bin", custody.FileName, custody.ManifestSubject}
 	if !slices.Equal(keys, want) {
 		t.Fatalf("objects under %s: %v, want %v", prefix, keys, want)
 	}
@@ -150,8 +153,18 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 		t.Fatalf("manifest destination %+v", m.Destination)
 	}
 	manifestSHA := map[string]string{}
+	bundle := store.get(t, prefix+"_bundles/000001.tar")
 	for _, f := range m.Files {
 		manifestSHA[f.Path] = f.SHA256
+		if f.Path == "/var/log/ev/big.bin" {
+			continue
+		}
+		if f.Bundle != "_bundles/000001.tar" || f.Offset+f.Size > int64(len(bundle)) {
+			t.Fatalf("%s: bundle %q offset %d size %d (the bundle holds %d bytes)", f.Path, f.Bundle, f.Offset, f.Size, len(bundle))
+		}
+		if got, src := hexSHA(bundle[f.Offset:f.Offset+f.Size]), sha256In(t, srcTarget, f.Path); got != src || got != f.SHA256 {
+			t.Errorf("%s in the bundle: sha256 %s, source %s, manifest %s", f.Path, got, src, f.SHA256)
+		}
 	}
 	for _, k := range want {
 		key := prefix + k
@@ -189,7 +202,7 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 			t.Errorf("%s: deleting the locked version: %v, want AccessDenied", k, err)
 		}
 	}
-	key := prefix + "app/var/log/ev/small.log"
+	key := prefix + "app/var/log/ev/big.bin"
 	_, err = store.client.PutObjectRetention(t.Context(), &s3.PutObjectRetentionInput{Bucket: aws.String(store.bucket), Key: aws.String(key),
 		Retention: &types.ObjectLockRetention{Mode: types.ObjectLockRetentionModeGovernance, RetainUntilDate: aws.Time(time.Now().Add(time.Minute))}})
 	if err == nil {
@@ -250,12 +263,12 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 	}
 	planted := []byte("planted\n")
 	for i, f := range tampered.Files {
-		if f.Path == "/var/log/ev/small.log" {
+		if f.Path == "/var/log/ev/big.bin" {
 			tampered.Files[i].SHA256, tampered.Files[i].Size = hexSHA(planted), int64(len(planted))
 		}
 	}
 	body, _ := json.Marshal(tampered)
-	for k, data := range map[string][]byte{"app/var/log/ev/small.log": planted, "manifest.json": body} {
+	for k, data := range map[string][]byte{"app/var/log/ev/big.bin": planted, "manifest.json": body} {
 		old, err := store.client.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(prefix + k)})
 		if err != nil {
 			t.Fatal(err)
@@ -272,7 +285,7 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 		_, errOut, code := kubectlPodcopyEnv(t, env, admin, cmd...)
 		// The record names the versions written: both are gone, and what stands in their place
 		// is named (the replacement's bytes are not read at all).
-		if code == 0 || !strings.Contains(errOut, "TAMPERED /var/log/ev/small.log: the recorded version") || !strings.Contains(errOut, "TAMPERED manifest.json: the recorded version") || strings.Contains(errOut, "big.bin") {
+		if code == 0 || !strings.Contains(errOut, "TAMPERED /var/log/ev/big.bin: the recorded version") || !strings.Contains(errOut, "TAMPERED manifest.json: the recorded version") || strings.Contains(errOut, "small.log") {
 			t.Fatalf("%s after rewriting a file and its manifest in the bucket: exit %d, stderr %s", cmd[0], code, errOut)
 		}
 		t.Logf("%s after the rewrite: %s", cmd[0], strings.TrimSpace(errOut))
@@ -302,24 +315,80 @@ func fixedNamespace(t *testing.T, name string) string {
 	return name
 }
 
-// TestBucketManySmallFiles (issue 35): 4,800 files of 1 KiB (the e2e policy's maxFiles is
-// 5,000; bench/ measures 10,000) into the locked bucket alone, one signed object each. The
-// bucket takes them slower than the source sends them; the source's stream waits in the
-// agent's spool instead of being held, and the collection succeeds and verifies.
+// TestBucketManySmallFiles (issue 35): 10,000 files of 1 KiB (the chart's policy.maxFiles)
+// into the locked bucket alone. They are packed into a few bundle objects, not one signed PUT
+// each; the collection verifies from the bucket and offline after fetch, and a new version of
+// a bundle with one file changed is named by that file (the recorded version still holds
+// the signed bytes).
 func TestBucketManySmallFiles(t *testing.T) {
 	t.Parallel()
 	store := evidence(t)
 	ns := fixedNamespace(t, "e2e-bucket-many")
-	sourcePod(t, ns, "many", imageBusybox, `mkdir -p /var/log/many && head -c 1024 /dev/urandom > /tmp/one && i=0; while [ $i -lt 4800 ]; do cp /tmp/one /var/log/many/f$i; i=$((i+1)); done`)
+	const files = 10000
+	sourcePod(t, ns, "many", imageBusybox, fmt.Sprintf(`mkdir -p /var/log/many && head -c %d /dev/urandom | split -b 1024 -a 4 - /var/log/many/f`, files*1024))
 	start := time.Now()
 	annotate(t, ns, "many", map[string]string{"podcopy/collect": "/var/log/many"})
 	st := waitFinalWithin(t, ns, "many", "", 8*time.Minute)
-	t.Logf("4,800 files of 1 KiB into the bucket: %s %s after %s: %s", st.Phase, st.Reason, time.Since(start).Round(time.Second), st.Message)
-	if st.Phase != status.Succeeded || st.Files != 4800 || st.Bucket == "" {
+	t.Logf("%d files of 1 KiB into the bucket: %s %s after %s: %s", files, st.Phase, st.Reason, time.Since(start).Round(time.Second), st.Message)
+	if st.Phase != status.Succeeded || st.Files != files || st.Bucket == "" {
 		t.Fatalf("status %+v", st)
 	}
-	if out, errOut, code := kubectlPodcopyEnv(t, store.env(t), kubeconfig, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 4800 files") {
+	prefix := strings.TrimPrefix(st.Bucket, "s3://evidence/")
+	list, err := store.client.ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(store.bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bundles []string
+	for _, o := range list.Contents {
+		if k := strings.TrimPrefix(aws.ToString(o.Key), prefix); strings.HasPrefix(k, "_bundles/") {
+			bundles = append(bundles, k)
+		}
+	}
+	if len(list.Contents) > 10 || len(bundles) < 3 {
+		t.Fatalf("%d objects under %s, %d of them bundles: want the files in a few bundles", len(list.Contents), prefix, len(bundles))
+	}
+	t.Logf("%d objects, bundles %v", len(list.Contents), bundles)
+	env := store.env(t)
+	if out, errOut, code := kubectlPodcopyEnv(t, env, kubeconfig, "verify", st.Bucket); code != 0 || !strings.Contains(out, fmt.Sprintf("verified %d files", files)) {
 		t.Fatalf("verify %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
+	}
+	fetched := t.TempDir()
+	if out, errOut, code := kubectlPodcopyEnv(t, env, kubeconfig, "fetch", st.Bucket, "-o", fetched); code != 0 || !strings.Contains(out, fmt.Sprintf("fetched %d files", files)) {
+		t.Fatalf("fetch %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
+	}
+	pems, _, code := kubectlPodcopy(t, kubeconfig, "key")
+	keyFile := filepath.Join(t.TempDir(), "keys.pem")
+	if err := os.WriteFile(keyFile, []byte(pems), 0o644); code != 0 || err != nil {
+		t.Fatalf("key: exit %d, %v", code, err)
+	}
+	if out, errOut, code := kubectlPodcopy(t, nowhereKubeconfig(t), "verify", filepath.Join(fetched, st.Collection), "--key", keyFile); code != 0 || !strings.Contains(out, fmt.Sprintf("verified %d files", files)) {
+		t.Fatalf("offline verify of the fetched collection: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// A new version of the first bundle (Object Lock keeps the recorded one) with one byte of
+	// one file changed: verify and fetch name that file.
+	var m manifest.Manifest
+	if err := json.Unmarshal(store.get(t, prefix+"manifest.json"), &m); err != nil {
+		t.Fatal(err)
+	}
+	var victim manifest.File
+	for _, f := range m.Files {
+		if f.Bundle == "_bundles/000001.tar" && f.Size > 0 {
+			victim = f
+			break
+		}
+	}
+	bad := store.get(t, prefix+victim.Bundle)
+	bad[victim.Offset+100] ^= 0xff
+	if _, err := store.client.PutObject(t.Context(), &s3.PutObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(prefix + victim.Bundle), Body: bytes.NewReader(bad)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{"verify", st.Bucket}, {"fetch", st.Bucket, "-o", t.TempDir()}} {
+		_, errOut, code := kubectlPodcopyEnv(t, env, kubeconfig, cmd...)
+		if code == 0 || !strings.Contains(errOut, "TAMPERED "+victim.Path+" (in "+victim.Bundle+"): changed in version") || strings.Count(errOut, "TAMPERED") != 2 {
+			t.Fatalf("%s after a new version of %s: exit %d, stderr %s", cmd[0], victim.Bundle, code, errOut)
+		}
+		t.Logf("%s after the new bundle version: %s", cmd[0], strings.TrimSpace(errOut))
 	}
 }
 

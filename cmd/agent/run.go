@@ -140,7 +140,8 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		log.Info("collections are written to the bucket", "bucket", opts.Destination.S3.Bucket, "endpoint", opts.Destination.S3.Endpoint,
 			"mode", opts.Destination.EffectiveMode(), "objectLock", opts.Destination.S3.ObjectLock)
 	}
-	spool, _ := opts.SpoolBudget() // checked by Validate
+	spool, _ := opts.SpoolBudget()                                                // checked by Validate
+	memberMax, bundleMax, bundleMembers, _ := opts.Destination.S3.Bundles.Sizes() // checked by Validate
 	remote := m.CountExecs(exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport))
 	// The executor runs every collection, within concurrency; the controller only decides.
 	work := executor.New(opts.Concurrency)
@@ -153,7 +154,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Heartbeat: ship.HeartbeatFor(opts.Destination.StaleAfter),
 			// The source spools of all collections in flight share 64 MiB of the spool volume.
 			SourceSpool: min(ship.DefaultSourceSpool, sourceSpoolShare/int64(max(opts.Concurrency, 1))),
-			SpoolMeter:  ship.SpoolMeter{Bytes: m.SourceSpooled, Waits: m.SourceSpoolWaits}},
+			SpoolMeter:  ship.SpoolMeter{Bytes: m.SourceSpooled, Waits: m.SourceSpoolWaits},
+			Bundles: &ship.BundleOptions{MemberMaxBytes: memberMax, MaxBytes: bundleMax, MaxMembers: bundleMembers,
+				InFlight: ship.DefaultBundles.InFlight}},
 		Exec:     remote,
 		Chooser:  chooser,
 		Status:   status.PatchWriter{Client: client},

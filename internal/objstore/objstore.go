@@ -61,6 +61,56 @@ type Config struct {
 	// CreateBucket creates the bucket at start when it does not exist (with Object Lock
 	// enabled when ObjectLock is set): for demos; production buckets are made by their owners.
 	CreateBucket bool `mapstructure:"createBucket"`
+	// Bundles packs small collected files into tar objects.
+	Bundles Bundles `mapstructure:"bundles"`
+}
+
+// Bundles is destination.s3.bundles: which collected files are packed into bundle objects
+// (tar, each member placed by offset in the manifest and the custody record), and how
+// large a bundle grows. One signed PUT per small file costs far more than its bytes.
+type Bundles struct {
+	// MemberMaxSize: files of at most this size are packed (a quantity; default 1Mi; "0":
+	// none are, every file is an object of its own).
+	MemberMaxSize string `mapstructure:"memberMaxSize"`
+	// MaxSize: a bundle is stored once the next member would take it past this size
+	// (default 8Mi, at most 64Mi).
+	MaxSize string `mapstructure:"maxSize"`
+	// MaxMembers: a bundle is stored once it holds this many files (default 4096).
+	MaxMembers int `mapstructure:"maxMembers"`
+}
+
+// Sizes are the bundles' limits in bytes and members, defaults applied.
+func (b Bundles) Sizes() (memberMax, maxSize int64, maxMembers int, err error) {
+	quantity := func(key, v string, def, lo, hi int64) (int64, error) {
+		if v == "" {
+			return def, nil
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return 0, fmt.Errorf("destination.s3.bundles.%s: %w", key, err)
+		}
+		if q.Value() < lo || q.Value() > hi {
+			return 0, fmt.Errorf("destination.s3.bundles.%s %s: between %d and %d bytes", key, v, lo, hi)
+		}
+		return q.Value(), nil
+	}
+	if memberMax, err = quantity("memberMaxSize", b.MemberMaxSize, 1<<20, 0, 16<<20); err != nil {
+		return 0, 0, 0, err
+	}
+	if maxSize, err = quantity("maxSize", b.MaxSize, 8<<20, 1<<20, 64<<20); err != nil {
+		return 0, 0, 0, err
+	}
+	if memberMax > maxSize {
+		return 0, 0, 0, fmt.Errorf("destination.s3.bundles.memberMaxSize %d is larger than maxSize %d", memberMax, maxSize)
+	}
+	maxMembers = b.MaxMembers
+	switch {
+	case maxMembers == 0:
+		maxMembers = 4096
+	case maxMembers < 1 || maxMembers > 100000:
+		return 0, 0, 0, fmt.Errorf("destination.s3.bundles.maxMembers %d: between 1 and 100000", maxMembers)
+	}
+	return memberMax, maxSize, maxMembers, nil
 }
 
 // Enabled reports whether a bucket is configured.
@@ -76,6 +126,9 @@ func (c Config) Validate() error {
 	}
 	var errs []error
 	if _, err := c.partSize(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, _, _, err := c.Bundles.Sizes(); err != nil {
 		errs = append(errs, err)
 	}
 	switch c.ObjectLock.Mode {
