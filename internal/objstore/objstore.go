@@ -435,6 +435,11 @@ func (u *Upload) Abort(ctx context.Context) {
 	}
 }
 
+// PartsInFlight is how many parts of one object upload while the next one fills: reading
+// the source never waits on one part's round trip, and memory per object is at most
+// (PartsInFlight+1) parts (24 MiB at the default 8 MiB part size).
+const PartsInFlight = 2
+
 type object struct {
 	ctx      context.Context
 	u        *Upload
@@ -442,8 +447,13 @@ type object struct {
 	size, n  int64
 	buf      *[]byte
 	uploadID string
-	parts    []types.CompletedPart
 	done     bool
+	// Parts in flight: each its own goroutine, joined by wait; parts are kept by number.
+	inflight chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	parts    []types.CompletedPart
+	err      error
 }
 
 func (o *object) Write(p []byte) (int, error) {
@@ -479,6 +489,8 @@ func (o *object) lockInput() (types.ObjectLockMode, *time.Time, types.ObjectLock
 	return types.ObjectLockMode(r.Mode), until, hold
 }
 
+// flushPart sends the part buffer as the next part, in a goroutine of its own once fewer
+// than PartsInFlight are uploading, and takes a fresh buffer for the next part.
 func (o *object) flushPart() error {
 	s := o.u.s
 	if o.uploadID == "" {
@@ -489,17 +501,52 @@ func (o *object) flushPart() error {
 			return &Error{Err: fmt.Errorf("%s: %w", o.key, err)}
 		}
 		o.uploadID = aws.ToString(out.UploadId)
+		o.inflight = make(chan struct{}, PartsInFlight)
 	}
-	sum := sha256.Sum256(*o.buf)
-	num := int32(len(o.parts) + 1)
-	out, err := s.Client.UploadPart(o.ctx, &s3.UploadPartInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key), UploadId: aws.String(o.uploadID),
-		PartNumber: aws.Int32(num), Body: bytes.NewReader(*o.buf), ContentLength: aws.Int64(int64(len(*o.buf))), ChecksumSHA256: b64(sum[:])})
-	if err != nil {
-		return &Error{Err: fmt.Errorf("%s part %d: %w", o.key, num, err)}
+	if err := o.partsFailed(); err != nil {
+		return err
 	}
-	o.parts = append(o.parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num), ChecksumSHA256: out.ChecksumSHA256})
+	select {
+	case o.inflight <- struct{}{}:
+	case <-o.ctx.Done():
+		return context.Cause(o.ctx)
+	}
+	data := o.buf
+	o.buf = s.bufs.Get().(*[]byte)
 	*o.buf = (*o.buf)[:0]
+	o.mu.Lock()
+	num := int32(len(o.parts) + 1)
+	o.parts = append(o.parts, types.CompletedPart{})
+	o.mu.Unlock()
+	o.wg.Go(func() {
+		defer func() { s.bufs.Put(data); <-o.inflight }()
+		sum := sha256.Sum256(*data)
+		out, err := s.Client.UploadPart(o.ctx, &s3.UploadPartInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key), UploadId: aws.String(o.uploadID),
+			PartNumber: aws.Int32(num), Body: bytes.NewReader(*data), ContentLength: aws.Int64(int64(len(*data))), ChecksumSHA256: b64(sum[:])})
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if err != nil {
+			if o.err == nil {
+				o.err = &Error{Err: fmt.Errorf("%s part %d: %w", o.key, num, err)}
+			}
+			return
+		}
+		o.parts[num-1] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num), ChecksumSHA256: out.ChecksumSHA256}
+	})
 	return nil
+}
+
+// partsFailed is the first failure of a part in flight.
+func (o *object) partsFailed() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
+}
+
+// waitParts waits for the parts in flight and returns the first of their failures.
+func (o *object) waitParts() error {
+	o.wg.Wait()
+	return o.partsFailed()
 }
 
 // Close completes the object; it fails when fewer or more bytes than size were written.
@@ -544,6 +591,10 @@ func (o *object) Close() error {
 			return err
 		}
 	}
+	if err := o.waitParts(); err != nil {
+		o.abort(context.WithoutCancel(o.ctx))
+		return err
+	}
 	out, err := s.Client.CompleteMultipartUpload(o.ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
 		UploadId: aws.String(o.uploadID), MultipartUpload: &types.CompletedMultipartUpload{Parts: o.parts}})
 	if err != nil {
@@ -574,6 +625,7 @@ func (o *object) put(data []byte) error {
 // failure that ends a collection is often the store going away, and it comes back. What
 // this cannot abort the janitor does (Store.AbortStale).
 func (o *object) abort(ctx context.Context) {
+	o.wg.Wait() // the parts in flight end first (their context is the collection's)
 	if o.done || o.uploadID == "" {
 		return
 	}
@@ -599,6 +651,7 @@ func (o *object) abort(ctx context.Context) {
 }
 
 func (o *object) release() {
+	o.wg.Wait() // parts in flight return their buffers
 	o.u.mu.Lock()
 	delete(o.u.open, o)
 	o.u.mu.Unlock()
