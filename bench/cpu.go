@@ -11,16 +11,17 @@ import (
 // cpuTicks is the CPU time (user + system, clock ticks) of the node's relays, read from /proc:
 // the API server, and the kubelet with containerd and its shims. Both methods pay them per
 // byte; WebSocket makes the API server translate each stream to SPDY.
-type cpuTicks struct{ apiserver, node int64 }
+type cpuTicks struct{ apiserver, node, s3 int64 }
 
 func relaysCPU() cpuTicks {
 	// A shim's command name is cut to 15 characters: containerd-shim.
-	return cpuTicks{apiserver: ticks("kube-apiserver"), node: ticks("kubelet") + ticks("containerd") + ticks("containerd-shim")}
+	// The S3 server (the chart's versitygw) runs on the same two cores.
+	return cpuTicks{apiserver: ticks("kube-apiserver"), node: ticks("kubelet") + ticks("containerd") + ticks("containerd-shim"), s3: ticks("versitygw")}
 }
 
 // seconds converts the difference to CPU seconds (USER_HZ is 100 on Linux).
-func (t cpuTicks) since(before cpuTicks) (apiserver, node float64) {
-	return float64(t.apiserver-before.apiserver) / 100, float64(t.node-before.node) / 100
+func (t cpuTicks) since(before cpuTicks) (apiserver, node, s3 float64) {
+	return float64(t.apiserver-before.apiserver) / 100, float64(t.node-before.node) / 100, float64(t.s3-before.s3) / 100
 }
 
 // ticks sums utime+stime of the processes named name (0 when none).

@@ -64,15 +64,16 @@ type sample struct {
 	Pipeline   float64 // podcopy: its own duration metric
 	PeakRSS    int64
 	CPUSeconds float64
-	// CPU seconds of the API server, and of the kubelet, containerd and shims, during the run.
-	APIServerCPU, NodeCPU float64
+	// CPU seconds of the API server, of the kubelet, containerd and shims, and of the S3
+	// server (versitygw), during the run.
+	APIServerCPU, NodeCPU, S3CPU float64
 }
 
 // measured runs f and adds the relays' CPU to its sample.
 func measured(f func() (sample, error)) (sample, error) {
 	before := relaysCPU()
 	s, err := f()
-	s.APIServerCPU, s.NodeCPU = relaysCPU().since(before)
+	s.APIServerCPU, s.NodeCPU, s.S3CPU = relaysCPU().since(before)
 	return s, err
 }
 
@@ -345,14 +346,16 @@ func report(o options, results []*result, scale []string) error {
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# podcopy benchmark, %s\n\nLocal single-node cluster (hack/cluster), 2 cores, host %s; %d rounds per cell, alternating methods; median and min–max of wall time.\n\n",
 		time.Now().UTC().Format(time.RFC3339), host, o.rounds)
-	b.WriteString("| workload | method | median s | min–max s | MB/s | × pipe | × floor | pipeline s (agent) | first byte s | agent peak RSS MiB | agent CPU s/GB | API server CPU s/GB | kubelet+containerd CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	pipe, floor := map[string]float64{}, map[string]float64{}
+	b.WriteString("| workload | method | median s | min–max s | MB/s | × pipe | × floor | pipeline s (agent) | first byte s | agent peak RSS MiB | agent CPU s/GB | API server CPU s/GB | kubelet+containerd CPU s/GB | S3 server CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	pipe, floor, floor1 := map[string]float64{}, map[string]float64{}, map[string]float64{}
 	for _, r := range results {
 		switch r.Method {
 		case methodPipe:
 			pipe[r.Workload] = median(field(r, func(s sample) float64 { return s.Seconds }))
 		case methodFloor:
 			floor[r.Workload] = median(field(r, func(s sample) float64 { return s.Seconds }))
+		case methodFloorOneLeg:
+			floor1[r.Workload] = median(field(r, func(s sample) float64 { return s.Seconds }))
 		}
 	}
 	var failures []string
@@ -371,7 +374,11 @@ func report(o options, results []*result, scale []string) error {
 		if base > 0 {
 			ratio = fmt.Sprintf("%.2f", base/m)
 		}
-		if f := floor[baseName(r.Workload)]; f > 0 {
+		f := floor[baseName(r.Workload)]
+		if bucketMethod(r.Method) { // one exec leg: compared with the one-leg floor
+			f = floor1[baseName(r.Workload)]
+		}
+		if f > 0 {
 			ratio += fmt.Sprintf(" | %.2f", f/m)
 		} else {
 			ratio += " | –"
@@ -384,9 +391,11 @@ func report(o options, results []*result, scale []string) error {
 				median(field(r, func(s sample) float64 { return s.StartSecs })), peak/(1<<20), cpu/(float64(r.Bytes)/1e9))
 		}
 		gb := float64(r.Bytes) / 1e9
-		relays := fmt.Sprintf("| %.1f | %.1f", median(field(r, func(s sample) float64 { return s.APIServerCPU }))/gb, median(field(r, func(s sample) float64 { return s.NodeCPU }))/gb)
+		relays := fmt.Sprintf("| %.1f | %.1f | %.1f", median(field(r, func(s sample) float64 { return s.APIServerCPU }))/gb, median(field(r, func(s sample) float64 { return s.NodeCPU }))/gb,
+			median(field(r, func(s sample) float64 { return s.S3CPU }))/gb)
 		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f–%.2f | %.0f | %s %s %s |\n", r.Workload, strings.ReplaceAll(r.Method, "|", "\\|"), m, slices.Min(secs), slices.Max(secs), mbps, ratio, extra, relays)
 	}
+	b.WriteString("\n× floor: the two-leg floor for the analysis pod's rows; for the bucket's rows (" + methodBucket + ", the floor and the S3 server alone), the one-leg floor.\n")
 	if len(failures) > 0 {
 		b.WriteString("\nFailed rounds (not in the medians):\n\n")
 		for _, f := range failures {

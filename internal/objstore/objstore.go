@@ -184,6 +184,11 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	return Open(client, cfg)
+}
+
+// Open is the bucket of cfg through client (New's, or one made with ClientOptions).
+func Open(client *s3.Client, cfg Config) (*Store, error) {
 	ps, err := cfg.partSize()
 	if err != nil {
 		return nil, err
