@@ -9,6 +9,7 @@
 package custody
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -164,43 +165,13 @@ const FollowEndPredicateType = "https://podcopy.dev/follow-end/v1"
 
 // Statement is the in-toto Statement of subjects and collection predicate p, as JSON.
 func Statement(subjects []Subject, p Predicate) ([]byte, error) {
-	return statement(subjects, PredicateType, p)
-}
-
-func statement(subjects []Subject, predicateType string, p any) ([]byte, error) {
-	pj, err := json.Marshal(p)
+	pred, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
 	}
-	var pm map[string]any
-	if err := json.Unmarshal(pj, &pm); err != nil {
-		return nil, err
-	}
-	pred, err := structpb.NewStruct(pm)
-	if err != nil {
-		return nil, fmt.Errorf("custody predicate: %w", err)
-	}
-	st := &ita1.Statement{Type: ita1.StatementTypeUri, PredicateType: predicateType, Predicate: pred}
-	for _, s := range subjects {
-		rd := &ita1.ResourceDescriptor{Name: s.Name, Digest: map[string]string{"sha256": s.SHA256}}
-		fields := map[string]*structpb.Value{}
-		if s.VersionID != "" {
-			fields[VersionAnnotation] = structpb.NewStringValue(s.VersionID)
-		}
-		if s.Bundle != "" {
-			fields[BundleAnnotation] = structpb.NewStringValue(s.Bundle)
-			fields[BundleOffsetAnnotation] = structpb.NewNumberValue(float64(s.Offset))
-			fields[BundleSizeAnnotation] = structpb.NewNumberValue(float64(s.Size))
-		}
-		if len(fields) > 0 {
-			rd.Annotations = &structpb.Struct{Fields: fields}
-		}
-		st.Subject = append(st.Subject, rd)
-	}
-	if err := st.Validate(); err != nil {
-		return nil, fmt.Errorf("custody statement: %w", err)
-	}
-	return protojson.Marshal(st)
+	var b bytes.Buffer
+	err = writeStatement(&b, slices.Values(subjects), PredicateType, pred)
+	return b.Bytes(), err
 }
 
 // Seal signs the statement of subjects and p with key: the DSSE envelope, as JSON.
@@ -210,19 +181,11 @@ func Seal(ctx context.Context, key *PrivateKey, subjects []Subject, p Predicate)
 
 // SealAs signs a statement of subjects with a predicate of another type (a follow segment's).
 func SealAs(ctx context.Context, key *PrivateKey, subjects []Subject, predicateType string, p any) ([]byte, error) {
-	body, err := statement(subjects, predicateType, p)
+	s, err := SealStream(ctx, key, slices.Values(subjects), predicateType, p)
 	if err != nil {
 		return nil, err
 	}
-	signer, err := dsse.NewEnvelopeSigner(key)
-	if err != nil {
-		return nil, err
-	}
-	env, err := signer.SignPayload(ctx, PayloadType, body)
-	if err != nil {
-		return nil, fmt.Errorf("signing the custody record: %w", err)
-	}
-	return json.MarshalIndent(env, "", " ")
+	return s.Bytes(), nil
 }
 
 // Record is a verified custody record.

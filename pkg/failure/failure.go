@@ -32,6 +32,9 @@ const (
 	Stalled = "Stalled"
 	// StreamCut: the source's archive ended without its end marker.
 	StreamCut = "StreamCut"
+	// SpoolFull: the destination took nothing while the source's spool stayed full for
+	// its bound; the source's stream was ended before anything on the way cut it.
+	SpoolFull = "SpoolFull"
 	// NotFound: a requested literal path is not in the container.
 	NotFound = "NotFound"
 	// SourceFailed: the reading command in the source container failed.

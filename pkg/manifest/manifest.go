@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"math"
 	"os"
+	"strings"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -274,6 +276,33 @@ func (s *spool) reader() (io.Reader, error) {
 		return nil, err
 	}
 	return io.LimitReader(s.f, s.n), nil
+}
+
+// Files reads back the files added, in order, from the spool (nothing of them is held in
+// memory); a read failure is yielded with a zero File, and ends the sequence. Call it once
+// nothing more is added; it may be ranged over more than once.
+func (b *Builder) Files() iter.Seq2[File, error] {
+	return func(yield func(File, error) bool) {
+		if err := b.files.w.Flush(); err != nil {
+			yield(File{}, err)
+			return
+		}
+		d := json.NewDecoder(io.MultiReader(strings.NewReader("["), io.NewSectionReader(b.files.f, 0, b.files.n), strings.NewReader("]")))
+		if _, err := d.Token(); err != nil {
+			yield(File{}, err)
+			return
+		}
+		for d.More() {
+			var f File
+			if err := d.Decode(&f); err != nil {
+				yield(File{}, fmt.Errorf("reading back the manifest spool: %w", err))
+				return
+			}
+			if !yield(f, nil) {
+				return
+			}
+		}
+	}
 }
 
 // NewBuilder spools into dir (os.TempDir() when empty).

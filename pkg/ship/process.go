@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -200,21 +201,14 @@ type writer struct {
 	entries int
 	// written holds each file written (see writtenFiles). It is bounded by policy.maxFiles.
 	written writtenFiles
-	// subjects are the files written, for the custody record (only when it is signed);
-	// bounded by policy.maxFiles, and in bytes by what the manifest holds for the same files.
+	// subjects are the pod's records written, for the custody record (only when it is
+	// signed); the files' subjects are read back from the manifest's spool when it is sealed.
 	subjects []custody.Subject
 }
 
 // addFile records a written file in the manifest and, when the collection is signed, as a
 // subject of its custody record.
 func (w *writer) addFile(f manifest.File) error {
-	if w.job.Custody != nil {
-		sub := custody.Subject{Name: custody.FileSubject(w.job.Header.Source.Container, f.Path), SHA256: f.SHA256}
-		if f.Bundle != "" {
-			sub.Bundle, sub.Offset, sub.Size = f.Bundle, f.Offset, f.Size
-		}
-		w.subjects = append(w.subjects, sub)
-	}
 	return w.mb.AddFile(f)
 }
 
@@ -298,41 +292,67 @@ func (w *writer) record(r RecordFile, rec *manifest.Record) error {
 }
 
 // seal writes the custody record, signed, after the manifest: its subjects are every file
-// and the manifest itself.
+// (read back from the manifest's spool, not held in memory), the pod's records, the
+// manifest itself and the bucket's bundles.
 func (w *writer) seal(ctx context.Context, at time.Time) error {
 	if w.job.Custody == nil {
 		return nil
 	}
 	h := w.job.Header
 	h.CompletionTime = at.UTC().Format(time.RFC3339)
-	subjects := append(w.subjects, custody.Subject{Name: custody.ManifestSubject, SHA256: w.res.ManifestSHA256})
-	for _, b := range h.Bundles {
-		subjects = append(subjects, custody.Subject{Name: b.Name, SHA256: b.SHA256})
-	}
 	// Every entry is stored: the record names the versions written (where they are kept).
 	if err := w.dst.Flush(ctx); err != nil {
 		return err
 	}
-	for i := range subjects {
-		name, err := w.job.Layout.SubjectEntry(h.Collection, subjects[i].Name)
+	var readErr error
+	version := func(s custody.Subject) custody.Subject {
+		name, err := w.job.Layout.SubjectEntry(h.Collection, s.Name)
 		if err != nil {
-			return err
+			readErr = errors.Join(readErr, err)
+			return s
 		}
-		subjects[i].VersionID = w.dst.Version(name)
+		s.VersionID = w.dst.Version(name)
+		return s
 	}
-	rec, err := custody.Seal(ctx, w.job.Custody, subjects, custody.PredicateFor(h, w.mb.Totals(), w.job.Reader.Kind()))
-	if err != nil {
-		return err
+	subjects := func(yield func(custody.Subject) bool) {
+		for f, err := range w.mb.Files() {
+			if err != nil {
+				readErr = errors.Join(readErr, err)
+				return
+			}
+			s := custody.Subject{Name: custody.FileSubject(h.Source.Container, f.Path), SHA256: f.SHA256}
+			if f.Bundle != "" {
+				s.Bundle, s.Offset, s.Size = f.Bundle, f.Offset, f.Size
+			} else {
+				s = version(s)
+			}
+			if !yield(s) {
+				return
+			}
+		}
+		rest := append(slices.Clone(w.subjects), custody.Subject{Name: custody.ManifestSubject, SHA256: w.res.ManifestSHA256})
+		for _, b := range h.Bundles {
+			rest = append(rest, custody.Subject{Name: b.Name, SHA256: b.SHA256})
+		}
+		for _, s := range rest {
+			if !yield(version(s)) {
+				return
+			}
+		}
+	}
+	rec, err := custody.SealStream(ctx, w.job.Custody, subjects, custody.PredicateType, custody.PredicateFor(h, w.mb.Totals(), w.job.Reader.Kind()))
+	if err != nil || readErr != nil {
+		return errors.Join(err, readErr)
 	}
 	name, err := w.job.Layout.CustodyEntry(h.Collection)
 	if err != nil {
 		return err
 	}
-	ow, err := w.dst.File(name, int64(len(rec)), 0o644, at)
+	ow, err := w.dst.File(name, rec.Size(), 0o644, at)
 	if err != nil {
 		return err
 	}
-	if _, err := ow.Write(rec); err != nil {
+	if _, err := rec.WriteTo(ow); err != nil {
 		return err
 	}
 	if err := ow.Close(); err != nil {

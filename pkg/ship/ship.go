@@ -220,8 +220,21 @@ type Shipper struct {
 	SourceSpool int64
 	// SpoolMeter is told what the source spools hold (metrics; zero: nothing).
 	SpoolMeter SpoolMeter
+	// SpoolFullWait bounds how long the source may wait on a full spool before the
+	// collection fails with SpoolFull (DefaultSpoolFullWait when zero; negative: no bound).
+	SpoolFullWait time.Duration
 	// Bundles says how a bucket packs small files (DefaultBundles when nil).
 	Bundles *BundleOptions
+}
+
+func (s *Shipper) spoolFullWait() time.Duration {
+	switch {
+	case s.SpoolFullWait < 0:
+		return 0
+	case s.SpoolFullWait == 0:
+		return DefaultSpoolFullWait
+	}
+	return s.SpoolFullWait
 }
 
 func (s *Shipper) bundles() BundleOptions {
@@ -340,7 +353,7 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	if len(p.paths) == 0 {
 		return Result{}, permanent("nothing left to read: %s", describeSkipped(p.skipped))
 	}
-	srcR, srcW := newSourceSpool(s.SpoolDir, s.sourceSpool(), s.SpoolMeter)
+	srcR, srcW := newBoundedSpool(s.SpoolDir, s.sourceSpool(), s.SpoolMeter, s.spoolFullWait(), s.clock(), func(err error) { cancel(err) })
 	defer srcR.CloseWithError(nil) // its file goes with it
 	// Cancelled (the deadline, the watchdog, the caller): every read of the source fails at
 	// once with the cause, whether or not its exec honours its context, so no copy loop
@@ -381,7 +394,8 @@ func (s *Shipper) outcome(ctx context.Context, deadline error, wd *watchdog, pro
 		return stalled
 	}
 	var reported *DestinationError
-	if cause := context.Cause(ctx); errors.As(cause, &reported) || cause == deadline {
+	var full *SpoolFullError
+	if cause := context.Cause(ctx); errors.As(cause, &reported) || errors.As(cause, &full) || cause == deadline {
 		return cause
 	}
 	switch {

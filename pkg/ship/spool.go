@@ -2,9 +2,15 @@ package ship
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/podcopy/podcopy/pkg/failure"
 )
 
 // Source spool bounds (Shipper.SourceSpool): what waits in memory, then on disk.
@@ -13,7 +19,27 @@ const (
 	// DefaultSourceSpool is the disk a collection's source stream may wait in when the
 	// destination is slower than the source (Shipper.SourceSpool when zero).
 	DefaultSourceSpool = 16 << 20
+	// DefaultSpoolFullWait is how long a source may wait on a full spool before the
+	// collection fails with SpoolFull: under the 61 s read deadline client-go's WebSocket
+	// executor puts on a stream it does not read (measured: hack/stallprobe; SPDY held a
+	// stream unread for 90 s and more), so a stalled destination ends a collection with its
+	// own reason, never with a cut source.
+	DefaultSpoolFullWait = 45 * time.Second
 )
+
+// SpoolFullError is a source that waited on a full spool for the spool's bound: the
+// destination took nothing meanwhile. Transient: the destination may come back.
+type SpoolFullError struct {
+	Max  int64
+	Wait time.Duration
+}
+
+func (e *SpoolFullError) Error() string {
+	return fmt.Sprintf("the destination took nothing for %s while the source's spool was full (%d bytes): the source's stream was ended before anything on the way could cut it; the collection is retried", e.Wait, e.Max)
+}
+
+// FailureReason implements failure.Reasoned.
+func (e *SpoolFullError) FailureReason() string { return failure.SpoolFull }
 
 // sourceSpool sits between the source's exec and the processing of its archive: the exec
 // writes at the source's pace and waits only when max bytes are waiting already, so a
@@ -32,6 +58,10 @@ type sourceSpool struct {
 	werr    error // the writer's end (io.EOF when it closed without error)
 	rerr    error // the reader's end
 	meter   SpoolMeter
+	// full bounds a wait on a full spool (0: none): after it, onFull is told.
+	full   time.Duration
+	clock  clock.Clock
+	onFull func(error)
 }
 
 // SpoolMeter is told what the source spools hold (podcopy_source_spool_bytes, a
@@ -50,7 +80,13 @@ func (m SpoolMeter) held(delta int) {
 
 // newSourceSpool returns the two ends of a spool of at most max bytes of disk in dir.
 func newSourceSpool(dir string, max int64, meter SpoolMeter) (*spoolReader, *spoolWriter) {
-	s := &sourceSpool{dir: dir, max: max, meter: meter}
+	return newBoundedSpool(dir, max, meter, 0, nil, nil)
+}
+
+// newBoundedSpool is newSourceSpool whose writer waits on a full spool for at most full (by
+// c), then fails and tells onFull (which must not call the spool).
+func newBoundedSpool(dir string, max int64, meter SpoolMeter, full time.Duration, c clock.Clock, onFull func(error)) (*spoolReader, *spoolWriter) {
+	s := &sourceSpool{dir: dir, max: max, meter: meter, full: full, clock: c, onFull: onFull}
 	s.changed = sync.NewCond(&s.mu)
 	return &spoolReader{s}, &spoolWriter{s}
 }
@@ -84,8 +120,8 @@ func (w *spoolWriter) Write(p []byte) (int, error) {
 			if s.meter.Waits != nil {
 				s.meter.Waits.Inc()
 			}
-			for s.rerr == nil && s.max-(s.fw-s.fr) <= 0 {
-				s.changed.Wait() // full: the reader frees room
+			if err := s.waitRoom(); err != nil {
+				return written, err
 			}
 			continue
 		}
@@ -108,6 +144,45 @@ func (w *spoolWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+// waitRoom waits, holding s.mu, until the reader frees room or ends, for at most s.full:
+// then the spool fails with a SpoolFullError, which onFull is told.
+func (s *sourceSpool) waitRoom() error {
+	expired := false
+	if s.full > 0 {
+		t := s.clock.NewTimer(s.full)
+		stop := make(chan struct{})
+		var timer sync.WaitGroup
+		timer.Go(func() {
+			select {
+			case <-t.C():
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				expired = true
+				s.changed.Broadcast()
+			case <-stop:
+			}
+		})
+		defer func() {
+			t.Stop()
+			close(stop)
+			s.mu.Unlock() // the timer's goroutine may be waiting for it
+			timer.Wait()
+			s.mu.Lock()
+		}()
+	}
+	for s.rerr == nil && s.max-(s.fw-s.fr) <= 0 {
+		if expired {
+			err := &SpoolFullError{Max: s.max, Wait: s.full}
+			if s.onFull != nil {
+				s.onFull(err)
+			}
+			return err
+		}
+		s.changed.Wait() // full: the reader frees room
+	}
+	return nil
 }
 
 // CloseWithError ends the source's stream: the reader sees err after what was spooled (io.EOF

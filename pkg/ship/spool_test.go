@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	testclock "k8s.io/utils/clock/testing"
+
+	"github.com/podcopy/podcopy/pkg/failure"
 )
 
 // TestSourceSpool: the source writes at its own pace while nothing reads, up to the memory
@@ -88,3 +93,44 @@ type gauge struct{ v atomic.Int64 }
 
 func (g *gauge) Add(f float64) { g.v.Add(int64(f)) }
 func (g *gauge) Inc()          { g.v.Add(1) }
+
+// TestSourceSpoolFull: a writer that waits on a full spool for its bound (a fake clock)
+// fails with SpoolFull and tells onFull; one whose reader frees room in time goes on.
+func TestSourceSpoolFull(t *testing.T) {
+	t.Parallel()
+	for _, reads := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reader frees room=%v", reads), func(t *testing.T) {
+			t.Parallel()
+			fc := testclock.NewFakeClock(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
+			told := make(chan error, 1)
+			r, w := newBoundedSpool(t.TempDir(), 1<<10, SpoolMeter{}, 45*time.Second, fc, func(err error) { told <- err })
+			defer r.CloseWithError(nil)
+			done := make(chan error, 1)
+			go func() {
+				_, err := w.Write(make([]byte, spoolMemory+4<<10))
+				done <- err
+			}()
+			for !fc.HasWaiters() { // the writer waits on the full spool
+				time.Sleep(time.Millisecond)
+			}
+			fc.Step(44 * time.Second)
+			if reads {
+				if _, err := io.CopyN(io.Discard, r, spoolMemory+4<<10); err != nil {
+					t.Fatal(err)
+				}
+				if err := <-done; err != nil {
+					t.Fatalf("the writer failed although room was freed in time: %v", err)
+				}
+				return
+			}
+			fc.Step(time.Second)
+			err := <-done
+			if failure.Reason(err) != failure.SpoolFull {
+				t.Fatalf("the writer ended with %v (reason %s), want SpoolFull", err, failure.Reason(err))
+			}
+			if told := <-told; told != err {
+				t.Fatalf("onFull was told %v", told)
+			}
+		})
+	}
+}
