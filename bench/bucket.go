@@ -42,12 +42,12 @@ func (e *env) floorOneLeg(ctx context.Context, src exec.Target, path string) (ti
 
 // s3Alone writes what podcopy uploads for w with podcopy's own uploader (parts in flight,
 // per-part SHA-256 checksums): one object of w.Bytes, or for many small files their bundles
-// (4,096 members of a 512-byte header and 1 KiB each).
+// (4 MiB of members, a 512-byte header and 1 KiB each).
 func (e *env) s3Alone(ctx context.Context, st *objstore.Store, prefix string, w workload) (time.Duration, error) {
 	total, object := w.Bytes, w.Bytes
 	if w.Files > 0 {
 		total = int64(w.Files) * 1536
-		object = 4096 * 1536
+		object = 4 << 20 // DefaultBundles.MaxBytes
 	}
 	rng := rand.NewChaCha8([32]byte{1})
 	buf := make([]byte, 256<<10)
@@ -80,7 +80,7 @@ func (e *env) s3Alone(ctx context.Context, st *objstore.Store, prefix string, w 
 // bench namespace in bucket mode, Object Lock off so each round's objects can be removed.
 func (e *env) bucketRows(ctx context.Context, ns string, ws []workload, get func(workload, string) *result, trigger *int) error {
 	fmt.Println("agent: destination bucket only (evidence store), exec.transport=spdy")
-	if err := e.helm(ctx, "config.exec.transport=spdy", "config.compression=none", "config.policy.maxBytes=4Gi", "config.policy.maxFiles=200000",
+	if err := e.helm(ctx, "config.exec.transport=spdy", "config.compression=none", "config.policy.maxBytes=4Gi", "config.policy.maxFiles=200000", "config.policy.maxManifestBytes=64Mi",
 		"config.destination.namespaceModes."+ns+"=bucket", "config.destination.s3.objectLock.mode=", "config.destination.s3.objectLock.days=0"); err != nil {
 		return err
 	}

@@ -204,7 +204,7 @@ func run(ctx context.Context, o options) error {
 		for _, gz := range []bool{false, true} {
 			fmt.Printf("agent: exec.transport=%s compression=%v\n", transport, map[bool]string{false: "none", true: "gzip"}[gz])
 			if err := e.helm(ctx, "config.exec.transport="+transport, "config.compression="+map[bool]string{false: "none", true: "gzip"}[gz],
-				"config.policy.maxBytes=4Gi", "config.policy.maxFiles=200000", "config.destination.namespaceModes.bench=pod"); err != nil {
+				"config.policy.maxBytes=4Gi", "config.policy.maxFiles=200000", "config.policy.maxManifestBytes=64Mi", "config.destination.namespaceModes.bench=pod"); err != nil {
 				return err
 			}
 			for _, w := range ws {

@@ -69,11 +69,11 @@ type Config struct {
 // (tar, each member placed by offset in the manifest and the custody record), and how
 // large a bundle grows. One signed PUT per small file costs far more than its bytes.
 type Bundles struct {
-	// MemberMaxSize: files of at most this size are packed (a quantity; default 1Mi; "0":
+	// MemberMaxSize: files of at most this size are packed (a quantity; default 512Ki; "0":
 	// none are, every file is an object of its own).
 	MemberMaxSize string `mapstructure:"memberMaxSize"`
 	// MaxSize: a bundle is stored once the next member would take it past this size
-	// (default 8Mi, at most 64Mi).
+	// (default 4Mi, at most 64Mi).
 	MaxSize string `mapstructure:"maxSize"`
 	// MaxMembers: a bundle is stored once it holds this many files (default 4096).
 	MaxMembers int `mapstructure:"maxMembers"`
@@ -94,10 +94,10 @@ func (b Bundles) Sizes() (memberMax, maxSize int64, maxMembers int, err error) {
 		}
 		return q.Value(), nil
 	}
-	if memberMax, err = quantity("memberMaxSize", b.MemberMaxSize, 1<<20, 0, 16<<20); err != nil {
+	if memberMax, err = quantity("memberMaxSize", b.MemberMaxSize, 512<<10, 0, 16<<20); err != nil {
 		return 0, 0, 0, err
 	}
-	if maxSize, err = quantity("maxSize", b.MaxSize, 8<<20, 1<<20, 64<<20); err != nil {
+	if maxSize, err = quantity("maxSize", b.MaxSize, 4<<20, 1<<20, 64<<20); err != nil {
 		return 0, 0, 0, err
 	}
 	if memberMax > maxSize {

@@ -32,10 +32,11 @@ type BundleOptions struct {
 	InFlight int
 }
 
-// DefaultBundles packs files of up to 1 MiB into bundles of 8 MiB or 4,096 members, two
-// uploading while a third fills (at most 27 MiB per collection). Restic packs 16 MiB and
-// kopia 20 MiB for the same reason: one signed PUT per small file costs more than its bytes.
-var DefaultBundles = BundleOptions{MemberMaxBytes: 1 << 20, MaxBytes: 8 << 20, MaxMembers: 4096, InFlight: 2}
+// DefaultBundles packs files of up to 512 KiB into bundles of 4 MiB or 4,096 members, two
+// uploading while a third fills (at most 13.5 MiB per collection; the agent's default
+// memory limit is 128 MiB). Restic packs 16 MiB and kopia 20 MiB for the same reason: one
+// signed PUT per small file costs far more than its bytes.
+var DefaultBundles = BundleOptions{MemberMaxBytes: 512 << 10, MaxBytes: 4 << 20, MaxMembers: 4096, InFlight: 2}
 
 // memberOverhead is what a member adds to a bundle besides its bytes, at most: its header, a
 // PAX header for a long name, and padding to a block.
