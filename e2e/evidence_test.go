@@ -32,6 +32,7 @@ import (
 	"github.com/podcopy/podcopy/internal/objstore"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/status"
 )
@@ -524,6 +525,70 @@ func TestEvidenceStoreKilled(t *testing.T) {
 			t.Fatalf("verify %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
 		}
 	case status.Failed:
+		if _, err := store.client.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(strings.TrimPrefix(st.Bucket, "s3://"+store.bucket+"/") + "manifest.json")}); err == nil {
+			t.Fatal("a failed collection has a manifest in the bucket")
+		}
+	default:
+		t.Fatalf("phase %s", st.Phase)
+	}
+	waitFor(t, 2*time.Minute, "no multipart upload left open", func(ctx context.Context) (bool, error) { return uploads(ctx) == 0, nil })
+}
+
+// TestEvidenceStorePaused (issue 35): the S3 server stopped (SIGSTOP) for 60 s in the middle
+// of a bucket-only collection, then resumed. The source's stream waits in the agent's spool
+// while it can, and the collection ends Succeeded, or Failed with the spool's reason, never
+// with a cut source stream; nothing half-written is published and no upload is left open.
+// Not parallel: every bucket collection of the suite would stall with it.
+func TestEvidenceStorePaused(t *testing.T) {
+	store := evidence(t)
+	ns := fixedNamespace(t, "e2e-bucket-paused")
+	sourcePod(t, ns, "big", imageBusybox, "mkdir -p /var/log && head -c 314572800 /dev/urandom > /var/log/big.bin")
+	annotate(t, ns, "big", map[string]string{"podcopy/collect": "/var/log/big.bin"})
+	uploads := func(ctx context.Context) int {
+		out, err := store.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(store.bucket), Prefix: aws.String(ns + "/")})
+		if err != nil {
+			return -1
+		}
+		return len(out.Uploads)
+	}
+	waitFor(t, time.Minute, "a multipart upload in flight", func(ctx context.Context) (bool, error) { return uploads(ctx) > 0, nil })
+	signal := func(sig string) {
+		if out, err := osexec.Command("pkill", "-"+sig, "-f", "^/versitygw ").CombinedOutput(); err != nil {
+			t.Fatalf("pkill -%s versitygw: %v %s", sig, err, out)
+		}
+	}
+	signal("STOP")
+	t.Cleanup(func() { _ = osexec.Command("pkill", "-CONT", "-f", "^/versitygw ").Run() })
+	paused := time.Now()
+	time.Sleep(60 * time.Second)
+	mid, _ := getStatus(t, ns, "big")
+	signal("CONT")
+	t.Logf("after 60 s paused: %s %s attempt %d: %s", mid.Phase, mid.Reason, mid.Attempt, mid.Message)
+	st := waitFinalWithin(t, ns, "big", "", terminalBound)
+	t.Logf("terminal %.1fs after the pause began: %s %s, attempt %d: %s", time.Since(paused).Seconds(), st.Phase, st.Reason, st.Attempt, st.Message)
+	if mid.Reason == failure.StreamCut || st.Reason == failure.StreamCut {
+		t.Fatalf("the source's stream was cut: during the pause %q, at the end %q", mid.Message, st.Message)
+	}
+	// An attempt that failed says why in its Event: the spool's bound, never a cut stream.
+	evs, err := client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=big,reason=CollectionFailed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs.Items {
+		t.Logf("event: %s", ev.Message)
+		if strings.Contains(ev.Message, "stream was cut") || strings.Contains(ev.Message, "ended early") {
+			t.Fatalf("an attempt's source stream was cut: %s", ev.Message)
+		}
+	}
+	switch st.Phase {
+	case status.Succeeded:
+		if out, errOut, code := kubectlPodcopyEnv(t, store.env(t), kubeconfig, "verify", st.Bucket); code != 0 || !strings.Contains(out, "verified 1 files") {
+			t.Fatalf("verify %s: exit %d\n%s%s", st.Bucket, code, out, errOut)
+		}
+	case status.Failed:
+		if st.Reason != failure.SpoolFull && st.Reason != failure.Stalled && st.Reason != failure.DestinationFailed {
+			t.Fatalf("failed with reason %s: want the spool's or the destination's", st.Reason)
+		}
 		if _, err := store.client.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(strings.TrimPrefix(st.Bucket, "s3://"+store.bucket+"/") + "manifest.json")}); err == nil {
 			t.Fatal("a failed collection has a manifest in the bucket")
 		}
