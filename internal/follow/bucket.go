@@ -168,7 +168,7 @@ func (b *BucketSink) Append(ctx context.Context, dst exec.Target, prefix, state 
 	if err != nil {
 		return 0, err
 	}
-	if err := up.Put(ctx, prefix+layout.RecordName(seq), rec); err != nil {
+	if err := up.Put(ctx, prefix+layout.RecordName(seq), rec, sha256.Sum256(rec)); err != nil {
 		return 0, err
 	}
 	sum := sha256.Sum256(rec)
@@ -200,7 +200,7 @@ func (b *BucketSink) Close(ctx context.Context, prefix, why string) error {
 	if err != nil {
 		return err
 	}
-	if err := b.Store.Begin(b.Store.RetentionFor(time.Now()), 0).Put(ctx, prefix+layout.EndName(c.seq), rec); err != nil {
+	if err := b.Store.Begin(b.Store.RetentionFor(time.Now()), 0).Put(ctx, prefix+layout.EndName(c.seq), rec, sha256.Sum256(rec)); err != nil {
 		return err
 	}
 	c.closed = c.seq

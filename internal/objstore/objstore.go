@@ -408,14 +408,15 @@ func (u *Upload) Cancel(ctx context.Context, w io.WriteCloser) {
 	}
 }
 
-// Put writes an object whole from data (a record, a bundle), under the collection's lock:
-// one PUT, from data itself, when it fits in a part.
-func (u *Upload) Put(ctx context.Context, key string, data []byte) error {
+// Put writes an object whole from data (a record, a bundle) whose SHA-256 is sum, under the
+// collection's lock: one PUT, from data itself, when it fits in a part (the caller's sum is
+// its checksum: the bytes are not hashed twice).
+func (u *Upload) Put(ctx context.Context, key string, data []byte, sum [sha256.Size]byte) error {
 	if err := u.failed(); err != nil {
 		return err
 	}
 	if int64(len(data)) <= u.s.partSize {
-		return (&object{ctx: ctx, u: u, key: key}).put(data)
+		return (&object{ctx: ctx, u: u, key: key}).putSum(data, sum)
 	}
 	w, err := u.Create(ctx, key, int64(len(data)))
 	if err != nil {
@@ -612,9 +613,11 @@ func (o *object) Close() error {
 }
 
 // put writes the object in one PUT with its SHA-256 as the checksum.
-func (o *object) put(data []byte) error {
+func (o *object) put(data []byte) error { return o.putSum(data, sha256.Sum256(data)) }
+
+// putSum is put of data whose SHA-256 is sum.
+func (o *object) putSum(data []byte, sum [sha256.Size]byte) error {
 	s := o.u.s
-	sum := sha256.Sum256(data)
 	mode, until, hold := o.lockInput()
 	out, err := s.Client.PutObject(o.ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key),
 		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumSHA256: b64(sum[:]),

@@ -148,7 +148,7 @@ func (b *bundler) ship() error {
 	b.done = append(b.done, manifest.Bundle{Name: layout.BundleName(c.n), Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), Members: c.members})
 	b.wg.Go(func() {
 		defer func() { <-b.slots }()
-		if err := b.b.Put(b.ctx, b.l.ObjectKey(entry), data); err != nil {
+		if err := b.b.Put(b.ctx, b.l.ObjectKey(entry), data, sum); err != nil {
 			b.fail(err)
 		}
 		c.buf.Reset()

@@ -6,6 +6,7 @@ package ship
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -149,8 +150,9 @@ type RecordFile struct {
 type Bucket interface {
 	// Create starts object key of size bytes; Close completes it.
 	Create(ctx context.Context, key string, size int64) (io.WriteCloser, error)
-	// Put writes object key whole from data (a bundle), which it does not keep.
-	Put(ctx context.Context, key string, data []byte) error
+	// Put writes object key whole from data (a bundle), whose SHA-256 is sum; it does not
+	// keep data.
+	Put(ctx context.Context, key string, data []byte, sum [sha256.Size]byte) error
 	// Copy makes dst a copy of src, an object of this collection (a hard link).
 	Copy(ctx context.Context, dst, src string) error
 	// Wait waits for the objects still in flight and returns the first of their errors.

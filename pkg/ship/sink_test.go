@@ -30,7 +30,10 @@ func (m *memBucket) Create(_ context.Context, key string, size int64) (io.WriteC
 	return &memObject{m: m, key: key, size: size}, nil
 }
 
-func (m *memBucket) Put(ctx context.Context, key string, data []byte) error {
+func (m *memBucket) Put(ctx context.Context, key string, data []byte, sum [sha256.Size]byte) error {
+	if sha256.Sum256(data) != sum {
+		return errors.New("put of " + key + " with a checksum of other bytes")
+	}
 	w, _ := m.Create(ctx, key, int64(len(data)))
 	if _, err := w.Write(data); err != nil {
 		return err
