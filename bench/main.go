@@ -31,7 +31,18 @@ type options struct {
 	keepScalePods    bool // leave the scale test's pods for the next run
 }
 
-func (o options) selected(name string) bool { return o.only == "" || strings.Contains(name, o.only) }
+// selected: no -only, or name contains one of its "|"-separated parts.
+func (o options) selected(name string) bool {
+	if o.only == "" {
+		return true
+	}
+	for _, part := range strings.Split(o.only, "|") {
+		if part != "" && strings.Contains(name, part) {
+			return true
+		}
+	}
+	return false
+}
 
 func (o options) transports() []string {
 	if o.spdy {
@@ -47,7 +58,7 @@ func main() {
 	flag.BoolVar(&o.scale, "scale", true, "run the scale tests (100 pods at once; RSS with 0/1,000/5,000 pods)")
 	flag.BoolVar(&o.copies, "copies", true, "run the copy comparisons (false: scale tests only, written to scale.md)")
 	flag.StringVar(&o.out, "out", "results", "directory for results")
-	flag.StringVar(&o.only, "only", "", "run only the workloads whose name contains this (e.g. \"files\")")
+	flag.StringVar(&o.only, "only", "", "run only the workloads whose name contains this, or one of its |-separated parts (e.g. \"files|1 GiB\")")
 	flag.BoolVar(&o.spdy, "spdy-only", false, "measure podcopy over SPDY only")
 	flag.BoolVar(&o.bucket, "bucket", true, "measure podcopy into the evidence store's bucket with no analysis pod (1 GiB, 10,000 files)")
 	flag.IntVar(&o.scalePods, "scale-pods", 100, "pods annotated at once in the scale test (1,000 takes this 2-core node ~25 min to start, and each exec then takes seconds: see docs/performance.md)")

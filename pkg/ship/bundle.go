@@ -169,6 +169,13 @@ func (b *bundler) flush(context.Context) error {
 		}
 	}
 	b.wg.Wait()
+	for drained := false; !drained; { // the buffers go: nothing more is packed, the record comes next
+		select {
+		case <-b.free:
+		default:
+			drained = true
+		}
+	}
 	return b.failed()
 }
 

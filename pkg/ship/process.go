@@ -68,6 +68,7 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	if err := w.copyEntries(ctx, tar.NewReader(ender), ender); err != nil {
 		return res, err
 	}
+	w.written = nil // every entry is in: its index (~100 B per file) goes before the record is made
 	// The archive has ended; what follows (padding, gzip trailer) is drained so the source
 	// can exit, and its exit status arrives through the pipe.
 	if gz != nil {
