@@ -174,7 +174,37 @@ type Store struct {
 	Bucket   string
 	Lock     Lock
 	partSize int64
-	bufs     sync.Pool
+	bufs     partBuffers
+}
+
+// partBuffers is a free list of part buffers: at most one collection's worth (PartsInFlight
+// filling and uploading, one filling) stays allocated between uses. A sync.Pool would be
+// emptied by every GC, and each part would then cost a fresh 8 MiB allocation, growing the
+// heap with garbage at the rate bytes are uploaded.
+type partBuffers struct {
+	size int64
+	free chan *[]byte
+}
+
+func (p *partBuffers) get() *[]byte {
+	select {
+	case b := <-p.free:
+		*b = (*b)[:0]
+		return b
+	default:
+		b := make([]byte, 0, p.size)
+		return &b
+	}
+}
+
+func (p *partBuffers) put(b *[]byte) {
+	if int64(cap(*b)) != p.size { // a small object's own buffer
+		return
+	}
+	select {
+	case p.free <- b:
+	default: // enough are kept: this one goes
+	}
 }
 
 // New connects to the bucket of cfg with the default AWS credential chain (environment,
@@ -194,7 +224,7 @@ func Open(client *s3.Client, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{Client: client, Bucket: cfg.Bucket, Lock: cfg.ObjectLock, partSize: ps}
-	s.bufs.New = func() any { b := make([]byte, 0, ps); return &b }
+	s.bufs = partBuffers{size: ps, free: make(chan *[]byte, PartsInFlight+1)}
 	return s, nil
 }
 
@@ -391,8 +421,13 @@ func (u *Upload) Create(ctx context.Context, key string, size int64) (io.WriteCl
 	if err := u.failed(); err != nil {
 		return nil, err
 	}
-	o := &object{ctx: ctx, u: u, key: key, size: size, buf: u.s.bufs.Get().(*[]byte)}
-	*o.buf = (*o.buf)[:0]
+	o := &object{ctx: ctx, u: u, key: key, size: size}
+	if size >= 0 && size <= asyncMaxBytes { // a small object (a record): a buffer of its size
+		b := make([]byte, 0, size)
+		o.buf = &b
+	} else {
+		o.buf = u.s.bufs.get()
+	}
 	u.mu.Lock()
 	u.open[o] = struct{}{}
 	u.mu.Unlock()
@@ -518,14 +553,13 @@ func (o *object) flushPart() error {
 		return context.Cause(o.ctx)
 	}
 	data := o.buf
-	o.buf = s.bufs.Get().(*[]byte)
-	*o.buf = (*o.buf)[:0]
+	o.buf = s.bufs.get()
 	o.mu.Lock()
 	num := int32(len(o.parts) + 1)
 	o.parts = append(o.parts, types.CompletedPart{})
 	o.mu.Unlock()
 	o.wg.Go(func() {
-		defer func() { s.bufs.Put(data); <-o.inflight }()
+		defer func() { s.bufs.put(data); <-o.inflight }()
 		sum := sha256.Sum256(*data)
 		out, err := s.Client.UploadPart(o.ctx, &s3.UploadPartInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key), UploadId: aws.String(o.uploadID),
 			PartNumber: aws.Int32(num), Body: bytes.NewReader(*data), ContentLength: aws.Int64(int64(len(*data))), ChecksumSHA256: b64(sum[:])})
@@ -566,7 +600,12 @@ func (o *object) Close() error {
 	if o.uploadID == "" {
 		u := o.u
 		if u.Parallel > 0 && len(*o.buf) <= asyncMaxBytes {
-			data := bytes.Clone(*o.buf)
+			data := *o.buf
+			if int64(cap(data)) == u.s.partSize { // a part buffer goes back to the list: copy out
+				data = bytes.Clone(data)
+			} else {
+				o.buf = nil // its own buffer: handed to the PUT
+			}
 			select {
 			case u.sem <- struct{}{}:
 			case <-o.ctx.Done():
@@ -664,7 +703,7 @@ func (o *object) release() {
 	delete(o.u.open, o)
 	o.u.mu.Unlock()
 	if o.buf != nil {
-		o.u.s.bufs.Put(o.buf)
+		o.u.s.bufs.put(o.buf)
 		o.buf = nil
 	}
 }
