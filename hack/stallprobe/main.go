@@ -53,6 +53,9 @@ func run(kubeconfig, pod, container, file string, pause time.Duration, transport
 		done <- err
 	}()
 	first, err := io.CopyN(io.Discard, pr, 1<<20)
+	if err != nil {
+		return fmt.Errorf("reading the first MiB: %w", err)
+	}
 	fmt.Printf("%s: read %d bytes; not reading for %s\n", time.Since(start).Round(time.Millisecond), first, pause)
 	time.Sleep(pause)
 	rest, rerr := io.Copy(io.Discard, pr)

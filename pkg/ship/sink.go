@@ -303,7 +303,7 @@ func (b *bucketSink) Link(name, target string, at Placement, _ time.Time) error 
 func (b *bucketSink) Encode(bool) error { return nil }
 
 func (b *bucketSink) Flush(ctx context.Context) error {
-	if err := b.bundler.flush(ctx); err != nil {
+	if err := b.flush(ctx); err != nil {
 		return err
 	}
 	return b.b.Wait(ctx)
@@ -316,7 +316,7 @@ func (b *bucketSink) Close() error { return b.Flush(b.ctx) }
 func (b *bucketSink) Finish(error) error { return nil } // Close waited for every object
 
 func (b *bucketSink) Discard(ctx context.Context) error {
-	b.bundler.stop()
+	b.stop()
 	b.b.Abort(ctx)
 	return nil
 }
