@@ -157,7 +157,8 @@ func TestCustodyBucketAttacks(t *testing.T) {
 	newPrefix := strings.TrimPrefix(incident.Bucket, "s3://"+store.bucket+"/")
 	// Replay: every object of the older collection written as a new version of the
 	// incident's key; Object Lock keeps the originals, so readers of the latest are misled.
-	for _, k := range []string{"app/var/log/c/a.log", "manifest.json", custody.FileName} {
+	// (a.log is a small file: a member of the collection's bundle, contract §3.)
+	for _, k := range []string{"_bundles/000001.tar", "manifest.json", custody.FileName} {
 		if _, err := store.client.PutObject(t.Context(), &s3.PutObjectInput{Bucket: aws.String(store.bucket), Key: aws.String(newPrefix + k),
 			Body: strings.NewReader(string(store.get(t, oldPrefix+k)))}); err != nil {
 			t.Fatal(err)
@@ -168,7 +169,8 @@ func TestCustodyBucketAttacks(t *testing.T) {
 	for _, cmd := range [][]string{{"verify", incident.Bucket}, {"fetch", incident.Bucket, "-o", t.TempDir()}} {
 		_, errOut, code := kubectlPodcopyEnv(t, env, admin, cmd...)
 		if code == 0 || !strings.Contains(errOut, "RECORD   of collection "+incident.Collection) || !strings.Contains(errOut, "TAMPERED custody.intoto.json has 2 versions") ||
-			!strings.Contains(errOut, "TAMPERED /var/log/c/a.log: version") || !strings.Contains(errOut, "TAMPERED manifest.json: version") {
+			!strings.Contains(errOut, "TAMPERED _bundles/000001.tar: version") || !strings.Contains(errOut, "TAMPERED /var/log/c/a.log (in _bundles/000001.tar): changed in version") ||
+			!strings.Contains(errOut, "TAMPERED manifest.json: version") {
 			t.Fatalf("replayed versions, %s: exit %d\n%s", cmd[0], code, errOut)
 		}
 		t.Logf("replayed versions, %s: %s", cmd[0], strings.TrimSpace(errOut))

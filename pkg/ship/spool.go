@@ -52,7 +52,10 @@ type sourceSpool struct {
 	changed *sync.Cond
 	dir     string
 	max     int64
-	mem     []byte // waiting in memory: always older than what waits in the file
+	// mem[mr:] waits in memory, always older than what waits in the file; its array is
+	// allocated once (spoolMemory) and reused, so bytes passing through allocate nothing.
+	mem []byte
+	mr  int
 	file    *os.File
 	fw, fr  int64 // the file's write and read offsets
 	werr    error // the writer's end (io.EOF when it closed without error)
@@ -108,6 +111,9 @@ func (w *spoolWriter) Write(p []byte) (int, error) {
 			return written, io.ErrClosedPipe
 		}
 		if s.fw == s.fr && len(s.mem) < spoolMemory { // nothing waits in the file: memory first
+			if s.mem == nil {
+				s.mem = make([]byte, 0, spoolMemory)
+			}
 			n := min(len(p), spoolMemory-len(s.mem))
 			s.mem = append(s.mem, p[:n]...)
 			p, written = p[n:], written+n
@@ -212,12 +218,12 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 		if s.rerr != nil {
 			return 0, s.rerr
 		}
-		if len(s.mem) > 0 {
-			n := copy(p, s.mem)
-			s.mem = s.mem[n:]
+		if s.mr < len(s.mem) {
+			n := copy(p, s.mem[s.mr:])
+			s.mr += n
 			s.meter.held(-n)
-			if len(s.mem) == 0 {
-				s.mem = nil // its array goes; the next write starts a small one
+			if s.mr == len(s.mem) { // drained: the array is filled again from its start
+				s.mem, s.mr = s.mem[:0], 0
 			}
 			s.changed.Broadcast()
 			return n, nil
@@ -255,8 +261,8 @@ func (r *spoolReader) CloseWithError(err error) {
 	if s.rerr == nil {
 		s.rerr = err
 	}
-	s.meter.held(-(len(s.mem) + int(s.fw-s.fr)))
-	s.mem = nil
+	s.meter.held(-(len(s.mem) - s.mr + int(s.fw-s.fr)))
+	s.mem, s.mr = nil, 0
 	if s.file != nil {
 		_ = s.file.Close()
 		s.file = nil
