@@ -54,13 +54,13 @@ type sourceSpool struct {
 	max     int64
 	// mem[mr:] waits in memory, always older than what waits in the file; its array is
 	// allocated once (spoolMemory) and reused, so bytes passing through allocate nothing.
-	mem []byte
-	mr  int
-	file    *os.File
-	fw, fr  int64 // the file's write and read offsets
-	werr    error // the writer's end (io.EOF when it closed without error)
-	rerr    error // the reader's end
-	meter   SpoolMeter
+	mem    []byte
+	mr     int
+	file   *os.File
+	fw, fr int64 // the file's write and read offsets
+	werr   error // the writer's end (io.EOF when it closed without error)
+	rerr   error // the reader's end
+	meter  SpoolMeter
 	// full bounds a wait on a full spool (0: none): after it, onFull is told.
 	full   time.Duration
 	clock  clock.Clock
