@@ -476,9 +476,10 @@ func (u *Upload) Abort(ctx context.Context) {
 	}
 }
 
-// PartsInFlight is how many parts of one object upload while the next one fills: reading
-// the source never waits on one part's round trip, and memory per object is at most
-// (PartsInFlight+1) parts (24 MiB at the default 8 MiB part size).
+// PartsInFlight is how many parts of a large object (more than parallelMinParts parts)
+// upload while the next one fills: reading the source never waits on one part's round
+// trip, and memory per object is at most (PartsInFlight+1) parts (24 MiB at the default
+// 8 MiB part size).
 const PartsInFlight = 2
 
 type object struct {
@@ -547,6 +548,14 @@ func (o *object) flushPart() error {
 	if err := o.partsFailed(); err != nil {
 		return err
 	}
+	num := o.nextPart()
+	if o.size >= 0 && o.size <= parallelMinParts*s.partSize {
+		// A few parts (a manifest, a record, a file of tens of MiB): one at a time from one
+		// buffer; a large file's parts overlap the reading of the next.
+		err := o.uploadPart(num, *o.buf)
+		*o.buf = (*o.buf)[:0]
+		return err
+	}
 	select {
 	case o.inflight <- struct{}{}:
 	case <-o.ctx.Done():
@@ -554,25 +563,42 @@ func (o *object) flushPart() error {
 	}
 	data := o.buf
 	o.buf = s.bufs.get()
-	o.mu.Lock()
-	num := int32(len(o.parts) + 1)
-	o.parts = append(o.parts, types.CompletedPart{})
-	o.mu.Unlock()
 	o.wg.Go(func() {
 		defer func() { s.bufs.put(data); <-o.inflight }()
-		sum := sha256.Sum256(*data)
-		out, err := s.Client.UploadPart(o.ctx, &s3.UploadPartInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key), UploadId: aws.String(o.uploadID),
-			PartNumber: aws.Int32(num), Body: bytes.NewReader(*data), ContentLength: aws.Int64(int64(len(*data))), ChecksumSHA256: b64(sum[:])})
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		if err != nil {
-			if o.err == nil {
-				o.err = &Error{Err: fmt.Errorf("%s part %d: %w", o.key, num, err)}
-			}
-			return
-		}
-		o.parts[num-1] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num), ChecksumSHA256: out.ChecksumSHA256}
+		_ = o.uploadPart(num, *data) // its failure is kept for the next part and Close
 	})
+	return nil
+}
+
+// parallelMinParts: an object of more parts than this (or of unknown size) uploads
+// PartsInFlight parts at once; a smaller one, one at a time from a single buffer.
+const parallelMinParts = 8
+
+// nextPart numbers the next part and keeps its place.
+func (o *object) nextPart() int32 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.parts = append(o.parts, types.CompletedPart{})
+	return int32(len(o.parts))
+}
+
+// uploadPart sends data as part num with its SHA-256 as the checksum; a failure is also kept
+// as the object's (partsFailed).
+func (o *object) uploadPart(num int32, data []byte) error {
+	s := o.u.s
+	sum := sha256.Sum256(data)
+	out, err := s.Client.UploadPart(o.ctx, &s3.UploadPartInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key), UploadId: aws.String(o.uploadID),
+		PartNumber: aws.Int32(num), Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumSHA256: b64(sum[:])})
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err != nil {
+		err = &Error{Err: fmt.Errorf("%s part %d: %w", o.key, num, err)}
+		if o.err == nil {
+			o.err = err
+		}
+		return err
+	}
+	o.parts[num-1] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num), ChecksumSHA256: out.ChecksumSHA256}
 	return nil
 }
 
