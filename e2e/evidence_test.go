@@ -94,6 +94,24 @@ func (e evidenceStore) get(t *testing.T, key string) []byte {
 	return b
 }
 
+// bigUploadStarted starts the collection of a 300 MiB file from pod big in ns and returns once
+// its multipart upload is in flight; uploads counts the namespace's open uploads (-1 when the
+// store does not answer).
+func (e evidenceStore) bigUploadStarted(t *testing.T, ns string) (uploads func(context.Context) int) {
+	t.Helper()
+	sourcePod(t, ns, "big", imageBusybox, "mkdir -p /var/log && head -c 314572800 /dev/urandom > /var/log/big.bin")
+	annotate(t, ns, "big", map[string]string{"podcopy/collect": "/var/log/big.bin"})
+	uploads = func(ctx context.Context) int {
+		out, err := e.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(e.bucket), Prefix: aws.String(ns + "/")})
+		if err != nil {
+			return -1
+		}
+		return len(out.Uploads)
+	}
+	waitFor(t, time.Minute, "a multipart upload in flight", func(ctx context.Context) (bool, error) { return uploads(ctx) > 0, nil })
+	return uploads
+}
+
 func hexSHA(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
 // apiCode is an S3 error's code ("" when err is not one).
@@ -501,16 +519,7 @@ func TestBucketOnly(t *testing.T) {
 func TestEvidenceStoreKilled(t *testing.T) {
 	store := evidence(t)
 	ns := fixedNamespace(t, "e2e-evidence-killed")
-	sourcePod(t, ns, "big", imageBusybox, "mkdir -p /var/log && head -c 314572800 /dev/urandom > /var/log/big.bin")
-	annotate(t, ns, "big", map[string]string{"podcopy/collect": "/var/log/big.bin"})
-	uploads := func(ctx context.Context) int {
-		out, err := store.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(store.bucket), Prefix: aws.String(ns + "/")})
-		if err != nil {
-			return -1
-		}
-		return len(out.Uploads)
-	}
-	waitFor(t, time.Minute, "a multipart upload in flight", func(ctx context.Context) (bool, error) { return uploads(ctx) > 0, nil })
+	uploads := store.bigUploadStarted(t, ns)
 	if out, err := osexec.Command("pkill", "-9", "-f", "^/versitygw ").CombinedOutput(); err != nil {
 		t.Fatalf("killing the evidence store: %v %s", err, out)
 	}
@@ -542,16 +551,7 @@ func TestEvidenceStoreKilled(t *testing.T) {
 func TestEvidenceStorePaused(t *testing.T) {
 	store := evidence(t)
 	ns := fixedNamespace(t, "e2e-bucket-paused")
-	sourcePod(t, ns, "big", imageBusybox, "mkdir -p /var/log && head -c 314572800 /dev/urandom > /var/log/big.bin")
-	annotate(t, ns, "big", map[string]string{"podcopy/collect": "/var/log/big.bin"})
-	uploads := func(ctx context.Context) int {
-		out, err := store.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(store.bucket), Prefix: aws.String(ns + "/")})
-		if err != nil {
-			return -1
-		}
-		return len(out.Uploads)
-	}
-	waitFor(t, time.Minute, "a multipart upload in flight", func(ctx context.Context) (bool, error) { return uploads(ctx) > 0, nil })
+	uploads := store.bigUploadStarted(t, ns)
 	signal := func(sig string) {
 		if out, err := osexec.Command("pkill", "-"+sig, "-f", "^/versitygw ").CombinedOutput(); err != nil {
 			t.Fatalf("pkill -%s versitygw: %v %s", sig, err, out)

@@ -44,11 +44,14 @@ func run(kubeconfig, pod, container, file string, pause time.Duration, transport
 	}
 	ns, name, _ := strings.Cut(pod, "/")
 	remote := exec.NewRemote(cfg, cs.CoreV1().RESTClient(), transport)
+	// The probe's exec ends, whatever happens, well after the pause.
+	ctx, cancel := context.WithTimeout(context.Background(), pause+5*time.Minute)
+	defer cancel()
 	pr, pw := io.Pipe()
 	start := time.Now()
 	done := make(chan error, 1)
 	go func() {
-		err := remote.Exec(context.Background(), exec.Request{Target: exec.Target{Namespace: ns, Pod: name, Container: container}, Command: []string{"cat", file}, Stdout: pw})
+		err := remote.Exec(ctx, exec.Request{Target: exec.Target{Namespace: ns, Pod: name, Container: container}, Command: []string{"cat", file}, Stdout: pw})
 		pw.CloseWithError(err)
 		done <- err
 	}()

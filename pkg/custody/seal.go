@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -104,7 +103,7 @@ func writeStatement(w io.Writer, subjects iter.Seq[Subject], predicateType strin
 		if s.Name == "" {
 			return errors.New("custody statement: a subject without a name")
 		}
-		if sum, err := hex.DecodeString(s.SHA256); err != nil || len(sum) != 32 {
+		if !isSHA256(s.SHA256) {
 			return fmt.Errorf("custody statement: subject %q: %q is not a hex SHA-256", s.Name, s.SHA256)
 		}
 		if n > 0 {
@@ -141,6 +140,19 @@ func writeStatement(w io.Writer, subjects iter.Seq[Subject], predicateType strin
 	bw.bytes(pred)
 	bw.str("}")
 	return bw.err
+}
+
+// isSHA256 is true when s is a hex SHA-256 (checked per subject, so without allocating).
+func isSHA256(s string) bool {
+	if len(s) != 2*32 {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') && (c < 'A' || c > 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 // errWriter keeps the first write error.

@@ -103,7 +103,6 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 		return res, err
 	}
 	job.Header.Bundles = dst.Packed()
-	w.job.Header.Bundles = job.Header.Bundles
 	res.Completion = s.now()
 	job.Header.CompletionTime = res.Completion.UTC().Format(time.RFC3339)
 	size, body, err := mb.Finish(job.Header)
@@ -205,12 +204,6 @@ type writer struct {
 	// subjects are the pod's records written, for the custody record (only when it is
 	// signed); the files' subjects are read back from the manifest's spool when it is sealed.
 	subjects []custody.Subject
-}
-
-// addFile records a written file in the manifest and, when the collection is signed, as a
-// subject of its custody record.
-func (w *writer) addFile(f manifest.File) error {
-	return w.mb.AddFile(f)
 }
 
 // objectWriter marks its write errors as the bucket's (a copy loop reports them as such).
@@ -332,7 +325,7 @@ func (w *writer) seal(ctx context.Context, at time.Time) error {
 			}
 		}
 		rest := append(slices.Clone(w.subjects), custody.Subject{Name: custody.ManifestSubject, SHA256: w.res.ManifestSHA256})
-		for _, b := range h.Bundles {
+		for _, b := range w.dst.Packed() {
 			rest = append(rest, custody.Subject{Name: b.Name, SHA256: b.SHA256})
 		}
 		for _, s := range rest {
@@ -517,7 +510,7 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 		p.Files.Add(1)
 		p.Bytes.Add(f.Size)
 	}
-	return true, w.addFile(f)
+	return true, w.mb.AddFile(f)
 }
 
 func (w *writer) countFile(v Verdict, size int64) error {
@@ -578,7 +571,7 @@ func (w *writer) copyFile(hdr *tar.Header, v Verdict, tr *tar.Reader, k nameKey)
 	}
 	sum, at := h.Sum(nil), ow.Placement()
 	w.written.addFile(v.Rel, k, n, hdr.Mode, hdr.ModTime, sum, at)
-	return w.addFile(placed(manifest.File{
+	return w.mb.AddFile(placed(manifest.File{
 		Path:    v.Path,
 		Size:    n,
 		Mode:    fmt.Sprintf("%04o", hdr.Mode&0o7777),

@@ -237,6 +237,10 @@ func (c *Check) Bucket(ctx context.Context, versions []Version, open Opener, s S
 			}
 			continue
 		}
+		if pathname.Canonical("/"+name) != nil {
+			c.Extra(name, "not a clean name")
+			continue
+		}
 		if _, listed := c.bundles[name]; listed || c.membersOf(name) != nil {
 			if err := c.bundle(ctx, name, vs, open, s); err != nil {
 				return err
@@ -244,10 +248,6 @@ func (c *Check) Bucket(ctx context.Context, versions []Version, open Opener, s S
 			continue
 		}
 		f, expected := c.Expected(name)
-		if pathname.Canonical("/"+name) != nil {
-			c.Extra(name, "not a clean name")
-			continue
-		}
 		if !expected {
 			if !latest.DeleteMarker {
 				c.Extra(name, "not in the "+c.origin())
@@ -337,12 +337,17 @@ func (c *Check) bundle(ctx context.Context, name string, vs []Version, open Open
 	if err != nil {
 		return err
 	}
-	sum, err := unpack(body, members, s, read.ModTime, c.Got, c.Lost)
+	h := sha256.New()
+	whole := io.TeeReader(body, h)
+	err = unpack(whole, members, s, read.ModTime, c.Got, c.Lost)
+	if err == nil {
+		_, err = io.Copy(io.Discard, whole) // the rest (tar's end), for the bundle's digest
+	}
 	_ = body.Close()
 	if err != nil {
 		return err
 	}
-	if b.SHA256 != "" && sum != b.SHA256 {
+	if sum := hex.EncodeToString(h.Sum(nil)); b.SHA256 != "" && sum != b.SHA256 {
 		c.v.Mismatched = append(c.v.Mismatched, fmt.Sprintf("%s: sha256 %s, %s %s", name, sum, c.origin(), b.SHA256))
 	}
 	latest := latestOf(vs)
@@ -358,23 +363,26 @@ func (c *Check) bundle(ctx context.Context, name string, vs []Version, open Open
 	changed := func(m File, why string) {
 		c.Tampered(fmt.Sprintf("%s (in %s): %s in version %s of the bundle, written over the recorded version %s that still holds the signed bytes", m.Source, name, why, latest.VersionID, b.VersionID))
 	}
-	_, err = unpack(newer, members, NewDiscard(), latest.ModTime, func(n string, _ int64, sum string) {
+	// Only the members' bytes are read: the newer version is nobody's, its size unbounded.
+	return unpack(newer, members, NewDiscard(), latest.ModTime, func(n string, _ int64, sum string) {
 		if m := c.expect[n]; sum != m.SHA256 {
 			changed(m, "changed")
 		}
 	}, func(n, why string) { changed(c.expect[n], why) })
-	return err
 }
 
-// unpack reads a bundle from r and hands each of members (in the order of their bytes) to
-// s: got is told what each holds, lost why one could not be read (a hard link, a member at
-// the same bytes as the one before, is linked to it). It returns the bundle's hex SHA-256.
-func unpack(r io.Reader, members []File, s Sink, mtime time.Time, got func(name string, size int64, sum string), lost func(name, why string)) (string, error) {
-	h := sha256.New()
-	cr := &offsetReader{r: io.TeeReader(r, h)}
+// unpack reads a bundle from r up to the end of its last member and hands each of members
+// (in the order of their bytes) to s: got is told what each holds, lost why one could not be
+// read (a hard link, a member at the same bytes as the one before, is linked to it).
+func unpack(r io.Reader, members []File, s Sink, mtime time.Time, got func(name string, size int64, sum string), lost func(name, why string)) error {
+	var pos int64
 	var prev *File
 	for i := range members {
 		m := &members[i]
+		if pathname.Canonical("/"+m.Name) != nil {
+			lost(m.Name, "not a clean name")
+			continue
+		}
 		if prev != nil && m.Offset == prev.Offset && m.Size == prev.Size {
 			n, sum, err := s.Link(m.Name, prev.Name)
 			if errors.Is(err, ErrNoLinkTarget) {
@@ -382,44 +390,32 @@ func unpack(r io.Reader, members []File, s Sink, mtime time.Time, got func(name 
 				continue
 			}
 			if err != nil {
-				return "", err
+				return err
 			}
 			got(m.Name, n, sum)
 			continue
 		}
-		if m.Offset < cr.n {
+		if m.Offset < pos {
 			lost(m.Name, fmt.Sprintf("its bytes at offset %d overlap the file before it in %s", m.Offset, m.Bundle))
 			continue
 		}
-		if _, err := io.CopyN(io.Discard, cr, m.Offset-cr.n); errors.Is(err, io.EOF) {
+		skipped, err := io.CopyN(io.Discard, r, m.Offset-pos)
+		pos += skipped
+		if errors.Is(err, io.EOF) {
 			lost(m.Name, fmt.Sprintf("%s ends before its offset %d", m.Bundle, m.Offset))
 			continue
 		} else if err != nil {
-			return "", err
+			return err
 		}
-		n, sum, err := s.Create(Entry{Name: m.Name, Size: m.Size, ModTime: mtime}, io.LimitReader(cr, m.Size))
+		n, sum, err := s.Create(Entry{Name: m.Name, Size: m.Size, ModTime: mtime}, io.LimitReader(r, m.Size))
+		pos += n
 		if err != nil {
-			return "", err
+			return err
 		}
 		got(m.Name, n, sum)
 		prev = m
 	}
-	if _, err := io.Copy(io.Discard, cr); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// offsetReader counts the bytes read through it.
-type offsetReader struct {
-	r io.Reader
-	n int64
-}
-
-func (o *offsetReader) Read(p []byte) (int, error) {
-	n, err := o.r.Read(p)
-	o.n += int64(n)
-	return n, err
+	return nil
 }
 
 // over says what hides a recorded version.
