@@ -29,6 +29,7 @@ type subcommand struct {
 // subcommands are the binary's other modes, by their first argument.
 var subcommands = map[string]subcommand{
 	"source":   {sourceMain, "the reading side inside a container (the helper, the sidecar): list, tar, follow, glob, wait"},
+	"signer":   {signerMain, "the custody signer: short-lived node certificates for agents' in-memory keys, and RFC 3161 timestamps"},
 	"receiver": {receiverMain, "the alert receiver: Falcosidekick and Alertmanager webhooks to collection requests"},
 }
 

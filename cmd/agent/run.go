@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -48,6 +49,7 @@ import (
 	"github.com/podcopy/podcopy/internal/objstore"
 	"github.com/podcopy/podcopy/internal/podrecord"
 	"github.com/podcopy/podcopy/internal/shell"
+	"github.com/podcopy/podcopy/internal/signer"
 	"github.com/podcopy/podcopy/internal/sweep"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
@@ -251,7 +253,12 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			return nil
 		})
 	}
-	if opts.Signing.PublicKeys != "" {
+	if key.HasCertificate() {
+		g.Go(func() error {
+			awaitCertificate(gctx, log, key)
+			return nil
+		})
+	} else if opts.Signing.PublicKeys != "" {
 		m.Registry.MustRegister(m.KeyPublished)
 		g.Go(func() error {
 			publishKey(gctx, log, client, agentNamespace(opts), opts.Signing.PublicKeys, key.Public(), m.KeyPublished)
@@ -261,7 +268,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	if opts.Shell.Enabled {
 		con := &console.Console{
 			Clients:          shell.UserClients(restConfig, transport),
-			Keys:             consoleKeys(client, agentNamespace(opts), opts.Signing.PublicKeys, key.Public()),
+			Keys:             consoleKeys(client, agentNamespace(opts), opts.Signing.PublicKeys, opts.Signing.Revocations, key),
 			Destination:      opts.Destination,
 			Metrics:          console.NewMetrics(m.Registry),
 			MaxManifestBytes: int(current.Load().limits.MaxManifestBytes),
@@ -385,6 +392,9 @@ func newLogger(opts config.Options) (logr.Logger, error) {
 // signingKey is the custody key: signing.keyFile; else signing.secret's, creating it when
 // absent; else (no secret configured, or no right to read it) a key made now for this run.
 func signingKey(ctx context.Context, log logr.Logger, client kubernetes.Interface, opts config.Options) (*custody.PrivateKey, error) {
+	if opts.Signing.Signer.URL != "" {
+		return certifiedKey(log, client, opts)
+	}
 	if opts.Signing.KeyFile != "" {
 		key, err := custody.LoadPrivateKey(opts.Signing.KeyFile)
 		if err != nil {
@@ -415,6 +425,60 @@ func signingKey(ctx context.Context, log logr.Logger, client kubernetes.Interfac
 	return key, nil
 }
 
+// certifiedKey is a key made in memory now, certified by the signer (signing.signer): no key
+// is read or written, and the public key is not published (each record carries its
+// certificate).
+func certifiedKey(log logr.Logger, client kubernetes.Interface, opts config.Options) (*custody.PrivateKey, error) {
+	key, err := custody.GenerateEphemeralKey()
+	if err != nil {
+		return nil, err
+	}
+	sc := opts.Signing.Signer
+	roots := func(ctx context.Context) (*x509.CertPool, error) {
+		pool := x509.NewCertPool()
+		if sc.CAFile != "" {
+			data, err := os.ReadFile(sc.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("signing.signer.caFile: %w", err)
+			}
+			if !pool.AppendCertsFromPEM(data) {
+				return nil, fmt.Errorf("signing.signer.caFile %s holds no PEM certificate", sc.CAFile)
+			}
+			return pool, nil
+		}
+		t, err := custody.PublishedTrust(ctx, client, agentNamespace(opts), opts.Signing.PublicKeys, "")
+		if err != nil || len(t.Roots) == 0 {
+			return nil, fmt.Errorf("the signer's root is not published in %s/%s yet (is the signer running?): %v", agentNamespace(opts), opts.Signing.PublicKeys, err)
+		}
+		for _, r := range t.Roots {
+			pool.AddCert(r)
+		}
+		return pool, nil
+	}
+	c := &signer.Client{URL: sc.URL, TLSRoots: roots, TokenFile: sc.TokenFile, Node: opts.NodeName, Key: key}
+	log.Info("custody records are signed with a key made in memory, certified by the signer for this node", "keyID", key.Public().ID(), "signer", sc.URL, "node", opts.NodeName)
+	return key.Certified(c), nil
+}
+
+// awaitCertificate gets the agent's first certificate, retrying (and saying why) until it
+// has one or the agent stops; records wait for it in their own seal too.
+func awaitCertificate(ctx context.Context, log logr.Logger, key *custody.PrivateKey) {
+	_ = wait.PollUntilContextCancel(ctx, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		der, err := key.Ready(cctx)
+		if err != nil {
+			log.Error(err, "no certificate from the signer yet; collections fail (reason Custody) until one is issued; retrying")
+			return false, nil
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err == nil {
+			log.Info("certificate issued", "serial", fmt.Sprintf("%x", cert.SerialNumber), "notAfter", cert.NotAfter.UTC().Format(time.RFC3339))
+		}
+		return true, nil
+	})
+}
+
 // ensureBucket creates the bucket (destination.s3.createBucket), retrying until it exists or
 // the agent stops: the store may start after the agent. Collections before that fail and
 // are retried.
@@ -431,19 +495,24 @@ func ensureBucket(ctx context.Context, log logr.Logger, s *objstore.Store) {
 	})
 }
 
-// consoleKeys are the keys the console verifies custody records with: the published ones
-// (every agent's, read with the agent's identity: they are public) and this agent's own.
-func consoleKeys(client kubernetes.Interface, namespace, name string, own *custody.PublicKey) func(ctx context.Context) ([]*custody.PublicKey, bool, error) {
-	return func(ctx context.Context) ([]*custody.PublicKey, bool, error) {
-		keys := []*custody.PublicKey{own}
+// consoleKeys are what the console verifies custody records with: what is published (every
+// agent's keys, the signer's roots, read with the agent's identity: they are public; and the
+// revocations) and this agent's own.
+func consoleKeys(client kubernetes.Interface, namespace, name, revocations string, own *custody.PrivateKey) func(ctx context.Context) (custody.Trust, bool, error) {
+	return func(ctx context.Context) (custody.Trust, bool, error) {
+		t := own.Trust()
 		if name == "" {
-			return keys, true, nil
+			return t, true, nil
 		}
-		published, err := custody.Published(ctx, client, namespace, name)
+		published, err := custody.PublishedTrust(ctx, client, namespace, name, revocations)
 		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, true, fmt.Errorf("reading the published custody keys %s/%s: %w", namespace, name, err)
+			return t, true, fmt.Errorf("reading the published custody keys %s/%s: %w", namespace, name, err)
 		}
-		return append(keys, published...), true, nil
+		t.Keys = append(t.Keys, published.Keys...)
+		t.Roots = append(t.Roots, published.Roots...)
+		t.TimestampRoots = append(t.TimestampRoots, published.TimestampRoots...)
+		t.Revocations = published.Revocations
+		return t, true, nil
 	}
 }
 

@@ -110,6 +110,22 @@ type Options struct {
 		// its public key (one "<key id>.pem" entry per key; entries are added, never
 		// removed, so collections signed before a rotation still verify). "": not published.
 		PublicKeys string `mapstructure:"publicKeys"`
+		// Revocations is the ConfigMap, in the agent's namespace, of revoked nodes and
+		// certificates (cluster admins write it; the console's verify reads it).
+		Revocations string `mapstructure:"revocations"`
+		// Signer, when its URL is set, certifies a key the agent makes in memory at start
+		// (never written anywhere; Secret and KeyFile are then not used): a short-lived
+		// certificate naming the agent's node, and RFC 3161 timestamps on every record.
+		Signer struct {
+			// URL is the signer's base URL (https://podcopy-signer.NAMESPACE.svc:8443).
+			URL string `mapstructure:"url"`
+			// CAFile is the PEM CA the signer's TLS certificate chains to; "": the signer's
+			// root read from the PublicKeys ConfigMap (through the API server's TLS).
+			CAFile string `mapstructure:"caFile"`
+			// TokenFile is the agent pod's projected ServiceAccount token for the signer's
+			// audience.
+			TokenFile string `mapstructure:"tokenFile"`
+		} `mapstructure:"signer"`
 	} `mapstructure:"signing"`
 	Debug struct {
 		// Pprof serves net/http/pprof on the metrics listener.
@@ -142,7 +158,8 @@ func Defaults() Options {
 	o.Log.Format, o.Log.Level = "json", "info"
 	o.Shell.Listen, o.Shell.AllowedOrigins = "127.0.0.1:8080", []string{}
 	o.Shell.MaxSessions, o.Shell.MaxSessionsPerUser, o.Shell.IdleTimeout = 20, 3, 30*time.Minute
-	o.Signing.Secret, o.Signing.PublicKeys = DefaultSigningSecret, DefaultPublicKeys
+	o.Signing.Secret, o.Signing.PublicKeys, o.Signing.Revocations = DefaultSigningSecret, DefaultPublicKeys, DefaultRevocations
+	o.Signing.Signer.TokenFile = DefaultSignerTokenFile
 	return o
 }
 
@@ -187,6 +204,10 @@ func flatten(prefix string, rv reflect.Value, out map[string]any) {
 const (
 	DefaultSigningSecret = "podcopy-signing-key"
 	DefaultPublicKeys    = "podcopy-signing-keys"
+	DefaultRevocations   = "podcopy-revocations"
+	// DefaultSignerTokenFile is where the chart mounts the agent's projected token for the
+	// signer.
+	DefaultSignerTokenFile = "/var/run/secrets/podcopy/signer/token"
 )
 
 // Loader reads Options; keep it to reload the policy later.
@@ -275,6 +296,12 @@ func (o Options) Validate() error {
 		if _, err := custody.LoadPrivateKey(o.Signing.KeyFile); err != nil {
 			errs = append(errs, fmt.Errorf("signing.keyFile: %w", err))
 		}
+	}
+	if u := o.Signing.Signer.URL; u != "" && !strings.HasPrefix(u, "https://") {
+		errs = append(errs, fmt.Errorf("signing.signer.url %q: use https://", u))
+	}
+	if o.Signing.Signer.URL != "" && o.Signing.Signer.CAFile == "" && o.Signing.PublicKeys == "" {
+		errs = append(errs, errors.New("signing.signer.url needs signing.signer.caFile or signing.publicKeys (where the signer's root is read)"))
 	}
 	if o.Compression != "none" && o.Compression != "gzip" && o.Compression != "auto" {
 		errs = append(errs, fmt.Errorf("compression %q is unknown; use none, gzip or auto", o.Compression))

@@ -90,7 +90,7 @@ type Console struct {
 	// Clients are the user's own API client and executor for a token.
 	Clients func(token string) (kubernetes.Interface, exec.Executor, error)
 	// Keys are the published custody keys (published false: the cluster does not sign).
-	Keys func(ctx context.Context) ([]*custody.PublicKey, bool, error)
+	Keys func(ctx context.Context) (custody.Trust, bool, error)
 	// Destination is the agent's destination settings: where analysis pods are, their
 	// directory, retention.
 	Destination destination.Config
@@ -136,8 +136,8 @@ func (c *Console) slot(w http.ResponseWriter, r *http.Request, slots chan struct
 
 // verifyKeys are the published keys, as the verifier takes them.
 func (c *Console) verifyKeys(ctx context.Context) (verify.Keys, error) {
-	keys, published, err := c.Keys(ctx)
-	return verify.Keys{Keys: keys, Required: published}, err
+	t, published, err := c.Keys(ctx)
+	return verify.Keys{Trust: t, Required: published}, err
 }
 
 // limits are the read caps the console gives the evidence library.

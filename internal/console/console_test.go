@@ -125,7 +125,7 @@ func newConsoleWith(t *testing.T, ex exec.Executor, edit func(*Console)) (*httpt
 			})
 			return denied, ex, nil
 		},
-		Keys:        func(context.Context) ([]*custody.PublicKey, bool, error) { return nil, false, nil },
+		Keys:        func(context.Context) (custody.Trust, bool, error) { return custody.Trust{}, false, nil },
 		Destination: destination.Config{Namespace: "podcopy", Selector: "app=analysis", Dir: "/collect", Retention: destination.Retention{KeepLast: 3}},
 		Log:         logr.Discard(),
 	}

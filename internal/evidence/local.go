@@ -64,12 +64,12 @@ func (r *Reader) Chain(ctx context.Context, ref FollowRef, w io.Writer) (verify.
 	if err != nil {
 		return verify.ChainReport{}, err
 	}
-	if len(keys.Keys) == 0 {
+	if keys.Trust.Empty() {
 		return verify.ChainReport{}, custody.ErrNoKeys
 	}
 	versions, err := listVersions(ctx, c, ref.Bucket, ref.Prefix)
 	if err != nil {
 		return verify.ChainReport{}, err
 	}
-	return verify.Chain(ctx, "s3://"+ref.Bucket+"/"+ref.Prefix, ref.Identity(), keys.Keys, versions, opener(c, ref.Bucket, ref.Prefix), w)
+	return verify.Chain(ctx, "s3://"+ref.Bucket+"/"+ref.Prefix, ref.Identity(), keys.Trust, versions, opener(c, ref.Bucket, ref.Prefix), w)
 }

@@ -90,7 +90,7 @@ func (b *BucketSink) Probe(ctx context.Context, _ exec.Target, prefix, _ string)
 	}
 	// The agent's own record: its signature is checked with its own key, so a record
 	// planted in the bucket cannot move the checkpoint.
-	rec, err := custody.Verify(ctx, raw, []*custody.PublicKey{b.Key.Public()})
+	rec, err := custody.Verify(ctx, raw, b.Key.Trust())
 	if err != nil {
 		return source.Checkpoint{}, 0, false, fmt.Errorf("the last segment record under %s: %w", prefix, err)
 	}
@@ -192,7 +192,7 @@ func (b *BucketSink) Close(ctx context.Context, prefix, why string) error {
 		return nil
 	}
 	d := b.Describe(prefix)
-	ep := custody.FollowEnd{Pod: d.Pod, Container: d.Container, Path: d.Path, LastSeq: c.seq, Last: c.prev, Bytes: c.size, Why: why}
+	ep := custody.FollowEnd{Pod: d.Pod, Container: d.Container, Path: d.Path, LastSeq: c.seq, Last: c.prev, Bytes: c.size, Why: why, Agent: d.Agent}
 	if b.Now != nil {
 		ep.Time = b.Now()
 	}

@@ -31,7 +31,9 @@ func consoleOptions(t *testing.T, pod *signedPod, keys ...*custody.PublicKey) *e
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
 	o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(analysis), pod, "ns")
 	o.Dir, o.AnalysisNamespace, o.AnalysisSelector = "/collect", "podcopy", "app.kubernetes.io/component=analysis"
-	o.KeySource = func(ctx context.Context) ([]*custody.PublicKey, bool, error) { return keys, len(keys) > 0, nil }
+	o.KeySource = func(ctx context.Context) (custody.Trust, bool, error) {
+		return custody.Trust{Keys: keys}, len(keys) > 0, nil
+	}
 	return o.evidence()
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/yaml"
 
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/layout"
@@ -21,9 +22,14 @@ import (
 // signing.publicKeys), in --analysis-namespace.
 const DefaultSigningKeys = "podcopy-signing-keys"
 
-// keysFlags are the flags that say which public keys verify custody records.
+// DefaultRevocations is the ConfigMap of revocations, beside the published keys.
+const DefaultRevocations = "podcopy-revocations"
+
+// keysFlags are the flags that say what verifies custody records.
 func (o *Options) keysFlags(cmd *cobra.Command) {
-	cmd.Flags().StringArrayVar(&o.KeyFiles, "key", nil, "PEM file of the public key(s) that verify custody records (repeatable; default: the keys the agents publish in the cluster)")
+	cmd.Flags().StringArrayVar(&o.KeyFiles, "key", nil, "PEM file of the public key(s) that verify custody records (repeatable; default: what the cluster publishes)")
+	cmd.Flags().StringVar(&o.TrustedRoot, "trusted-root", "", "Sigstore trusted root (kubectl podcopy key --trusted-root) that verifies records signed with a node's certificate (default: what the cluster publishes)")
+	cmd.Flags().StringVar(&o.RevocationsFile, "revocations", "", "YAML list of revocations (kubectl podcopy key --revocations) checked offline with --key or --trusted-root")
 }
 
 // signingKeysRef is the published keys' ConfigMap: NAME in --analysis-namespace, or NS/NAME.
@@ -34,60 +40,118 @@ func (o *Options) signingKeysRef() (string, string) {
 	return o.AnalysisNamespace, o.SigningKeys
 }
 
-// custodyKeys are the public keys records are verified with: --key files, else the
-// published ConfigMap. published is false when there is neither (no --key, no ConfigMap):
-// the cluster does not sign, and an unsigned collection is then not an error.
-func (o *Options) custodyKeys(ctx context.Context) (keys []*custody.PublicKey, published bool, err error) {
-	if len(o.KeyFiles) > 0 {
+// offline is true when --key or --trusted-root say what to trust (no cluster needed).
+func (o *Options) offline() bool { return len(o.KeyFiles) > 0 || o.TrustedRoot != "" }
+
+// custodyTrust is what records are verified with: --key and --trusted-root (with
+// --revocations), else what the cluster publishes (keys, the signer's roots, the
+// revocations). published is false when there is nothing (no flag, no ConfigMap): the
+// cluster does not sign, and an unsigned collection is then not an error.
+func (o *Options) custodyTrust(ctx context.Context) (t custody.Trust, published bool, err error) {
+	if o.offline() {
 		for _, f := range o.KeyFiles {
 			data, err := os.ReadFile(f)
 			if err != nil {
-				return nil, true, err
+				return t, true, err
 			}
 			ks, err := custody.ParsePublicKeys(data)
 			if err != nil {
-				return nil, true, fmt.Errorf("--key %s: %w", f, err)
+				return t, true, fmt.Errorf("--key %s: %w", f, err)
 			}
-			keys = append(keys, ks...)
+			t.Keys = append(t.Keys, ks...)
 		}
-		return keys, true, nil
+		if o.TrustedRoot != "" {
+			data, err := os.ReadFile(o.TrustedRoot)
+			if err != nil {
+				return t, true, err
+			}
+			tr, err := custody.ParseTrustedRoot(data)
+			if err != nil {
+				return t, true, fmt.Errorf("--trusted-root %s: %w", o.TrustedRoot, err)
+			}
+			t.Roots, t.TimestampRoots = tr.Roots, tr.TimestampRoots
+		}
+		if o.RevocationsFile != "" {
+			data, err := os.ReadFile(o.RevocationsFile)
+			if err != nil {
+				return t, true, err
+			}
+			if err := yaml.UnmarshalStrict(data, &t.Revocations); err != nil {
+				return t, true, fmt.Errorf("--revocations %s: %w", o.RevocationsFile, err)
+			}
+		}
+		return t, true, nil
 	}
 	if o.KeySource != nil {
 		return o.KeySource(ctx)
 	}
 	if o.client == nil {
-		return nil, false, errors.New("no --key given, and no cluster to read the published keys from")
+		return t, false, errors.New("no --key or --trusted-root given, and no cluster to read the published keys from")
 	}
 	ns, name := o.signingKeysRef()
-	keys, err = custody.Published(ctx, o.client, ns, name)
+	t, err = custody.PublishedTrust(ctx, o.client, ns, name, o.Revocations)
 	if apierrors.IsNotFound(err) {
-		return nil, false, nil
+		return t, false, nil
 	}
 	if err != nil {
-		return nil, true, fmt.Errorf("%w (pass the public keys with --key FILE)", err)
+		return t, true, fmt.Errorf("%w (pass the public keys with --key FILE, or --trusted-root FILE)", err)
 	}
-	return keys, true, nil
+	return t, true, nil
 }
 
-// verifyKeys are the keys and whether the cluster signs (custodyKeys), as the verifier
-// takes them.
+// verifyKeys are what records verify with and whether the cluster signs (custodyTrust), as
+// the verifier takes them.
 func (o *Options) verifyKeys(ctx context.Context) (verify.Keys, error) {
-	keys, published, err := o.custodyKeys(ctx)
-	return verify.Keys{Keys: keys, Required: published}, err
+	t, published, err := o.custodyTrust(ctx)
+	return verify.Keys{Trust: t, Required: published}, err
 }
 
 func (o *Options) keyCommand() *cobra.Command {
-	return &cobra.Command{
+	var trustedRoot, revocations bool
+	cmd := &cobra.Command{
 		Use:   "key",
-		Short: "Print the public keys that verify custody records (published by the agents), as PEM for verify --key",
+		Short: "Print what verifies custody records: the published keys (PEM), or the signer's trusted root (Sigstore JSON) and the revocations",
 		Example: `  kubectl podcopy key > podcopy-keys.pem
-  kubectl podcopy verify ./evidence/20261123T101500Z-1a2b3c4d --key podcopy-keys.pem   # offline`,
+  kubectl podcopy verify ./evidence/20261123T101500Z-1a2b3c4d --key podcopy-keys.pem   # offline
+  kubectl podcopy key --trusted-root > trusted_root.json
+  kubectl podcopy key --revocations > revocations.yaml
+  kubectl podcopy verify ./evidence/20261123T101500Z-1a2b3c4d --trusted-root trusted_root.json --revocations revocations.yaml
+  cosign verify-blob-attestation --bundle ./evidence/ID/custody.intoto.json --trusted-root trusted_root.json \
+    --use-signed-timestamps --insecure-ignore-tlog --insecure-ignore-sct --type https://podcopy.dev/custody/v1 \
+    --certificate-identity https://podcopy.dev/nodes/NODE --certificate-oidc-issuer https://podcopy.dev/signer ./evidence/ID/manifest.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.complete(); err != nil {
 				return err
 			}
 			ns, name := o.signingKeysRef()
+			switch {
+			case trustedRoot:
+				t, err := custody.PublishedTrust(cmd.Context(), o.client, ns, name, "")
+				if err != nil {
+					return err
+				}
+				data, err := custody.TrustedRoot(t, "https://podcopy.dev/signer")
+				if err != nil {
+					return err
+				}
+				_, err = o.Out.Write(append(data, '\n'))
+				return err
+			case revocations:
+				rs, err := custody.PublishedRevocations(cmd.Context(), o.client, ns, o.Revocations)
+				if err != nil {
+					return err
+				}
+				if rs == nil {
+					rs = []custody.Revocation{}
+				}
+				data, err := yaml.Marshal(rs)
+				if err != nil {
+					return err
+				}
+				_, err = o.Out.Write(data)
+				return err
+			}
 			keys, err := custody.Published(cmd.Context(), o.client, ns, name)
 			if err != nil {
 				return err
@@ -100,6 +164,10 @@ func (o *Options) keyCommand() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&trustedRoot, "trusted-root", false, "print the signer's and the timestamp authority's roots as a Sigstore trusted root (for verify --trusted-root, cosign --trusted-root, sigstore-go)")
+	cmd.Flags().BoolVar(&revocations, "revocations", false, "print the revocations (for verify --revocations)")
+	cmd.MarkFlagsMutuallyExclusive("trusted-root", "revocations")
+	return cmd
 }
 
 // verifyLocal verifies a fetched collection directory on this machine: the custody record's
@@ -153,9 +221,9 @@ func isLocalCollection(arg string) bool {
 }
 
 // completeForKeys connects to the cluster only when the published keys are needed (no
-// --key): a bucket or a directory is verified without a cluster given --key.
+// --key or --trusted-root): a bucket or a directory is verified without a cluster given them.
 func (o *Options) completeForKeys() error {
-	if len(o.KeyFiles) > 0 {
+	if o.offline() {
 		if o.Output != "" && o.Output != "json" {
 			return fmt.Errorf("--output %q is unknown; use json", o.Output)
 		}

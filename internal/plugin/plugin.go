@@ -40,7 +40,10 @@ type Options struct {
 	KeyFiles    []string
 	// KeySource, when set (a server), gives the keys instead of KeyFiles and SigningKeys:
 	// published is false when the cluster does not sign.
-	KeySource func(ctx context.Context) (keys []*custody.PublicKey, published bool, err error)
+	KeySource func(ctx context.Context) (trust custody.Trust, published bool, err error)
+	// TrustedRoot and RevocationsFile are --trusted-root and --revocations; Revocations is
+	// the cluster's revocations ConfigMap (in the keys' namespace).
+	TrustedRoot, RevocationsFile, Revocations string
 	// S3Endpoint, S3Region and S3CA reach a bucket for s3:// collections (credentials: the
 	// AWS environment and profiles).
 	S3Endpoint, S3Region, S3CA string
@@ -79,7 +82,7 @@ type Result = verify.Verdict
 
 // NewOptions are the options of a plugin writing to out and errOut.
 func NewOptions(out, errOut io.Writer) *Options {
-	return &Options{config: genericclioptions.NewConfigFlags(true), Out: out, Err: errOut, Terminal: isTerminal(errOut), SigningKeys: DefaultSigningKeys}
+	return &Options{config: genericclioptions.NewConfigFlags(true), Out: out, Err: errOut, Terminal: isTerminal(errOut), SigningKeys: DefaultSigningKeys, Revocations: DefaultRevocations}
 }
 
 // NewCommand is the root command (kubectl podcopy) over o.
@@ -98,6 +101,7 @@ func NewCommand(o *Options) *cobra.Command {
 	root.PersistentFlags().StringVar(&o.S3Endpoint, "s3-endpoint", "", "S3 endpoint for s3:// collections (default $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)")
 	root.PersistentFlags().StringVar(&o.S3Region, "s3-region", os.Getenv("AWS_REGION"), "S3 region for s3:// collections")
 	root.PersistentFlags().StringVar(&o.S3CA, "s3-ca", "", "PEM bundle that verifies the S3 endpoint (default: the system's, and $AWS_CA_BUNDLE)")
+	root.PersistentFlags().StringVar(&o.Revocations, "revocations-configmap", DefaultRevocations, "ConfigMap of the revocations (cluster admins write it: kubectl podcopy revoke), in the signing keys' namespace")
 	root.PersistentFlags().StringVar(&o.SigningKeys, "signing-keys", DefaultSigningKeys, "ConfigMap of the agents' published custody keys: NAME in --analysis-namespace, or NAMESPACE/NAME (the agent's signing.publicKeys)")
 	for _, c := range []*cobra.Command{o.collectCommand(), o.statusCommand(), o.lsCommand(), o.verifyCommand(), o.stopCommand()} {
 		c.Flags().StringVarP(&o.Output, "output", "o", "", "output format: json for scripts (default: human-readable)")

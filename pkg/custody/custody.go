@@ -11,6 +11,7 @@ package custody
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -192,6 +193,8 @@ func SealAs(ctx context.Context, key *PrivateKey, subjects []Subject, predicateT
 type Record struct {
 	// KeyID is the key whose signature verified.
 	KeyID string
+	// Signer is who signed: the key, or the node's certificate and the trusted time.
+	Signer Signer
 	// Subjects maps each signed name to its hex SHA-256.
 	Subjects map[string]string
 	// Versions maps a signed name to its bucket object's version id, where one was recorded.
@@ -211,38 +214,69 @@ func (r Record) Names() []string { return slices.Sorted(maps.Keys(r.Subjects)) }
 // ErrNoKeys is verification without any public key to verify with.
 var ErrNoKeys = errors.New("no public key to verify the custody record with (kubectl podcopy key prints the published ones; pass --key FILE offline)")
 
-// Verify checks envelope's signature against keys (any one of them: keys rotate) and
-// returns the record it signs. Nothing of the record is returned unless a signature
-// verified.
-func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, error) {
-	if len(keys) == 0 {
-		return Record{}, ErrNoKeys
-	}
-	if len(envelope) > MaxRecordBytes {
+// Verify checks a record's signature against trust and returns the record it signs: a DSSE
+// envelope with any one of trust's keys (keys rotate), or a Sigstore bundle whose certificate
+// chains to trust's roots at its trusted timestamp, is not revoked, and names the node the
+// record says it was collected on. Nothing of the record is returned unless it verified.
+func Verify(ctx context.Context, record []byte, trust Trust) (Record, error) {
+	if len(record) > MaxRecordBytes {
 		return Record{}, fmt.Errorf("custody record larger than %d bytes", MaxRecordBytes)
 	}
-	var env dsse.Envelope
-	if err := json.Unmarshal(envelope, &env); err != nil {
-		return Record{}, fmt.Errorf("custody record is not a DSSE envelope: %w", err)
+	var doc struct {
+		dsse.Envelope
+		bundleJSON
+		Bundled *dsse.Envelope `json:"dsseEnvelope"`
+	}
+	if err := json.Unmarshal(record, &doc); err != nil {
+		return Record{}, fmt.Errorf("custody record is not a DSSE envelope or a Sigstore bundle: %w", err)
+	}
+	env := &doc.Envelope
+	var vs []dsse.Verifier
+	var signer Signer
+	if doc.MediaType != "" {
+		if env = doc.Bundled; env == nil || len(env.Signatures) != 1 {
+			return Record{}, errors.New("custody record's bundle holds no DSSE envelope with one signature")
+		}
+		sig, err := base64.StdEncoding.DecodeString(env.Signatures[0].Sig)
+		if err != nil {
+			return Record{}, fmt.Errorf("custody record's signature: %w", err)
+		}
+		pub, s, err := certified(doc.bundleJSON, sig, trust)
+		if err != nil {
+			return Record{}, err
+		}
+		vs, signer = []dsse.Verifier{pub}, s
+	} else {
+		if len(trust.Keys) == 0 {
+			if len(trust.Roots) > 0 {
+				return Record{}, errors.New("the custody record is signed by a bare key (no certificate), and no such key is published or given: only certified records are trusted here")
+			}
+			return Record{}, ErrNoKeys
+		}
+		for _, k := range trust.Keys {
+			vs = append(vs, k)
+		}
 	}
 	if env.PayloadType != PayloadType {
 		return Record{}, fmt.Errorf("custody record's payload type is %q, not %s", env.PayloadType, PayloadType)
-	}
-	vs := make([]dsse.Verifier, len(keys))
-	for i, k := range keys {
-		vs[i] = k
 	}
 	v, err := dsse.NewEnvelopeVerifier(vs...)
 	if err != nil {
 		return Record{}, err
 	}
-	accepted, body, err := v.VerifyAndDecode(ctx, &env)
+	accepted, body, err := v.VerifyAndDecode(ctx, env)
 	if err != nil || len(accepted) == 0 {
-		ids := make([]string, len(keys))
-		for i, k := range keys {
+		if signer.Node != "" {
+			return Record{}, fmt.Errorf("the custody record's signature does not verify with the key of its certificate (node %s): the record was changed", signer.Node)
+		}
+		ids := make([]string, len(trust.Keys))
+		for i, k := range trust.Keys {
 			ids[i] = k.ID()
 		}
-		return Record{}, fmt.Errorf("the custody record's signature does not verify with any of the %d public keys (%s): the record was changed, or signed by another key", len(keys), strings.Join(ids, ", "))
+		return Record{}, fmt.Errorf("the custody record's signature does not verify with any of the %d public keys (%s): the record was changed, or signed by another key", len(trust.Keys), strings.Join(ids, ", "))
+	}
+	if signer.KeyID == "" {
+		signer.KeyID = accepted[0].KeyID
 	}
 	var st ita1.Statement
 	if err := protojson.Unmarshal(body, &st); err != nil {
@@ -254,7 +288,7 @@ func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, er
 	if pt := st.GetPredicateType(); pt != PredicateType && pt != FollowPredicateType && pt != FollowEndPredicateType {
 		return Record{}, fmt.Errorf("custody statement's predicate type is %q, not %s", st.GetPredicateType(), PredicateType)
 	}
-	rec := Record{KeyID: accepted[0].KeyID, Subjects: map[string]string{}, Versions: map[string]string{}, Members: map[string]Member{}, PredicateType: st.GetPredicateType()}
+	rec := Record{KeyID: signer.KeyID, Signer: signer, Subjects: map[string]string{}, Versions: map[string]string{}, Members: map[string]Member{}, PredicateType: st.GetPredicateType()}
 	for _, s := range st.GetSubject() {
 		sum, ok := s.GetDigest()["sha256"]
 		if !ok {
@@ -286,7 +320,27 @@ func Verify(ctx context.Context, envelope []byte, keys []*PublicKey) (Record, er
 			return Record{}, fmt.Errorf("custody predicate: %w", err)
 		}
 	}
+	if signer.Node != "" {
+		if node := recordNode(rec); node != signer.Node {
+			return Record{}, fmt.Errorf("the custody record says it was written on node %q, but it is signed with node %s's certificate: a node signs only for itself", node, signer.Node)
+		}
+	}
 	return rec, nil
+}
+
+// recordNode is the node a record says it was written on: a collection's node, a follow
+// record's agent node.
+func recordNode(rec Record) string {
+	if rec.PredicateType == PredicateType {
+		return rec.Predicate.Node
+	}
+	var p struct {
+		Agent struct {
+			Node string `json:"node"`
+		} `json:"agent"`
+	}
+	_ = json.Unmarshal(rec.Raw, &p)
+	return p.Agent.Node
 }
 
 // maxOffset bounds a bundle's offsets and sizes: integers a JSON number holds exactly.
@@ -336,4 +390,6 @@ type FollowEnd struct {
 	Bytes     int64  `json:"bytes"`
 	Why       string `json:"why,omitempty"`
 	Time      string `json:"time"`
+	// Agent is the writer (its version and node), as in the segments.
+	Agent map[string]any `json:"agent,omitempty"`
 }

@@ -82,17 +82,17 @@ func TestSealVerify(t *testing.T) {
 			}
 			other, _, _ := GenerateKey()
 			// Rotation: any of several published keys verifies.
-			rec, err := Verify(t.Context(), env, []*PublicKey{other.Public(), key.Public()})
+			rec, err := Verify(t.Context(), env, Trust{Keys: []*PublicKey{other.Public(), key.Public()}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if rec.KeyID != key.Public().ID() || rec.Subjects["db/var/log/app.log"] != subjects[0].SHA256 || rec.Predicate.Container.ImageDigest != "sha256:0123" || rec.Predicate.Pod.UID != "uid-1" {
 				t.Fatalf("record %+v", rec)
 			}
-			if _, err := Verify(t.Context(), env, []*PublicKey{other.Public()}); err == nil {
+			if _, err := Verify(t.Context(), env, Trust{Keys: []*PublicKey{other.Public()}}); err == nil {
 				t.Fatal("verified with a key that did not sign")
 			}
-			if _, err := Verify(t.Context(), env, nil); err != ErrNoKeys {
+			if _, err := Verify(t.Context(), env, Trust{}); err != ErrNoKeys {
 				t.Fatalf("no keys: %v", err)
 			}
 		})
@@ -122,7 +122,7 @@ func TestVerifyRefusesRewrittenStatement(t *testing.T) {
 		"no signature": func(e dsse.Envelope) dsse.Envelope { e.Signatures = nil; return e },
 	} {
 		b, _ := json.Marshal(mutate(e))
-		if _, err := Verify(t.Context(), b, []*PublicKey{key.Public()}); err == nil {
+		if _, err := Verify(t.Context(), b, Trust{Keys: []*PublicKey{key.Public()}}); err == nil {
 			t.Errorf("%s: a rewritten record verified", name)
 		}
 	}

@@ -33,6 +33,8 @@ func KeyID(pub crypto.PublicKey) (string, error) {
 type PrivateKey struct {
 	key crypto.Signer
 	pub *PublicKey
+	// certifier, when set, certifies the key and timestamps its signatures (Certified).
+	certifier Certifier
 }
 
 // PublicKey verifies custody records. It implements dsse.Verifier.

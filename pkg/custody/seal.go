@@ -20,6 +20,8 @@ type Sealed struct {
 	payload []byte // the statement: the end of pae
 	keyID   string
 	sig     []byte
+	// cert and stamp, for a key with a certificate: the record is a Sigstore bundle.
+	cert, stamp []byte
 }
 
 // SealStream signs the in-toto statement of subjects and predicate p (of predicateType)
@@ -48,15 +50,35 @@ func SealStream(ctx context.Context, key *PrivateKey, subjects iter.Seq[Subject]
 	if err != nil {
 		return nil, fmt.Errorf("signing the custody record: %w", err)
 	}
-	return &Sealed{pae: pae, payload: pae[len(header):], keyID: key.pub.id, sig: sig}, nil
+	sealed := &Sealed{pae: pae, payload: pae[len(header):], keyID: key.pub.id, sig: sig}
+	if c := key.certifier; c != nil {
+		if sealed.cert, err = c.Certificate(ctx); err != nil {
+			return nil, fmt.Errorf("the signing key's certificate: %w", err)
+		}
+		if sealed.stamp, err = c.Timestamp(ctx, sig); err != nil {
+			return nil, fmt.Errorf("timestamping the custody record: %w", err)
+		}
+	}
+	return sealed, nil
 }
 
-// The envelope as json.MarshalIndent(dsse.Envelope, "", " ") writes it.
+// head and tail surround the statement's base64: the envelope as
+// json.MarshalIndent(dsse.Envelope, "", " ") writes it, or, with a certificate, a Sigstore
+// bundle around the envelope.
 func (s *Sealed) head() string {
+	if s.cert != nil {
+		b64 := base64.StdEncoding.EncodeToString
+		return `{"mediaType":"` + BundleMediaType + `","verificationMaterial":{"certificate":{"rawBytes":"` + b64(s.cert) +
+			`"},"tlogEntries":[],"timestampVerificationData":{"rfc3161Timestamps":[{"signedTimestamp":"` + b64(s.stamp) +
+			`"}]}},"dsseEnvelope":{"payloadType":"` + PayloadType + `","payload":"`
+	}
 	return "{\n \"payloadType\": \"" + PayloadType + "\",\n \"payload\": \""
 }
 
 func (s *Sealed) tail() string {
+	if s.cert != nil {
+		return `","signatures":[{"sig":"` + base64.StdEncoding.EncodeToString(s.sig) + `"}]}}`
+	}
 	return "\",\n \"signatures\": [\n  {\n   \"keyid\": \"" + s.keyID + "\",\n   \"sig\": \"" + base64.StdEncoding.EncodeToString(s.sig) + "\"\n  }\n ]\n}"
 }
 

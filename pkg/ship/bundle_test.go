@@ -46,7 +46,7 @@ func TestBundles(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				j.Custody, keys = key, verify.Keys{Keys: []*custody.PublicKey{key.Public()}, Required: true}
+				j.Custody, keys = key, verify.Keys{Trust: custody.Trust{Keys: []*custody.PublicKey{key.Public()}}, Required: true}
 			}
 			if _, err := f.shipper.Run(t.Context(), j); err != nil {
 				t.Fatal(err)

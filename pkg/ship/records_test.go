@@ -60,7 +60,7 @@ func TestRunRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := custody.Verify(t.Context(), env, []*custody.PublicKey{key.Public()})
+	rec, err := custody.Verify(t.Context(), env, custody.Trust{Keys: []*custody.PublicKey{key.Public()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ type objectState struct {
 // marker or a second version over a record, and a newer version over a recorded segment,
 // are problems. Names are parsed within a bounded length and gaps are reported as ranges,
 // so the work follows what the bucket holds, not what a name claims.
-func Chain(ctx context.Context, where string, want ChainIdentity, keys []*custody.PublicKey, versions []Version, open Opener, w io.Writer) (ChainReport, error) {
+func Chain(ctx context.Context, where string, want ChainIdentity, trust custody.Trust, versions []Version, open Opener, w io.Writer) (ChainReport, error) {
 	var rep ChainReport
 	buf := make([]byte, 256<<10)
 	problem := func(format string, args ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...)) }
@@ -118,7 +118,7 @@ func Chain(ctx context.Context, where string, want ChainIdentity, keys []*custod
 	}
 	var end *custody.FollowEnd
 	if endSeq > 0 {
-		ep, err := readEnd(ctx, open, layout.EndName(endSeq), objects[layout.EndName(endSeq)].oldest, keys)
+		ep, err := readEnd(ctx, open, layout.EndName(endSeq), objects[layout.EndName(endSeq)].oldest, trust)
 		switch {
 		case err != nil:
 			problem("closing record %s: %v", layout.EndName(endSeq), err)
@@ -146,7 +146,7 @@ func Chain(ctx context.Context, where string, want ChainIdentity, keys []*custod
 		if err != nil {
 			return rep, err
 		}
-		rec, err := custody.Verify(ctx, raw, keys)
+		rec, err := custody.Verify(ctx, raw, trust)
 		if err != nil {
 			problem("segment %d: %v", seq, err)
 			prev = ""
@@ -218,13 +218,13 @@ func nonEmpty(s string) string {
 }
 
 // readEnd reads and verifies a closing record.
-func readEnd(ctx context.Context, open Opener, name, version string, keys []*custody.PublicKey) (custody.FollowEnd, error) {
+func readEnd(ctx context.Context, open Opener, name, version string, trust custody.Trust) (custody.FollowEnd, error) {
 	var ep custody.FollowEnd
 	raw, err := readAll(ctx, open, name, version, 1<<20)
 	if err != nil {
 		return ep, err
 	}
-	rec, err := custody.Verify(ctx, raw, keys)
+	rec, err := custody.Verify(ctx, raw, trust)
 	if err != nil {
 		return ep, err
 	}

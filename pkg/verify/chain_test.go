@@ -132,7 +132,7 @@ func TestChain(t *testing.T) {
 			t.Parallel()
 			s := tc.store()
 			var out bytes.Buffer
-			rep, err := Chain(t.Context(), "s3://b/p/", chainOf, []*custody.PublicKey{key.Public()}, s.versions, s.open, &out)
+			rep, err := Chain(t.Context(), "s3://b/p/", chainOf, custody.Trust{Keys: []*custody.PublicKey{key.Public()}}, s.versions, s.open, &out)
 			if err != nil {
 				t.Fatal(err)
 			}

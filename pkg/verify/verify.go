@@ -57,9 +57,10 @@ type Identity struct {
 	ManifestSHA256 string `json:"manifestSHA256,omitempty"`
 }
 
-// Keys are the public keys records verify with.
+// Keys are what records verify with: the published keys, the signer's and the timestamp
+// authority's roots, the revocations.
 type Keys struct {
-	Keys []*custody.PublicKey
+	Trust custody.Trust
 	// Required is true when keys are published (or given): every collection must then have
 	// a record. False only where the cluster does not sign.
 	Required bool
@@ -86,6 +87,9 @@ type Verdict struct {
 	Signature string `json:"signature"`
 	// SignedBy is the id of the key whose signature verified.
 	SignedBy string `json:"signedBy,omitempty"`
+	// Signer is who signed: a published key, or a node's certificate and the trusted time
+	// of the signature.
+	Signer *custody.Signer `json:"signer,omitempty"`
 	// Record is what the verified record binds (nil when there is none or it did not verify).
 	Record *Bound `json:"record,omitempty"`
 	// Problems are the record's failures: missing, signature, each binding that does not
@@ -115,6 +119,9 @@ func (v Verdict) Against() string {
 		return "manifest.json (the collection is unsigned: no custody key is published)"
 	}
 	s := "the custody record signed by key " + v.SignedBy
+	if v.Signer != nil {
+		s = "the custody record signed by " + v.Signer.String()
+	}
 	if r := v.Record; r != nil {
 		s += fmt.Sprintf(" for collection %s of pod %s/%s (uid %s)", r.Collection, r.Namespace, r.Pod, r.UID)
 	}
@@ -194,7 +201,7 @@ func Open(ctx context.Context, keys Keys, want Identity, where string, record []
 		}
 		return c
 	}
-	rec, err := custody.Verify(ctx, record, keys.Keys)
+	rec, err := custody.Verify(ctx, record, keys.Trust)
 	if err != nil {
 		c.fail(err.Error())
 		return c
@@ -207,7 +214,7 @@ func Open(ctx context.Context, keys Keys, want Identity, where string, record []
 	sum := sha256.Sum256(record)
 	c.recSum = hex.EncodeToString(sum[:])
 	p := rec.Predicate
-	c.v.Signature, c.v.SignedBy = Verified, rec.KeyID
+	c.v.Signature, c.v.SignedBy, c.v.Signer = Verified, rec.KeyID, &rec.Signer
 	c.v.Record = &Bound{Namespace: p.Pod.Namespace, Pod: p.Pod.Name, UID: p.Pod.UID, Collection: p.Collection, Node: p.Node, Container: p.Container.Name, EndTime: p.EndTime}
 	c.bind("the record", p.Collection, p.Pod.Namespace, p.Pod.Name, p.Pod.UID)
 	for _, name := range rec.Names() {

@@ -99,7 +99,7 @@ func TestVerifier(t *testing.T) {
 	key, other := newKey(t), newKey(t)
 	want := Identity{Namespace: "ns", Pod: "web", Collection: id, UID: "uid-1"}
 	good := genuine(t, key, "ns", "web", "uid-1", id, nil)
-	keys := Keys{Keys: []*custody.PublicKey{key.Public()}, Required: true}
+	keys := Keys{Trust: custody.Trust{Keys: []*custody.PublicKey{key.Public()}}, Required: true}
 	for _, tc := range []struct {
 		name   string
 		keys   Keys
@@ -217,7 +217,7 @@ func TestDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = root.Close() }()
-	keys := Keys{Keys: []*custody.PublicKey{key.Public()}, Required: true}
+	keys := Keys{Trust: custody.Trust{Keys: []*custody.PublicKey{key.Public()}}, Required: true}
 	c := Open(t.Context(), keys, Identity{Collection: id}, dir, e.record)
 	c.Manifest(e.manifest)
 	if err := c.Dir(root); err != nil {
@@ -256,7 +256,7 @@ func TestBucket(t *testing.T) {
 		{Name: custody.ManifestSubject, VersionID: "vm1", Latest: true},
 		{Name: "app/var/log/b.log", VersionID: "vb1", Latest: true},
 	}
-	keys := Keys{Keys: []*custody.PublicKey{key.Public()}, Required: true}
+	keys := Keys{Trust: custody.Trust{Keys: []*custody.PublicKey{key.Public()}}, Required: true}
 	for _, tc := range []struct {
 		name     string
 		versions []Version
