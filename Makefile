@@ -80,7 +80,7 @@ fuzz: ## Fuzz the tar sanitizer for 60s, then the alert receiver's payload parse
 	$(GO) test ./internal/alert -run '^$$' -fuzz FuzzParse -fuzztime 60s
 
 .PHONY: cluster-up
-cluster-up: ## Build (cached) and start the local cluster (two nodes; NODES=1 for one).
+cluster-up: ## Build (cached) and start the local cluster (three nodes: two for workloads, one for the signer; NODES=1 for one).
 	bash hack/cluster/cluster.sh up
 
 .PHONY: cluster-down
@@ -94,6 +94,8 @@ chart-lint: ## helm lint and render the chart with default and local-cluster val
 	bash hack/cluster/helm.sh template podcopy charts/podcopy -n podcopy > /dev/null
 	bash hack/cluster/helm.sh template podcopy charts/podcopy -n podcopy -f charts/podcopy/ci/local-values.yaml > /dev/null
 	bash hack/cluster/helm.sh template podcopy charts/podcopy -n podcopy --set metrics.rules.enabled=true,metrics.dashboard.enabled=true,metrics.serviceMonitor.enabled=true > /dev/null
+	bash hack/cluster/helm.sh lint charts/podcopy --set signer.enabled=true
+	bash hack/cluster/helm.sh template podcopy charts/podcopy -n podcopy --set signer.enabled=true > /dev/null
 
 .PHONY: deploy
 deploy: cluster-up ## Build the agent image and install it with the Helm chart (and an analysis pod).

@@ -231,7 +231,7 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 	}
 
 	// The record in the bucket verifies with the published keys and signs what is stored.
-	keys2, err := custody.Published(t.Context(), client, "podcopy", "podcopy-signing-keys")
+	keys2, err := custody.PublishedTrust(t.Context(), client, "podcopy", "podcopy-signing-keys", "")
 	if err != nil {
 		t.Fatal(err)
 	}

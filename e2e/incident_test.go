@@ -102,19 +102,11 @@ func custodyOf(t *testing.T, st status.Status) custody.Record {
 	t.Helper()
 	dir := st.Destination[strings.Index(st.Destination, ":")+1:]
 	env := mustRun(t, analysis(t), "cat", dir+"/"+custody.FileName)
-	cm, err := client.CoreV1().ConfigMaps("podcopy").Get(t.Context(), "podcopy-signing-keys", metav1.GetOptions{})
+	trust, err := custody.PublishedTrust(t.Context(), client, "podcopy", "podcopy-signing-keys", "podcopy-revocations")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var keys []*custody.PublicKey
-	for _, pem := range cm.Data {
-		k, err := custody.ParsePublicKeys([]byte(pem))
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, k...)
-	}
-	rec, err := custody.Verify(t.Context(), []byte(env), keys)
+	rec, err := custody.Verify(t.Context(), []byte(env), trust)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/status"
 )
 
@@ -251,7 +252,8 @@ func TestPluginTrustsNoTenantRecord(t *testing.T) {
 	// Fetched untouched, and the published keys saved: the fetched directory verifies
 	// offline (no cluster: the kubeconfig points nowhere).
 	keys, errOut, code := kubectlPodcopy(t, admin, "key")
-	if code != 0 || !strings.Contains(keys, "# podcopy custody key "+st.CustodyKeyID) {
+	// The agent's key is published, or (with the signer) the signer's root that certifies it.
+	if code != 0 || !strings.Contains(keys, "# podcopy custody key "+st.CustodyKeyID) && !strings.Contains(keys, custody.RoleHeader+": "+custody.RoleSignerRoot) {
 		t.Fatalf("key: exit %d\n%s%s", code, keys, errOut)
 	}
 	keyFile := filepath.Join(t.TempDir(), "keys.pem")

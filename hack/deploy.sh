@@ -38,6 +38,33 @@ if [ ! -f "$STATE/receiver-port" ]; then
   (cd "$REPO_ROOT" && go run ./hack/freeport 1) > "$STATE/receiver-port"
 fi
 RECEIVER_PORT=$(cat "$STATE/receiver-port")
+# The custody signer (helm only, a cluster of three nodes or more): on the last node, the
+# "system" node, which runs no agent; TLS on a free port of loopback.
+if [ ! -f "$STATE/signer-port" ]; then
+  (cd "$REPO_ROOT" && go run ./hack/freeport 1) > "$STATE/signer-port"
+fi
+SIGNER_PORT=$(cat "$STATE/signer-port")
+read -r -a node_names <<< "${NODE_NAMES:-localhost}"
+signer_values=$STATE/signer-values.yaml
+if [ "${#node_names[@]}" -ge 3 ]; then
+  system_node=${node_names[-1]}
+  cat > "$signer_values" <<YAML
+signer:
+  enabled: true
+  hostNetwork: true
+  listenHost: 127.0.0.1
+  port: $SIGNER_PORT
+  nodeSelector: {kubernetes.io/hostname: $system_node}
+  tolerations: [{operator: Exists}]
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: kubernetes.io/hostname, operator: NotIn, values: [$system_node]}]
+YAML
+else
+  echo "signer: {enabled: false}" > "$signer_values"
+fi
 
 # Switching install methods: remove what the other one installed.
 previous=$(cat "$STATE/deploy-mode" 2>/dev/null || true)
@@ -78,7 +105,7 @@ YAML
     ;;
   helm)
     bash "$here/cluster/helm.sh" upgrade --install podcopy "$REPO_ROOT/charts/podcopy" -n podcopy --create-namespace \
-      -f "$REPO_ROOT/charts/podcopy/ci/local-values.yaml" --set "metrics.port=$AGENT_PORT" --set "shell.port=$SHELL_PORT" \
+      -f "$REPO_ROOT/charts/podcopy/ci/local-values.yaml" -f "$signer_values" --set "metrics.port=$AGENT_PORT" --set "shell.port=$SHELL_PORT" \
       --set "evidenceStore.port=$EVIDENCE_PORT" --set "receiver.port=$RECEIVER_PORT" \
       --set-json "extraEnv=[{\"name\":\"KUBERNETES_SERVICE_HOST\",\"value\":\"127.0.0.1\"},{\"name\":\"KUBERNETES_SERVICE_PORT\",\"value\":\"$APISERVER_PORT\"}]" \
       --wait --timeout 3m >/dev/null
@@ -86,6 +113,9 @@ YAML
     kubectl -n podcopy rollout status daemonset/podcopy-agent --timeout=120s >/dev/null
     kubectl -n podcopy rollout status statefulset/podcopy-analysis --timeout=120s >/dev/null
     kubectl -n podcopy rollout status deployment/podcopy-agent-evidence --timeout=120s >/dev/null
+    if grep -q "enabled: true" "$signer_values"; then
+      kubectl -n podcopy rollout status deployment/podcopy-agent-signer --timeout=120s >/dev/null
+    fi
     kubectl -n podcopy rollout restart deployment/podcopy-agent-receiver >/dev/null
     kubectl -n podcopy rollout status deployment/podcopy-agent-receiver --timeout=120s >/dev/null
     ;;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A real Kubernetes cluster on this machine, built from source: one control plane and NODES
-# nodes (default 2), each node its own containerd and kubelet (see README "The local cluster").
+# nodes (default 3), each node its own containerd and kubelet (see README "The local cluster").
+# The third node is the "system" node: the custody signer runs there, and no agent (it certifies
+# no agent on its own node; hack/deploy.sh installs it when the cluster has three nodes).
 # Usage: cluster.sh up|down|status|kubeconfig|env|restart|stop|resume|import
 #   NODES=1 cluster.sh up   a single node (the quick demo)
 set -euo pipefail
@@ -211,7 +213,7 @@ up() {
     log "a previous cluster was left half-running; tearing it down first"
     down
   fi
-  NODES=${NODES:-2}
+  NODES=${NODES:-3}
   [[ "$NODES" =~ ^[1-9]$ ]] || die "NODES must be 1 to 9, got $NODES"
   bash "$here/build.sh"
   rm -rf "$STATE"; mkdir -p "$STATE" "$LOGS" "$RUN"

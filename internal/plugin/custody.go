@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -27,7 +28,7 @@ const DefaultRevocations = "podcopy-revocations"
 
 // keysFlags are the flags that say what verifies custody records.
 func (o *Options) keysFlags(cmd *cobra.Command) {
-	cmd.Flags().StringArrayVar(&o.KeyFiles, "key", nil, "PEM file of the public key(s) that verify custody records (repeatable; default: what the cluster publishes)")
+	cmd.Flags().StringArrayVar(&o.KeyFiles, "key", nil, "PEM file of the public keys and signer roots that verify custody records, as kubectl podcopy key prints them (repeatable; default: what the cluster publishes)")
 	cmd.Flags().StringVar(&o.TrustedRoot, "trusted-root", "", "Sigstore trusted root (kubectl podcopy key --trusted-root) that verifies records signed with a node's certificate (default: what the cluster publishes)")
 	cmd.Flags().StringVar(&o.RevocationsFile, "revocations", "", "YAML list of revocations (kubectl podcopy key --revocations) checked offline with --key or --trusted-root")
 }
@@ -54,11 +55,13 @@ func (o *Options) custodyTrust(ctx context.Context) (t custody.Trust, published 
 			if err != nil {
 				return t, true, err
 			}
-			ks, err := custody.ParsePublicKeys(data)
+			ft, err := custody.ParseTrustPEM(data)
 			if err != nil {
 				return t, true, fmt.Errorf("--key %s: %w", f, err)
 			}
-			t.Keys = append(t.Keys, ks...)
+			t.Keys = append(t.Keys, ft.Keys...)
+			t.Roots = append(t.Roots, ft.Roots...)
+			t.TimestampRoots = append(t.TimestampRoots, ft.TimestampRoots...)
 		}
 		if o.TrustedRoot != "" {
 			data, err := os.ReadFile(o.TrustedRoot)
@@ -69,7 +72,7 @@ func (o *Options) custodyTrust(ctx context.Context) (t custody.Trust, published 
 			if err != nil {
 				return t, true, fmt.Errorf("--trusted-root %s: %w", o.TrustedRoot, err)
 			}
-			t.Roots, t.TimestampRoots = tr.Roots, tr.TimestampRoots
+			t.Roots, t.TimestampRoots = append(t.Roots, tr.Roots...), append(t.TimestampRoots, tr.TimestampRoots...)
 		}
 		if o.RevocationsFile != "" {
 			data, err := os.ReadFile(o.RevocationsFile)
@@ -110,7 +113,7 @@ func (o *Options) keyCommand() *cobra.Command {
 	var trustedRoot, revocations bool
 	cmd := &cobra.Command{
 		Use:   "key",
-		Short: "Print what verifies custody records: the published keys (PEM), or the signer's trusted root (Sigstore JSON) and the revocations",
+		Short: "Print what verifies custody records: the published keys and the signer's roots (PEM, for verify --key), or a Sigstore trusted root, or the revocations",
 		Example: `  kubectl podcopy key > podcopy-keys.pem
   kubectl podcopy verify ./evidence/20261123T101500Z-1a2b3c4d --key podcopy-keys.pem   # offline
   kubectl podcopy key --trusted-root > trusted_root.json
@@ -152,16 +155,12 @@ func (o *Options) keyCommand() *cobra.Command {
 				_, err = o.Out.Write(data)
 				return err
 			}
-			keys, err := custody.Published(cmd.Context(), o.client, ns, name)
+			t, err := custody.PublishedTrust(cmd.Context(), o.client, ns, name, "")
 			if err != nil {
 				return err
 			}
-			for _, k := range keys {
-				if _, err := o.Out.Write(k.PEM()); err != nil {
-					return err
-				}
-			}
-			return nil
+			_, err = o.Out.Write(custody.TrustPEM(t))
+			return err
 		},
 	}
 	cmd.Flags().BoolVar(&trustedRoot, "trusted-root", false, "print the signer's and the timestamp authority's roots as a Sigstore trusted root (for verify --trusted-root, cosign --trusted-root, sigstore-go)")
@@ -233,4 +232,51 @@ func (o *Options) completeForKeys() error {
 		return fmt.Errorf("reading the published custody keys needs the cluster (or pass --key FILE): %w", err)
 	}
 	return nil
+}
+
+// revokeCommand writes a revocation into the revocations ConfigMap with the user's own
+// credentials: only cluster admins (who may write that ConfigMap) can revoke.
+func (o *Options) revokeCommand() *cobra.Command {
+	var r custody.Revocation
+	var from string
+	cmd := &cobra.Command{
+		Use:   "revoke (--node NODE | --serial HEX) [--from TIME]",
+		Short: "Revoke a node's certificates (or one certificate) from a time on: records signed after it fail verify, records signed before still verify",
+		Example: `  kubectl podcopy revoke --node node2 --reason "container escape on node2, INC-4711"            # from now on
+  kubectl podcopy revoke --node node2 --from 2026-12-07T09:00:00Z --reason "compromised since 09:00"`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (r.Node == "") == (r.Serial == "") {
+				return errors.New("name --node or --serial (one of them)")
+			}
+			switch from {
+			case "", "now":
+				r.From = time.Now().UTC().Truncate(time.Second)
+			default:
+				t, err := time.Parse(time.RFC3339, from)
+				if err != nil {
+					return fmt.Errorf("--from %q: use RFC 3339 (2026-12-07T09:00:00Z) or now: %w", from, err)
+				}
+				r.From = t.UTC()
+			}
+			if err := o.complete(); err != nil {
+				return err
+			}
+			ns, _ := o.signingKeysRef()
+			entry := "node-" + r.Node
+			if r.Serial != "" {
+				entry = "serial-" + strings.ToLower(r.Serial)
+			}
+			if err := custody.Revoke(cmd.Context(), o.client, ns, o.Revocations, entry, r); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Out, "revoked %s from %s in ConfigMap %s/%s: records signed from then on fail verify\n", strings.Replace(entry, "-", " ", 1), r.From.Format(time.RFC3339), ns, o.Revocations)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&r.Node, "node", "", "revoke every certificate of this node")
+	cmd.Flags().StringVar(&r.Serial, "serial", "", "revoke one certificate (hex serial, as verify prints it)")
+	cmd.Flags().StringVar(&from, "from", "now", "records signed at or after this time (RFC 3339) are refused")
+	cmd.Flags().StringVar(&r.Reason, "reason", "", "why (printed by verify)")
+	return cmd
 }

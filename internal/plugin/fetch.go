@@ -136,8 +136,12 @@ func (o *Options) report(v Result, verb, summary string) error {
 		return v.Err()
 	}
 	if r := v.Record; r != nil {
-		fmt.Fprintf(o.Out, "custody record: collection %s of pod %s/%s (uid %s) on node %s, signed by key %s\n",
-			status.Printable(r.Collection), status.Printable(r.Namespace), status.Printable(r.Pod), status.Printable(r.UID), status.Printable(r.Node), v.SignedBy)
+		by := "key " + v.SignedBy
+		if v.Signer != nil {
+			by = v.Signer.String()
+		}
+		fmt.Fprintf(o.Out, "custody record: collection %s of pod %s/%s (uid %s) on node %s, signed by %s\n",
+			status.Printable(r.Collection), status.Printable(r.Namespace), status.Printable(r.Pod), status.Printable(r.UID), status.Printable(r.Node), by)
 	}
 	fmt.Fprintf(o.Out, "%s %s; every SHA-256 matches %s\n", verb, summary, v.Against())
 	return nil

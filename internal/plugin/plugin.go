@@ -107,7 +107,7 @@ func NewCommand(o *Options) *cobra.Command {
 		c.Flags().StringVarP(&o.Output, "output", "o", "", "output format: json for scripts (default: human-readable)")
 		root.AddCommand(c)
 	}
-	root.AddCommand(o.fetchCommand(), o.keyCommand()) // fetch's -o is the directory (SPEC §8)
+	root.AddCommand(o.fetchCommand(), o.keyCommand(), o.revokeCommand()) // fetch's -o is the directory (SPEC §8)
 	return root
 }
 

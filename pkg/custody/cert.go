@@ -147,9 +147,9 @@ type Signer struct {
 // String says who signed, for a person.
 func (s Signer) String() string {
 	if s.Node == "" {
-		return "key " + s.KeyID + " (a published key, no certificate)"
+		return "key " + s.KeyID + " (a published key without a certificate)"
 	}
-	return fmt.Sprintf("node %s's certificate %s (valid %s to %s), timestamped %s", s.Node, s.Serial,
+	return fmt.Sprintf("key %s of node %s's certificate %s (valid %s to %s), timestamped %s", s.KeyID, s.Node, s.Serial,
 		s.NotBefore.UTC().Format(time.RFC3339), s.NotAfter.UTC().Format(time.RFC3339), s.SignedAt.UTC().Format(time.RFC3339))
 }
 
@@ -302,6 +302,69 @@ func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("no PEM \"CERTIFICATE\" block found")
 	}
 	return certs, nil
+}
+
+// RoleHeader is the PEM header that says what a certificate in a trust file is.
+const (
+	RoleHeader          = "Podcopy-Role"
+	RoleSignerRoot      = "signer-root"
+	RoleTimestampAuthor = "timestamp-authority"
+)
+
+// TrustPEM writes t's keys and roots as one PEM file (kubectl podcopy key): each key with its
+// id comment, each certificate with a RoleHeader.
+func TrustPEM(t Trust) []byte {
+	var b bytes.Buffer
+	for _, k := range t.Keys {
+		b.Write(k.PEM())
+	}
+	for _, list := range []struct {
+		role, comment string
+		certs         []*x509.Certificate
+	}{{RoleSignerRoot, "# podcopy signer root: certifies each node's agent key", t.Roots}, {RoleTimestampAuthor, "# podcopy timestamp authority", t.TimestampRoots}} {
+		for _, c := range list.certs {
+			b.WriteString(list.comment + "\n")
+			_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Headers: map[string]string{RoleHeader: list.role}, Bytes: c.Raw})
+		}
+	}
+	return b.Bytes()
+}
+
+// ParseTrustPEM reads what TrustPEM writes (or a file of public keys only).
+func ParseTrustPEM(data []byte) (Trust, error) {
+	var t Trust
+	for rest := data; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		switch blk.Type {
+		case "PUBLIC KEY":
+			ks, err := ParsePublicKeys(pem.EncodeToMemory(&pem.Block{Type: blk.Type, Bytes: blk.Bytes}))
+			if err != nil {
+				return t, err
+			}
+			t.Keys = append(t.Keys, ks...)
+		case "CERTIFICATE":
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return t, err
+			}
+			switch blk.Headers[RoleHeader] {
+			case RoleSignerRoot:
+				t.Roots = append(t.Roots, c)
+			case RoleTimestampAuthor:
+				t.TimestampRoots = append(t.TimestampRoots, c)
+			default:
+				return t, fmt.Errorf("a certificate (%s) without a %s header: use kubectl podcopy key's output", c.Subject.CommonName, RoleHeader)
+			}
+		}
+	}
+	if t.Empty() {
+		return t, errors.New("no PEM \"PUBLIC KEY\" block and no signer root found")
+	}
+	return t, nil
 }
 
 // CertificatesPEM writes certs as PEM.

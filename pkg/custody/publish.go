@@ -139,6 +139,16 @@ func PublishedRevocations(ctx context.Context, client kubernetes.Interface, name
 	return rs, nil
 }
 
+// Revoke sets entry of the revocations ConfigMap name in namespace to r (creating it), with
+// the caller's credentials.
+func Revoke(ctx context.Context, client kubernetes.Interface, namespace, name, entry string, r Revocation) error {
+	data, err := yaml.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return publishEntry(ctx, client, namespace, name, entry, string(data), true)
+}
+
 // PublishCertificates sets entry (SignerRootsEntry, TimestampRootsEntry) of the ConfigMap
 // name in namespace to certs, creating it.
 func PublishCertificates(ctx context.Context, client kubernetes.Interface, namespace, name, entry string, certs []*x509.Certificate) error {

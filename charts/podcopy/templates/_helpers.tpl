@@ -62,3 +62,12 @@ GOMEMLIMIT: 80 % of resources.limits.memory when it is given in Mi or Gi ("" oth
 {{- div (mul (trimSuffix "Gi" $m | int) 4096) 5 }}MiB
 {{- end -}}
 {{- end -}}
+
+{{/* The signer's URL as agents reach it. */}}
+{{- define "podcopy.signerURL" -}}
+{{- if .Values.signer.hostNetwork -}}
+https://127.0.0.1:{{ .Values.signer.port }}
+{{- else -}}
+https://{{ include "podcopy.fullname" . }}-signer.{{ .Release.Namespace }}.svc:{{ .Values.signer.port }}
+{{- end -}}
+{{- end }}
