@@ -468,7 +468,7 @@ func awaitCertificate(ctx context.Context, log logr.Logger, key *custody.Private
 		defer cancel()
 		der, err := key.Ready(cctx)
 		if err != nil {
-			log.Error(err, "no certificate from the signer yet; collections fail (reason Custody) until one is issued; retrying")
+			log.Error(err, "no certificate from the signer yet; collections fail (reason Unsigned) until one is issued; retrying")
 			return false, nil
 		}
 		cert, err := x509.ParseCertificate(der)

@@ -10,6 +10,8 @@ import (
 	"io"
 	"iter"
 	"strconv"
+
+	"github.com/podcopy/podcopy/pkg/failure"
 )
 
 // Sealed is a signed custody record ready to be written: Size bytes, by WriteTo. It holds
@@ -53,10 +55,10 @@ func SealStream(ctx context.Context, key *PrivateKey, subjects iter.Seq[Subject]
 	sealed := &Sealed{pae: pae, payload: pae[len(header):], keyID: key.pub.id, sig: sig}
 	if c := key.certifier; c != nil {
 		if sealed.cert, err = c.Certificate(ctx); err != nil {
-			return nil, fmt.Errorf("the signing key's certificate: %w", err)
+			return nil, failure.New(failure.Unsigned, fmt.Errorf("the signing key's certificate: %w", err))
 		}
 		if sealed.stamp, err = c.Timestamp(ctx, sig); err != nil {
-			return nil, fmt.Errorf("timestamping the custody record: %w", err)
+			return nil, failure.New(failure.Unsigned, fmt.Errorf("timestamping the custody record: %w", err))
 		}
 	}
 	return sealed, nil

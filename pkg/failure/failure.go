@@ -51,6 +51,9 @@ const (
 	// NodeLost: the pod's node has not been Ready for nodeLostAfter; the collection could
 	// not end there and another agent (the janitor's Lease holder) recorded so.
 	NodeLost = "NodeLost"
+	// Unsigned: the custody record could not be signed: the agent has no certificate from the
+	// signer (refused, or unreachable), or no timestamp. Retried: nothing was published.
+	Unsigned = "Unsigned"
 	// Failed is the reason of a failure no other token describes.
 	Failed = "Failed"
 )
