@@ -111,6 +111,7 @@ e2e-on: ## The e2e suite against another cluster: make e2e-on KUBECONFIG=admin.k
 .PHONY: e2e
 e2e: cluster-up chart-lint ## End-to-end suite on the local cluster: once installed with kustomize, then with Helm.
 	@mkdir -p .cache
+	bash hack/cosign.sh version >/dev/null  # cosign, cached: TestSigner verifies a record's bundle with it
 	bash hack/deploy.sh kustomize
 	set -o pipefail; $(E2E_GO_TEST) -run 'TestCollect$$' 2>&1 | tee .cache/e2e-kustomize.log | $(E2E_SUMMARY)
 	bash hack/deploy.sh helm

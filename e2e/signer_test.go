@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -180,6 +181,7 @@ func TestSigner(t *testing.T) {
 		}
 	}
 	sigstoreVerify(t, rootJSON, raw, filepath.Join(dir1, custody.ManifestSubject))
+	cosignVerify(t, rootFile, filepath.Join(dir1, custody.FileName), filepath.Join(dir1, custody.ManifestSubject))
 
 	// Node binding at the signer: node 2's agent token, asking for node 1.
 	url, hc := signerURL(t)
@@ -316,6 +318,45 @@ func sigstoreVerify(t *testing.T, rootJSON string, record []byte, file string) {
 	if _, err := v.Verify(&b, sgverify.NewPolicy(sgverify.WithArtifactDigest("sha256", sum[:]), sgverify.WithCertificateIdentity(id))); err == nil {
 		t.Fatal("sigstore-go verified a tampered file's digest")
 	}
+}
+
+// cosignVerify runs cosign (hack/cosign.sh builds it into the cache; make e2e does first)
+// on the record as a bundle with the exported trusted root: it verifies the file, and
+// refuses the file changed by one byte.
+func cosignVerify(t *testing.T, rootFile, record, file string) {
+	t.Helper()
+	local(t, "cosign from the cache")
+	bin := filepath.Join(filepath.Dir(state), "cosign-v2.6.5", "cosign")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("cosign is not built (bash hack/cosign.sh version builds it; make e2e does): %v", err)
+	}
+	verify := func(f string) (string, error) {
+		cmd := osexec.CommandContext(t.Context(), bin, "verify-blob-attestation", "--bundle", record, "--trusted-root", rootFile,
+			"--use-signed-timestamps", "--insecure-ignore-tlog", "--insecure-ignore-sct", "--type", custody.PredicateType,
+			"--certificate-identity", custody.NodeURI(firstNode), "--certificate-oidc-issuer", signer.DefaultIssuer, f)
+		cmd.Env = append(os.Environ(), "SIGSTORE_NO_CACHE=true", "TUF_ROOT="+t.TempDir(), "HOME="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := verify(file)
+	if err != nil {
+		t.Fatalf("cosign refused the record: %v\n%s", err, out)
+	}
+	t.Logf("cosign %s: %s", filepath.Base(file), firstLine(out, "Verified"))
+	data, err := os.ReadFile(file)
+	must(t, err)
+	tampered := filepath.Join(t.TempDir(), filepath.Base(file))
+	must(t, os.WriteFile(tampered, append(data, ' '), 0o644))
+	if out, err := verify(tampered); err == nil {
+		t.Fatalf("cosign verified a tampered file:\n%s", out)
+	} else {
+		t.Logf("cosign on the file changed by one byte: %v: %s", err, strings.TrimSpace(lastLine(out)))
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 func askBody(t *testing.T, hc *http.Client, url, token string, key *custody.PrivateKey, node string) string {

@@ -29,6 +29,7 @@ type signerOptions struct {
 	Namespace  string
 	Secret     string
 	Published  string
+	Revoked    string
 	Agents     []string
 	Audience   string
 	OwnNode    string
@@ -45,6 +46,7 @@ func (o *signerOptions) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the CA's Secret and the published ConfigMap")
 	fs.StringVar(&o.Secret, "ca-secret", "podcopy-signer-ca", "Secret holding the CA and timestamp keys (created at first start; only the signer reads it)")
 	fs.StringVar(&o.Published, "publish", config.DefaultPublicKeys, "ConfigMap the CA's and the timestamp authority's certificates are published in")
+	fs.StringVar(&o.Revoked, "revocations", config.DefaultRevocations, "ConfigMap of revocations: a revoked node gets no new certificate")
 	fs.StringSliceVar(&o.Agents, "agents", nil, "ServiceAccount user names that may ask for certificates (system:serviceaccount:NS:NAME)")
 	fs.StringVar(&o.Audience, "audience", signer.DefaultAudience, "audience the agents' projected tokens are for")
 	fs.StringVar(&o.OwnNode, "own-node", os.Getenv("NODE_NAME"), "the node the signer runs on: never certified")
@@ -135,7 +137,7 @@ func runSigner(ctx context.Context, o signerOptions) error {
 		return err
 	}
 	s := &signer.Server{Authority: auth, Client: client, Audience: o.Audience, Agents: o.Agents, OwnNode: o.OwnNode,
-		Validity: o.Validity, Issuer: o.Issuer, Log: log}
+		Validity: o.Validity, Issuer: o.Issuer, Namespace: o.Namespace, Revocations: o.Revoked, Log: log}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		BaseContext: func(net.Listener) context.Context { return ctx }}

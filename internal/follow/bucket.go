@@ -88,8 +88,12 @@ func (b *BucketSink) Probe(ctx context.Context, _ exec.Target, prefix, _ string)
 	if err != nil {
 		return source.Checkpoint{}, 0, false, &objstore.Error{Err: err}
 	}
-	// The agent's own record: its signature is checked with its own key, so a record
-	// planted in the bucket cannot move the checkpoint.
+	// The agent's own record: its signature is checked with its own key (or, certified, its
+	// signer's roots: the key of the agent before a restart is gone), so a record planted in
+	// the bucket cannot move the checkpoint.
+	if _, err := b.Key.Ready(ctx); err != nil {
+		return source.Checkpoint{}, 0, false, err
+	}
 	rec, err := custody.Verify(ctx, raw, b.Key.Trust())
 	if err != nil {
 		return source.Checkpoint{}, 0, false, fmt.Errorf("the last segment record under %s: %w", prefix, err)

@@ -99,8 +99,11 @@ type Server struct {
 	// Validity is a certificate's lifetime; Issuer goes in its issuer extension.
 	Validity time.Duration
 	Issuer   string
-	Now      func() time.Time
-	Log      logr.Logger
+	// Namespace and Revocations name the revocations ConfigMap: a revoked node (from now or
+	// earlier) gets no new certificate.
+	Namespace, Revocations string
+	Now                    func() time.Time
+	Log                    logr.Logger
 }
 
 // Handler serves the certificate and timestamp routes.
@@ -164,6 +167,19 @@ func (s *Server) certificate(w http.ResponseWriter, r *http.Request) {
 	if node == s.OwnNode {
 		s.refuse(w, http.StatusForbidden, "SignerNode", fmt.Sprintf("the signer runs on node %q and certifies no agent there: root on that node holds the signer's key", node), "pod", pods)
 		return
+	}
+	if s.Revocations != "" {
+		rs, err := custody.PublishedRevocations(r.Context(), s.Client, s.Namespace, s.Revocations)
+		if err != nil {
+			s.refuse(w, http.StatusServiceUnavailable, "RevocationsUnreadable", err.Error(), "node", node)
+			return
+		}
+		for _, rv := range rs {
+			if rv.Node == node && !s.now().Before(rv.From) {
+				s.refuse(w, http.StatusForbidden, "NodeRevoked", fmt.Sprintf("node %q is revoked from %s (%s)", node, rv.From.UTC().Format(time.RFC3339), rv.Reason), "node", node)
+				return
+			}
+		}
 	}
 	pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
 	if err != nil {

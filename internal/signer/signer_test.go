@@ -19,6 +19,8 @@ import (
 	sgroot "github.com/sigstore/sigstore-go/pkg/root"
 	sgverify "github.com/sigstore/sigstore-go/pkg/verify"
 	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -45,7 +47,8 @@ func newCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := fake.NewClientset()
+	cs := fake.NewClientset(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "podcopy-revocations", Namespace: "podcopy"},
+		Data: map[string]string{"node-lost": "node: lost\nfrom: 2026-01-01T00:00:00Z\nreason: stolen\n"}})
 	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		tr := a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview)
 		tok := tr.Spec.Token
@@ -65,7 +68,7 @@ func newCluster(t *testing.T) *cluster {
 		return true, out, nil
 	})
 	s := &Server{Authority: auth, Client: cs, Audience: DefaultAudience, Agents: []string{agentSA}, OwnNode: "signer-node",
-		Validity: time.Hour, Log: logr.Discard()}
+		Validity: time.Hour, Namespace: "podcopy", Revocations: "podcopy-revocations", Log: logr.Discard()}
 	srv := httptest.NewTLSServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return &cluster{srv: srv, auth: auth, now: now}
@@ -119,6 +122,7 @@ func TestCertificates(t *testing.T) {
 		{name: "not an agent", node: "n1", token: "other", want: "NotAnAgent"},
 		{name: "bad token", node: "n1", token: "forged", want: "Unauthenticated"},
 		{name: "the signer's node", node: "signer-node", token: "node-signer-node", want: "SignerNode"},
+		{name: "a revoked node", node: "lost", token: "node-lost", want: `NodeRevoked: node "lost" is revoked from 2026-01-01T00:00:00Z (stolen)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
