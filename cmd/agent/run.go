@@ -254,8 +254,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 		})
 	}
 	if key.HasCertificate() {
+		m.Registry.MustRegister(m.CertificateExpiry)
 		g.Go(func() error {
-			awaitCertificate(gctx, log, key)
+			keepCertificate(gctx, log, key, m.CertificateExpiry)
 			return nil
 		})
 	} else if opts.Signing.PublicKeys != "" {
@@ -460,23 +461,38 @@ func certifiedKey(log logr.Logger, client kubernetes.Interface, opts config.Opti
 	return key.Certified(c), nil
 }
 
-// awaitCertificate gets the agent's first certificate, retrying (and saying why) until it
-// has one or the agent stops; records wait for it in their own seal too.
-func awaitCertificate(ctx context.Context, log logr.Logger, key *custody.PrivateKey) {
-	_ = wait.PollUntilContextCancel(ctx, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+// certificateCheck is how often the agent renews its certificate ahead of the records
+// that need it.
+const certificateCheck = time.Minute
+
+// keepCertificate gets the agent's certificate and renews it (at half its life) ahead of
+// the records, until the agent stops; expiry says when the one held expires. A failure is
+// logged when it starts and when it ends, not every minute.
+func keepCertificate(ctx context.Context, log logr.Logger, key *custody.PrivateKey, expiry prometheus.Gauge) {
+	var serial string
+	failing := false
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		der, err := key.Ready(cctx)
 		if err != nil {
-			log.Error(err, "no certificate from the signer yet; collections fail (reason Unsigned) until one is issued; retrying")
-			return false, nil
+			if !failing {
+				log.Error(err, "no certificate from the signer; collections fail (reason Unsigned) once the one held expires; retrying every minute")
+			}
+			failing = true
+			return
 		}
+		failing = false
 		cert, err := x509.ParseCertificate(der)
-		if err == nil {
-			log.Info("certificate issued", "serial", fmt.Sprintf("%x", cert.SerialNumber), "notAfter", cert.NotAfter.UTC().Format(time.RFC3339))
+		if err != nil {
+			return
 		}
-		return true, nil
-	})
+		if s := fmt.Sprintf("%x", cert.SerialNumber); s != serial {
+			serial = s
+			log.Info("certificate issued", "serial", s, "notAfter", cert.NotAfter.UTC().Format(time.RFC3339))
+		}
+		expiry.Set(float64(cert.NotAfter.Unix()))
+	}, certificateCheck)
 }
 
 // ensureBucket creates the bucket (destination.s3.createBucket), retrying until it exists or

@@ -68,6 +68,9 @@ type Metrics struct {
 	// 0 while it is not (verifiers cannot check its records with the published keys). It is
 	// registered only by an agent that publishes its key (signing.publicKeys set).
 	KeyPublished prometheus.Gauge
+	// CertificateExpiry is when the agent's custody certificate expires (Unix seconds; 0
+	// before the first). Registered only by an agent certified by the signer.
+	CertificateExpiry prometheus.Gauge
 	// Config tells how the agent's configuration file's hot reloads went.
 	Config *Reloads
 }
@@ -197,6 +200,9 @@ func New() *Metrics {
 	}, []string{"reason"})
 	m.KeyPublished = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "podcopy_signing_key_published", Help: "1 once this agent's custody public key is in the published ConfigMap (signing.publicKeys); 0 while it is not.",
+	})
+	m.CertificateExpiry = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "podcopy_signing_certificate_expiry_timestamp_seconds", Help: "When this agent's custody certificate from the signer expires (Unix seconds; 0 before the first). Renewed at half its life.",
 	})
 	for _, r := range []string{failure.InvalidRequest, failure.LimitExceeded, failure.SourceBudgetExceeded, failure.DeadlineExceeded,
 		failure.ManifestTooLarge, failure.QuotaExceeded, failure.Stalled, failure.StreamCut, failure.NotFound, failure.SourceFailed,
