@@ -184,17 +184,23 @@ func TestMetrics(t *testing.T) {
 	// (the receiver's, and series that exist only while a follow runs or once the console was
 	// used, are checked against the registries by charts' unit test).
 	later := map[string]bool{"podcopy_follow_lag_bytes": true, "podcopy_console_requests_total": true, "podcopy_receiver_alerts_total": true}
+	// An agent publishes its key (no signer) or holds a certificate (the signer): it serves
+	// the gauge of the one it does.
+	either := map[string]string{"podcopy_signing_key_published": "podcopy_signing_certificate_expiry_timestamp_seconds",
+		"podcopy_signing_certificate_expiry_timestamp_seconds": "podcopy_signing_key_published"}
+	served := func(name string) bool {
+		for series := range after {
+			if series == name || strings.HasPrefix(series, name+"{") {
+				return true
+			}
+		}
+		return false
+	}
 	for _, name := range monitoringMetrics(t) {
 		if later[name] {
 			continue
 		}
-		found := false
-		for series := range after {
-			if series == name || strings.HasPrefix(series, name+"{") {
-				found = true
-				break
-			}
-		}
+		found := served(name) || either[name] != "" && served(either[name])
 		if !found {
 			t.Errorf("the rules or the dashboard query %s, which the agent does not serve", name)
 		}
