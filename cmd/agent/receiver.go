@@ -84,21 +84,40 @@ const receiverAPITimeout = 20 * time.Second
 
 // receiverMain runs "podcopy-agent receiver ..." and exits.
 func receiverMain(args []string) {
-	fs := pflag.NewFlagSet("podcopy-agent receiver", pflag.ExitOnError)
 	var o receiverOptions
-	o.bind(fs)
+	runMode("receiver", args, o.bind, o.Validate, func(ctx context.Context) error { return runReceiver(ctx, o) })
+}
+
+// runMode runs one of podcopy-agent's modes and exits: its flags parsed and validated
+// (exit 2 naming what is wrong), then run with a context that ends at SIGTERM or an
+// interrupt (exit 1 on an error).
+func runMode(name string, args []string, bind func(*pflag.FlagSet), validate func() error, run func(context.Context) error) {
+	fs := pflag.NewFlagSet("podcopy-agent "+name, pflag.ExitOnError)
+	bind(fs)
 	_ = fs.Parse(args)
-	if err := o.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "podcopy-agent receiver: %v\n", err)
+	if err := validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "podcopy-agent %s: %v\n", name, err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := runReceiver(ctx, o)
+	err := run(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "podcopy-agent receiver: %v\n", err)
+		fmt.Fprintf(os.Stderr, "podcopy-agent %s: %v\n", name, err)
 		os.Exit(1)
 	}
+}
+
+// modeClient is a mode's API client: its kubeconfig (in-cluster when ""), its user agent,
+// and a deadline on every request.
+func modeClient(kubeconfig, userAgent string, timeout time.Duration) (kubernetes.Interface, error) {
+	rc, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	rc.UserAgent = userAgent + "/" + version
+	rc.Timeout = timeout
+	return kubernetes.NewForConfig(rc)
 }
 
 func runReceiver(ctx context.Context, o receiverOptions) error {
@@ -123,13 +142,8 @@ func runReceiver(ctx context.Context, o receiverOptions) error {
 	if _, err := profiles.Load(); err != nil {
 		return err
 	}
-	rc, err := restConfig(o.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	rc.UserAgent = "podcopy-receiver/" + version
-	rc.Timeout = receiverAPITimeout // every GET and patch has a deadline, whatever the sender does
-	client, err := kubernetes.NewForConfig(rc)
+	// Every GET and patch has a deadline, whatever the sender does.
+	client, err := modeClient(o.Kubeconfig, "podcopy-receiver", receiverAPITimeout)
 	if err != nil {
 		return err
 	}

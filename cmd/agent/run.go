@@ -524,11 +524,7 @@ func consoleKeys(client kubernetes.Interface, namespace, name, revocations strin
 		if err != nil && !apierrors.IsNotFound(err) {
 			return t, true, fmt.Errorf("reading the published custody keys %s/%s: %w", namespace, name, err)
 		}
-		t.Keys = append(t.Keys, published.Keys...)
-		t.Roots = append(t.Roots, published.Roots...)
-		t.TimestampRoots = append(t.TimestampRoots, published.TimestampRoots...)
-		t.Revocations = published.Revocations
-		return t, true, nil
+		return t.Merge(published), true, nil
 	}
 }
 

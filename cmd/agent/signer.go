@@ -9,14 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/podcopy/podcopy/internal/config"
 	"github.com/podcopy/podcopy/internal/signer"
@@ -84,21 +81,8 @@ func (o *signerOptions) Validate() error {
 
 // signerMain runs "podcopy-agent signer ..." and exits.
 func signerMain(args []string) {
-	fs := pflag.NewFlagSet("podcopy-agent signer", pflag.ExitOnError)
 	var o signerOptions
-	o.bind(fs)
-	_ = fs.Parse(args)
-	if err := o.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "podcopy-agent signer: %v\n", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := runSigner(ctx, o)
-	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "podcopy-agent signer: %v\n", err)
-		os.Exit(1)
-	}
+	runMode("signer", args, o.bind, o.Validate, func(ctx context.Context) error { return runSigner(ctx, o) })
 }
 
 func runSigner(ctx context.Context, o signerOptions) error {
@@ -109,13 +93,7 @@ func runSigner(ctx context.Context, o signerOptions) error {
 		return err
 	}
 	ctx = logr.NewContext(ctx, log)
-	rc, err := restConfig(o.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	rc.UserAgent = "podcopy-signer/" + version
-	rc.Timeout = 20 * time.Second
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := modeClient(o.Kubeconfig, "podcopy-signer", 20*time.Second)
 	if err != nil {
 		return err
 	}

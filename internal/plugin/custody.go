@@ -59,9 +59,7 @@ func (o *Options) custodyTrust(ctx context.Context) (t custody.Trust, published 
 			if err != nil {
 				return t, true, fmt.Errorf("--key %s: %w", f, err)
 			}
-			t.Keys = append(t.Keys, ft.Keys...)
-			t.Roots = append(t.Roots, ft.Roots...)
-			t.TimestampRoots = append(t.TimestampRoots, ft.TimestampRoots...)
+			t = t.Merge(ft)
 		}
 		if o.TrustedRoot != "" {
 			data, err := os.ReadFile(o.TrustedRoot)
@@ -72,7 +70,7 @@ func (o *Options) custodyTrust(ctx context.Context) (t custody.Trust, published 
 			if err != nil {
 				return t, true, fmt.Errorf("--trusted-root %s: %w", o.TrustedRoot, err)
 			}
-			t.Roots, t.TimestampRoots = append(t.Roots, tr.Roots...), append(t.TimestampRoots, tr.TimestampRoots...)
+			t = t.Merge(tr)
 		}
 		if o.RevocationsFile != "" {
 			data, err := os.ReadFile(o.RevocationsFile)

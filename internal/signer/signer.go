@@ -181,27 +181,22 @@ func (s *Server) certificate(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
+	key, err := custody.PublicKeyFromDER(req.PublicKey)
 	if err != nil {
 		s.refuse(w, http.StatusBadRequest, "BadKey", err.Error(), "node", node)
 		return
 	}
-	key, err := custody.ParsePublicKeys(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: req.PublicKey}))
-	if err != nil {
-		s.refuse(w, http.StatusBadRequest, "BadKey", err.Error(), "node", node)
-		return
-	}
-	if err := key[0].Verify(r.Context(), []byte(ProofPrefix+node), req.Proof); err != nil {
+	if err := key.Verify(r.Context(), []byte(ProofPrefix+node), req.Proof); err != nil {
 		s.refuse(w, http.StatusBadRequest, "NoProof", "the proof of possession does not verify with the key", "node", node)
 		return
 	}
 	now := s.now()
-	der, serial, err := s.issue(pub, node, now)
+	der, serial, err := s.issue(key.Public(), node, now)
 	if err != nil {
 		s.refuse(w, http.StatusInternalServerError, "IssueFailed", err.Error(), "node", node)
 		return
 	}
-	s.Log.Info("certificate issued", "node", node, "pod", pods, "serial", fmt.Sprintf("%x", serial), "keyID", key[0].ID(), "notAfter", now.Add(s.Validity).UTC().Format(time.RFC3339))
+	s.Log.Info("certificate issued", "node", node, "pod", pods, "serial", fmt.Sprintf("%x", serial), "keyID", key.ID(), "notAfter", now.Add(s.Validity).UTC().Format(time.RFC3339))
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(Response{Certificate: der, Roots: [][]byte{s.CA.Raw}, TimestampRoots: [][]byte{s.TSA.Raw, s.CA.Raw}})
 }

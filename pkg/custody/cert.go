@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -126,6 +127,17 @@ type Trust struct {
 	// Roots are the signer's CA certificates; TimestampRoots the timestamp authority's.
 	Roots, TimestampRoots []*x509.Certificate
 	Revocations           []Revocation
+}
+
+// Merge is t with o's keys and roots added; o's revocations replace t's when it has any.
+func (t Trust) Merge(o Trust) Trust {
+	t.Keys = append(slices.Clip(t.Keys), o.Keys...)
+	t.Roots = append(slices.Clip(t.Roots), o.Roots...)
+	t.TimestampRoots = append(slices.Clip(t.TimestampRoots), o.TimestampRoots...)
+	if o.Revocations != nil {
+		t.Revocations = o.Revocations
+	}
+	return t
 }
 
 // Empty is true when nothing is trusted (no key, no root).
@@ -341,11 +353,11 @@ func ParseTrustPEM(data []byte) (Trust, error) {
 		}
 		switch blk.Type {
 		case "PUBLIC KEY":
-			ks, err := ParsePublicKeys(pem.EncodeToMemory(&pem.Block{Type: blk.Type, Bytes: blk.Bytes}))
+			k, err := PublicKeyFromDER(blk.Bytes)
 			if err != nil {
 				return t, err
 			}
-			t.Keys = append(t.Keys, ks...)
+			t.Keys = append(t.Keys, k)
 		case "CERTIFICATE":
 			c, err := x509.ParseCertificate(blk.Bytes)
 			if err != nil {

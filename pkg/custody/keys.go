@@ -175,6 +175,15 @@ func LoadPrivateKey(file string) (*PrivateKey, error) {
 	return k, nil
 }
 
+// PublicKeyFromDER reads a PKIX (SubjectPublicKeyInfo) DER public key of an accepted type.
+func PublicKeyFromDER(der []byte) (*PublicKey, error) {
+	pub, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("parsing a public key: %w", err)
+	}
+	return newPublicKey(pub)
+}
+
 // ParsePublicKeys reads every PEM "PUBLIC KEY" block of data (text around the blocks, such
 // as the id comments PEM writes, is ignored). It fails when none is found.
 func ParsePublicKeys(data []byte) ([]*PublicKey, error) {
@@ -188,11 +197,7 @@ func ParsePublicKeys(data []byte) ([]*PublicKey, error) {
 		if b.Type != "PUBLIC KEY" {
 			continue
 		}
-		pub, err := x509.ParsePKIXPublicKey(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing a public key: %w", err)
-		}
-		k, err := newPublicKey(pub)
+		k, err := PublicKeyFromDER(b.Bytes)
 		if err != nil {
 			return nil, err
 		}
