@@ -104,7 +104,7 @@ type Options struct {
 		// or SEC 1 EC); when set, Secret is not read.
 		KeyFile string `mapstructure:"keyFile"`
 		// Secret is the Secret in the agent's namespace whose key.pem signs; the first agent
-		// creates it with a new ed25519 key. "" (or unreadable): a key made for this run.
+		// creates it with a new ECDSA P-256 key. "" (or unreadable): a key made for this run.
 		Secret string `mapstructure:"secret"`
 		// PublicKeys is the ConfigMap, in the agent's namespace, where the agent publishes
 		// its public key (one "<key id>.pem" entry per key; entries are added, never

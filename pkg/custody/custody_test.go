@@ -72,7 +72,7 @@ func TestSealVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, key := range map[string]*PrivateKey{"ed25519": genKey, "ecdsa-p256": ecdsaKey(t)} {
+	for name, key := range map[string]*PrivateKey{"ed25519": mustKey(t, fixedKey), "ecdsa-p256": ecdsaKey(t), "generated": genKey} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			p := PredicateFor(header(), manifest.Totals{Files: 1, Bytes: 10}, "tar")

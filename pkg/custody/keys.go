@@ -109,9 +109,26 @@ func (k *PrivateKey) Sign(_ context.Context, data []byte) ([]byte, error) {
 	return nil, fmt.Errorf("unsupported key %T", k.key)
 }
 
-// GenerateKey makes a new ed25519 key and returns it with its PKCS#8 PEM.
+// signsDigest is true for a key that signs a message's SHA-256 (ECDSA P-256), which can be
+// computed as the message streams by; ed25519 signs the whole message.
+func (k *PrivateKey) signsDigest() bool {
+	_, ok := k.key.(*ecdsa.PrivateKey)
+	return ok
+}
+
+// signDigest signs sum, the SHA-256 of a message, for a key that signsDigest.
+func (k *PrivateKey) signDigest(sum []byte) ([]byte, error) {
+	key, ok := k.key.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("a %T key signs the whole message, not its digest", k.key)
+	}
+	return ecdsa.SignASN1(rand.Reader, key, sum)
+}
+
+// GenerateKey makes a new ECDSA P-256 key (cosign's default: it signs a record's SHA-256, so
+// a record is signed as it streams) and returns it with its PKCS#8 PEM.
 func GenerateKey() (*PrivateKey, []byte, error) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,25 +1,32 @@
 package custody
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"iter"
+	"os"
 	"strconv"
 
 	"github.com/podcopy/podcopy/pkg/failure"
 )
 
 // Sealed is a signed custody record ready to be written: Size bytes, by WriteTo. It holds
-// the statement once (the record's base64 is written as it goes), so a record of 100,000
-// subjects costs the agent the statement's size, not the several copies a DOM would make.
+// the statement once (the record's base64 is written as it goes), in memory, or, when sealed
+// by SealSpooled with a key that signs a digest, in an unlinked file: then a record of
+// 100,000 subjects costs the agent's memory nothing that grows with them. Close releases it.
 type Sealed struct {
-	pae     []byte // DSSE's pre-authentication encoding: its header, then the statement
-	payload []byte // the statement: the end of pae
+	header  string // DSSE's pre-authentication encoding's header; the statement follows it
+	payload []byte // the statement, when held in memory
+	file    *os.File
+	size    int64  // the statement's length
+	digest  []byte // the spooled statement's signed digest: SHA-256 of header and statement
 	keyID   string
 	sig     []byte
 	// cert and stamp, for a key with a certificate: the record is a Sigstore bundle.
@@ -27,9 +34,22 @@ type Sealed struct {
 }
 
 // SealStream signs the in-toto statement of subjects and predicate p (of predicateType)
-// with key. subjects is read twice (once to size the statement) and must yield the same
-// subjects both times.
+// with key, holding the statement in memory. subjects is read twice (once to size the
+// statement) and must yield the same subjects both times.
 func SealStream(ctx context.Context, key *PrivateKey, subjects iter.Seq[Subject], predicateType string, p any) (*Sealed, error) {
+	return seal(ctx, key, "", false, subjects, predicateType, p)
+}
+
+// SealSpooled is SealStream for a record of many subjects: when key signs the statement's
+// SHA-256 (ECDSA P-256), the statement is written once, hashed as it goes, to an unlinked
+// file in dir ("" for os.TempDir()), and WriteTo reads it back, checking it against what
+// was signed. An ed25519 key signs the whole message, so with it the statement is held in
+// memory as by SealStream. The caller closes the result.
+func SealSpooled(ctx context.Context, key *PrivateKey, dir string, subjects iter.Seq[Subject], predicateType string, p any) (*Sealed, error) {
+	return seal(ctx, key, dir, key.signsDigest(), subjects, predicateType, p)
+}
+
+func seal(ctx context.Context, key *PrivateKey, dir string, spooled bool, subjects iter.Seq[Subject], predicateType string, p any) (*Sealed, error) {
 	pred, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
@@ -38,30 +58,80 @@ func SealStream(ctx context.Context, key *PrivateKey, subjects iter.Seq[Subject]
 	if err := writeStatement(&count, subjects, predicateType, pred); err != nil {
 		return nil, err
 	}
-	header := fmt.Sprintf("DSSEv1 %d %s %d ", len(PayloadType), PayloadType, count.n)
-	buf := bytes.NewBuffer(make([]byte, 0, len(header)+int(count.n)))
-	buf.WriteString(header)
-	if err := writeStatement(buf, subjects, predicateType, pred); err != nil {
-		return nil, err
+	s := &Sealed{header: fmt.Sprintf("DSSEv1 %d %s %d ", len(PayloadType), PayloadType, count.n), size: count.n, keyID: key.pub.id}
+	if spooled {
+		err = s.spool(dir, subjects, predicateType, pred)
+		if err == nil {
+			s.sig, err = key.signDigest(s.digest)
+		}
+	} else {
+		buf := bytes.NewBuffer(make([]byte, 0, len(s.header)+int(count.n)))
+		buf.WriteString(s.header)
+		if err = writeStatement(buf, subjects, predicateType, pred); err == nil {
+			s.payload = buf.Bytes()[len(s.header):]
+			if int64(len(s.payload)) != s.size {
+				err = errChanged
+			}
+		}
+		if err == nil {
+			s.sig, err = key.Sign(ctx, buf.Bytes())
+		}
 	}
-	pae := buf.Bytes()
-	if int64(len(pae)-len(header)) != count.n {
-		return nil, errors.New("custody statement: its subjects changed while it was written")
-	}
-	sig, err := key.Sign(ctx, pae)
 	if err != nil {
+		_ = s.Close()
+		if errors.Is(err, errChanged) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("signing the custody record: %w", err)
 	}
-	sealed := &Sealed{pae: pae, payload: pae[len(header):], keyID: key.pub.id, sig: sig}
 	if c := key.certifier; c != nil {
-		if sealed.cert, err = c.Certificate(ctx); err != nil {
-			return nil, failure.New(failure.Unsigned, fmt.Errorf("the signing key's certificate: %w", err))
+		if s.cert, err = c.Certificate(ctx); err == nil {
+			s.stamp, err = c.Timestamp(ctx, s.sig)
 		}
-		if sealed.stamp, err = c.Timestamp(ctx, sig); err != nil {
-			return nil, failure.New(failure.Unsigned, fmt.Errorf("timestamping the custody record: %w", err))
+		if err != nil {
+			_ = s.Close()
+			return nil, failure.New(failure.Unsigned, fmt.Errorf("certifying the custody record: %w", err))
 		}
 	}
-	return sealed, nil
+	return s, nil
+}
+
+var errChanged = errors.New("custody statement: its subjects changed while it was written")
+
+// spool writes the statement to an unlinked file in dir and keeps the SHA-256 of the
+// pre-authentication encoding.
+func (s *Sealed) spool(dir string, subjects iter.Seq[Subject], predicateType string, pred []byte) error {
+	f, err := os.CreateTemp(dir, "podcopy-statement-*")
+	if err != nil {
+		return fmt.Errorf("statement spool: %w", err)
+	}
+	_ = os.Remove(f.Name()) // the open handle is all it needs; nothing is left on a crash
+	s.file = f
+	h := sha256.New()
+	h.Write([]byte(s.header))
+	bw := bufio.NewWriterSize(io.MultiWriter(h, f), 64<<10)
+	cw := &counter{w: bw}
+	if err := writeStatement(cw, subjects, predicateType, pred); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("statement spool: %w", err)
+	}
+	if cw.n != s.size {
+		return errChanged
+	}
+	s.digest = h.Sum(nil)
+	return nil
+}
+
+// Close releases the spooled statement, if any.
+func (s *Sealed) Close() error {
+	if s.file == nil {
+		return nil
+	}
+	err := s.file.Close()
+	s.file = nil
+	return err
 }
 
 // head and tail surround the statement's base64: the envelope as
@@ -86,7 +156,7 @@ func (s *Sealed) tail() string {
 
 // Size is the record's size in bytes.
 func (s *Sealed) Size() int64 {
-	return int64(len(s.head()) + base64.StdEncoding.EncodedLen(len(s.payload)) + len(s.tail()))
+	return int64(len(s.head())) + int64(base64.StdEncoding.EncodedLen(int(s.size))) + int64(len(s.tail()))
 }
 
 // WriteTo writes the record (a DSSE envelope, as JSON).
@@ -96,18 +166,37 @@ func (s *Sealed) WriteTo(w io.Writer) (int64, error) {
 		return cw.n, err
 	}
 	enc := base64.NewEncoder(base64.StdEncoding, cw)
-	for rest := s.payload; len(rest) > 0; {
-		k := min(len(rest), 48<<10) // a multiple of 3: whole base64 quanta
-		if _, err := enc.Write(rest[:k]); err != nil {
-			return cw.n, err
+	if s.file == nil {
+		for rest := s.payload; len(rest) > 0; {
+			k := min(len(rest), 48<<10) // a multiple of 3: whole base64 quanta
+			if _, err := enc.Write(rest[:k]); err != nil {
+				return cw.n, err
+			}
+			rest = rest[k:]
 		}
-		rest = rest[k:]
+	} else if err := s.copySpooled(enc); err != nil {
+		return cw.n, err
 	}
 	if err := enc.Close(); err != nil {
 		return cw.n, err
 	}
 	_, err := io.WriteString(cw, s.tail())
 	return cw.n, err
+}
+
+// copySpooled writes the spooled statement to w, checking that it is what was signed (a
+// file changed on disk must not go out under the signature).
+func (s *Sealed) copySpooled(w io.Writer) error {
+	h := sha256.New()
+	h.Write([]byte(s.header))
+	n, err := io.CopyBuffer(io.MultiWriter(h, w), io.NewSectionReader(s.file, 0, s.size), make([]byte, 48<<10))
+	if err != nil {
+		return fmt.Errorf("statement spool: %w", err)
+	}
+	if n != s.size || !bytes.Equal(h.Sum(nil), s.digest) {
+		return errors.New("statement spool: the statement read back is not the one signed")
+	}
+	return nil
 }
 
 // Bytes is the whole record.

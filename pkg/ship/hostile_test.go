@@ -55,6 +55,8 @@ func TestRunHostileArchives(t *testing.T) {
 		{kind: hostile.Drip, flavor: "gnu", limits: Limits{MaxBytes: 1 << 30, MaxFiles: 10, Deadline: 500 * time.Millisecond}, reason: failure.DeadlineExceeded},
 		{kind: hostile.Crafted, flavor: "gnu", check: treeEqualsManifest},
 		{kind: hostile.Crafted, flavor: "busybox", check: treeEqualsManifest},
+		// The same attacks after the index of written names moved to its file (issue 35).
+		{kind: hostile.CraftedMany, flavor: "gnu", limits: Limits{MaxFiles: 2 * hostile.ManyFiles}, check: treeEqualsManifest},
 		{kind: hostile.LongNames, flavor: "gnu", check: boundedManifest},
 		{kind: hostile.LongNames, flavor: "gnu", limits: Limits{MaxManifestBytes: 32 << 10}, reason: failure.ManifestTooLarge},
 	}

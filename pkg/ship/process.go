@@ -51,8 +51,9 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 			return res, err
 		}
 	}
-	w := &writer{ctx: ctx, dst: dst, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: writtenFiles{}}
+	w := &writer{ctx: ctx, dst: dst, job: job, mb: mb, res: &res, buf: bufPool.Get().(*[]byte), written: newWrittenFiles(s.SpoolDir), spoolDir: s.SpoolDir}
 	defer bufPool.Put(w.buf)
+	defer func() { _ = w.written.Close() }()
 	if err := w.prefixDirs(); err != nil {
 		return res, err
 	}
@@ -68,7 +69,9 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	if err := w.copyEntries(ctx, tar.NewReader(ender), ender); err != nil {
 		return res, err
 	}
-	w.written = nil // every entry is in: its index (~100 B per file) goes before the record is made
+	if err := w.written.Close(); err != nil { // every entry is in: its index goes before the record is made
+		return res, err
+	}
 	// The archive has ended; what follows (padding, gzip trailer) is drained so the source
 	// can exit, and its exit status arrives through the pipe.
 	if gz != nil {
@@ -200,10 +203,12 @@ type writer struct {
 	// the manifest and the destination tree stay bounded even when few are files.
 	entries int
 	// written holds each file written (see writtenFiles). It is bounded by policy.maxFiles.
-	written writtenFiles
+	written *writtenFiles
 	// subjects are the pod's records written, for the custody record (only when it is
 	// signed); the files' subjects are read back from the manifest's spool when it is sealed.
 	subjects []custody.Subject
+	// spoolDir holds the custody record's statement while it is written (SpoolDir).
+	spoolDir string
 }
 
 // objectWriter marks its write errors as the bucket's (a copy loop reports them as such).
@@ -334,10 +339,11 @@ func (w *writer) seal(ctx context.Context, at time.Time) error {
 			}
 		}
 	}
-	rec, err := custody.SealStream(ctx, w.job.Custody, subjects, custody.PredicateType, custody.PredicateFor(h, w.mb.Totals(), w.job.Reader.Kind()))
+	rec, err := custody.SealSpooled(ctx, w.job.Custody, w.spoolDir, subjects, custody.PredicateType, custody.PredicateFor(h, w.mb.Totals(), w.job.Reader.Kind()))
 	if err != nil || readErr != nil {
 		return errors.Join(err, readErr)
 	}
+	defer rec.Close()
 	name, err := w.job.Layout.CustodyEntry(h.Collection)
 	if err != nil {
 		return err
@@ -440,7 +446,7 @@ func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader, ender *endTrac
 			w.written.addDirs(v.Rel)
 		case KindFile:
 			k := keyOf(v.Rel)
-			if f, dup := w.written[k]; dup && !f.dir {
+			if f, dup := w.written.get(k); dup && !f.dir {
 				// Named twice (overlapping requested paths, or a hostile tar repeating a name
 				// to overwrite what was hashed): the first copy is in the archive.
 				break
@@ -454,6 +460,9 @@ func (w *writer) copyEntries(ctx context.Context, tr *tar.Reader, ender *endTrac
 			if err := w.copyFile(hdr, v, tr, k); err != nil {
 				return err
 			}
+		}
+		if err := w.written.err; err != nil {
+			return err
 		}
 		// Whatever the entry was, its data is read to the end before the next header, so the
 		// end-of-archive check sees only what follows it. A sparse entry is never read as
@@ -505,7 +514,8 @@ func (w *writer) link(hdr *tar.Header, v Verdict) (bool, error) {
 		return true, err
 	}
 	w.written.addDirs(path.Dir(v.Rel))
-	w.written[keyOf(v.Rel)] = w.written[target]
+	wf, _ := w.written.get(target)
+	w.written.put(keyOf(v.Rel), wf)
 	if p := w.job.Progress; p != nil {
 		p.Files.Add(1)
 		p.Bytes.Add(f.Size)

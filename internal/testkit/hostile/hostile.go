@@ -35,13 +35,19 @@ const (
 	// Slow is not an attack: a legitimate 75-block file sent one 512-byte block per
 	// DripEvery (150 s at the default), to prove a slow collection is never swept as stale.
 	Slow = "slow"
+	// CraftedMany is Crafted after ManyFiles small files: the attacks come when the agent's
+	// index of written names has left memory for its file.
+	CraftedMany = "crafted-many"
 	// LongNames holds many skipped entries with 64 KiB names (a small archive, a huge
 	// manifest unless names are bounded).
 	LongNames = "long-names"
 )
 
 // Kinds lists every kind.
-var Kinds = []string{SparseGNU, SparsePAX, HugeSkipped, Endless, Drip, Crafted, LongNames, Slow}
+var Kinds = []string{SparseGNU, SparsePAX, HugeSkipped, Endless, Drip, Crafted, CraftedMany, LongNames, Slow}
+
+// ManyFiles is how many files CraftedMany sends before its attacks.
+const ManyFiles = 20_000
 
 // SlowBlocks is the size of Slow's file in 512-byte blocks.
 const SlowBlocks = 75
@@ -99,7 +105,15 @@ func Write(w io.Writer, kind, dir string) error {
 			return err
 		}
 		return zeros(w, 1<<40, DripEvery)
-	case Crafted:
+	case Crafted, CraftedMany:
+		for i := range ManyFiles {
+			if kind != CraftedMany {
+				break
+			}
+			if _, err := w.Write(regular(fmt.Sprintf("%s/many/f%05d", rel, i), strconv.Itoa(i))); err != nil {
+				return err
+			}
+		}
 		if _, err := w.Write(crafted(rel)); err != nil {
 			return err
 		}
