@@ -143,6 +143,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			"mode", opts.Destination.EffectiveMode(), "objectLock", opts.Destination.S3.ObjectLock)
 	}
 	spool, _ := opts.SpoolBudget()                                                // checked by Validate
+	sourceSpool, _ := opts.SourceSpoolShare()                                     // checked by Validate
 	memberMax, bundleMax, bundleMembers, _ := opts.Destination.S3.Bundles.Sizes() // checked by Validate
 	remote := m.CountExecs(exec.NewRemote(restConfig, client.CoreV1().RESTClient(), transport))
 	// The executor runs every collection, within concurrency; the controller only decides.
@@ -154,8 +155,9 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 	handler := &collect.Handler{
 		Runner: &ship.Shipper{Exec: remote, SpoolDir: opts.SpoolDir, Stall: opts.Exec.StallTimeout, Spool: spool,
 			Heartbeat: ship.HeartbeatFor(opts.Destination.StaleAfter),
-			// The source spools of all collections in flight share 64 MiB of the spool volume.
-			SourceSpool: min(ship.DefaultSourceSpool, sourceSpoolShare/int64(max(opts.Concurrency, 1))),
+			// The source spools of all collections in flight share sourceSpoolMaxBytes of the
+			// spool volume.
+			SourceSpool: sourceSpool,
 			SpoolMeter:  ship.SpoolMeter{Bytes: m.SourceSpooled, Waits: m.SourceSpoolWaits},
 			Bundles: &ship.BundleOptions{MemberMaxBytes: memberMax, MaxBytes: bundleMax, MaxMembers: bundleMembers,
 				InFlight: ship.DefaultBundles.InFlight}},
@@ -313,10 +315,6 @@ func reloadable(o config.Options) *settings {
 	l, _ := o.LimitsValue()
 	return &settings{policy: p, limits: l}
 }
-
-// sourceSpoolShare is the disk of the spool volume (an emptyDir of 128Mi in the chart) the
-// source spools of all collections in flight share; spoolMaxBytes (48Mi) is the manifests'.
-const sourceSpoolShare = 64 << 20
 
 // serve runs srv on ln in g (TLS with certFile and keyFile when set) until ctx is done, then
 // shuts it down within grace (the agent's metrics and the alert receiver share it).

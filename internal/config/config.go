@@ -94,7 +94,12 @@ type Options struct {
 	// SpoolMaxBytes bounds what all manifests in flight spool together (a quantity, below
 	// the spool volume's size so it can never get the agent evicted; "0": no bound).
 	SpoolMaxBytes string `mapstructure:"spoolMaxBytes"`
-	Shell         struct {
+	// SourceSpoolMaxBytes is the disk of the spool directory the source streams of all
+	// collections in flight may wait in while their destinations are slower (a quantity;
+	// each collection gets this over concurrency). A source held on a full spool is what the
+	// runtime's relays cut (issue 35), so it is sized to hold whole archives.
+	SourceSpoolMaxBytes string `mapstructure:"sourceSpoolMaxBytes"`
+	Shell               struct {
 		Enabled      bool `mapstructure:"enabled"`
 		shell.Config `mapstructure:",squash"`
 	} `mapstructure:"shell"`
@@ -151,6 +156,8 @@ func Defaults() Options {
 		ShutdownGrace: 25 * time.Second,
 		KubeQPS:       50,
 		SpoolMaxBytes: "48Mi",
+		// Whole 100,000-file archives (150 MB) at the default concurrency.
+		SourceSpoolMaxBytes: "1Gi",
 	}
 	o.Exec.Transport, o.Exec.StallTimeout = string(exec.TransportAuto), 60*time.Second
 	o.Retry.Attempts = 3
@@ -289,6 +296,9 @@ func (o Options) Validate() error {
 	if o.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("concurrency must be at least 1, got %d", o.Concurrency))
 	}
+	if _, err := o.SourceSpoolShare(); err != nil {
+		errs = append(errs, err)
+	}
 	if _, err := o.SpoolBudget(); err != nil {
 		errs = append(errs, err)
 	}
@@ -384,6 +394,15 @@ func (o Options) LimitsValue() (ship.Limits, error) {
 		return ship.Limits{}, fmt.Errorf("policy.deadline %s: negative", o.Policy.Deadline)
 	}
 	return ship.Limits{MaxBytes: q.Value(), MaxFiles: o.Policy.MaxFiles, Deadline: o.Policy.Deadline, MaxManifestBytes: m.Value(), MaxFollowBytes: fb.Value()}, nil
+}
+
+// SourceSpoolShare is one collection's share of sourceSpoolMaxBytes: over concurrency.
+func (o Options) SourceSpoolShare() (int64, error) {
+	q, err := resource.ParseQuantity(o.SourceSpoolMaxBytes)
+	if err != nil || q.Value() < 1<<20 {
+		return 0, fmt.Errorf("sourceSpoolMaxBytes %q: a quantity of at least 1Mi (%v)", o.SourceSpoolMaxBytes, err)
+	}
+	return q.Value() / int64(max(o.Concurrency, 1)), nil
 }
 
 // SpoolBudget is spoolMaxBytes as the budget all manifests in flight share (nil: no bound).
