@@ -66,9 +66,9 @@ type sourceSpool struct {
 	// punched is where the disk of what was read ends: [0, punched) is a hole, so the file
 	// takes at most max + punchEvery bytes of disk however long it grows.
 	punched int64
-	werr   error // the writer's end (io.EOF when it closed without error)
-	rerr   error // the reader's end
-	meter  SpoolMeter
+	werr    error // the writer's end (io.EOF when it closed without error)
+	rerr    error // the reader's end
+	meter   SpoolMeter
 	// full bounds a wait on a full spool (0: none): after it, onFull is told.
 	full   time.Duration
 	clock  clock.Clock
