@@ -41,9 +41,9 @@ func SealStream(ctx context.Context, key *PrivateKey, subjects iter.Seq[Subject]
 }
 
 // SealSpooled is SealStream for a record of many subjects: when key signs the statement's
-// SHA-256 (ECDSA P-256), the statement is written once, hashed as it goes, to an unlinked
-// file in dir ("" for os.TempDir()), and WriteTo reads it back, checking it against what
-// was signed. An ed25519 key signs the whole message, so with it the statement is held in
+// SHA-256 (ECDSA P-256), subjects is read once, the statement written to an unlinked file
+// in dir ("" for os.TempDir()) and hashed from there, and WriteTo reads it back, checking it
+// against what was signed. An ed25519 key signs the whole message, so with it the statement is held in
 // memory as by SealStream. The caller closes the result.
 func SealSpooled(ctx context.Context, key *PrivateKey, dir string, subjects iter.Seq[Subject], predicateType string, p any) (*Sealed, error) {
 	return seal(ctx, key, dir, key.signsDigest(), subjects, predicateType, p)
@@ -54,17 +54,19 @@ func seal(ctx context.Context, key *PrivateKey, dir string, spooled bool, subjec
 	if err != nil {
 		return nil, err
 	}
-	var count counter
-	if err := writeStatement(&count, subjects, predicateType, pred); err != nil {
-		return nil, err
-	}
-	s := &Sealed{header: fmt.Sprintf("DSSEv1 %d %s %d ", len(PayloadType), PayloadType, count.n), size: count.n, keyID: key.pub.id}
+	s := &Sealed{keyID: key.pub.id}
 	if spooled {
 		err = s.spool(dir, subjects, predicateType, pred)
 		if err == nil {
 			s.sig, err = key.signDigest(s.digest)
 		}
 	} else {
+		var count counter
+		if err := writeStatement(&count, subjects, predicateType, pred); err != nil {
+			return nil, err
+		}
+		s.size = count.n
+		s.header = paeHeader(s.size)
 		buf := bytes.NewBuffer(make([]byte, 0, len(s.header)+int(count.n)))
 		buf.WriteString(s.header)
 		if err = writeStatement(buf, subjects, predicateType, pred); err == nil {
@@ -98,8 +100,8 @@ func seal(ctx context.Context, key *PrivateKey, dir string, spooled bool, subjec
 
 var errChanged = errors.New("custody statement: its subjects changed while it was written")
 
-// spool writes the statement to an unlinked file in dir and keeps the SHA-256 of the
-// pre-authentication encoding.
+// spool writes the statement once, to an unlinked file in dir, then hashes DSSE's
+// pre-authentication encoding (whose header holds the statement's length) over the file.
 func (s *Sealed) spool(dir string, subjects iter.Seq[Subject], predicateType string, pred []byte) error {
 	f, err := os.CreateTemp(dir, "podcopy-statement-*")
 	if err != nil {
@@ -107,9 +109,7 @@ func (s *Sealed) spool(dir string, subjects iter.Seq[Subject], predicateType str
 	}
 	_ = os.Remove(f.Name()) // the open handle is all it needs; nothing is left on a crash
 	s.file = f
-	h := sha256.New()
-	h.Write([]byte(s.header))
-	bw := bufio.NewWriterSize(io.MultiWriter(h, f), 64<<10)
+	bw := bufio.NewWriterSize(f, 64<<10)
 	cw := &counter{w: bw}
 	if err := writeStatement(cw, subjects, predicateType, pred); err != nil {
 		return err
@@ -117,11 +117,19 @@ func (s *Sealed) spool(dir string, subjects iter.Seq[Subject], predicateType str
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("statement spool: %w", err)
 	}
-	if cw.n != s.size {
-		return errChanged
+	s.size, s.header = cw.n, paeHeader(cw.n)
+	h := sha256.New()
+	h.Write([]byte(s.header))
+	if n, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, s.size), make([]byte, 64<<10)); err != nil || n != s.size {
+		return fmt.Errorf("statement spool: read %d of %d bytes: %v", n, s.size, err)
 	}
 	s.digest = h.Sum(nil)
 	return nil
+}
+
+// paeHeader is the header of DSSE's pre-authentication encoding of a statement of n bytes.
+func paeHeader(n int64) string {
+	return fmt.Sprintf("DSSEv1 %d %s %d ", len(PayloadType), PayloadType, n)
 }
 
 // Close releases the spooled statement, if any.

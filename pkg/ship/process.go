@@ -2,6 +2,7 @@ package ship
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -35,8 +36,10 @@ func (s *Shipper) process(ctx context.Context, job Job, p plan, src io.Reader, d
 	// Every byte read from the source counts against its budget, as received and as a tar
 	// stream (a gzip bomb counts by what it expands to), entries not written included.
 	budget := job.Limits.SourceBudget()
-	wire := &countingReader{r: src, limit: budget, what: "received"} // compressed when job.Gzip
-	archive := wire                                                  // the tar stream
+	// The tar reader asks for 512-byte blocks; each ask of the spool is a read of its file
+	// once the source is ahead (three per small file): read it in large pieces.
+	wire := &countingReader{r: bufio.NewReaderSize(src, 128<<10), limit: budget, what: "received"} // compressed when job.Gzip
+	archive := wire                                                                                // the tar stream
 	var gz *gzip.Reader
 	if job.Gzip {
 		if gz, err = gzip.NewReader(wire); err != nil {
