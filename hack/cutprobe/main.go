@@ -62,6 +62,28 @@ func (s *slowReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// once runs cmd and reads its stdout at rate into sink: the bytes read, the read's error and
+// the exec's.
+func once(remote exec.Executor, target exec.Target, cmd []string, hold bool, rate float64, sink io.Writer) (int64, error, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	g := gate{done: make(chan struct{})}
+	pr, pw := io.Pipe()
+	req := exec.Request{Target: target, Command: cmd, Stdout: pw}
+	if hold {
+		req.Stdin = g
+	}
+	errc := make(chan error, 1)
+	go func() {
+		err := remote.Exec(ctx, req)
+		pw.CloseWithError(err)
+		errc <- err
+	}()
+	n, rerr := io.Copy(sink, &slowReader{r: pr, rate: rate, t0: time.Now()})
+	close(g.done)
+	return n, rerr, <-errc
+}
+
 func run(kubeconfig, pod, container, dir, path string, runs int, hold bool, rate float64, out string, transport exec.Transport) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -80,33 +102,19 @@ func run(kubeconfig, pod, container, dir, path string, runs int, hold bool, rate
 	var longest int64
 	sizes := make([]int64, 0, runs)
 	for i := range runs {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		g := gate{done: make(chan struct{})}
-		pr, pw := io.Pipe()
-		req := exec.Request{Target: exec.Target{Namespace: ns, Pod: name, Container: container}, Command: cmd, Stdout: pw}
-		if hold {
-			req.Stdin = g
-		}
-		errc := make(chan error, 1)
-		t0 := time.Now()
-		go func() {
-			err := remote.Exec(ctx, req)
-			pw.CloseWithError(err)
-			errc <- err
-		}()
-		var sink io.Writer = io.Discard
+		sink := io.Discard
+		var f *os.File
 		if out != "" {
-			f, err := os.Create(out)
-			if err != nil {
+			if f, err = os.Create(out); err != nil {
 				return err
 			}
-			defer f.Close()
 			sink = f
 		}
-		n, rerr := io.Copy(sink, &slowReader{r: pr, rate: rate, t0: time.Now()})
-		close(g.done)
-		err := <-errc
-		cancel()
+		t0 := time.Now()
+		n, rerr, err := once(remote, exec.Target{Namespace: ns, Pod: name, Container: container}, cmd, hold, rate, sink)
+		if f != nil {
+			_ = f.Close()
+		}
 		sizes = append(sizes, n)
 		longest = max(longest, n)
 		fmt.Printf("run %d: %d bytes in %.1fs (read %v, exec %v)\n", i+1, n, time.Since(t0).Seconds(), rerr, err)
