@@ -14,6 +14,7 @@ import (
 	testclock "k8s.io/utils/clock/testing"
 
 	"github.com/podcopy/podcopy/pkg/exec"
+	"github.com/podcopy/podcopy/pkg/exec/exectest"
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/ship"
@@ -276,4 +277,41 @@ func (o *outageRunner) Run(ctx context.Context, job ship.Job) (ship.Result, erro
 		o.dw.mu.Unlock()
 	}
 	return res, err
+}
+
+// TestRetryRemovesTheEarlierStaging: an attempt the status scheduled (nextAttemptTime)
+// first removes the earlier attempt's staging directory, which that attempt's agent may have
+// been stopped before removing (e2e TestUpgradeUnderLoad saw one left).
+func TestRetryRemovesTheEarlierStaging(t *testing.T) {
+	t.Parallel()
+	pod := sourcePod(map[string]string{request.AnnotationCollect: "/var/log/mysql/slow.log"}, corev1.PodRunning)
+	req, err := request.Parse(pod, e0Policy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := "20251231T000000Z-" + req.ID()[:8]
+	setStatus(pod, status.Status{Request: req.ID(), Phase: status.Running, Collection: prev, Attempt: 1, NextAttemptTime: "2000-01-01T00:00:00Z"})
+	e := newEnv(pod, nil)
+	e.h.Settings.Attempts = 3
+	var mu sync.Mutex
+	var removed []string
+	e.h.Exec = exectest.Func(func(ctx context.Context, r exec.Request) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Command[0] == "rm" {
+			removed = append(removed, r.Command[len(r.Command)-1])
+		}
+		return nil
+	})
+	if err := e.sync(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(t); st.Phase != status.Succeeded || st.Attempt != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(removed) != 1 || !strings.HasSuffix(removed[0], "/.partial/"+prev) {
+		t.Fatalf("removed %q, want the staging directory of %s", removed, prev)
+	}
 }

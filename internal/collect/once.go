@@ -47,12 +47,15 @@ func (h onceWork) collect(ctx context.Context, log logr.Logger, pod *corev1.Pod,
 	// status here is an earlier attempt's.
 	if prev.Request == id && prev.Phase == status.Running {
 		attempt = max(prev.Attempt, 1) + 1
+		// The earlier attempt's staging directory goes first, whoever ran it: its agent
+		// removes it when the attempt fails, but an agent stopped during that removal (a
+		// rolling upgrade under load: e2e TestUpgradeUnderLoad) leaves it to this one.
+		h.discardStaging(ctx, log, pod, dst, prev.Collection)
 		// Without nextAttemptTime, a Running status that no collection of this process backs
-		// means the agent that wrote it stopped mid-way: its staging directory is swept, and
-		// the attempt counts. With it, this is the attempt the status scheduled.
+		// means the agent that wrote it stopped mid-way, and the attempt counts. With it,
+		// this is the attempt the status scheduled.
 		if prev.NextAttemptTime == "" {
 			log.Info("resolving a Running status that no live collection backs", "collection", prev.Collection, "attempt", attempt)
-			h.discardStaging(ctx, log, pod, dst, prev.Collection)
 			if attempt > h.Settings.attempts() {
 				h.Metrics.Failures.WithLabelValues(failure.Interrupted).Inc()
 				return h.finish(ctx, log, pod, id, status.Status{Request: id, Phase: status.Failed, Collection: prev.Collection,
