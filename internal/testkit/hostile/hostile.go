@@ -106,10 +106,11 @@ func Write(w io.Writer, kind, dir string) error {
 		}
 		return zeros(w, 1<<40, DripEvery)
 	case Crafted, CraftedMany:
-		for i := range ManyFiles {
-			if kind != CraftedMany {
-				break
-			}
+		many := 0
+		if kind == CraftedMany {
+			many = ManyFiles
+		}
+		for i := range many {
 			if _, err := w.Write(regular(fmt.Sprintf("%s/many/f%05d", rel, i), strconv.Itoa(i))); err != nil {
 				return err
 			}
@@ -264,3 +265,4 @@ func crafted(rel string) []byte {
 	out = append(out, checksum(l)...)
 	return out
 }
+
