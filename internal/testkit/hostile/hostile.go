@@ -265,4 +265,3 @@ func crafted(rel string) []byte {
 	out = append(out, checksum(l)...)
 	return out
 }
-
