@@ -95,11 +95,31 @@ func (e evidenceStore) get(t *testing.T, key string) []byte {
 }
 
 // bigUploadStarted starts the collection of a 300 MiB file from pod big in ns and returns once
-// its multipart upload is in flight; uploads counts the namespace's open uploads (-1 when the
-// store does not answer).
+// its upload is in flight (the store has read 32 MiB more than before: the file is one
+// streamed PUT, which lists no upload); uploads counts the namespace's open multipart
+// uploads (-1 when the store does not answer).
 func (e evidenceStore) bigUploadStarted(t *testing.T, ns string) (uploads func(context.Context) int) {
 	t.Helper()
 	sourcePod(t, ns, "big", imageBusybox, "mkdir -p /var/log && head -c 314572800 /dev/urandom > /var/log/big.bin")
+	read := func() int64 {
+		pid, err := osexec.Command("pgrep", "-o", "-f", "^/versitygw ").Output()
+		if err != nil {
+			t.Fatalf("the evidence store's process: %v", err)
+		}
+		io, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/io")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(string(io), "\n") {
+			if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		t.Fatalf("no rchar in /proc/PID/io: %s", io)
+		return 0
+	}
+	before := read()
 	annotate(t, ns, "big", map[string]string{"podcopy/collect": "/var/log/big.bin"})
 	uploads = func(ctx context.Context) int {
 		out, err := e.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(e.bucket), Prefix: aws.String(ns + "/")})
@@ -108,7 +128,7 @@ func (e evidenceStore) bigUploadStarted(t *testing.T, ns string) (uploads func(c
 		}
 		return len(out.Uploads)
 	}
-	waitFor(t, time.Minute, "a multipart upload in flight", func(ctx context.Context) (bool, error) { return uploads(ctx) > 0, nil })
+	waitFor(t, time.Minute, "the upload in flight", func(context.Context) (bool, error) { return read()-before >= 32<<20, nil })
 	return uploads
 }
 
@@ -204,15 +224,13 @@ head -c 20971520 /dev/urandom > /var/log/ev/big.bin && ln /var/log/ev/small.log 
 				t.Errorf("%s: object sha256 %s, manifest %s", k, sum, manifestSHA[path])
 			}
 		}
-		// The server's own checksum: the whole object's SHA-256 when it was one PUT; a
-		// checksum of the parts' SHA-256s ("-N") for a multipart upload.
+		// The server's own checksum: the whole object's SHA-256, the manifest's, for an
+		// object of one part (one PUT) and for the 20 MiB file streamed in one PUT with its
+		// SHA-256 in a trailer (destination.s3.streamMaxSize), not a multipart composite.
 		server := aws.ToString(head.ChecksumSHA256)
 		raw, _ := hex.DecodeString(sum)
-		if len(body) <= 8<<20 && server != base64.StdEncoding.EncodeToString(raw) {
-			t.Errorf("%s: server checksum %q, want the manifest's %s", k, server, sum)
-		}
-		if len(body) > 8<<20 && !strings.HasSuffix(server, "-3") {
-			t.Errorf("%s: server checksum %q, want a composite of 3 parts", k, server)
+		if server != base64.StdEncoding.EncodeToString(raw) {
+			t.Errorf("%s (%d bytes): server checksum %q, want the manifest's %s", k, len(body), server, sum)
 		}
 		t.Logf("%s: %d bytes, sha256 %s, server checksum %s (%s), %s until %s", k, len(body), sum[:16], server, head.ChecksumType, head.ObjectLockMode, aws.ToTime(head.ObjectLockRetainUntilDate).Format(time.RFC3339))
 

@@ -58,7 +58,7 @@ func Defaults() Config {
 		Dir:            "/collect",
 		StaleAfter:     time.Hour,
 		NamespaceModes: map[string]string{},
-		S3:             objstore.Config{PartSize: "8Mi", Bundles: objstore.Bundles{MemberMaxSize: "512Ki", MaxSize: "4Mi", MaxMembers: 4096}},
+		S3:             objstore.Config{PartSize: "8Mi", StreamMaxSize: "5Gi", Bundles: objstore.Bundles{MemberMaxSize: "512Ki", MaxSize: "4Mi", MaxMembers: 4096}},
 	}
 }
 

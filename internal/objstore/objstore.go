@@ -56,8 +56,15 @@ type Config struct {
 	CAFile string `mapstructure:"caFile"`
 	// PartSize is the size of each uploaded part (a quantity, at least 5Mi; default 8Mi): the
 	// memory one collection in flight holds for the bucket.
-	PartSize   string `mapstructure:"partSize"`
-	ObjectLock Lock   `mapstructure:"objectLock"`
+	PartSize string `mapstructure:"partSize"`
+	// StreamMaxSize: a file larger than one part and at most this size (a quantity; default
+	// and largest 5Gi, S3's largest PUT; "0": none) is one PUT streamed as it is read, with
+	// the whole object's SHA-256 as its checksum sent after its bytes (an aws-chunked
+	// trailer), instead of a multipart upload: no part buffers, and the S3 server neither
+	// hashes parts nor joins them. Needs an https endpoint (the trailer is not sent over
+	// http); a server without trailing checksums needs "0".
+	StreamMaxSize string `mapstructure:"streamMaxSize"`
+	ObjectLock    Lock   `mapstructure:"objectLock"`
 	// CreateBucket creates the bucket at start when it does not exist (with Object Lock
 	// enabled when ObjectLock is set): for demos; production buckets are made by their owners.
 	CreateBucket bool `mapstructure:"createBucket"`
@@ -128,6 +135,9 @@ func (c Config) Validate() error {
 	if _, err := c.partSize(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := c.streamMaxSize(); err != nil {
+		errs = append(errs, err)
+	}
 	if _, _, _, err := c.Bundles.Sizes(); err != nil {
 		errs = append(errs, err)
 	}
@@ -168,13 +178,32 @@ func (c Config) partSize() (int64, error) {
 	return q.Value(), nil
 }
 
+// MaxPutSize is S3's largest object written in one PUT.
+const MaxPutSize = 5 << 30
+
+func (c Config) streamMaxSize() (int64, error) {
+	if c.StreamMaxSize == "" {
+		return MaxPutSize, nil
+	}
+	q, err := resource.ParseQuantity(c.StreamMaxSize)
+	if err != nil {
+		return 0, fmt.Errorf("destination.s3.streamMaxSize: %w", err)
+	}
+	if q.Value() < 0 || q.Value() > MaxPutSize {
+		return 0, fmt.Errorf("destination.s3.streamMaxSize %s: between 0 and 5Gi", c.StreamMaxSize)
+	}
+	return q.Value(), nil
+}
+
 // Store is a bucket collections are written to.
 type Store struct {
 	Client   *s3.Client
 	Bucket   string
 	Lock     Lock
 	partSize int64
-	bufs     partBuffers
+	// streamMax is the largest object streamed in one PUT (0: none).
+	streamMax int64
+	bufs      partBuffers
 }
 
 // partBuffers is a free list of part buffers: at most one collection's worth (PartsInFlight
@@ -223,7 +252,14 @@ func Open(client *s3.Client, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{Client: client, Bucket: cfg.Bucket, Lock: cfg.ObjectLock, partSize: ps}
+	sm, err := cfg.streamMaxSize()
+	if err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(aws.ToString(client.Options().BaseEndpoint), "http://") {
+		sm = 0 // a trailing checksum needs TLS
+	}
+	s := &Store{Client: client, Bucket: cfg.Bucket, Lock: cfg.ObjectLock, partSize: ps, streamMax: sm}
 	s.bufs = partBuffers{size: ps, free: make(chan *[]byte, PartsInFlight+1)}
 	return s, nil
 }
@@ -415,14 +451,18 @@ func b64(sum []byte) *string { return aws.String(base64.StdEncoding.EncodeToStri
 
 // Create starts the object key of size bytes (-1: not known in advance): write its bytes,
 // then Close to complete it.
-// Objects up to the part size are one PUT with their SHA-256; larger ones are multipart
-// uploads, each part with its own SHA-256. An object is visible only once Close returns.
+// Objects up to the part size are one PUT with their SHA-256; larger ones up to the
+// store's streamMaxSize are one PUT streamed as they are written, with their SHA-256 sent
+// after their bytes; larger ones and those of unknown size are multipart uploads, each part
+// with its own SHA-256. An object is visible only once Close returns.
 func (u *Upload) Create(ctx context.Context, key string, size int64) (io.WriteCloser, error) {
 	if err := u.failed(); err != nil {
 		return nil, err
 	}
 	o := &object{ctx: ctx, u: u, key: key, size: size}
-	if size >= 0 && size <= asyncMaxBytes { // a small object (a record): a buffer of its size
+	if size > u.s.partSize && size <= u.s.streamMax {
+		o.stream()
+	} else if size >= 0 && size <= asyncMaxBytes { // a small object (a record): a buffer of its size
 		b := make([]byte, 0, size)
 		o.buf = &b
 	} else {
@@ -476,6 +516,9 @@ func (u *Upload) Abort(ctx context.Context) {
 	}
 }
 
+// errAborted ends a streamed object's PUT that will not be completed.
+var errAborted = errors.New("upload aborted")
+
 // PartsInFlight is how many parts of a large object (more than parallelMinParts parts)
 // upload while the next one fills: reading the source never waits on one part's round
 // trip, and memory per object is at most (PartsInFlight+1) parts (24 MiB at the default
@@ -483,11 +526,15 @@ func (u *Upload) Abort(ctx context.Context) {
 const PartsInFlight = 2
 
 type object struct {
-	ctx      context.Context
-	u        *Upload
-	key      string
-	size, n  int64
-	buf      *[]byte
+	ctx     context.Context
+	u       *Upload
+	key     string
+	size, n int64
+	buf     *[]byte
+	// A streamed object (stream): its bytes go through pw to the PUT in flight, which
+	// cancel ends; its failure is err.
+	pw       *io.PipeWriter
+	cancel   context.CancelCauseFunc
 	uploadID string
 	done     bool
 	// Parts in flight: each its own goroutine, joined by wait; parts are kept by number.
@@ -498,7 +545,57 @@ type object struct {
 	err      error
 }
 
+// stream starts the object's PUT, reading its body from the pipe Write writes to; the PUT
+// is the object's one goroutine, joined by Close or abort.
+func (o *object) stream() {
+	s := o.u.s
+	ctx, cancel := context.WithCancelCause(o.ctx)
+	pr, pw := io.Pipe()
+	o.pw, o.cancel = pw, cancel
+	mode, until, hold := o.lockInput()
+	in := &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key), Body: pipeBody{pr}, ContentLength: aws.Int64(o.size),
+		ChecksumAlgorithm: types.ChecksumAlgorithmSha256, ObjectLockMode: mode, ObjectLockRetainUntilDate: until, ObjectLockLegalHoldStatus: hold}
+	o.wg.Go(func() {
+		out, err := s.Client.PutObject(ctx, in)
+		if err != nil {
+			err = &Error{Err: fmt.Errorf("%s: %w", o.key, err)}
+			o.mu.Lock()
+			if o.err == nil {
+				o.err = err
+			}
+			o.mu.Unlock()
+			pr.CloseWithError(err) // a Write waiting on the pipe returns it
+			return
+		}
+		o.u.setVersion(o.key, out.VersionId)
+	})
+}
+
+// pipeBody hides everything but Read from the SDK: the body cannot be rewound, so it is
+// streamed once with a trailing checksum.
+type pipeBody struct{ r io.Reader }
+
+func (b pipeBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// errMoreBytes: a streamed object was given more bytes than announced.
+var errMoreBytes = errors.New("more bytes written than announced")
+
 func (o *object) Write(p []byte) (int, error) {
+	if o.pw != nil {
+		if o.n+int64(len(p)) > o.size {
+			return 0, &Error{Err: fmt.Errorf("%s: %w (%d)", o.key, errMoreBytes, o.size)}
+		}
+		n, err := o.pw.Write(p)
+		o.n += int64(n)
+		if err != nil {
+			if failed := o.partsFailed(); failed != nil {
+				err = failed // the PUT's failure, or the abort
+			} else {
+				err = &Error{Err: fmt.Errorf("%s: %w", o.key, err)}
+			}
+		}
+		return n, err
+	}
 	written := 0
 	for len(p) > 0 {
 		room := int(o.u.s.partSize) - len(*o.buf)
@@ -622,6 +719,14 @@ func (o *object) Close() error {
 		o.abort(context.WithoutCancel(o.ctx))
 		return &Error{Err: fmt.Errorf("%s: %d bytes written, %d announced", o.key, o.n, o.size)}
 	}
+	if o.pw != nil {
+		_ = o.pw.Close() // the PUT reads the end of its body, sends the checksum and returns
+		if err := o.waitParts(); err != nil {
+			return err
+		}
+		o.done = true
+		return nil
+	}
 	s := o.u.s
 	if o.uploadID == "" {
 		u := o.u
@@ -698,6 +803,17 @@ func (o *object) putSum(data []byte, sum [sha256.Size]byte) error {
 // failure that ends a collection is often the store going away, and it comes back. What
 // this cannot abort the janitor does (Store.AbortStale).
 func (o *object) abort(ctx context.Context) {
+	if o.pw != nil { // a streamed PUT ends without its body's end: the server stores nothing
+		o.mu.Lock()
+		if o.err == nil {
+			o.err = &Error{Err: fmt.Errorf("%s: %w", o.key, errAborted)}
+		}
+		o.mu.Unlock()
+		o.cancel(errAborted)
+		o.pw.CloseWithError(errAborted)
+		o.wg.Wait()
+		return
+	}
 	o.wg.Wait() // the parts in flight end first (their context is the collection's)
 	if o.done || o.uploadID == "" {
 		return
@@ -725,6 +841,9 @@ func (o *object) abort(ctx context.Context) {
 
 func (o *object) release() {
 	o.wg.Wait() // parts in flight return their buffers
+	if o.cancel != nil {
+		o.cancel(nil)
+	}
 	o.u.mu.Lock()
 	delete(o.u.open, o)
 	o.u.mu.Unlock()
