@@ -556,7 +556,9 @@ func (o *object) stream() {
 	in := &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(o.key), Body: pipeBody{pr}, ContentLength: aws.Int64(o.size),
 		ChecksumAlgorithm: types.ChecksumAlgorithmSha256, ObjectLockMode: mode, ObjectLockRetainUntilDate: until, ObjectLockLegalHoldStatus: hold}
 	o.wg.Go(func() {
-		out, err := s.Client.PutObject(ctx, in)
+		// No SDK retry: the body cannot be sent twice, and its "failed to rewind" would hide
+		// why the attempt failed; the collection is retried instead.
+		out, err := s.Client.PutObject(ctx, in, func(o *s3.Options) { o.Retryer = aws.NopRetryer{} })
 		if err != nil {
 			err = &Error{Err: fmt.Errorf("%s: %w", o.key, err)}
 			o.mu.Lock()

@@ -28,6 +28,8 @@ type chunkedPuts struct {
 	objects map[string][]byte
 	// refused counts PUTs whose body did not arrive whole or whose checksum differed.
 	refused int
+	// slowDownAt: after this many bytes of a body, answer 503 SlowDown (0: never).
+	slowDownAt int64
 }
 
 func (c *chunkedPuts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -36,6 +38,13 @@ func (c *chunkedPuts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	want, _ := strconv.ParseInt(r.Header.Get("X-Amz-Decoded-Content-Length"), 10, 64)
+	if c.slowDownAt > 0 {
+		_, _ = io.CopyN(io.Discard, r.Body, c.slowDownAt)
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>")
+		return
+	}
 	body, sum, err := readChunked(bufio.NewReader(r.Body))
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -98,6 +107,9 @@ func streamStore(t *testing.T, h http.Handler, streamMax string) *Store {
 	return st
 }
 
+// errServerAnswer: the case wants the server's own answer.
+var errServerAnswer = errors.New("the server's answer")
+
 // TestStreamedObject: an object larger than a part is one streamed PUT whose SHA-256 follows
 // its bytes; fewer bytes than announced, more, or an abort mid-stream store nothing, and no
 // goroutine outlives the object.
@@ -110,11 +122,12 @@ func TestStreamedObject(t *testing.T) {
 		data[i] = byte(i * 7)
 	}
 	for _, tc := range []struct {
-		name  string
-		write func(ctx context.Context, u *Upload, w io.WriteCloser) error
-		want  error // nil: the object is stored
+		name       string
+		slowDownAt int64
+		write      func(ctx context.Context, u *Upload, w io.WriteCloser) error
+		want       error // nil: the object is stored
 	}{
-		{"whole", func(_ context.Context, _ *Upload, w io.WriteCloser) error {
+		{"whole", 0, func(_ context.Context, _ *Upload, w io.WriteCloser) error {
 			for p := data; len(p) > 0; p = p[min(len(p), 100_000):] {
 				if _, err := w.Write(p[:min(len(p), 100_000)]); err != nil {
 					return err
@@ -122,13 +135,13 @@ func TestStreamedObject(t *testing.T) {
 			}
 			return w.Close()
 		}, nil},
-		{"fewer bytes", func(_ context.Context, _ *Upload, w io.WriteCloser) error {
+		{"fewer bytes", 0, func(_ context.Context, _ *Upload, w io.WriteCloser) error {
 			if _, err := w.Write(data[:size-1]); err != nil {
 				return err
 			}
 			return w.Close()
 		}, errors.New("bytes written")},
-		{"more bytes", func(_ context.Context, u *Upload, w io.WriteCloser) error {
+		{"more bytes", 0, func(_ context.Context, u *Upload, w io.WriteCloser) error {
 			if _, err := w.Write(data); err != nil {
 				return err
 			}
@@ -136,7 +149,7 @@ func TestStreamedObject(t *testing.T) {
 			u.Cancel(context.Background(), w)
 			return err
 		}, errMoreBytes},
-		{"aborted", func(ctx context.Context, u *Upload, w io.WriteCloser) error {
+		{"aborted", 0, func(ctx context.Context, u *Upload, w io.WriteCloser) error {
 			if _, err := w.Write(data[:size/2]); err != nil {
 				return err
 			}
@@ -144,9 +157,17 @@ func TestStreamedObject(t *testing.T) {
 			_, err := w.Write(data[size/2:])
 			return err
 		}, errAborted},
+		// The server's own answer, not the SDK's "failed to rewind" of a retry it cannot make.
+		{"refused mid-stream", 1 << 20, func(_ context.Context, _ *Upload, w io.WriteCloser) error {
+			_, err := w.Write(data)
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}, errServerAnswer},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := &chunkedPuts{objects: map[string][]byte{}}
+			srv := &chunkedPuts{objects: map[string][]byte{}, slowDownAt: tc.slowDownAt}
 			st := streamStore(t, srv, "")
 			up := st.Begin(nil, 4)
 			w, err := up.Create(t.Context(), "k", size)
@@ -164,6 +185,11 @@ func TestStreamedObject(t *testing.T) {
 				}
 			case err == nil || stored:
 				t.Fatalf("err %v, stored %v: want %v and nothing stored", err, stored, tc.want)
+			case tc.want == errServerAnswer:
+				// The 503 or the reset of the connection it closed, whichever the client saw first.
+				if strings.Contains(err.Error(), "rewind") || (!strings.Contains(err.Error(), "SlowDown") && !strings.Contains(err.Error(), "reset")) {
+					t.Fatalf("err %v, want the server's answer", err)
+				}
 			case !errors.Is(err, tc.want) && !strings.Contains(err.Error(), tc.want.Error()):
 				t.Fatalf("err %v, want %v", err, tc.want)
 			}
