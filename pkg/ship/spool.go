@@ -15,7 +15,10 @@ import (
 
 // Source spool bounds (Shipper.SourceSpool): what waits in memory, then on disk.
 const (
-	spoolMemory = 1 << 20
+	// spoolMemory is what waits in memory before the file: 8 MiB keeps a destination
+	// that keeps up off the disk (1 GiB into the bucket: the spool's preads cost the agent
+	// 1.1 CPU s with 1 MiB here, 0.3 s with 8 MiB).
+	spoolMemory = 8 << 20
 	// punchEvery is how much read disk the spool frees at once.
 	punchEvery = 1 << 20
 	// DefaultSourceSpool is the disk a collection's source stream may wait in when the

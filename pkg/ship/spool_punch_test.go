@@ -18,19 +18,29 @@ func TestSourceSpoolDiskBound(t *testing.T) {
 	r, w := newSourceSpool(t.TempDir(), max, SpoolMeter{})
 	defer r.CloseWithError(nil)
 	chunk := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 1<<20) }
-	for i := range 3 {
+	mem := spoolMemory >> 20
+	for i := range mem + 2 { // memory full, and two chunks in the file
 		if _, err := w.Write(chunk(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	got := make([]byte, 1<<20)
-	for i := 3; i < 48; i++ {
+	read := 0
+	next := func() {
+		t.Helper()
 		if _, err := io.ReadFull(r, got); err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got, chunk(i-3)) {
-			t.Fatalf("chunk %d read back changed", i-3)
+		if !bytes.Equal(got, chunk(read)) {
+			t.Fatalf("chunk %d read back changed", read)
 		}
+		read++
+	}
+	for range mem { // what waits in memory is read first
+		next()
+	}
+	for i := mem + 2; i < mem+2+45; i++ {
+		next()
 		if _, err := w.Write(chunk(i)); err != nil {
 			t.Fatal(err)
 		}
