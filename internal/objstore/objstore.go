@@ -561,11 +561,7 @@ func (o *object) stream() {
 		out, err := s.Client.PutObject(ctx, in, func(o *s3.Options) { o.Retryer = aws.NopRetryer{} })
 		if err != nil {
 			err = &Error{Err: fmt.Errorf("%s: %w", o.key, err)}
-			o.mu.Lock()
-			if o.err == nil {
-				o.err = err
-			}
-			o.mu.Unlock()
+			o.failWith(err)
 			pr.CloseWithError(err) // a Write waiting on the pipe returns it
 			return
 		}
@@ -573,8 +569,9 @@ func (o *object) stream() {
 	})
 }
 
-// pipeBody hides everything but Read from the SDK: the body cannot be rewound, so it is
-// streamed once with a trailing checksum.
+// pipeBody hides everything but Read from the SDK: without Seek the body is streamed once
+// with a trailing checksum; without Close the HTTP transport cannot close the pipe under a
+// Write before the PUT's own failure is kept (the Write would say only "closed pipe").
 type pipeBody struct{ r io.Reader }
 
 func (b pipeBody) Read(p []byte) (int, error) { return b.r.Read(p) }
@@ -701,6 +698,15 @@ func (o *object) uploadPart(num int32, data []byte) error {
 	return nil
 }
 
+// failWith keeps err as the object's failure unless one is kept already.
+func (o *object) failWith(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err == nil {
+		o.err = err
+	}
+}
+
 // partsFailed is the first failure of a part in flight.
 func (o *object) partsFailed() error {
 	o.mu.Lock()
@@ -806,11 +812,7 @@ func (o *object) putSum(data []byte, sum [sha256.Size]byte) error {
 // this cannot abort the janitor does (Store.AbortStale).
 func (o *object) abort(ctx context.Context) {
 	if o.pw != nil { // a streamed PUT ends without its body's end: the server stores nothing
-		o.mu.Lock()
-		if o.err == nil {
-			o.err = &Error{Err: fmt.Errorf("%s: %w", o.key, errAborted)}
-		}
-		o.mu.Unlock()
+		o.failWith(&Error{Err: fmt.Errorf("%s: %w", o.key, errAborted)})
 		o.cancel(errAborted)
 		o.pw.CloseWithError(errAborted)
 		o.wg.Wait()
