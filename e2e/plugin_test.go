@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -21,8 +22,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/podcopy/podcopy/internal/destination"
+	podcopyplugin "github.com/podcopy/podcopy/internal/plugin"
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/status"
+	"github.com/podcopy/podcopy/pkg/verify"
 )
 
 var (
@@ -147,6 +151,7 @@ for i in 1 2 3; do echo "line $i" > /var/log/data/sub/f$i.log; done`)
 	if code != 0 || !strings.Contains(out, "verified 4 files") {
 		t.Fatalf("verify: exit %d\n%s%s", code, out, errOut)
 	}
+	slowReader(t, ns)
 
 	// Tamper with the evidence: one byte of one file, in place, in the analysis pod.
 	colDir := st.Destination[strings.Index(st.Destination, ":")+1:]
@@ -319,3 +324,53 @@ func TestPluginTrustsNoTenantRecord(t *testing.T) {
 		t.Fatal("fetch wrote outside -o")
 	}
 }
+
+// slowReader reads the pod's latest collection (150 MiB) through the plugin's evidence
+// library into a sink that takes 10 MB/s, a third of what the stream gives: every byte
+// arrives and verifies. An exec stream read that slowly loses its last megabytes between the
+// container and the client, with exit 0 (hack/cutprobe: every run at 10 MB/s), unless it is
+// drained at its own pace, as fetch, verify and the console do through a spool.
+func slowReader(t *testing.T, ns string) {
+	t.Helper()
+	o := podcopyplugin.NewOptions(io.Discard, io.Discard).With(client, executor, ns)
+	def := destination.Defaults()
+	o.AnalysisNamespace, o.AnalysisSelector, o.Dir = def.Namespace, def.Selector, def.Dir
+	ev := o.Evidence()
+	ev.SpoolDir = t.TempDir()
+	ref, err := ev.ResolveArg(t.Context(), "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	res, err := ev.Stream(t.Context(), ref, &throttledSink{Discard: verify.NewDiscard(), rate: 10e6})
+	if err != nil || res.Files != 4 || res.Bytes < 150<<20 {
+		t.Fatalf("a reader at 10 MB/s: %d files, %d bytes: %v", res.Files, res.Bytes, err)
+	}
+	t.Logf("a reader at 10 MB/s: %d files (%d bytes) verified in %s", res.Files, res.Bytes, time.Since(t0).Round(time.Second))
+}
+
+// throttledSink is a verify.Discard that takes at most rate bytes per second.
+type throttledSink struct {
+	*verify.Discard
+	rate  float64
+	t0    time.Time
+	taken int64
+}
+
+func (s *throttledSink) Create(e verify.Entry, r io.Reader) (int64, string, error) {
+	if s.t0.IsZero() {
+		s.t0 = time.Now()
+	}
+	return s.Discard.Create(e, readerFunc(func(p []byte) (int, error) {
+		if ahead := time.Duration(float64(s.taken)/s.rate*float64(time.Second)) - time.Since(s.t0); ahead > 0 {
+			time.Sleep(ahead) // the slow disk this test plays
+		}
+		n, err := r.Read(p[:min(len(p), 64<<10)])
+		s.taken += int64(n)
+		return n, err
+	}))
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }

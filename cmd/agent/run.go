@@ -275,6 +275,7 @@ func run(ctx context.Context, opts config.Options, loader *config.Loader) error 
 			Destination:      opts.Destination,
 			Metrics:          console.NewMetrics(m.Registry),
 			MaxManifestBytes: int(current.Load().limits.MaxManifestBytes),
+			SpoolDir:         opts.SpoolDir,
 			Log:              log.WithName("console"),
 		}
 		sh := &shell.Server{

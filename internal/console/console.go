@@ -79,6 +79,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// downloadSpool bounds the disk one download's stream may wait in (Console.SpoolDir): with
+// Parallel downloads at once (2 by default), 256 MiB of the agent's spool volume.
+const downloadSpool = 128 << 20
+
 // Console serves the routes.
 type Console struct {
 	// Metrics, when set, counts requests and downloads.
@@ -105,6 +109,10 @@ type Console struct {
 	// SlotWait is how long a request waits for a slot before it is told the console is busy
 	// (0: 10 s).
 	SlotWait time.Duration
+	// SpoolDir is where a download's stream from the analysis pod waits while the browser
+	// reads more slowly than the analysis pod writes (the agent's spoolDir; "":
+	// os.TempDir()): at most downloadSpool bytes per download after 8 MiB in memory.
+	SpoolDir string
 	Log      logr.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
@@ -298,7 +306,8 @@ func (c *Console) user(h func(w http.ResponseWriter, r *http.Request, k call)) h
 		manifestMax, recordMax := c.limits()
 		ev := &evidence.Reader{Client: client, Exec: ex, Namespace: ns,
 			AnalysisNamespace: c.Destination.Namespace, AnalysisSelector: c.Destination.Selector, Dir: c.Destination.Dir,
-			Keys: c.verifyKeys, MaxManifestBytes: manifestMax, MaxRecordBytes: recordMax}
+			Keys: c.verifyKeys, MaxManifestBytes: manifestMax, MaxRecordBytes: recordMax,
+			SpoolDir: c.SpoolDir, SpoolMaxBytes: downloadSpool}
 		ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
 		defer cancel()
 		h(w, r.WithContext(ctx), call{user: u, client: client, exec: ex, evidence: ev})

@@ -53,6 +53,13 @@ type Reader struct {
 	// Stall is how long a stream waits for the analysis pod's next output (5 minutes when
 	// zero).
 	Stall time.Duration
+	// SpoolDir and SpoolMaxBytes are where and how much of a collection's stream from the
+	// analysis pod may wait on disk while the sink is slower than the stream (after 8 MiB
+	// in memory): the stream is read at the analysis pod's pace, because the relays lose
+	// the tail of an exec stream that is read more slowly than it is written ("":
+	// os.TempDir(); 0: 256 MiB).
+	SpoolDir      string
+	SpoolMaxBytes int64
 }
 
 // maxManifest bounds a manifest read.

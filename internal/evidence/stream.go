@@ -11,9 +11,27 @@ import (
 	"io"
 	"os"
 	"path"
+	"time"
 
+	"github.com/podcopy/podcopy/pkg/spool"
 	"github.com/podcopy/podcopy/pkg/verify"
 )
+
+// defaultSpool is the disk a stream from the analysis pod may wait in (Reader.SpoolMaxBytes
+// when zero), and spoolFullWait how long the stream may wait on a full spool: under the
+// 61 s read deadline of client-go's WebSocket executor (pkg/ship.DefaultSpoolFullWait).
+const (
+	defaultSpool  = 256 << 20
+	spoolFullWait = 45 * time.Second
+)
+
+// spoolMax is Reader.SpoolMaxBytes or defaultSpool.
+func (r *Reader) spoolMax() int64 {
+	if r.SpoolMaxBytes > 0 {
+		return r.SpoolMaxBytes
+	}
+	return defaultSpool
+}
 
 // Stream reads the collection as tar from the analysis pod into s, hashing each file as it
 // passes here, and has the verifier compare every hash with the signed digests (checked
@@ -28,23 +46,30 @@ func (r *Reader) Stream(ctx context.Context, ref Ref, s verify.Sink) (Result, er
 		v := c.Finish()
 		return v, v.Err()
 	}
-	pr, pw := io.Pipe()
+	// The analysis pod's stream goes through a spool, read at its own pace whatever the
+	// sink's: an exec stream read more slowly than it is written loses its tail on the way
+	// (issue 35: hack/cutprobe), and a sink that takes nothing for spoolFullWait ends it
+	// with that reason instead.
+	sctx, full := context.WithCancelCause(ctx)
+	defer full(nil)
+	sr, sw := spool.New(r.SpoolDir, r.spoolMax(), spool.Meter{}, spoolFullWait, nil, full)
+	defer sr.CloseWithError(nil) // its file goes with it
 	done := make(chan error, 1)
-	wctx, stdout, stop := watched(ctx, r.Stall, pw, "reading from "+ref.Analysis.String())
+	wctx, stdout, stop := watched(sctx, r.Stall, sw, "reading from "+ref.Analysis.String())
 	defer stop()
 	go func() {
 		err := r.pod(ref.Analysis).Archive(wctx, ref.Dir, stdout)
 		if cause := context.Cause(wctx); err != nil && cause != nil && ctx.Err() == nil {
-			err = cause // the stall, not the cancelled stream
+			err = cause // the stall or the full spool, not the cancelled stream
 		}
-		pw.CloseWithError(err) // nil: the reader sees io.EOF
+		sw.CloseWithError(err) // nil: the reader sees io.EOF
 		done <- err
 	}()
-	werr := c.Tar(tar.NewReader(bufio.NewReaderSize(pr, 256<<10)), s)
+	werr := c.Tar(tar.NewReader(bufio.NewReaderSize(sr, 256<<10)), s)
 	if werr != nil {
-		pr.CloseWithError(werr)
+		sr.CloseWithError(werr)
 	} else {
-		_, _ = io.Copy(io.Discard, pr)
+		_, _ = io.Copy(io.Discard, sr)
 	}
 	if err := <-done; err != nil && werr == nil {
 		werr = fmt.Errorf("reading the collection from %s: %w", ref.Analysis, err)

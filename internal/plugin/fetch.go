@@ -115,7 +115,9 @@ func (o *Options) fetch(ctx context.Context, ref evidence.Ref, out string) error
 		return err
 	}
 	defer func() { _ = root.Close() }()
-	res, err := o.evidence().Stream(ctx, ref, evidence.NewDirSink(root))
+	ev := o.evidence()
+	ev.SpoolDir = out // the stream waits beside where it goes, never in a small /tmp
+	res, err := ev.Stream(ctx, ref, evidence.NewDirSink(root))
 	res.Dir = dest
 	if failed := (*verify.Error)(nil); err != nil && !errors.As(err, &failed) {
 		return err

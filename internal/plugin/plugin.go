@@ -68,6 +68,10 @@ type Options struct {
 }
 
 // evidence is the evidence reader with o's clients, its flags and its keys.
+// Evidence is the evidence library as these options read: the user's clients, the analysis
+// pods and keys the flags name (the e2e suite reads through it with its own sinks).
+func (o *Options) Evidence() *evidence.Reader { return o.evidence() }
+
 func (o *Options) evidence() *evidence.Reader {
 	return &evidence.Reader{Client: o.client, Exec: o.exec, Namespace: o.namespace,
 		AnalysisNamespace: o.AnalysisNamespace, AnalysisSelector: o.AnalysisSelector, Dir: o.Dir,

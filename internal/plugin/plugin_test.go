@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/request"
 	"github.com/podcopy/podcopy/pkg/status"
+	"github.com/podcopy/podcopy/pkg/verify"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -351,6 +353,63 @@ func TestFetchGivesUpOnAStalledStream(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nothing arrived for 100ms") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+// TestFetchDrainsTheStreamAtItsPace: the analysis pod's stream is read at its own pace,
+// whatever the sink's: its exec writes all of it (12 MiB, past the spool's memory into its
+// file) and ends while the sink has taken nothing yet, and the sink then gets every byte.
+// Without the spool the exec would wait on the sink, and an exec stream read more slowly than
+// it is written loses its tail on the way (issue 35: hack/cutprobe).
+func TestFetchDrainsTheStreamAtItsPace(t *testing.T) {
+	t.Parallel()
+	a := collection(t, nil)
+	ended := make(chan struct{})
+	fast := exectest.Func(func(ctx context.Context, req exec.Request) error {
+		if req.Command[0] != "tar" {
+			return a.Exec(ctx, req)
+		}
+		defer close(ended)
+		if _, err := req.Stdout.Write(a.archive); err != nil {
+			return err
+		}
+		zeros := make([]byte, 32<<10) // more end-of-archive blocks: a tar reader reads past them
+		for range 12 << 20 / len(zeros) {
+			if _, err := req.Stdout.Write(zeros); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	o := NewOptions(io.Discard, io.Discard).With(fake.NewClientset(), fast, "ns")
+	ev := o.evidence()
+	ev.SpoolDir = t.TempDir()
+	sink := &waitingSink{Discard: verify.NewDiscard(), ended: ended}
+	res, err := ev.Stream(t.Context(), ref, sink)
+	if err != nil || sink.waited != nil || res.Files != 2 {
+		t.Fatalf("stream: %v; the exec's end: %v; %d files verified", err, sink.waited, res.Files)
+	}
+	if names, _ := os.ReadDir(ev.SpoolDir); len(names) != 0 {
+		t.Fatalf("the spool left %v", names)
+	}
+}
+
+// waitingSink takes nothing until the analysis pod's exec has ended (or a minute passed).
+type waitingSink struct {
+	*verify.Discard
+	ended  chan struct{}
+	once   sync.Once
+	waited error
+}
+
+func (w *waitingSink) Create(e verify.Entry, r io.Reader) (int64, string, error) {
+	w.once.Do(func() {
+		select {
+		case <-w.ended:
+		case <-time.After(time.Minute):
+			w.waited = errors.New("the analysis pod's exec waited on the sink")
+		}
+	})
+	return w.Discard.Create(e, r)
 }
 
 // TestResolveRefusesAForgedStatus: a status set at the pod's creation by whoever created it

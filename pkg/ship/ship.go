@@ -25,6 +25,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
 	"github.com/podcopy/podcopy/pkg/source"
+	"github.com/podcopy/podcopy/pkg/spool"
 )
 
 // RecordSize is tar's record size; the destination stream is padded to a whole record so
@@ -355,7 +356,9 @@ func (s *Shipper) run(ctx context.Context, job Job, final string) (Result, error
 	if len(p.paths) == 0 {
 		return Result{}, permanent("nothing left to read: %s", describeSkipped(p.skipped))
 	}
-	srcR, srcW := newBoundedSpool(s.SpoolDir, s.sourceSpool(), s.SpoolMeter, s.spoolFullWait(), s.clock(), func(err error) { cancel(err) })
+	srcR, srcW := spool.New(s.SpoolDir, s.sourceSpool(), s.SpoolMeter, s.spoolFullWait(), s.clock(), func(error) {
+		cancel(&SpoolFullError{Max: s.sourceSpool(), Wait: s.spoolFullWait()})
+	})
 	defer srcR.CloseWithError(nil) // its file goes with it
 	// Cancelled (the deadline, the watchdog, the caller): every read of the source fails at
 	// once with the cause, whether or not its exec honours its context, so no copy loop

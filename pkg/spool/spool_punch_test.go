@@ -1,6 +1,6 @@
 //go:build linux
 
-package ship
+package spool
 
 import (
 	"bytes"
@@ -9,16 +9,16 @@ import (
 	"testing"
 )
 
-// TestSourceSpoolDiskBound: a spool whose reader keeps a little behind its writer, so its
+// TestSpoolDiskBound: a spool whose reader keeps a little behind its writer, so its
 // file never drains and keeps growing, still takes at most its bound of disk (plus what is
 // freed at once): what was read is a hole; and it reads back what was written.
-func TestSourceSpoolDiskBound(t *testing.T) {
+func TestSpoolDiskBound(t *testing.T) {
 	t.Parallel()
 	const max = 4 << 20
-	r, w := newSourceSpool(t.TempDir(), max, SpoolMeter{})
+	r, w := New(t.TempDir(), max, Meter{}, 0, nil, nil)
 	defer r.CloseWithError(nil)
 	chunk := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 1<<20) }
-	mem := spoolMemory >> 20
+	mem := memory >> 20
 	for i := range mem + 2 { // memory full, and two chunks in the file
 		if _, err := w.Write(chunk(i)); err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-package ship
+package spool
 
 import (
 	"bytes"
@@ -12,19 +12,17 @@ import (
 	"time"
 
 	testclock "k8s.io/utils/clock/testing"
-
-	"github.com/podcopy/podcopy/pkg/failure"
 )
 
-// TestSourceSpool: the source writes at its own pace while nothing reads, up to the memory
+// TestSpool: the source writes at its own pace while nothing reads, up to the memory
 // and disk bounds and no further; what is read is what was written, in order, across the
 // spool's moves between memory and its (unlinked) file; the end is the writer's.
-func TestSourceSpool(t *testing.T) {
+func TestSpool(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	const max = 4 << 20
 	held, waits := &gauge{}, &gauge{}
-	r, w := newSourceSpool(dir, max, SpoolMeter{Bytes: held, Waits: waits})
+	r, w := New(dir, max, Meter{Bytes: held, Waits: waits}, 0, nil, nil)
 	defer r.CloseWithError(nil)
 	var written atomic.Int64
 	const total = 20 << 20
@@ -49,10 +47,10 @@ func TestSourceSpool(t *testing.T) {
 	// Nothing reads: the writer gets as far as memory and disk hold, and waits there.
 	for deadline := time.Now().Add(20 * time.Second); waits.v.Load() == 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 	}
-	if got := written.Load(); waits.v.Load() == 0 || got > spoolMemory+max || got < spoolMemory+max-(96<<10) {
-		t.Fatalf("the writer got %d bytes in (%d waits) with %d of memory and %d of disk and no reader", got, waits.v.Load(), spoolMemory, max)
+	if got := written.Load(); waits.v.Load() == 0 || got > memory+max || got < memory+max-(96<<10) {
+		t.Fatalf("the writer got %d bytes in (%d waits) with %d of memory and %d of disk and no reader", got, waits.v.Load(), memory, max)
 	}
-	if h := held.v.Load(); h < spoolMemory+max-(96<<10) || h > spoolMemory+max {
+	if h := held.v.Load(); h < memory+max-(96<<10) || h > memory+max {
 		t.Fatalf("the meter says %d bytes held", h)
 	}
 	if names, _ := os.ReadDir(dir); len(names) != 0 {
@@ -72,13 +70,13 @@ func TestSourceSpool(t *testing.T) {
 	}
 }
 
-// TestSourceSpoolReaderEnds: a reader that stops ends a writer that waits for room.
-func TestSourceSpoolReaderEnds(t *testing.T) {
+// TestSpoolReaderEnds: a reader that stops ends a writer that waits for room.
+func TestSpoolReaderEnds(t *testing.T) {
 	t.Parallel()
-	r, w := newSourceSpool(t.TempDir(), 1<<10, SpoolMeter{})
+	r, w := New(t.TempDir(), 1<<10, Meter{}, 0, nil, nil)
 	done := make(chan error, 1)
 	go func() {
-		_, err := w.Write(make([]byte, spoolMemory+4<<10))
+		_, err := w.Write(make([]byte, memory+4<<10))
 		done <- err
 	}()
 	stop := errors.New("processing failed")
@@ -88,26 +86,26 @@ func TestSourceSpoolReaderEnds(t *testing.T) {
 	}
 }
 
-// gauge counts what a SpoolMeter is told.
+// gauge counts what a Meter is told.
 type gauge struct{ v atomic.Int64 }
 
 func (g *gauge) Add(f float64) { g.v.Add(int64(f)) }
 func (g *gauge) Inc()          { g.v.Add(1) }
 
-// TestSourceSpoolFull: a writer that waits on a full spool for its bound (a fake clock)
-// fails with SpoolFull and tells onFull; one whose reader frees room in time goes on.
-func TestSourceSpoolFull(t *testing.T) {
+// TestSpoolFull: a writer that waits on a full spool for its bound (a fake clock)
+// fails with a *FullError and tells onFull; one whose reader frees room in time goes on.
+func TestSpoolFull(t *testing.T) {
 	t.Parallel()
 	for _, reads := range []bool{false, true} {
 		t.Run(fmt.Sprintf("reader frees room=%v", reads), func(t *testing.T) {
 			t.Parallel()
 			fc := testclock.NewFakeClock(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
 			told := make(chan error, 1)
-			r, w := newBoundedSpool(t.TempDir(), 1<<10, SpoolMeter{}, 45*time.Second, fc, func(err error) { told <- err })
+			r, w := New(t.TempDir(), 1<<10, Meter{}, 45*time.Second, fc, func(err error) { told <- err })
 			defer r.CloseWithError(nil)
 			done := make(chan error, 1)
 			go func() {
-				_, err := w.Write(make([]byte, spoolMemory+4<<10))
+				_, err := w.Write(make([]byte, memory+4<<10))
 				done <- err
 			}()
 			for !fc.HasWaiters() { // the writer waits on the full spool
@@ -115,7 +113,7 @@ func TestSourceSpoolFull(t *testing.T) {
 			}
 			fc.Step(44 * time.Second)
 			if reads {
-				if _, err := io.CopyN(io.Discard, r, spoolMemory+4<<10); err != nil {
+				if _, err := io.CopyN(io.Discard, r, memory+4<<10); err != nil {
 					t.Fatal(err)
 				}
 				if err := <-done; err != nil {
@@ -125,8 +123,8 @@ func TestSourceSpoolFull(t *testing.T) {
 			}
 			fc.Step(time.Second)
 			err := <-done
-			if failure.Reason(err) != failure.SpoolFull {
-				t.Fatalf("the writer ended with %v (reason %s), want SpoolFull", err, failure.Reason(err))
+			if full := (*FullError)(nil); !errors.As(err, &full) || full.Wait != 45*time.Second {
+				t.Fatalf("the writer ended with %v, want a *FullError after 45s", err)
 			}
 			if told := <-told; told != err {
 				t.Fatalf("onFull was told %v", told)
