@@ -27,6 +27,7 @@ import (
 	"github.com/podcopy/podcopy/pkg/custody"
 	"github.com/podcopy/podcopy/pkg/exec"
 	"github.com/podcopy/podcopy/pkg/exec/exectest"
+	"github.com/podcopy/podcopy/pkg/failure"
 	"github.com/podcopy/podcopy/pkg/layout"
 	"github.com/podcopy/podcopy/pkg/manifest"
 	"github.com/podcopy/podcopy/pkg/policy"
@@ -492,6 +493,40 @@ func TestRunCancelled(t *testing.T) {
 	go func() { <-started; cancel() }()
 	if _, err := f.shipper.Run(ctx, f.job("/var/log/a")); err == nil {
 		t.Fatal("cancelled run succeeded")
+	}
+}
+
+// TestRunSpoolFull: a destination that takes nothing while the source's spool is full ends
+// the collection with SpoolFull once the source has waited SpoolFullWait (by the shipper's
+// clock), not with a cut or a stall.
+func TestRunSpoolFull(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "gnu")
+	f.write(t, "var/log/a", random(12<<20)) // past the spool's 8 MiB of memory and its 1 KiB of disk
+	f.shipper.SourceSpool, f.shipper.SpoolFullWait = 1<<10, 5*time.Second
+	f.shipper.Exec = exectest.Route{SourcePod: "src", Source: f.local, Other: exectest.Func(func(ctx context.Context, req exec.Request) error {
+		if slices.Contains(req.Command, "podcopy-publish") {
+			<-ctx.Done() // the analysis pod takes nothing
+			return ctx.Err()
+		}
+		return f.local.Exec(ctx, req)
+	})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.shipper.Run(t.Context(), f.job("/var/log/a"))
+		done <- err
+	}()
+	fc := f.shipper.Clock.(*testclock.FakeClock)
+	for {
+		select {
+		case err := <-done:
+			if failure.Reason(err) != failure.SpoolFull || !strings.Contains(err.Error(), "took nothing for 5s") {
+				t.Fatalf("err = %v (reason %s), want SpoolFull", err, failure.Reason(err))
+			}
+			return
+		case <-time.After(20 * time.Millisecond):
+			fc.Step(time.Second) // the watchdog's 60 s stall comes after the spool's 5 s
+		}
 	}
 }
 
