@@ -276,9 +276,12 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	// Leave the agent as charts/podcopy/ci/local-values.yaml configures it.
+	// Leave the agent as charts/podcopy/ci/local-values.yaml configures it: the e2e suite
+	// runs next on the same cluster (a 64 MiB manifest cap lets the console read a planted
+	// 60 MiB record, TestConsoleBounds, into the agent's 128 MiB).
 	if err := e.helm(ctx, "config.exec.transport=auto", "config.compression=auto", "config.destination.namespaceModes.bench=pod",
-		"config.destination.s3.objectLock.mode=GOVERNANCE", "config.destination.s3.objectLock.days=1"); err != nil {
+		"config.destination.s3.objectLock.mode=GOVERNANCE", "config.destination.s3.objectLock.days=1",
+		"config.policy.maxBytes=510Mi", "config.policy.maxFiles=10000", "config.policy.maxManifestBytes=8Mi"); err != nil {
 		return err
 	}
 	var scale []string
