@@ -68,6 +68,7 @@ func (r *Reader) Stream(ctx context.Context, ref Ref, s verify.Sink) (Result, er
 	werr := c.Tar(tar.NewReader(bufio.NewReaderSize(sr, 256<<10)), s)
 	if werr != nil {
 		sr.CloseWithError(werr)
+		full(werr) // and the exec ends now, not at its next write
 	} else {
 		_, _ = io.Copy(io.Discard, sr)
 	}
