@@ -11,26 +11,17 @@ import (
 	"io"
 	"os"
 	"path"
-	"time"
 
 	"github.com/podcopy/podcopy/pkg/spool"
 	"github.com/podcopy/podcopy/pkg/verify"
 )
 
-// defaultSpool is the disk a stream from the analysis pod may wait in (Reader.SpoolMaxBytes
-// when zero), and spoolFullWait how long the stream may wait on a full spool: under the
-// 61 s read deadline of client-go's WebSocket executor (pkg/ship.DefaultSpoolFullWait).
-const (
-	defaultSpool  = 256 << 20
-	spoolFullWait = 45 * time.Second
-)
-
-// spoolMax is Reader.SpoolMaxBytes or defaultSpool.
+// spoolMax is Reader.SpoolMaxBytes or spool.DefaultMax.
 func (r *Reader) spoolMax() int64 {
 	if r.SpoolMaxBytes > 0 {
 		return r.SpoolMaxBytes
 	}
-	return defaultSpool
+	return spool.DefaultMax
 }
 
 // Stream reads the collection as tar from the analysis pod into s, hashing each file as it
@@ -48,11 +39,11 @@ func (r *Reader) Stream(ctx context.Context, ref Ref, s verify.Sink) (Result, er
 	}
 	// The analysis pod's stream goes through a spool, read at its own pace whatever the
 	// sink's: an exec stream read more slowly than it is written loses its tail on the way
-	// (issue 35: hack/cutprobe), and a sink that takes nothing for spoolFullWait ends it
+	// (issue 35: hack/cutprobe), and a sink that takes nothing for spool.DefaultFullWait ends it
 	// with that reason instead.
 	sctx, full := context.WithCancelCause(ctx)
 	defer full(nil)
-	sr, sw := spool.New(r.SpoolDir, r.spoolMax(), spool.Meter{}, spoolFullWait, nil, full)
+	sr, sw := spool.New(r.SpoolDir, r.spoolMax(), spool.Meter{}, spool.DefaultFullWait, nil, full)
 	defer sr.CloseWithError(nil) // its file goes with it
 	done := make(chan error, 1)
 	wctx, stdout, stop := watched(sctx, r.Stall, sw, "reading from "+ref.Analysis.String())

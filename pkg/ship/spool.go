@@ -8,21 +8,12 @@ import (
 	"github.com/podcopy/podcopy/pkg/spool"
 )
 
-// Source spool bounds (Shipper.SourceSpool): what waits on the agent's disk after the
-// spool's 8 MiB of memory (pkg/spool).
+// Source spool bounds (Shipper.SourceSpool, Shipper.SpoolFullWait): what waits on the
+// agent's disk after the spool's 8 MiB of memory, and for how long a source may wait on a
+// full one before the collection fails with SpoolFull (pkg/spool says why these values).
 const (
-	// DefaultSourceSpool is the disk a collection's source stream may wait in when the
-	// destination is slower than the source (Shipper.SourceSpool when zero): a whole
-	// 100,000-file archive. A source held on a full spool waits on its exec stream, and the
-	// relays lose the end of a stream whose reader is slower than its writer (measured with
-	// hack/cutprobe: every run at 10 MB/s lost its last 1–3 MB, none at full speed).
-	DefaultSourceSpool = 256 << 20
-	// DefaultSpoolFullWait is how long a source may wait on a full spool before the
-	// collection fails with SpoolFull: under the 61 s read deadline client-go's WebSocket
-	// executor puts on a stream it does not read (measured: hack/stallprobe; SPDY held a
-	// stream unread for 90 s and more), so a stalled destination ends a collection with its
-	// own reason, never with a cut source.
-	DefaultSpoolFullWait = 45 * time.Second
+	DefaultSourceSpool   = spool.DefaultMax
+	DefaultSpoolFullWait = spool.DefaultFullWait
 )
 
 // SpoolMeter is told what the source spools hold (podcopy_source_spool_bytes, a

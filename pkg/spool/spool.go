@@ -27,6 +27,21 @@ const (
 	punchEvery = 1 << 20
 )
 
+// DefaultMax and DefaultFullWait are the bounds the agent's sources and the readers of the
+// analysis pod use unless told otherwise.
+const (
+	// DefaultMax is the disk one stream may wait in: a whole 100,000-file archive. A writer
+	// held on a full spool waits on its exec stream, and the relays lose the end of a
+	// stream whose reader is slower than its writer (measured with hack/cutprobe: every run
+	// at 10 MB/s lost its last 1–3 MB, none at full speed).
+	DefaultMax = 256 << 20
+	// DefaultFullWait is how long a writer may wait on a full spool before it fails: under
+	// the 61 s read deadline client-go's WebSocket executor puts on a stream it does not
+	// read (measured: hack/stallprobe; SPDY held a stream unread for 90 s and more), so a
+	// stalled consumer ends a stream with its own reason, never with a cut.
+	DefaultFullWait = 45 * time.Second
+)
+
 // FullError is a writer that waited on a full spool for the spool's bound: the reader took
 // nothing meanwhile.
 type FullError struct {
