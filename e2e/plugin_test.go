@@ -155,7 +155,8 @@ for i in 1 2 3; do echo "line $i" > /var/log/data/sub/f$i.log; done`)
 
 	// Tamper with the evidence: one byte of one file, in place, in the analysis pod.
 	colDir := st.Destination[strings.Index(st.Destination, ":")+1:]
-	mustRun(t, analysis(t), "sh", "-c", `printf X | dd of="$1" bs=1 seek=1000 conv=notrunc 2>/dev/null`, "sh", colDir+"/app/var/log/data/big.bin")
+	// The file is random: write X there unless X is already there (1 in 256), then Y.
+	mustRun(t, analysis(t), "sh", "-c", `c=$(dd if="$1" bs=1 skip=1000 count=1 2>/dev/null); r=X; [ "$c" = X ] && r=Y; printf %s "$r" | dd of="$1" bs=1 seek=1000 conv=notrunc 2>/dev/null`, "sh", colDir+"/app/var/log/data/big.bin")
 	_, errOut, code = kubectlPodcopy(t, erinKC, "verify", "app")
 	if code == 0 || !strings.Contains(errOut, "MISMATCH /var/log/data/big.bin") {
 		t.Fatalf("verify after tampering: exit %d, stderr %s", code, errOut)
